@@ -1,1 +1,20 @@
+//! revive's node harness: real containerd, runc and CRIU in isolated namespaces, for the
+//! end-to-end tests and for entering a node by hand (`revive-node shell`).
+//!
+//! A node is a Debian root filesystem (built once by debootstrap and cached, see [`rootfs`])
+//! under a private overlay, entered with its own mount, pid, cgroup, network, UTS and IPC
+//! namespaces ([`init`]); [`node::Node`] starts one, runs commands inside, and tears it down
+//! leaving nothing on the host.
 
+pub mod cgroup;
+pub mod host;
+pub mod image;
+pub mod init;
+pub mod mounts;
+pub mod node;
+pub mod rootfs;
+pub mod scenario;
+
+pub use image::{Image, ImageBuilder};
+pub use node::{Node, NodeOptions};
+pub use rootfs::Flavour;

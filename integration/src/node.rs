@@ -1,0 +1,697 @@
+//! The harness's handle on a running node: start, run commands inside, tear down.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::cgroup::{self, NodeCgroup};
+use crate::image::Image;
+use crate::init::{NodeSpec, c_paths};
+use crate::rootfs::{self, Flavour, Rootfs};
+use crate::{host, mounts};
+
+/// PATH inside a node.
+pub const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where node directories live: `$REVIVE_NODE_DIR`, else /var/lib/revive-test/nodes.
+pub fn nodes_dir() -> PathBuf {
+    std::env::var_os("REVIVE_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/revive-test/nodes"))
+}
+
+/// The project binaries a node gets in /usr/local/bin.
+pub const PROJECT_BINARIES: &[&str] = &["containerd-shim-revive-v2", "revive-snapshotter"];
+
+/// Where the project's binaries are: `$REVIVE_BIN_DIR`, else next to the running
+/// executable (cargo's target/<profile>, also for test executables in target/<profile>/deps).
+pub fn bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("REVIVE_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe
+        .parent()
+        .context("executable without a directory")?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+/// containerd's configuration for a node, chosen by the node's containerd version: the
+/// revive registration users install, plus the settings only test nodes need.
+pub fn containerd_config(containerd_version: &str) -> String {
+    let (revive, node) = if containerd_version.starts_with("1.") {
+        (
+            include_str!("../../config/containerd-1.7.toml"),
+            include_str!("../../config/node-1.7.toml"),
+        )
+    } else {
+        (
+            include_str!("../../config/containerd-2.x.toml"),
+            include_str!("../../config/node-2.x.toml"),
+        )
+    };
+    format!("{revive}{node}")
+}
+
+static NODE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A running node. Dropping it tears it down; [`Node::stop`] does the same and reports.
+pub struct Node {
+    flavour: Flavour,
+    rootfs: Rootfs,
+    spec: NodeSpec,
+    launcher: Option<Child>,
+    init_pid: Pid,
+    pid_ns: String,
+    keep_logs: bool,
+    stopped: bool,
+}
+
+/// What a stopped node left behind on the host; empty when teardown was complete.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    pub processes: Vec<String>,
+    pub mounts: Vec<PathBuf>,
+    pub cgroups: Vec<PathBuf>,
+    pub dir: Option<PathBuf>,
+}
+
+impl Leftovers {
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+            && self.mounts.is_empty()
+            && self.cgroups.is_empty()
+            && self.dir.is_none()
+    }
+}
+
+/// Options for [`Node::start_with`].
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Appears in the node's name (and its cgroup and directory), e.g. the test name.
+    pub label: String,
+    /// Start revive-snapshotter before containerd.
+    pub snapshotter: bool,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            label: "node".into(),
+            snapshotter: true,
+        }
+    }
+}
+
+fn sanitize(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect()
+}
+
+impl Node {
+    /// Starts a node of `flavour` with default options, labelled `label`.
+    pub fn start(flavour: Flavour, label: &str) -> Result<Node> {
+        Node::start_with(
+            flavour,
+            NodeOptions {
+                label: label.into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn start_with(flavour: Flavour, options: NodeOptions) -> Result<Node> {
+        host::require_root()?;
+        host::check_device_nodes(Path::new("/dev"))?;
+        let bins = bin_dir()?;
+        let launcher_bin = bins.join("revive-node");
+        let mut missing: Vec<&str> = PROJECT_BINARIES
+            .iter()
+            .copied()
+            .filter(|b| !bins.join(b).is_file())
+            .collect();
+        if !launcher_bin.is_file() {
+            missing.push("revive-node");
+        }
+        if !missing.is_empty() {
+            bail!(
+                "project binaries missing from {}: {}; build them first (`make build` or \
+                 `cargo build --workspace`), or point REVIVE_BIN_DIR at them",
+                bins.display(),
+                missing.join(", ")
+            );
+        }
+        let rootfs = rootfs::ensure(flavour)?;
+        let name = format!(
+            "{flavour}-{}-{}-{}",
+            sanitize(&options.label),
+            std::process::id(),
+            NODE_COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = nodes_dir().join(&name);
+        rootfs::remove_tree(&dir)?;
+        for sub in [
+            "upper",
+            "work",
+            "root",
+            "logs",
+            "share",
+            "data/containerd",
+            "data/revive",
+            "data/containers",
+        ] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        fs::set_permissions(nodes_dir(), fs::Permissions::from_mode(0o700))?;
+        let spec = NodeSpec {
+            hostname: format!("revive-{flavour}"),
+            dir: dir.clone(),
+            lower: rootfs.path.clone(),
+            cgroup: NodeCgroup::new(format!("revive-node-{name}"), cgroup::host_layout()?),
+            binds: vec![
+                (dir.join("logs"), "/var/log/revive".into()),
+                (dir.join("share"), "/share".into()),
+                (dir.join("data/containerd"), "/var/lib/containerd".into()),
+                (dir.join("data/revive"), "/var/lib/revive".into()),
+                (dir.join("data/containers"), "/var/lib/containers".into()),
+            ],
+            name,
+        };
+        prepare_upper(&spec, &rootfs, &bins)?;
+        let spec_path = dir.join("spec.json");
+        fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+        let launcher = Command::new(&launcher_bin)
+            .arg("__launch")
+            .arg(&spec_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(dir.join("logs/launcher.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", launcher_bin.display()))?;
+        let mut node = Node {
+            flavour,
+            rootfs,
+            spec,
+            launcher: Some(launcher),
+            init_pid: Pid::from_raw(0),
+            pid_ns: String::new(),
+            keep_logs: false,
+            stopped: false,
+        };
+        // From here on, Drop cleans up whatever part of the start succeeded.
+        node.handshake()?;
+        node.pid_ns = fs::read_link(format!("/proc/{}/ns/pid", node.init_pid))?
+            .to_string_lossy()
+            .into_owned();
+        if options.snapshotter {
+            node.start_snapshotter()?;
+        }
+        node.start_containerd()?;
+        Ok(node)
+    }
+
+    /// Reads `pid N` and then `ready` from the launcher.
+    fn handshake(&mut self) -> Result<()> {
+        let stdout = self
+            .launcher
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .context("launcher without stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => bail!(
+                    "node {} did not come up within 60 s{}",
+                    self.spec.name,
+                    self.log_tails()
+                ),
+            };
+            if let Some(pid) = line.strip_prefix("pid ") {
+                self.init_pid = Pid::from_raw(pid.trim().parse().context("bad pid from launcher")?);
+            } else if line == "ready" {
+                return Ok(());
+            } else if let Some(err) = line.strip_prefix("error: ") {
+                bail!("node {} failed to start: {err}", self.spec.name);
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+    pub fn flavour(&self) -> Flavour {
+        self.flavour
+    }
+    pub fn rootfs(&self) -> &Rootfs {
+        &self.rootfs
+    }
+    /// The node's directory on the host.
+    pub fn dir(&self) -> &Path {
+        &self.spec.dir
+    }
+    /// The host pid of the node's init.
+    pub fn init_pid(&self) -> Pid {
+        self.init_pid
+    }
+    /// Host directory visible as /share inside the node.
+    pub fn share_dir(&self) -> PathBuf {
+        self.spec.dir.join("share")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.spec.dir.join("logs")
+    }
+    /// Version of a package in the node (e.g. "containerd").
+    pub fn version(&self, package: &str) -> Option<&str> {
+        self.rootfs
+            .completion
+            .versions
+            .get(package)
+            .map(String::as_str)
+    }
+    /// Keep the node's logs directory after teardown (for failing tests it always is).
+    pub fn keep_logs(&mut self) {
+        self.keep_logs = true;
+    }
+
+    /// A command that runs inside the node: all its namespaces, its root, its cgroup, and a
+    /// clean environment.
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", self.init_pid))
+            .args([
+                "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd=/", "--",
+            ])
+            .args(args)
+            .env_clear()
+            .env("PATH", NODE_PATH)
+            .env("HOME", "/root")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null());
+        if let Ok(files) = c_paths(&self.spec.cgroup.procs_files(true)) {
+            // SAFETY: runs between fork and exec; only async-signal-safe libc calls on
+            // memory prepared before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for file in &files {
+                        let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        if fd < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                        libc::close(fd);
+                        if !ok {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+
+    /// Runs a command in the node and waits for it (at most `timeout`), whatever its status.
+    pub fn exec_timeout<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        args: &[S],
+        timeout: Duration,
+    ) -> Result<Output> {
+        let mut cmd = self.command(args);
+        let what = describe(args);
+        run_with_timeout(&mut cmd, timeout)
+            .with_context(|| format!("in node {}: {what}", self.spec.name))
+    }
+
+    /// Runs a command in the node; fails with its output unless it exits 0. Returns stdout.
+    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<String> {
+        let out = self.exec_timeout(args, Duration::from_secs(120))?;
+        if !out.status.success() {
+            bail!(
+                "in node {}: `{}` failed ({}):\nstdout: {}\nstderr: {}",
+                self.spec.name,
+                describe(args),
+                out.status,
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs a shell script in the node (`sh -c`).
+    pub fn sh(&self, script: &str) -> Result<String> {
+        self.run(&["sh", "-c", script])
+    }
+
+    /// Runs `ctr` against the node's containerd.
+    pub fn ctr(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["ctr"];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+
+    /// Starts a daemon inside the node, detached (adopted by the node's init), with its
+    /// output appended to /var/log/revive/<log>.log. Returns its pid inside the node.
+    pub fn spawn_daemon(&self, log: &str, command: &str) -> Result<u32> {
+        let script =
+            format!("setsid {command} >>/var/log/revive/{log}.log 2>&1 </dev/null & echo $!");
+        let out = self.sh(&script)?;
+        out.trim()
+            .parse()
+            .with_context(|| format!("daemon {log} reported pid {out:?}"))
+    }
+
+    fn start_snapshotter(&self) -> Result<()> {
+        self.spawn_daemon("snapshotter", "revive-snapshotter --log-level debug")?;
+        self.wait_for(
+            "revive-snapshotter's socket",
+            "test -S /run/revive/snapshotter.sock",
+            "snapshotter",
+        )
+    }
+
+    /// Starts (or restarts, after it was killed) the node's containerd and waits until it
+    /// answers.
+    pub fn start_containerd(&self) -> Result<()> {
+        self.spawn_daemon("containerd", "containerd --log-level debug")?;
+        self.wait_for("containerd", "ctr version", "containerd")
+    }
+
+    fn wait_for(&self, what: &str, probe: &str, log: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.exec_timeout(&["sh", "-c", probe], Duration::from_secs(10))?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let text = fs::read_to_string(self.logs_dir().join(format!("{log}.log")))
+                    .unwrap_or_default();
+                bail!(
+                    "{what} did not come up in node {} within 30 s; last lines of its log:\n{}",
+                    self.spec.name,
+                    tail(&text, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Imports an image archive into the node's containerd.
+    pub fn import_image(&self, image: &Image) -> Result<()> {
+        let file = format!("{}.tar", image.file_stem());
+        image.write_archive(&self.share_dir().join(&file))?;
+        self.ctr(&["images", "import", &format!("/share/{file}")])?;
+        Ok(())
+    }
+
+    /// The last lines of every log of the node, for failure messages.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        let Ok(entries) = fs::read_dir(self.logs_dir()) else {
+            return out;
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let mut text = String::new();
+            if fs::File::open(&path)
+                .and_then(|mut f| f.read_to_string(&mut text))
+                .is_ok()
+            {
+                out.push_str(&format!(
+                    "\n----- {} (last 60 lines) -----\n{}",
+                    path.display(),
+                    tail(&text, 60)
+                ));
+            }
+        }
+        out
+    }
+
+    /// Stops the node and reports what it left behind (nothing, when teardown works).
+    pub fn stop(mut self) -> Result<Leftovers> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<Leftovers> {
+        self.stopped = true;
+        if self.init_pid.as_raw() > 0 {
+            // Killing the pid namespace's init kills every process in the node, containers
+            // included; the kernel reaps them all before the init itself exits, and then the
+            // launcher, its parent, exits too.
+            let _ = kill(self.init_pid, Signal::SIGKILL);
+        }
+        if let Some(mut launcher) = self.launcher.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while launcher.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = launcher.kill();
+                    let _ = launcher.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !processes_in_pid_ns(&self.pid_ns).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.spec.cgroup.remove()?;
+        let mut left = self.leftovers();
+        // Only delete files when nothing is mounted below the node's directory: an rm -rf
+        // through a live mount could reach the host's files.
+        if left.mounts.is_empty() {
+            let keep_logs = self.keep_logs || std::thread::panicking();
+            let logs = self.logs_dir();
+            for entry in fs::read_dir(&self.spec.dir)?.flatten() {
+                let path = entry.path();
+                if keep_logs && path == logs {
+                    continue;
+                }
+                if entry.file_type()?.is_dir() {
+                    rootfs::remove_tree(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+            if !keep_logs {
+                fs::remove_dir(&self.spec.dir)?;
+            }
+            left.dir = None;
+        }
+        Ok(left)
+    }
+
+    /// What of this node is still on the host.
+    pub fn leftovers(&self) -> Leftovers {
+        Leftovers {
+            processes: processes_in_pid_ns(&self.pid_ns),
+            mounts: mounts::mounts_below(&self.spec.dir)
+                .map(|m| m.into_iter().map(|m| m.mount_point).collect())
+                .unwrap_or_default(),
+            cgroups: self.spec.cgroup.leftovers(),
+            dir: self.spec.dir.exists().then(|| self.spec.dir.clone()),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "\n===== node {} ({} flavour): logs of the failed test, kept in {} ====={}",
+                self.spec.name,
+                self.flavour,
+                self.logs_dir().display(),
+                self.log_tails()
+            );
+        }
+        match self.teardown() {
+            Ok(left) if left.is_empty() => {}
+            Ok(left) => eprintln!(
+                "revive: node {} left things behind: {left:?}",
+                self.spec.name
+            ),
+            Err(err) => eprintln!(
+                "revive: tearing down node {} failed: {err:#}",
+                self.spec.name
+            ),
+        }
+    }
+}
+
+/// Writes what the node needs into its upper layer before it starts: containerd's config,
+/// hostname and hosts, and the project binaries.
+fn prepare_upper(spec: &NodeSpec, rootfs: &Rootfs, bins: &Path) -> Result<()> {
+    let upper = spec.upper();
+    let containerd = rootfs
+        .completion
+        .versions
+        .get("containerd")
+        .context("node root without containerd")?;
+    let etc = upper.join("etc");
+    fs::create_dir_all(etc.join("containerd"))?;
+    fs::write(
+        etc.join("containerd/config.toml"),
+        containerd_config(containerd),
+    )?;
+    fs::write(etc.join("hostname"), format!("{}\n", spec.hostname))?;
+    fs::write(
+        etc.join("hosts"),
+        format!("127.0.0.1 localhost {}\n::1 localhost\n", spec.hostname),
+    )?;
+    let local_bin = upper.join("usr/local/bin");
+    fs::create_dir_all(&local_bin)?;
+    for bin in PROJECT_BINARIES.iter().chain(&["revive-node"]) {
+        let dest = local_bin.join(bin);
+        // A copy, not a link: a rebuild while the node runs must not change its binaries.
+        fs::copy(bins.join(bin), &dest).with_context(|| format!("copying {bin} into the node"))?;
+    }
+    Ok(())
+}
+
+/// Host pids of processes whose pid namespace is `ns` (as read from /proc/<pid>/ns/pid).
+pub fn processes_in_pid_ns(ns: &str) -> Vec<String> {
+    if ns.is_empty() {
+        return Vec::new();
+    }
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            fs::read_link(e.path().join("ns/pid"))
+                .map(|l| l.to_string_lossy() == ns)
+                .unwrap_or(false)
+        })
+        .map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            format!("{pid} ({})", comm.trim())
+        })
+        .collect()
+}
+
+fn describe<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    args.iter()
+        .map(|a| a.as_ref().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs `cmd` capturing its output; kills it after `timeout`.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let mut stderr = child.stderr.take().context("no stderr")?;
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_takes_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+    }
+
+    #[test]
+    fn config_follows_containerd_major_version() {
+        assert!(containerd_config("1.7.24~ds1-6").contains("version = 2"));
+        assert!(containerd_config("2.1.9+ds1-5").contains("version = 3"));
+    }
+
+    #[test]
+    fn timeout_kills_the_command() {
+        let err = run_with_timeout(Command::new("sleep").arg("5"), Duration::from_millis(100))
+            .unwrap_err();
+        assert!(err.to_string().contains("timed out"));
+    }
+
+    #[test]
+    fn labels_are_sanitized() {
+        assert_eq!(
+            sanitize("smoke::checkpoint restore"),
+            "smoke--checkpoint-restore"
+        );
+    }
+}

@@ -1,0 +1,596 @@
+//! Debian root filesystems for nodes: built once with debootstrap, cached, verified on use.
+//!
+//! A cache entry is `<cache>/<flavour>-<key>/` holding `rootfs/` and `complete.json`. The key
+//! hashes everything the build depends on (suite, package lists, build recipe version), so a
+//! changed package list builds a new root. `complete.json` is written last, after the build
+//! succeeded, and records SHA-256 digests of the files nodes depend on; an entry without it, or
+//! whose files no longer match, is removed and rebuilt, never used.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::mounts;
+
+/// Bumped whenever the build recipe below changes in a way the package lists do not show.
+const RECIPE_VERSION: u32 = 1;
+
+/// Packages every node gets.
+const COMMON_PACKAGES: &[&str] = &[
+    "containerd",
+    "runc",
+    "crun",
+    "criu",
+    "busybox-static",
+    "iptables",
+    "iproute2",
+    "procps",
+    "ca-certificates",
+];
+
+/// Files whose digests are recorded at build time and checked on every use.
+const VERIFIED_FILES: &[&str] = &[
+    "usr/bin/containerd",
+    "usr/bin/ctr",
+    "usr/bin/containerd-shim-runc-v2",
+    "usr/sbin/runc",
+    "usr/sbin/criu",
+    "bin/busybox",
+    "var/lib/dpkg/status",
+];
+
+/// Packages whose versions a node reports (README support table, test output).
+pub const REPORTED_PACKAGES: &[&str] = &["containerd", "runc", "criu", "crun", "busybox-static"];
+
+/// The two kinds of node every end-to-end test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// Debian trixie: containerd 1.7, runc 1.1, with CRIU taken from sid.
+    Stable,
+    /// Debian sid: containerd 2.x, runc 1.3, CRIU 4.2, podman and friends.
+    Next,
+}
+
+impl Flavour {
+    pub const ALL: [Flavour; 2] = [Flavour::Stable, Flavour::Next];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Stable => "stable",
+            Flavour::Next => "next",
+        }
+    }
+
+    pub fn recipe(self) -> Recipe {
+        let mut packages: Vec<String> = COMMON_PACKAGES.iter().map(|s| s.to_string()).collect();
+        match self {
+            Flavour::Stable => Recipe {
+                suite: "trixie".into(),
+                packages,
+                // trixie's CRIU 4.1.1 cannot dump real processes on current kernels.
+                from_sid: vec!["criu".into()],
+            },
+            Flavour::Next => {
+                packages.extend(
+                    [
+                        "podman",
+                        "buildah",
+                        "skopeo",
+                        "checkpointctl",
+                        "docker-registry",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string()),
+                );
+                Recipe {
+                    suite: "sid".into(),
+                    packages,
+                    from_sid: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Flavour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a root filesystem is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub suite: String,
+    pub packages: Vec<String>,
+    /// Packages installed afterwards from sid (`apt-get -t sid install`).
+    pub from_sid: Vec<String>,
+}
+
+impl Recipe {
+    /// The cache key: a digest of everything the build depends on.
+    pub fn key(&self) -> String {
+        let text =
+            serde_json::to_string(&(RECIPE_VERSION, self)).expect("a recipe always serializes");
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+}
+
+/// What `complete.json` records about a finished build.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Completion {
+    pub key: String,
+    pub recipe: Recipe,
+    pub mirror: String,
+    /// Package name -> installed version.
+    pub versions: BTreeMap<String, String>,
+    /// Path relative to the rootfs -> SHA-256 hex.
+    pub digests: BTreeMap<String, String>,
+}
+
+/// A verified, ready root filesystem.
+#[derive(Debug, Clone)]
+pub struct Rootfs {
+    pub flavour: Flavour,
+    pub path: PathBuf,
+    pub completion: Completion,
+}
+
+/// Where root filesystems are cached: `$REVIVE_CACHE_DIR`, else /var/cache/revive/nodes.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("REVIVE_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/revive/nodes"))
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Digests of `files` (relative to `root`).
+pub fn digest_files(root: &Path, files: &[&str]) -> Result<BTreeMap<String, String>> {
+    files
+        .iter()
+        .map(|rel| Ok((rel.to_string(), sha256_file(&root.join(rel))?)))
+        .collect()
+}
+
+/// Checks a cache entry: its completion record exists, matches `key`, and every recorded
+/// digest still matches the file. Returns the record, or why the entry cannot be used.
+pub fn verify_entry(entry: &Path, key: &str) -> Result<Completion> {
+    let record = entry.join("complete.json");
+    let text = fs::read_to_string(&record)
+        .with_context(|| format!("{} is missing: the build never finished", record.display()))?;
+    let completion: Completion = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid completion record", record.display()))?;
+    if completion.key != key {
+        bail!(
+            "{} records key {}, expected {key}",
+            record.display(),
+            completion.key
+        );
+    }
+    if completion.digests.is_empty() {
+        bail!("{} records no digests", record.display());
+    }
+    let rootfs = entry.join("rootfs");
+    for (rel, want) in &completion.digests {
+        let got = sha256_file(&rootfs.join(rel))?;
+        if &got != want {
+            bail!(
+                "{}/{rel} is corrupt: sha256 {got}, recorded {want}",
+                rootfs.display()
+            );
+        }
+    }
+    Ok(completion)
+}
+
+/// Removes a directory tree, refusing if anything is mounted inside it (an `rm -rf` through
+/// a bind mount of /dev would destroy the host's device nodes).
+pub fn remove_tree(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let below = mounts::mounts_below(dir)?;
+    if !below.is_empty() {
+        bail!(
+            "refusing to remove {}: mounts inside it: {:?}",
+            dir.display(),
+            below.iter().map(|m| &m.mount_point).collect::<Vec<_>>()
+        );
+    }
+    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+/// The Debian mirror the host's apt uses (read from its sources), so nodes fetch packages
+/// from the same place the host does.
+pub fn host_mirror() -> Result<String> {
+    if let Some(mirror) = std::env::var_os("REVIVE_DEBIAN_MIRROR") {
+        return Ok(mirror.to_string_lossy().into_owned());
+    }
+    let mut texts = Vec::new();
+    for path in ["/etc/apt/sources.list"] {
+        if let Ok(text) = fs::read_to_string(path) {
+            texts.push(text);
+        }
+    }
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut paths: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let name = path.to_string_lossy();
+            if name.ends_with(".list") || name.ends_with(".sources") {
+                if let Ok(text) = fs::read_to_string(&path) {
+                    texts.push(text);
+                }
+            }
+        }
+    }
+    texts.iter().find_map(|t| mirror_from_sources(t)).context(
+        "could not find a Debian mirror in the host's apt sources (/etc/apt/sources.list, \
+             /etc/apt/sources.list.d); set REVIVE_DEBIAN_MIRROR to one",
+    )
+}
+
+/// Finds the first Debian archive URI (not security, not another vendor) in an apt
+/// sources text, one-line (`deb URI suite ...`) or deb822 (`URIs: ...`) style.
+pub fn mirror_from_sources(text: &str) -> Option<String> {
+    let is_debian = |uri: &str| {
+        (uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("file:/"))
+            && !uri.contains("security")
+            && uri.trim_end_matches('/').ends_with("/debian")
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let uris: Vec<&str> = if let Some(rest) = line.strip_prefix("URIs:") {
+            rest.split_whitespace().collect()
+        } else if line.starts_with("deb ") {
+            line.split_whitespace()
+                .skip(1)
+                .filter(|w| !w.starts_with('['))
+                .take(1)
+                .collect()
+        } else {
+            continue;
+        };
+        if let Some(uri) = uris.into_iter().find(|u| is_debian(u)) {
+            return Some(uri.trim_end_matches('/').to_string());
+        }
+    }
+    None
+}
+
+/// Holds an exclusive lock on a file for as long as it lives.
+struct FileLock(#[allow(dead_code)] fs::File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<FileLock> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own; it does not touch memory.
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("locking the rootfs cache");
+        }
+        Ok(FileLock(file))
+    }
+}
+
+/// Returns a verified root filesystem for `flavour`, building it first if the cache has no
+/// usable one. Concurrent callers (parallel tests) wait for one build.
+pub fn ensure(flavour: Flavour) -> Result<Rootfs> {
+    let cache = cache_dir();
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o700))?;
+    let _lock = FileLock::acquire(&cache.join(format!("{flavour}.lock")))?;
+    let recipe = flavour.recipe();
+    let key = recipe.key();
+    let entry = cache.join(format!("{flavour}-{key}"));
+    if entry.exists() {
+        match verify_entry(&entry, &key) {
+            Ok(completion) => {
+                return Ok(Rootfs {
+                    flavour,
+                    path: entry.join("rootfs"),
+                    completion,
+                });
+            }
+            Err(err) => {
+                eprintln!(
+                    "revive: cached {flavour} node root is unusable ({err:#}); rebuilding it"
+                );
+            }
+        }
+    }
+    // Remove this flavour's stale entries: old keys, unfinished builds, the corrupt one.
+    for dirent in fs::read_dir(&cache)?.flatten() {
+        let name = dirent.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{flavour}-")) && dirent.path().is_dir() {
+            remove_tree(&dirent.path())?;
+        }
+    }
+    let mirror = host_mirror()?;
+    let partial = cache.join(format!("{flavour}-{key}.partial"));
+    build(flavour, &recipe, &key, &mirror, &partial)?;
+    fs::rename(&partial, &entry)?;
+    let completion = verify_entry(&entry, &key)?;
+    Ok(Rootfs {
+        flavour,
+        path: entry.join("rootfs"),
+        completion,
+    })
+}
+
+fn run_logged(cmd: &mut Command, log: &Path, what: &str) -> Result<()> {
+    let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .env_remove("CONTAINER")
+        .status()
+        .with_context(|| format!("{what}: could not run {:?}", cmd.get_program()))?;
+    if !status.success() {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "{what} failed ({status}); last lines of {}:\n{}",
+            log.display(),
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
+fn build(flavour: Flavour, recipe: &Recipe, key: &str, mirror: &str, dir: &Path) -> Result<()> {
+    remove_tree(dir)?;
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    let rootfs = dir.join("rootfs");
+    let log = dir.join("build.log");
+    eprintln!(
+        "revive: building the {flavour} node root (Debian {}, {} packages) from {mirror}; \
+         this happens once per package list (about 1-2 minutes), log: {}",
+        recipe.suite,
+        recipe.packages.len(),
+        log.display()
+    );
+    // debootstrap mounts /proc and /sys inside the target; a private mount namespace makes
+    // sure nothing it mounts outlives it, even when it fails half-way.
+    run_logged(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "debootstrap",
+                "--variant=minbase",
+            ])
+            .arg(format!("--include={}", recipe.packages.join(",")))
+            .arg(&recipe.suite)
+            .arg(&rootfs)
+            .arg(mirror),
+        &log,
+        "debootstrap",
+    )?;
+    if !recipe.from_sid.is_empty() {
+        let list = rootfs.join("etc/apt/sources.list.d/revive-sid.list");
+        fs::write(&list, format!("deb {mirror} sid main\n"))?;
+        let script = format!(
+            "set -e; mount -t proc proc /proc; \
+             apt-get -o Acquire::Check-Valid-Until=false update -qq; \
+             DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false \
+             install -y -qq --no-install-recommends -t sid {}",
+            recipe.from_sid.join(" ")
+        );
+        run_logged(
+            Command::new("unshare")
+                .args([
+                    "--mount",
+                    "--pid",
+                    "--fork",
+                    "--propagation",
+                    "private",
+                    "chroot",
+                ])
+                .arg(&rootfs)
+                .args(["sh", "-c", &script]),
+            &log,
+            "installing packages from sid",
+        )?;
+        fs::remove_file(&list)?;
+    }
+    // Drop downloaded packages and lists: they are not needed to run a node.
+    for sub in ["var/cache/apt/archives", "var/lib/apt/lists"] {
+        let path = rootfs.join(sub);
+        if let Ok(entries) = fs::read_dir(&path) {
+            for e in entries.flatten() {
+                if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    let versions = installed_versions(&rootfs)?;
+    for pkg in &recipe.packages {
+        if !versions.contains_key(pkg) && REPORTED_PACKAGES.contains(&pkg.as_str()) {
+            bail!("{pkg} is not installed in the {flavour} root after the build");
+        }
+    }
+    let completion = Completion {
+        key: key.to_string(),
+        recipe: recipe.clone(),
+        mirror: mirror.to_string(),
+        versions,
+        digests: digest_files(&rootfs, VERIFIED_FILES)?,
+    };
+    let tmp = dir.join("complete.json.tmp");
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(serde_json::to_string_pretty(&completion)?.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join("complete.json"))?;
+    eprintln!(
+        "revive: {flavour} node root ready: {}",
+        versions_line(&completion.versions)
+    );
+    Ok(())
+}
+
+/// Reads installed package versions from the root's dpkg status file.
+pub fn installed_versions(rootfs: &Path) -> Result<BTreeMap<String, String>> {
+    let status = fs::read_to_string(rootfs.join("var/lib/dpkg/status"))
+        .context("reading the root's dpkg status")?;
+    Ok(parse_dpkg_status(&status))
+}
+
+/// Package -> version for every installed package in a dpkg status text.
+pub fn parse_dpkg_status(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        let (Some(pkg), Some(version), Some(status)) =
+            (field("Package:"), field("Version:"), field("Status:"))
+        else {
+            continue;
+        };
+        if status.ends_with(" installed") {
+            out.insert(pkg, version);
+        }
+    }
+    out
+}
+
+/// "containerd 1.7.24, runc 1.1.15, ..." for the packages in [`REPORTED_PACKAGES`].
+pub fn versions_line(versions: &BTreeMap<String, String>) -> String {
+    REPORTED_PACKAGES
+        .iter()
+        .filter_map(|p| versions.get(*p).map(|v| format!("{p} {v}")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_changes_with_package_list() {
+        let a = Flavour::Stable.recipe();
+        let mut b = a.clone();
+        b.packages.push("strace".into());
+        assert_ne!(a.key(), b.key());
+        assert_eq!(a.key(), Flavour::Stable.recipe().key());
+        assert_ne!(Flavour::Stable.recipe().key(), Flavour::Next.recipe().key());
+    }
+
+    fn fake_entry(dir: &Path, key: &str) {
+        let rootfs = dir.join("rootfs");
+        fs::create_dir_all(rootfs.join("bin")).unwrap();
+        fs::write(rootfs.join("bin/busybox"), b"busybox bytes").unwrap();
+        let completion = Completion {
+            key: key.into(),
+            recipe: Flavour::Next.recipe(),
+            mirror: "http://mirror/debian".into(),
+            versions: BTreeMap::new(),
+            digests: digest_files(&rootfs, &["bin/busybox"]).unwrap(),
+        };
+        fs::write(
+            dir.join("complete.json"),
+            serde_json::to_string(&completion).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn intact_entry_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_entry(dir.path(), "k1");
+        verify_entry(dir.path(), "k1").unwrap();
+    }
+
+    #[test]
+    fn half_built_entry_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_entry(dir.path(), "k1");
+        fs::remove_file(dir.path().join("complete.json")).unwrap();
+        let err = verify_entry(dir.path(), "k1").unwrap_err().to_string();
+        assert!(err.contains("never finished"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_file_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_entry(dir.path(), "k1");
+        fs::write(dir.path().join("rootfs/bin/busybox"), b"truncated").unwrap();
+        let err = verify_entry(dir.path(), "k1").unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_and_wrong_key_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_entry(dir.path(), "k1");
+        assert!(verify_entry(dir.path(), "k2").is_err());
+        fs::remove_file(dir.path().join("rootfs/bin/busybox")).unwrap();
+        assert!(verify_entry(dir.path(), "k1").is_err());
+        fs::write(dir.path().join("complete.json"), b"{not json").unwrap();
+        assert!(verify_entry(dir.path(), "k1").is_err());
+    }
+
+    #[test]
+    fn mirror_is_read_from_both_source_styles() {
+        let deb822 = "Types: deb\n# URIs: http://old/debian\nURIs: http://deb.example.org/debian/\nSuites: bookworm\n\nTypes: deb\nURIs: http://deb.example.org/debian-security\n";
+        assert_eq!(
+            mirror_from_sources(deb822).as_deref(),
+            Some("http://deb.example.org/debian")
+        );
+        let one_line = "deb [arch=amd64] http://ftp.example.net/debian bookworm main\n";
+        assert_eq!(
+            mirror_from_sources(one_line).as_deref(),
+            Some("http://ftp.example.net/debian")
+        );
+        assert_eq!(
+            mirror_from_sources("deb https://packages.vendor.com/apt stable main\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn dpkg_status_versions() {
+        let status = "Package: criu\nStatus: install ok installed\nVersion: 4.2.1-1\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n";
+        let v = parse_dpkg_status(status);
+        assert_eq!(v.get("criu").map(String::as_str), Some("4.2.1-1"));
+        assert!(!v.contains_key("gone"));
+    }
+}
