@@ -195,7 +195,7 @@ impl ImageBuilder {
                     .build()?,
             )
             .build()?;
-        let config_json = serde_json::to_vec(&image_config)?;
+        let config_json = canonical_json(&image_config)?;
 
         let mut blobs: Vec<(Digest, Vec<u8>)> = Vec::new();
         let layer_desc = descriptor(MediaType::ImageLayerGzip, &layer_gz)?;
@@ -206,7 +206,7 @@ impl ImageBuilder {
             .config(config_desc.clone())
             .layers(vec![layer_desc.clone()])
             .build()?;
-        let manifest_json = serde_json::to_vec(&manifest)?;
+        let manifest_json = canonical_json(&manifest)?;
         let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest_json)?;
         let tag = self
             .name
@@ -231,7 +231,7 @@ impl ImageBuilder {
             .media_type(MediaType::ImageIndex)
             .manifests(vec![manifest_desc])
             .build()?;
-        let index_json = serde_json::to_vec(&index)?;
+        let index_json = canonical_json(&index)?;
 
         let mut archive = tar::Builder::new(Vec::new());
         let mut add = |path: &str, data: &[u8]| -> Result<()> {
@@ -252,6 +252,12 @@ impl ImageBuilder {
             archive: archive.into_inner()?,
         })
     }
+}
+
+/// JSON with sorted object keys (serde_json's Value keeps maps sorted), so that equal
+/// images get equal digests whatever order a HashMap iterates in.
+fn canonical_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&serde_json::to_value(value)?)?)
 }
 
 fn sha256_digest(data: &[u8]) -> Result<Digest> {
@@ -425,7 +431,10 @@ mod tests {
                 .build()
                 .unwrap()
         };
-        assert_eq!(build().archive(), build().archive());
+        assert!(
+            build().archive() == build().archive(),
+            "two builds of one image differ"
+        );
         assert!(
             ImageBuilder::new("x:1")
                 .file("a", "1", 0o644)

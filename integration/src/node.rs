@@ -313,7 +313,7 @@ impl Node {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--target={}", self.init_pid))
             .args([
-                "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd=/", "--",
+                "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd", "--",
             ])
             .args(args)
             .env_clear()
