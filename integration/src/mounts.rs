@@ -19,12 +19,15 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Ok(value) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
-                out.push(value);
-                i += 4;
-                continue;
-            }
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|_| bytes[i] == b'\\')
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        if let Some(value) = octal {
+            out.push(value);
+            i += 4;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -76,12 +79,14 @@ mod tests {
 30 22 0:26 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory
 31 22 0:27 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw
 40 22 0:40 / /var/lib/with\\040space rw - tmpfs tmpfs rw,size=10k
+41 22 0:41 / /mnt/caf\u{e9}\\ rw - tmpfs tmpfs rw
 ";
 
     #[test]
     fn parses_fields_and_escapes() {
         let mounts = parse_mountinfo(SAMPLE);
-        assert_eq!(mounts.len(), 4);
+        assert_eq!(mounts.len(), 5);
+        assert_eq!(mounts[4].mount_point, PathBuf::from("/mnt/caf\u{e9}\\"));
         assert_eq!(
             mounts[1].mount_point,
             PathBuf::from("/sys/fs/cgroup/memory")

@@ -76,7 +76,6 @@ pub struct Node {
     spec: NodeSpec,
     launcher: Option<Child>,
     init_pid: Pid,
-    pid_ns: String,
     keep_logs: bool,
     stopped: bool,
 }
@@ -217,15 +216,11 @@ impl Node {
             spec,
             launcher: Some(launcher),
             init_pid: Pid::from_raw(0),
-            pid_ns: String::new(),
             keep_logs: false,
             stopped: false,
         };
         // From here on, Drop cleans up whatever part of the start succeeded.
         node.handshake()?;
-        node.pid_ns = fs::read_link(format!("/proc/{}/ns/pid", node.init_pid))?
-            .to_string_lossy()
-            .into_owned();
         if options.snapshotter {
             node.start_snapshotter()?;
         }
@@ -303,6 +298,9 @@ impl Node {
             .map(String::as_str)
     }
     /// Keep the node's logs directory after teardown (for failing tests it always is).
+    pub fn cgroup_name(&self) -> &str {
+        &self.spec.cgroup.name
+    }
     pub fn keep_logs(&mut self) {
         self.keep_logs = true;
     }
@@ -488,7 +486,7 @@ impl Node {
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !processes_in_pid_ns(&self.pid_ns).is_empty() && Instant::now() < deadline {
+        while !processes_in_cgroup(&self.spec.cgroup.name).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.spec.cgroup.remove()?;
@@ -520,7 +518,7 @@ impl Node {
     /// What of this node is still on the host.
     pub fn leftovers(&self) -> Leftovers {
         Leftovers {
-            processes: processes_in_pid_ns(&self.pid_ns),
+            processes: processes_in_cgroup(&self.spec.cgroup.name),
             mounts: mounts::mounts_below(&self.spec.dir)
                 .map(|m| m.into_iter().map(|m| m.mount_point).collect())
                 .unwrap_or_default(),
@@ -588,11 +586,11 @@ fn prepare_upper(spec: &NodeSpec, rootfs: &Rootfs, bins: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Host pids of processes whose pid namespace is `ns` (as read from /proc/<pid>/ns/pid).
-pub fn processes_in_pid_ns(ns: &str) -> Vec<String> {
-    if ns.is_empty() {
-        return Vec::new();
-    }
+/// Host processes that belong to the node whose cgroup is named `cgroup_name` (every process
+/// of a node, containers included, lives in that cgroup's subtree; the name is unique,
+/// unlike a namespace's inode number, which the kernel reuses once the namespace is gone).
+pub fn processes_in_cgroup(cgroup_name: &str) -> Vec<String> {
+    let needle = format!("/{cgroup_name}");
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -605,8 +603,8 @@ pub fn processes_in_pid_ns(ns: &str) -> Vec<String> {
                 .all(|b| b.is_ascii_digit())
         })
         .filter(|e| {
-            fs::read_link(e.path().join("ns/pid"))
-                .map(|l| l.to_string_lossy() == ns)
+            fs::read_to_string(e.path().join("cgroup"))
+                .map(|c| c.lines().any(|l| l.contains(&needle)))
                 .unwrap_or(false)
         })
         .map(|e| {

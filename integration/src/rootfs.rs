@@ -238,10 +238,10 @@ pub fn host_mirror() -> Result<String> {
         paths.sort();
         for path in paths {
             let name = path.to_string_lossy();
-            if name.ends_with(".list") || name.ends_with(".sources") {
-                if let Ok(text) = fs::read_to_string(&path) {
-                    texts.push(text);
-                }
+            if (name.ends_with(".list") || name.ends_with(".sources"))
+                && let Ok(text) = fs::read_to_string(&path)
+            {
+                texts.push(text);
             }
         }
     }

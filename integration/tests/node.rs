@@ -6,28 +6,33 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use revive_integration::image::BUSYBOX;
-use revive_integration::node::processes_in_pid_ns;
+use revive_integration::node::processes_in_cgroup;
 use revive_integration::{Flavour, Image, Node, host, mounts, scenario};
 
 /// Everything a node could leave on the host, recorded while it runs.
 struct Footprint {
     dir: PathBuf,
-    pid_ns: String,
+    cgroup_name: String,
     cgroups: Vec<PathBuf>,
 }
 
 fn footprint(node: &Node) -> Footprint {
-    let pid_ns = std::fs::read_link(format!("/proc/{}/ns/pid", node.init_pid())).unwrap();
     let cgroups = std::fs::read_dir("/sys/fs/cgroup")
         .unwrap()
         .flatten()
-        .map(|e| e.path().join(format!("revive-node-{}", node.name())))
+        .map(|e| e.path().join(node.cgroup_name()))
         .filter(|p| p.exists())
         .collect::<Vec<_>>();
     assert!(!cgroups.is_empty(), "the node has no cgroup of its own");
+    // The node's processes, containers included, are found through its cgroup.
+    let processes = processes_in_cgroup(node.cgroup_name());
+    assert!(
+        processes.iter().any(|p| p.contains("containerd")),
+        "{processes:?}"
+    );
     Footprint {
         dir: node.dir().to_path_buf(),
-        pid_ns: pid_ns.to_string_lossy().into_owned(),
+        cgroup_name: node.cgroup_name().to_string(),
         cgroups,
     }
 }
@@ -36,7 +41,7 @@ fn footprint(node: &Node) -> Footprint {
 /// as /proc/mounts shows it), cgroups, and its directory.
 fn assert_gone(fp: &Footprint) {
     assert_eq!(
-        processes_in_pid_ns(&fp.pid_ns),
+        processes_in_cgroup(&fp.cgroup_name),
         Vec::<String>::new(),
         "processes left"
     );

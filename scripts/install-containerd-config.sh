@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the revive snippet that matches the local containerd's major version into
+# /etc/containerd/conf.d/revive.toml and tells how to make containerd read it.
+set -eu
+share="$1"
+dest="${DESTDIR:-}/etc/containerd/conf.d/revive.toml"
+if ! command -v containerd >/dev/null 2>&1; then
+    echo "revive: containerd is not installed here; snippets for 1.7 and 2.x are in $share"
+    exit 0
+fi
+version=$(containerd --version | awk '{print $3}' | sed 's/^v//')
+case "$version" in
+    1.*) snippet="$share/containerd-1.7.toml" ;;
+    *) snippet="$share/containerd-2.x.toml" ;;
+esac
+install -D -m 0644 "$snippet" "$dest"
+echo "revive: installed $dest for containerd $version"
+if ! grep -qs 'conf.d' /etc/containerd/config.toml; then
+    echo "revive: make containerd read it: add  imports = [\"/etc/containerd/conf.d/*.toml\"]"
+    echo "        at the top of /etc/containerd/config.toml, then: systemctl restart containerd"
+fi
