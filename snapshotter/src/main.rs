@@ -1,1 +1,77 @@
-fn main() {}
+//! `revive-snapshotter`: containerd proxy snapshotter for revive.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use log::{LevelFilter, error, info};
+use revive_snapshotter::{Config, Snapshotter, VERSION, config};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// containerd proxy snapshotter that restores checkpoint images.
+#[derive(Debug, Parser)]
+#[command(name = "revive-snapshotter", version)]
+struct Cli {
+    /// Unix socket to serve the containerd snapshots gRPC API on.
+    #[arg(long, default_value = config::DEFAULT_ADDRESS)]
+    address: PathBuf,
+
+    /// Directory holding snapshot data and metadata.
+    #[arg(long, default_value = config::DEFAULT_ROOT)]
+    root: PathBuf,
+
+    /// Log level: off, error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: LevelFilter,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(cli.log_level)
+        .format_timestamp_millis()
+        .target(env_logger::Target::Stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("failed to start tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    // Install the handlers before binding so a signal arriving during startup
+    // still leads to an orderly shutdown.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let config = Config::new(cli.address, cli.root);
+    let snapshotter = Snapshotter::bind(config)?;
+    info!(
+        "revive-snapshotter {VERSION} listening on {} (root {})",
+        snapshotter.config().address.display(),
+        snapshotter.config().root.display()
+    );
+    snapshotter
+        .serve(async move {
+            tokio::select! {
+                _ = sigterm.recv() => info!("received SIGTERM"),
+                _ = sigint.recv() => info!("received SIGINT"),
+            }
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! Runtime configuration of the snapshotter.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default unix socket containerd connects to (`proxy_plugins` address).
+pub const DEFAULT_ADDRESS: &str = "/run/revive/snapshotter.sock";
+/// Default directory holding snapshot data and metadata.
+pub const DEFAULT_ROOT: &str = "/var/lib/revive/snapshotter";
+/// How long a graceful shutdown waits for open gRPC connections to close.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Settings needed to run the server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the unix socket to serve gRPC on.
+    pub address: PathBuf,
+    /// Root directory for snapshot state.
+    pub root: PathBuf,
+    /// Upper bound for waiting on connections during shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Configuration with the given socket and root and default timeouts.
+    pub fn new(address: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
+        Config {
+            address: address.into(),
+            root: root.into(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new(DEFAULT_ADDRESS, DEFAULT_ROOT)
+    }
+}
