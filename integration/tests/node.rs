@@ -247,3 +247,39 @@ fn wiring_stable() {
 fn wiring_next() {
     wiring(Flavour::Next);
 }
+
+/// `ImageBuilder` makes images of our own: here a static web server whose command comes from
+/// the image config, run with `ctr run` and no command.
+#[test]
+fn locally_built_server_image_runs() {
+    if !host::root_or_skip("locally_built_server_image_runs") {
+        return;
+    }
+    let node = Node::start(Flavour::Next, "webimage").unwrap();
+    let image =
+        revive_integration::image::busybox_builder(&node.rootfs().path, "docker.io/revive/web:1")
+            .unwrap()
+            .dir("www", 0o755)
+            .file(
+                "www/index.html",
+                "served from a locally built image\n",
+                0o644,
+            )
+            .cmd(&["httpd", "-f", "-p", "127.0.0.1:8081", "-h", "/www"])
+            .build()
+            .unwrap();
+    node.import_image(&image).unwrap();
+    node.ctr(&["run", "-d", "--net-host", "docker.io/revive/web:1", "web"])
+        .unwrap();
+    let mut page = Err(anyhow::anyhow!("not tried"));
+    for _ in 0..50 {
+        page = node.sh("busybox wget -q -O - http://127.0.0.1:8081/index.html");
+        if page.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(page.unwrap(), "served from a locally built image\n");
+    scenario::remove_container(&node, "web").unwrap();
+    assert!(node.stop().unwrap().is_empty());
+}
