@@ -305,9 +305,13 @@ impl FileLock {
 /// Returns a verified root filesystem for `flavour`, building it first if the cache has no
 /// usable one. Concurrent callers (parallel tests) wait for one build.
 pub fn ensure(flavour: Flavour) -> Result<Rootfs> {
-    let cache = cache_dir();
-    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    fs::set_permissions(&cache, fs::Permissions::from_mode(0o700))?;
+    ensure_in(&cache_dir(), flavour)
+}
+
+/// [`ensure`] with the cache in `cache`.
+pub fn ensure_in(cache: &Path, flavour: Flavour) -> Result<Rootfs> {
+    fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    fs::set_permissions(cache, fs::Permissions::from_mode(0o700))?;
     let _lock = FileLock::acquire(&cache.join(format!("{flavour}.lock")))?;
     let recipe = flavour.recipe();
     let key = recipe.key();
@@ -329,7 +333,7 @@ pub fn ensure(flavour: Flavour) -> Result<Rootfs> {
         }
     }
     // Remove this flavour's stale entries: old keys, unfinished builds, the corrupt one.
-    for dirent in fs::read_dir(&cache)?.flatten() {
+    for dirent in fs::read_dir(cache)?.flatten() {
         let name = dirent.file_name().to_string_lossy().into_owned();
         if name.starts_with(&format!("{flavour}-")) && dirent.path().is_dir() {
             remove_tree(&dirent.path())?;
