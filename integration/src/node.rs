@@ -249,8 +249,13 @@ impl Node {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(line) => line,
-                Err(_) => bail!(
+                Err(mpsc::RecvTimeoutError::Timeout) => bail!(
                     "node {} did not come up within 60 s{}",
+                    self.spec.name,
+                    self.log_tails()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!(
+                    "the launcher of node {} exited before the node was ready{}",
                     self.spec.name,
                     self.log_tails()
                 ),
