@@ -6,10 +6,13 @@
 //! namespaces ([`init`]); [`node::Node`] starts one, runs commands inside, and tears it down
 //! leaving nothing on the host.
 
+pub mod bench;
 pub mod cgroup;
+pub mod cri;
 pub mod host;
 pub mod image;
 pub mod init;
+pub mod lifecycle;
 pub mod mounts;
 pub mod node;
 pub mod rootfs;

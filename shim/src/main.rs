@@ -7,17 +7,25 @@
 //! - `delete`: clean up after a shim that died, printing a `DeleteResponse`;
 //! - no action (`-socket` given): the daemon serving the Task API.
 //!
-//! The `containerd-shim` crate drives all three; this crate supplies the
-//! [`service::Service`] it calls back into. Layering, following containerd's Go
-//! shim: `service` holds the RPC surface and events only; turning requests into
-//! container configuration and driving the runtime binary and CRIU will live
-//! in their own modules once the task lifecycle is implemented.
+//! The `containerd-shim` crate drives `start` and `delete` through [`service::Service`];
+//! the daemon is our own ([`daemon`]) so that it can serve task API v2 and v3. Layering
+//! follows containerd's Go shim: [`task`] is the RPC surface, exit fan-in and events only;
+//! [`container`] turns requests into runtime calls; [`process`] is the per-process state
+//! machine; [`io`] wires stdio; [`runtime`] drives the OCI runtime binary.
 
 use std::ffi::OsString;
 
 use containerd_shim::asynchronous::run;
 
+mod container;
+mod daemon;
+mod error;
+mod io;
+mod process;
+mod runtime;
 mod service;
+mod stats;
+mod task;
 
 /// Runtime type containerd resolves to this binary (`containerd-shim-revive-v2`).
 pub const RUNTIME_ID: &str = "io.containerd.revive.v2";
@@ -44,7 +52,23 @@ fn main() {
             std::process::exit(1);
         }
     };
-    runtime.block_on(run::<service::Service>(RUNTIME_ID, None));
+    // The daemon (no action, -socket given) is ours; `start`, `delete` and `-info` are the
+    // crate's.
+    match containerd_shim::parse(args.get(1..).unwrap_or_default()) {
+        Ok(flags) if flags.action.is_empty() && !flags.info && !flags.socket.is_empty() => {
+            let code = match runtime.block_on(daemon::serve(flags)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{SHIM_NAME}: {e}");
+                    1
+                }
+            };
+            // Exit now: nothing the daemon started may keep the process alive after
+            // Shutdown (a runtime drop would wait for every blocking task).
+            std::process::exit(code);
+        }
+        _ => runtime.block_on(run::<service::Service>(RUNTIME_ID, None)),
+    }
 }
 
 /// Whether `-v`/`-version` (or `--v`/`--version`, Go flag syntax) was passed.
@@ -63,7 +87,7 @@ fn version_text() -> String {
         "release"
     };
     format!(
-        "{SHIM_NAME}:\n  Version:  {}\n  Runtime:  {RUNTIME_ID}\n  Task API: containerd.task.v3.Task\n  Build:    {profile}, {}-{}\n",
+        "{SHIM_NAME}:\n  Version:  {}\n  Runtime:  {RUNTIME_ID}\n  Task API: containerd.task.v2.Task, containerd.task.v3.Task\n  Build:    {profile}, {}-{}\n",
         env!("CARGO_PKG_VERSION"),
         std::env::consts::ARCH,
         std::env::consts::OS,

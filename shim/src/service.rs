@@ -1,12 +1,10 @@
-//! Shim entry points (`start`, `delete`, the daemon) and the Task API service.
-//!
-//! This layer only handles RPCs and events. For now it implements `Connect`
-//! and `Shutdown`; every other Task RPC answers `UNIMPLEMENTED` until the task
-//! lifecycle (runc, CRIU) is added.
+//! The shim's `start` and `delete` actions, driven by the `containerd-shim` crate. The daemon
+//! itself is [`crate::daemon`]; the Task API is [`crate::task`].
 
 use std::{
     collections::HashMap,
     fs::File,
+    io::Write,
     os::fd::AsFd,
     path::{Path, PathBuf},
     sync::Arc,
@@ -19,21 +17,13 @@ use containerd_shim::{
     logger::FifoLogger,
     util::timestamp,
 };
-use containerd_shim_protos::{
-    api::{
-        CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
-        CreateTaskResponse, DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest,
-        PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
-        StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
-        UpdateTaskRequest, WaitRequest, WaitResponse,
-    },
-    shim_async::Task,
-    ttrpc::{self, r#async::TtrpcContext},
-};
-use log::{debug, info, warn};
+use containerd_shim_protos::api::DeleteResponse;
+use log::{info, warn};
+use runc::options::DeleteOpts;
 use serde::Deserialize;
 
-use crate::SHIM_NAME;
+use crate::runtime::RuntimeConfig;
+use crate::task::TaskService;
 
 /// Annotations that put containers into one shim, checked in order. Same as
 /// containerd's Go runc shim: an explicit group, then the CRI pod sandbox.
@@ -56,6 +46,7 @@ const KILLED_EXIT_STATUS: u32 = 128 + 9;
 pub struct Service {
     exit: Arc<ExitSignal>,
     id: String,
+    namespace: String,
     /// `-bundle`, passed to `delete` only; the other actions run in the bundle.
     bundle: String,
 }
@@ -73,6 +64,7 @@ impl Shim for Service {
         Service {
             exit: Arc::new(ExitSignal::default()),
             id: flags.id.clone(),
+            namespace: flags.namespace.clone(),
             bundle: flags.bundle.clone(),
         }
     }
@@ -80,8 +72,20 @@ impl Shim for Service {
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
         // containerd runs `start` in the bundle directory.
         let grouping = grouping(Path::new(CONFIG_FILE), &opts.id).await?;
+        let legacy = opts.containerd_version.is_empty();
         let address = spawn(opts, &grouping, Vec::new()).await?;
         write_str_to_file(ADDRESS_FILE, &address).await?;
+        if legacy {
+            // containerd before 2.3 (no bootstrap protocol): the crate would answer version
+            // 3, which containerd 1.7 rejects ("unsupported shim version (3)"). Version 2
+            // works with 1.7 and 2.x alike, and the daemon serves task v2 as well as v3.
+            let reply = legacy_start_reply(&address);
+            let mut stdout = std::io::stdout();
+            let written = stdout
+                .write_all(reply.as_bytes())
+                .and_then(|()| stdout.flush());
+            std::process::exit(if written.is_ok() { 0 } else { 1 });
+        }
         Ok(address)
     }
 
@@ -92,6 +96,18 @@ impl Shim for Service {
             Some(PathBuf::from(&self.bundle))
         };
         info!("cleaning up after shim for {}", self.id);
+        // The shim died: make sure the runtime forgets the container (its processes die).
+        match RuntimeConfig::default().client(&self.namespace) {
+            Ok(runtime) => {
+                if let Err(e) = runtime
+                    .delete(&self.id, Some(&DeleteOpts::new().force(true)))
+                    .await
+                {
+                    info!("runtime delete of {}: {e}", self.id);
+                }
+            }
+            Err(e) => warn!("{e}"),
+        }
         if let Some(bundle) = bundle {
             cleanup_bundle(&bundle);
         }
@@ -102,11 +118,14 @@ impl Shim for Service {
         self.exit.wait().await;
     }
 
-    async fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
-        TaskService {
-            exit: self.exit.clone(),
-        }
+    async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        TaskService::new(&self.namespace, Some(publisher), self.exit.clone()).await
     }
+}
+
+/// The `start` reply for containerd before 2.3: task API version 2 over ttrpc.
+fn legacy_start_reply(address: &str) -> String {
+    serde_json::json!({ "version": 2, "address": address, "protocol": "ttrpc" }).to_string()
 }
 
 /// What `delete` reports: nothing is running, so the task counts as killed now.
@@ -178,142 +197,15 @@ async fn grouping(config: &Path, id: &str) -> Result<String, Error> {
         .unwrap_or_else(|| id.to_string()))
 }
 
-/// The ttrpc error every Task RPC that is not there yet returns.
-fn unimplemented(method: &str) -> ttrpc::Error {
-    debug!("{method} called, not implemented yet");
-    ttrpc::Error::RpcStatus(ttrpc::get_status(
-        ttrpc::Code::UNIMPLEMENTED,
-        format!("{SHIM_NAME}: {method} is not implemented yet"),
-    ))
-}
-
-/// The Task API (`containerd.task.v3.Task`) served by the shim daemon.
-pub struct TaskService {
-    exit: Arc<ExitSignal>,
-}
-
-#[async_trait]
-impl Task for TaskService {
-    async fn state(&self, _: &TtrpcContext, _: StateRequest) -> ttrpc::Result<StateResponse> {
-        Err(unimplemented("State"))
-    }
-
-    async fn create(
-        &self,
-        _: &TtrpcContext,
-        _: CreateTaskRequest,
-    ) -> ttrpc::Result<CreateTaskResponse> {
-        Err(unimplemented("Create"))
-    }
-
-    async fn start(&self, _: &TtrpcContext, _: StartRequest) -> ttrpc::Result<StartResponse> {
-        Err(unimplemented("Start"))
-    }
-
-    async fn delete(&self, _: &TtrpcContext, _: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
-        Err(unimplemented("Delete"))
-    }
-
-    async fn pids(&self, _: &TtrpcContext, _: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        Err(unimplemented("Pids"))
-    }
-
-    async fn pause(&self, _: &TtrpcContext, _: PauseRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("Pause"))
-    }
-
-    async fn resume(&self, _: &TtrpcContext, _: ResumeRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("Resume"))
-    }
-
-    async fn checkpoint(&self, _: &TtrpcContext, _: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("Checkpoint"))
-    }
-
-    async fn kill(&self, _: &TtrpcContext, _: KillRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("Kill"))
-    }
-
-    async fn exec(&self, _: &TtrpcContext, _: ExecProcessRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("Exec"))
-    }
-
-    async fn resize_pty(&self, _: &TtrpcContext, _: ResizePtyRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("ResizePty"))
-    }
-
-    async fn close_io(&self, _: &TtrpcContext, _: CloseIORequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("CloseIO"))
-    }
-
-    async fn update(&self, _: &TtrpcContext, _: UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        Err(unimplemented("Update"))
-    }
-
-    async fn wait(&self, _: &TtrpcContext, _: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        Err(unimplemented("Wait"))
-    }
-
-    async fn stats(&self, _: &TtrpcContext, _: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        Err(unimplemented("Stats"))
-    }
-
-    async fn connect(
-        &self,
-        _: &TtrpcContext,
-        req: ConnectRequest,
-    ) -> ttrpc::Result<ConnectResponse> {
-        debug!("connect {}", req.id);
-        Ok(ConnectResponse {
-            shim_pid: std::process::id(),
-            // No task runs in this shim yet.
-            task_pid: 0,
-            ..Default::default()
-        })
-    }
-
-    async fn shutdown(&self, _: &TtrpcContext, _: ShutdownRequest) -> ttrpc::Result<Empty> {
-        // With no tasks there is nothing to keep the shim alive for. Once
-        // tasks exist, shutdown must be ignored while any is still present.
-        info!("shutdown requested, exiting");
-        self.exit.signal();
-        Ok(Empty::default())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use containerd_shim_protos::{
-        shim_async::{TaskClient, create_task},
-        ttrpc::{
-            r#async::{Client, Server},
-            context,
-        },
-    };
-
     use super::*;
-
-    fn rpc_status(err: &ttrpc::Error) -> (ttrpc::Code, String) {
-        match err {
-            ttrpc::Error::RpcStatus(status) => (status.code(), status.message().to_string()),
-            other => panic!("expected an RPC status, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn unimplemented_error_has_code_and_message() {
-        let (code, message) = rpc_status(&unimplemented("Checkpoint"));
-        assert_eq!(code, ttrpc::Code::UNIMPLEMENTED);
-        assert_eq!(
-            message,
-            "containerd-shim-revive-v2: Checkpoint is not implemented yet"
-        );
-    }
 
     fn service(bundle: &Path) -> Service {
         Service {
             exit: Arc::new(ExitSignal::default()),
             id: "c1".to_string(),
+            namespace: "revive-unit-test".to_string(),
             bundle: bundle.to_string_lossy().into_owned(),
         }
     }
@@ -322,25 +214,20 @@ mod tests {
     async fn delete_on_missing_bundle_reports_killed() {
         let dir = tempfile::tempdir().unwrap();
         let mut shim = service(&dir.path().join("gone"));
-
         let response = shim.delete_shim().await.unwrap();
-
         assert_eq!(response.exit_status, 137);
         assert_eq!(response.pid, 0);
         let exited_at = response.exited_at.as_ref().expect("exited_at is set");
         assert!(exited_at.seconds > 0);
     }
 
-    #[tokio::test]
-    async fn delete_on_present_bundle_reports_killed() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
-        let mut shim = service(dir.path());
-
-        let response = shim.delete_shim().await.unwrap();
-
-        assert_eq!(response.exit_status, 137);
-        assert!(dir.path().join("rootfs").is_dir());
+    #[test]
+    fn legacy_reply_is_task_api_v2() {
+        let reply: serde_json::Value =
+            serde_json::from_str(&legacy_start_reply("unix:///run/x")).unwrap();
+        assert_eq!(reply["version"], 2);
+        assert_eq!(reply["address"], "unix:///run/x");
+        assert_eq!(reply["protocol"], "ttrpc");
     }
 
     async fn grouping_of(config: &str) -> Result<String, Error> {
@@ -382,61 +269,5 @@ mod tests {
         assert!(grouping_of("not json").await.is_err());
         let dir = tempfile::tempdir().unwrap();
         assert!(grouping(&dir.path().join(CONFIG_FILE), "c1").await.is_err());
-    }
-
-    /// Serves the task service on a socket and talks to it as containerd does.
-    #[tokio::test]
-    async fn task_api_over_ttrpc() {
-        let dir = tempfile::tempdir().unwrap();
-        let address = format!("unix://{}", dir.path().join("shim.sock").display());
-        let exit = Arc::new(ExitSignal::default());
-        let task: Arc<dyn Task + Send + Sync> = Arc::new(TaskService { exit: exit.clone() });
-        let mut server = Server::new()
-            .bind(&address)
-            .unwrap()
-            .register_service(create_task(task));
-        server.start().await.unwrap();
-
-        let client = TaskClient::new(Client::connect(&address).await.unwrap());
-
-        let connected = client
-            .connect(
-                context::with_timeout(0),
-                &ConnectRequest {
-                    id: "c1".to_string(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(connected.shim_pid, std::process::id());
-        assert_eq!(connected.task_pid, 0);
-
-        let err = client
-            .state(context::with_timeout(0), &StateRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(
-            rpc_status(&err),
-            (
-                ttrpc::Code::UNIMPLEMENTED,
-                "containerd-shim-revive-v2: State is not implemented yet".to_string()
-            )
-        );
-        let err = client
-            .create(context::with_timeout(0), &CreateTaskRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(rpc_status(&err).0, ttrpc::Code::UNIMPLEMENTED);
-
-        client
-            .shutdown(context::with_timeout(0), &ShutdownRequest::default())
-            .await
-            .unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(5), exit.wait())
-            .await
-            .expect("shutdown sets the exit signal");
-
-        server.shutdown().await.unwrap();
     }
 }

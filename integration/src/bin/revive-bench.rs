@@ -1,0 +1,195 @@
+//! revive-bench: our shim against containerd-shim-runc-v2, side by side in one node.
+//!
+//! `make bench` runs `revive-bench --flavour next --out target/bench/results.md`. For each
+//! node flavour it starts one node, imports busybox, and runs every benchmark
+//! ([`revive_integration::bench::all`]) for every runtime in turn; it prints the report and
+//! writes it as markdown. A runtime that cannot run is reported as such, never estimated.
+//!
+//! Exit status: 0 when every runtime produced numbers everywhere, 2 when the report is
+//! complete except for runtimes that could not run, 1 when the benchmark itself failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use revive_integration::bench::{self, FlavourReport, Report, Settings};
+use revive_integration::{Flavour, Image, Node, host, rootfs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "revive-bench",
+    version,
+    about = "Shim memory per container and `ctr run --rm` latency: revive against containerd-shim-runc-v2"
+)]
+struct Cli {
+    /// Node flavour(s) to benchmark on (repeatable; each gets its own node and section).
+    #[arg(long = "flavour", value_enum, default_values_t = [Flavour::Next])]
+    flavours: Vec<Flavour>,
+    /// containerd runtime(s) to compare (repeatable).
+    #[arg(long = "runtime", default_values_t = [bench::RUNC_V2.to_string(), bench::REVIVE_V2.to_string()])]
+    runtimes: Vec<String>,
+    /// Idle containers for the memory benchmark.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200))]
+    containers: u32,
+    /// Timed `ctr run --rm` runs per runtime (after one warm-up).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    runs: u32,
+    /// Seconds the idle containers sit before their shims' memory is read.
+    #[arg(long, default_value_t = 2)]
+    settle: u64,
+    /// Where to write the markdown report.
+    #[arg(long, default_value = "target/bench/results.md")]
+    out: PathBuf,
+}
+
+impl Cli {
+    /// The command line that reproduces this run, every setting explicit.
+    fn reproduce(&self) -> String {
+        let mut cmd = String::from(
+            "cargo build --workspace --release && \
+             REVIVE_BIN_DIR=target/release target/release/revive-bench",
+        );
+        for f in &self.flavours {
+            cmd.push_str(&format!(" --flavour {f}"));
+        }
+        for r in &self.runtimes {
+            cmd.push_str(&format!(" --runtime {r}"));
+        }
+        cmd.push_str(&format!(
+            " --containers {} --runs {} --settle {} --out {}",
+            self.containers,
+            self.runs,
+            self.settle,
+            self.out.display()
+        ));
+        cmd
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(err) => {
+            eprintln!("revive-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(line: &str) {
+    eprintln!("==> {line}");
+}
+
+fn run(cli: &Cli) -> Result<bool> {
+    host::require_root()?;
+    let started = Instant::now();
+    let settings = Settings {
+        containers: cli.containers as usize,
+        runs: cli.runs as usize,
+        settle: Duration::from_secs(cli.settle),
+    };
+    let benchmarks = bench::all();
+    let mut flavours = Vec::new();
+    for &flavour in &cli.flavours {
+        flavours.push(run_flavour(flavour, cli, &settings, &benchmarks));
+    }
+    let report = Report {
+        date: bench::now_utc(),
+        machine: bench::machine_description(),
+        revive: revive_version(),
+        command: cli.reproduce(),
+        flavours,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let markdown = bench::render_markdown(&report);
+    println!("\n{markdown}");
+    if let Some(dir) = cli.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&cli.out, &markdown)
+        .with_context(|| format!("writing {}", cli.out.display()))?;
+    eprintln!("revive-bench: report written to {}", cli.out.display());
+    if let Some(err) = report.flavours.iter().find_map(|f| f.error.as_ref()) {
+        anyhow::bail!("the benchmark could not complete: {err}");
+    }
+    let complete = report.complete();
+    if !complete {
+        eprintln!(
+            "\n*** revive-bench: NOT every runtime produced numbers:\n***   {}\n",
+            report.failures().join("\n***   ")
+        );
+    }
+    Ok(complete)
+}
+
+fn run_flavour(
+    flavour: Flavour,
+    cli: &Cli,
+    settings: &Settings,
+    benchmarks: &[Box<dyn bench::Benchmark>],
+) -> FlavourReport {
+    let started = Instant::now();
+    let mut report = FlavourReport {
+        flavour: flavour.to_string(),
+        versions: String::new(),
+        sections: Vec::new(),
+        error: None,
+        seconds: 0.0,
+    };
+    let result = (|| -> Result<()> {
+        progress(&format!("starting a {flavour} node"));
+        let node = Node::start(flavour, "bench")?;
+        report.versions = rootfs::versions_line(&node.rootfs().completion.versions);
+        progress(&format!("node {} is up: {}", node.name(), report.versions));
+        node.import_image(&Image::busybox(&node.rootfs().path)?)?;
+        report.sections = bench::run_in_node(
+            &node,
+            benchmarks,
+            &cli.runtimes,
+            settings,
+            &mut |line: &str| progress(line),
+        );
+        let left = node.stop()?;
+        if !left.is_empty() {
+            eprintln!("revive-bench: the node left things behind: {left:?}");
+        }
+        Ok(())
+    })();
+    if let Err(err) = result {
+        eprintln!("revive-bench: {flavour} node: {err:#}");
+        report.error = Some(bench::first_line(&format!("{err:#}")).to_string());
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    progress(&format!("{flavour} node done in {:.0} s", report.seconds));
+    report
+}
+
+/// Our version, and the commit when run from a git checkout, marked when the work tree has
+/// uncommitted changes (read only: `git rev-parse`, and `git status` without optional locks,
+/// so not even the index is refreshed).
+fn revive_version() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("--no-optional-locks")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(commit) = git(&["rev-parse", "--short", "HEAD"]).filter(|c| !c.is_empty()) else {
+        return version.to_string();
+    };
+    let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!("{version} (commit {commit} plus uncommitted changes)")
+    } else {
+        format!("{version} (commit {commit})")
+    }
+}

@@ -1,0 +1,511 @@
+//! A container: its bundle, rootfs mounts, runtime client, init process and execs. Turns
+//! Task API requests into runtime calls; the RPC layer ([`crate::service`]) never runs the
+//! runtime itself.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use containerd_shim::mount::{mount_rootfs, umount_recursive};
+use containerd_shim_protos::api::CreateTaskRequest;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::shim::oci::Options;
+use log::{debug, warn};
+use runc::Runc;
+use runc::options::{CreateOpts, DeleteOpts, ExecOpts, KillOpts};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result, runtime_error};
+use crate::io::{ProcessIo, StdioSpec};
+use crate::process::{Op, Process, Status};
+use crate::runtime::RuntimeConfig;
+
+/// CRI's wrapper for the options of a runtime whose type is not `io.containerd.runc.v2`:
+/// the handler's `options` table as TOML text.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CriRuntimeOptions {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(string, tag = "2")]
+    config_path: String,
+    #[prost(string, tag = "3")]
+    config_body: String,
+}
+
+/// The handler's `options` table in containerd's CRI config (the names runc.v1.Options
+/// fields have there).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct TomlOptions {
+    binary_name: String,
+    root: String,
+    systemd_cgroup: bool,
+    no_pivot_root: bool,
+    no_new_keyring: bool,
+    io_uid: u32,
+    io_gid: u32,
+    criu_image_path: String,
+    criu_work_path: String,
+    shim_cgroup: String,
+}
+
+/// The runtime options containerd sends with CreateTask: `containerd.runc.v1.Options` (ctr,
+/// and CRI for runtime type io.containerd.runc.v2), or CRI's `runtimeoptions.v1.Options`
+/// carrying the handler's options as TOML (CRI, any other runtime type).
+pub fn parse_options(any: Option<&Any>) -> Result<Options> {
+    let Some(any) = any else {
+        return Ok(Options::default());
+    };
+    if any.type_url.is_empty() && any.value.is_empty() {
+        return Ok(Options::default());
+    }
+    match any.type_url.rsplit('/').next().unwrap_or_default() {
+        "containerd.runc.v1.Options" => Options::parse_from_bytes(&any.value).map_err(|e| {
+            Error::InvalidArgument(format!("invalid containerd.runc.v1.Options: {e}"))
+        }),
+        "runtimeoptions.v1.Options" => {
+            let wrapper = <CriRuntimeOptions as prost::Message>::decode(any.value.as_slice())
+                .map_err(|e| {
+                    Error::InvalidArgument(format!("invalid runtimeoptions.v1.Options: {e}"))
+                })?;
+            let toml: TomlOptions = toml::from_str(&wrapper.config_body).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "invalid runtime options in containerd's CRI config: {e}"
+                ))
+            })?;
+            Ok(Options {
+                binary_name: toml.binary_name,
+                root: toml.root,
+                systemd_cgroup: toml.systemd_cgroup,
+                no_pivot_root: toml.no_pivot_root,
+                no_new_keyring: toml.no_new_keyring,
+                io_uid: toml.io_uid,
+                io_gid: toml.io_gid,
+                criu_image_path: toml.criu_image_path,
+                criu_work_path: toml.criu_work_path,
+                shim_cgroup: toml.shim_cgroup,
+                ..Default::default()
+            })
+        }
+        _ => Err(Error::InvalidArgument(format!(
+            "unsupported runtime options type {:?}: expected containerd.runc.v1.Options or \
+             runtimeoptions.v1.Options",
+            any.type_url
+        ))),
+    }
+}
+
+/// An exec that has been added but maybe not started, with what starting it needs.
+pub struct Exec {
+    pub process: Arc<Process>,
+    pub spec: oci_spec::runtime::Process,
+}
+
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub namespace: String,
+    runtime: Runc,
+    rootfs: Option<PathBuf>,
+    pub init: Arc<Process>,
+    execs: Mutex<HashMap<String, Arc<Exec>>>,
+    io_uid: u32,
+    io_gid: u32,
+}
+
+impl Container {
+    /// Mounts the rootfs, sets up stdio and runs `runtime create`. On any failure nothing is
+    /// left behind: mounts are undone and the runtime's container deleted.
+    pub async fn create(req: &CreateTaskRequest, namespace: &str) -> Result<Container> {
+        if !req.checkpoint.is_empty() {
+            return Err(Error::Unimplemented(
+                "containerd-shim-revive-v2: restore from a checkpoint is not implemented yet"
+                    .into(),
+            ));
+        }
+        let options = parse_options(req.options.as_ref())?;
+        let config = RuntimeConfig {
+            binary: options.binary_name.clone(),
+            root: options.root.clone(),
+            systemd_cgroup: options.systemd_cgroup,
+        };
+        let runtime = config.client(namespace)?;
+        let bundle = PathBuf::from(&req.bundle);
+        let rootfs = mount_all(&req.rootfs, &bundle)?;
+        let stdio = StdioSpec {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let result = async {
+            let io =
+                ProcessIo::new(&req.id, namespace, &stdio, options.io_uid, options.io_gid).await?;
+            let pid_file = bundle.join("init.pid");
+            let mut opts = CreateOpts::new()
+                .pid_file(&pid_file)
+                .no_pivot(options.no_pivot_root)
+                .no_new_keyring(options.no_new_keyring);
+            if let Some(runc_io) = io.runc_io() {
+                opts = opts.io(runc_io);
+            }
+            runtime
+                .create(&req.id, &bundle, Some(&opts))
+                .await
+                .map_err(|e| runtime_error("create", e))?;
+            let pid = read_pid(&pid_file).await?;
+            let init = Process::new(stdio.clone(), io);
+            init.set_pid(pid).await;
+            Ok::<_, Error>(init)
+        }
+        .await;
+        match result {
+            Ok(init) => Ok(Container {
+                id: req.id.clone(),
+                bundle,
+                namespace: namespace.to_string(),
+                runtime,
+                rootfs,
+                init: Arc::new(init),
+                execs: Mutex::new(HashMap::new()),
+                io_uid: options.io_uid,
+                io_gid: options.io_gid,
+            }),
+            Err(err) => {
+                let _ = runtime
+                    .delete(&req.id, Some(&DeleteOpts::new().force(true)))
+                    .await;
+                unmount(rootfs.as_deref());
+                Err(err)
+            }
+        }
+    }
+
+    /// The process `exec_id` names (the init for an empty id).
+    pub async fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
+        }
+        self.execs
+            .lock()
+            .await
+            .get(exec_id)
+            .map(|e| e.process.clone())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "exec {exec_id:?} of container {:?} does not exist",
+                    self.id
+                ))
+            })
+    }
+
+    /// Processes of this container other than init that have not exited.
+    pub async fn running_execs(&self) -> Vec<Arc<Process>> {
+        let execs: Vec<Arc<Process>> = self
+            .execs
+            .lock()
+            .await
+            .values()
+            .map(|e| e.process.clone())
+            .collect();
+        let mut running = Vec::new();
+        for p in execs {
+            if p.exit().is_none() && p.status().await != Status::Created {
+                running.push(p);
+            }
+        }
+        running
+    }
+
+    pub async fn start_init(&self) -> Result<u32> {
+        self.init.check(Op::Start).await?;
+        self.runtime
+            .start(&self.id)
+            .await
+            .map_err(|e| runtime_error("start", e))?;
+        self.init.set_status(Status::Running).await;
+        Ok(self.init.pid().await)
+    }
+
+    /// Registers an exec (ExecProcessRequest); it runs at start.
+    pub async fn add_exec(&self, exec_id: &str, spec: &Any, stdio: StdioSpec) -> Result<()> {
+        self.init.check(Op::Exec).await?;
+        let spec: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
+            .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
+        let mut execs = self.execs.lock().await;
+        if execs.contains_key(exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec {exec_id:?} already exists"
+            )));
+        }
+        let io =
+            ProcessIo::new(&self.id, &self.namespace, &stdio, self.io_uid, self.io_gid).await?;
+        let process = Arc::new(Process::new(stdio, io));
+        execs.insert(exec_id.to_string(), Arc::new(Exec { process, spec }));
+        Ok(())
+    }
+
+    /// Runs `runtime exec --detach` for an added exec; returns its pid.
+    pub async fn start_exec(&self, exec_id: &str) -> Result<u32> {
+        let exec = self
+            .execs
+            .lock()
+            .await
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))?;
+        exec.process.check(Op::Start).await?;
+        // An exec into a container whose init has exited cannot run.
+        if self.init.exit().is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {:?} has stopped: cannot start exec {exec_id:?}",
+                self.id
+            )));
+        }
+        let pid_file = self.bundle.join(format!("{exec_id}.pid"));
+        let mut opts = ExecOpts::new().pid_file(&pid_file).detach(true);
+        if let Some(runc_io) = exec.process.io.runc_io() {
+            opts = opts.io(runc_io);
+        }
+        self.runtime
+            .exec(&self.id, &exec.spec, Some(&opts))
+            .await
+            .map_err(|e| runtime_error("exec", e))?;
+        let pid = read_pid(&pid_file).await?;
+        exec.process.set_pid(pid).await;
+        exec.process.set_status(Status::Running).await;
+        Ok(pid)
+    }
+
+    pub async fn remove_exec(&self, exec_id: &str) -> Result<Arc<Process>> {
+        let mut execs = self.execs.lock().await;
+        let exec = execs
+            .get(exec_id)
+            .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))?;
+        exec.process.check(Op::Delete).await?;
+        let exec = execs.remove(exec_id).map(|e| e.process.clone());
+        exec.ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))
+    }
+
+    pub async fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let process = self.process(exec_id).await?;
+        process.check(Op::Kill).await?;
+        if exec_id.is_empty() {
+            let opts = KillOpts::new().all(all);
+            return match self.runtime.kill(&self.id, signal, Some(&opts)).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // The init may have exited between the check and the kill.
+                    if process.exit().is_some() {
+                        Err(Error::NotFound("process already finished".into()))
+                    } else {
+                        Err(runtime_error("kill", e))
+                    }
+                }
+            };
+        }
+        let pid = process.pid().await as i32;
+        let sig = nix::sys::signal::Signal::try_from(signal as i32)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::ESRCH) => {
+                Err(Error::NotFound("process already finished".into()))
+            }
+            Err(e) => Err(Error::Internal(format!("kill {pid}: {e}"))),
+        }
+    }
+
+    pub async fn pause(&self) -> Result<()> {
+        self.init.check(Op::Pause).await?;
+        self.runtime
+            .pause(&self.id)
+            .await
+            .map_err(|e| runtime_error("pause", e))?;
+        self.init.set_status(Status::Paused).await;
+        Ok(())
+    }
+
+    pub async fn resume(&self) -> Result<()> {
+        self.init.check(Op::Resume).await?;
+        self.runtime
+            .resume(&self.id)
+            .await
+            .map_err(|e| runtime_error("resume", e))?;
+        self.init.set_status(Status::Running).await;
+        Ok(())
+    }
+
+    pub async fn pids(&self) -> Result<Vec<usize>> {
+        self.runtime
+            .ps(&self.id)
+            .await
+            .map_err(|e| runtime_error("ps", e))
+    }
+
+    /// Exec ids by pid, for Pids.
+    pub async fn exec_pids(&self) -> HashMap<u32, String> {
+        let execs: Vec<(String, Arc<Process>)> = self
+            .execs
+            .lock()
+            .await
+            .iter()
+            .map(|(id, e)| (id.clone(), e.process.clone()))
+            .collect();
+        let mut out = HashMap::new();
+        for (id, p) in execs {
+            out.insert(p.pid().await, id);
+        }
+        out
+    }
+
+    pub async fn update(&self, resources: &Any) -> Result<()> {
+        self.init.check(Op::Update).await?;
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&resources.value)
+            .map_err(|e| Error::InvalidArgument(format!("invalid resources: {e}")))?;
+        self.runtime
+            .update(&self.id, &resources)
+            .await
+            .map_err(|e| runtime_error("update", e))
+    }
+
+    /// Deletes the container from the runtime and unmounts its rootfs.
+    pub async fn delete(&self) -> Result<()> {
+        self.init.check(Op::Delete).await?;
+        // Everything the process wrote reaches containerd before the task goes away.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.init.io.wait()).await;
+        let force = self.init.status().await == Status::Created;
+        if let Err(e) = self
+            .runtime
+            .delete(&self.id, Some(&DeleteOpts::new().force(force)))
+            .await
+        {
+            let err = runtime_error("delete", e);
+            // Already gone from the runtime is fine: the task is being deleted anyway.
+            if !matches!(err, Error::NotFound(_)) {
+                return Err(err);
+            }
+            debug!("runtime had no container {}: {err}", self.id);
+        }
+        unmount(self.rootfs.as_deref());
+        self.init.set_status(Status::Deleted).await;
+        Ok(())
+    }
+}
+
+/// Mounts CreateTaskRequest's rootfs mounts on `<bundle>/rootfs`; `None` when there are none
+/// (the bundle's rootfs is used as it is).
+fn mount_all(
+    mounts: &[containerd_shim_protos::api::Mount],
+    bundle: &Path,
+) -> Result<Option<PathBuf>> {
+    if mounts.is_empty() {
+        return Ok(None);
+    }
+    let target = bundle.join("rootfs");
+    std::fs::create_dir_all(&target)
+        .map_err(Error::io(format!("creating {}", target.display())))?;
+    for (i, m) in mounts.iter().enumerate() {
+        if let Err(e) = mount_rootfs(Some(&m.type_), Some(&m.source), &m.options, &target) {
+            if i > 0 {
+                unmount(Some(&target));
+            }
+            return Err(Error::Internal(format!(
+                "mounting the rootfs ({} {}): {e}",
+                m.type_, m.source
+            )));
+        }
+    }
+    Ok(Some(target))
+}
+
+fn unmount(rootfs: Option<&Path>) {
+    let Some(rootfs) = rootfs.and_then(Path::to_str) else {
+        return;
+    };
+    if let Err(e) = umount_recursive(Some(rootfs), 0) {
+        warn!("unmounting {rootfs}: {e}");
+    }
+}
+
+async fn read_pid(path: &Path) -> Result<u32> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(Error::io(format!("reading {}", path.display())))?;
+    text.trim()
+        .parse()
+        .map_err(|_| Error::Internal(format!("{} holds no pid: {text:?}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_accept_runc_options_only() {
+        assert_eq!(parse_options(None).unwrap(), Options::default());
+        let opts = Options {
+            binary_name: "crun".into(),
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: opts.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(parse_options(Some(&any)).unwrap().binary_name, "crun");
+        let prefixed = Any {
+            type_url: "type.googleapis.com/containerd.runc.v1.Options".into(),
+            ..any.clone()
+        };
+        assert_eq!(parse_options(Some(&prefixed)).unwrap().binary_name, "crun");
+        let other = Any {
+            type_url: "containerd.other.v1.Options".into(),
+            ..any
+        };
+        assert!(
+            parse_options(Some(&other))
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported runtime options")
+        );
+    }
+
+    #[test]
+    fn cri_runtime_options_carry_toml() {
+        let wrapper = CriRuntimeOptions {
+            type_url: String::new(),
+            config_path: String::new(),
+            config_body: "BinaryName = \"crun\"\nSystemdCgroup = true\nIoUid = 7\n".into(),
+        };
+        let any = Any {
+            type_url: "runtimeoptions.v1.Options".into(),
+            value: prost::Message::encode_to_vec(&wrapper),
+            ..Default::default()
+        };
+        let options = parse_options(Some(&any)).unwrap();
+        assert_eq!(
+            (
+                options.binary_name.as_str(),
+                options.systemd_cgroup,
+                options.io_uid
+            ),
+            ("crun", true, 7)
+        );
+        let bad = CriRuntimeOptions {
+            config_body: "BinaryName = [".into(),
+            ..wrapper
+        };
+        let any = Any {
+            value: prost::Message::encode_to_vec(&bad),
+            ..any
+        };
+        assert!(
+            parse_options(Some(&any))
+                .unwrap_err()
+                .to_string()
+                .contains("CRI config")
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! A process's stdio: the fifos (or log URIs) containerd gives, connected to pipes the
+//! process writes to and reads from. Terminals come in through the console socket
+//! (not supported yet: such requests fail with Unimplemented).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::Stdio as StdStdio;
+use std::sync::Arc;
+
+use log::{debug, warn};
+use runc::io::IoOption;
+use runc::io::NullIo;
+use runc::{Io, PipedIo};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// The stdio containerd asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdioSpec {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+impl StdioSpec {
+    pub fn is_null(&self) -> bool {
+        self.stdin.is_empty() && self.stdout.is_empty() && self.stderr.is_empty()
+    }
+}
+
+/// Where a stream goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A fifo (or any path) opened for writing.
+    Fifo(String),
+    /// `file:///path`: appended to a file.
+    File(String),
+    /// `binary:///path?k=v`: a logging binary that gets the streams as fd 3 and 4.
+    Binary { path: String, args: Vec<String> },
+}
+
+/// Parses containerd's stdout/stderr string: a path, or a `file://` / `binary://` URI.
+pub fn parse_target(text: &str) -> Result<Target> {
+    if let Some(rest) = text.strip_prefix("file://") {
+        if rest.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "log URI {text:?} has no path"
+            )));
+        }
+        return Ok(Target::File(rest.to_string()));
+    }
+    if let Some(rest) = text.strip_prefix("binary://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "log URI {text:?} has no binary path"
+            )));
+        }
+        // containerd passes each query pair to the binary as two arguments, key then value.
+        let mut args = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            args.push(k.to_string());
+            if !v.is_empty() {
+                args.push(v.to_string());
+            }
+        }
+        return Ok(Target::Binary {
+            path: path.to_string(),
+            args,
+        });
+    }
+    if text.contains("://") {
+        return Err(Error::InvalidArgument(format!(
+            "unsupported stdio URI {text:?}"
+        )));
+    }
+    Ok(Target::Fifo(text.to_string()))
+}
+
+/// The shim's side of a process's stdio.
+pub struct ProcessIo {
+    /// What runc gets: pipe ends for the process, or /dev/null.
+    runc_io: Option<Arc<dyn Io>>,
+    /// Copies the stdin fifo into the process; ends (and closes the process's stdin) on
+    /// CloseIO, which is how containerd says its stdin reached EOF.
+    stdin: Mutex<Option<StdinCopy>>,
+    /// Copies of stdout and stderr, done when the process closes them.
+    copies: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ProcessIo {
+    /// Sets up stdio for a process of container `id` in `namespace`.
+    pub async fn new(
+        id: &str,
+        namespace: &str,
+        spec: &StdioSpec,
+        uid: u32,
+        gid: u32,
+    ) -> Result<ProcessIo> {
+        if spec.terminal {
+            return Err(Error::Unimplemented(
+                "containerd-shim-revive-v2: terminals (tty) are not supported yet".into(),
+            ));
+        }
+        if spec.is_null() {
+            // No stdio at all (CRI sandboxes): /dev/null, never the runtime's own pipes,
+            // which the process would inherit and keep open.
+            let null = NullIo::new().map_err(Error::io("opening /dev/null for stdio"))?;
+            return Ok(ProcessIo {
+                runc_io: Some(Arc::new(null)),
+                stdin: Mutex::new(None),
+                copies: Mutex::new(Vec::new()),
+            });
+        }
+        let stdout = (!spec.stdout.is_empty())
+            .then(|| parse_target(&spec.stdout))
+            .transpose()?;
+        let stderr = (!spec.stderr.is_empty())
+            .then(|| parse_target(&spec.stderr))
+            .transpose()?;
+        let opts = IoOption {
+            open_stdin: !spec.stdin.is_empty(),
+            open_stdout: true,
+            open_stderr: true,
+        };
+        let pipes = PipedIo::new(uid, gid, &opts).map_err(Error::io("creating stdio pipes"))?;
+        let mut copies = Vec::new();
+
+        match (&stdout, &stderr) {
+            (Some(Target::Binary { path, args }), _) => {
+                let read_end = |pipe: &Option<runc::Pipe>| -> Result<OwnedFd> {
+                    pipe.as_ref()
+                        .ok_or_else(|| Error::Internal("no output pipe".into()))?
+                        .rd
+                        .try_clone()
+                        .map_err(Error::io("duplicating an output pipe"))
+                };
+                start_logger(
+                    id,
+                    namespace,
+                    path,
+                    args,
+                    read_end(&pipes.stdout)?,
+                    read_end(&pipes.stderr)?,
+                )
+                .await?;
+            }
+            _ => {
+                for (target, reader) in [(stdout, pipes.stdout()), (stderr, pipes.stderr())] {
+                    let Some(reader) = reader else { continue };
+                    copies.push(copy_out(target, reader));
+                }
+            }
+        }
+
+        let stdin = pipes.stdin().map(|writer| copy_in(&spec.stdin, writer));
+        Ok(ProcessIo {
+            runc_io: Some(Arc::new(pipes)),
+            stdin: Mutex::new(stdin),
+            copies: Mutex::new(copies),
+        })
+    }
+
+    pub fn runc_io(&self) -> Option<Arc<dyn Io>> {
+        self.runc_io.clone()
+    }
+
+    /// Closes the process's stdin (CloseIO), so it reads EOF.
+    pub async fn close_stdin(&self) {
+        if let Some(copy) = self.stdin.lock().await.take() {
+            copy.stop();
+        }
+    }
+
+    /// Waits until everything the process wrote has been copied out.
+    pub async fn wait(&self) {
+        let copies = std::mem::take(&mut *self.copies.lock().await);
+        for copy in copies {
+            let _ = copy.await;
+        }
+    }
+}
+
+/// Copies one output stream of the process to its target until the process closes it.
+fn copy_out(
+    target: Option<Target>,
+    mut reader: Box<dyn AsyncRead + Send + Sync + Unpin>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let writer: Option<Box<dyn AsyncWrite + Send + Unpin>> = match &target {
+            // Opened read-write: never blocks, whether or not containerd's reader is there yet.
+            Some(Target::Fifo(path)) => {
+                match pipe::OpenOptions::new().read_write(true).open_sender(path) {
+                    Ok(f) => Some(Box::new(f)),
+                    Err(e) => {
+                        warn!("opening {path} for writing: {e}");
+                        None
+                    }
+                }
+            }
+            Some(Target::File(path)) => {
+                match tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                {
+                    Ok(f) => Some(Box::new(f)),
+                    Err(e) => {
+                        warn!("opening log file {path}: {e}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        match writer {
+            Some(mut w) => {
+                if let Err(e) = tokio::io::copy(&mut reader, &mut w).await {
+                    debug!("copying output: {e}");
+                }
+                let _ = w.shutdown().await;
+            }
+            // Nobody wants the stream: drain it so the process never blocks on a full pipe.
+            None => {
+                let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+            }
+        }
+    })
+}
+
+/// The stdin copy and the fifo it reads.
+struct StdinCopy {
+    path: String,
+    task: JoinHandle<()>,
+}
+
+impl StdinCopy {
+    /// Stops the copy, closing the process's stdin. If the copy still waits for a writer
+    /// to open the fifo, opening it for writing here releases the waiting thread.
+    fn stop(self) {
+        self.task.abort();
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path);
+    }
+}
+
+/// Copies the stdin fifo into the process until the client closes its end (EOF) or
+/// CloseIO. The fifo is opened read-only with a blocking open on a thread of its own, as
+/// containerd's fifo package does: a non-blocking open could read EOF before the client's
+/// writer arrives.
+fn copy_in(path: &str, mut writer: Box<dyn AsyncWrite + Send + Sync + Unpin>) -> StdinCopy {
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    let fifo_path = path.to_string();
+    std::thread::spawn(move || {
+        let _ = opened_tx.send(std::fs::File::open(&fifo_path));
+    });
+    let path_for_task = path.to_string();
+    let task = tokio::spawn(async move {
+        let file = match opened_rx.await {
+            Ok(Ok(file)) => file,
+            Ok(Err(e)) => {
+                warn!("opening stdin {path_for_task}: {e}");
+                return;
+            }
+            Err(_) => return,
+        };
+        match pipe::Receiver::from_file(file) {
+            Ok(mut fifo) => {
+                if let Err(e) = tokio::io::copy(&mut fifo, &mut writer).await {
+                    debug!("copying stdin: {e}");
+                }
+            }
+            Err(e) => warn!("reading stdin {path_for_task}: {e}"),
+        }
+        let _ = writer.shutdown().await;
+    });
+    StdinCopy {
+        path: path.to_string(),
+        task,
+    }
+}
+
+impl Drop for ProcessIo {
+    fn drop(&mut self) {
+        if let Some(copy) = self.stdin.get_mut().take() {
+            copy.stop();
+        }
+    }
+}
+
+/// Starts a `binary://` logger the way containerd does: the process's stdout and stderr as
+/// fds 3 and 4, and fd 5 a pipe the logger closes when it is ready.
+async fn start_logger(
+    id: &str,
+    namespace: &str,
+    path: &str,
+    args: &[String],
+    out_fd: OwnedFd,
+    err_fd: OwnedFd,
+) -> Result<()> {
+    let (ready_r, ready_w) =
+        nix::unistd::pipe().map_err(|e| Error::Internal(format!("pipe: {e}")))?;
+    let raw = [out_fd.as_raw_fd(), err_fd.as_raw_fd(), ready_w.as_raw_fd()];
+    let mut cmd = std::process::Command::new(path);
+    cmd.args(args)
+        .env("CONTAINER_ID", id)
+        .env("CONTAINER_NAMESPACE", namespace)
+        .stdin(StdStdio::null())
+        .stdout(StdStdio::null())
+        .stderr(StdStdio::null());
+    // SAFETY: only dup2 between fork and exec (async-signal-safe), on fds that stay open
+    // until after spawn returns.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            for (i, fd) in raw.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(Error::io(format!("starting log binary {path}")))?;
+    drop(ready_w);
+    drop(out_fd);
+    drop(err_fd);
+    // Wait until the logger closes its end of the ready pipe (or exits).
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 1];
+        let file = std::fs::File::from(ready_r);
+        let _ = std::io::Read::read(&mut &file, &mut buf);
+    });
+    let _ = ready.await;
+    debug!("log binary {path} started as {}", child.id());
+    // The logger is reaped by the shim's reaper; it exits when both streams are closed.
+    std::mem::forget(child);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            parse_target("/run/fifo/x-stdout").unwrap(),
+            Target::Fifo("/run/fifo/x-stdout".into())
+        );
+        assert_eq!(
+            parse_target("file:///var/log/c.log").unwrap(),
+            Target::File("/var/log/c.log".into())
+        );
+        assert_eq!(
+            parse_target("binary:///usr/bin/logger?id=7&mode").unwrap(),
+            Target::Binary {
+                path: "/usr/bin/logger".into(),
+                args: vec!["id".into(), "7".into(), "mode".into()]
+            }
+        );
+        assert!(parse_target("binary://").is_err());
+        assert!(parse_target("file://").is_err());
+        assert!(parse_target("http://x").is_err());
+    }
+}

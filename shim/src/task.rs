@@ -1,0 +1,625 @@
+//! The Task API service: the container map, exit fan-in, event publishing, and the one
+//! place where internal errors become ttrpc codes. It never runs the runtime itself
+//! ([`crate::container`] does).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::asynchronous::monitor::monitor_subscribe;
+use containerd_shim::asynchronous::publisher::RemotePublisher;
+use containerd_shim::monitor::{Subject, Topic};
+use containerd_shim_protos::api::{
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
+    CreateTaskResponse, DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest,
+    PauseRequest, PidsRequest, PidsResponse, ProcessInfo, ResizePtyRequest, ResumeRequest,
+    ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest,
+    StatsResponse, Status as ApiStatus, UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::{Message, MessageDyn, MessageField};
+use containerd_shim_protos::shim::oci::ProcessDetails;
+use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::topics;
+use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, context::Context};
+use log::{debug, info, warn};
+use tokio::sync::Mutex;
+
+use crate::container::Container;
+use crate::error::{Error, Result};
+use crate::io::StdioSpec;
+use crate::process::{Exit, Process, Status};
+
+/// Which process a pid belongs to: (container id, exec id; empty for init).
+type Owner = (String, String);
+
+/// Exit bookkeeping shared by the RPCs and the exit fan-in. Exits of pids nobody owns yet
+/// are kept only while a start is in flight (the process may exit before its pid is
+/// known); everything else unknown (runtime commands, loggers) is dropped.
+#[derive(Default)]
+struct Exits {
+    owners: HashMap<u32, Owner>,
+    collectors: HashMap<u64, Vec<(u32, i32)>>,
+    next_collector: u64,
+}
+
+struct Inner {
+    namespace: String,
+    publisher: Option<RemotePublisher>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    exits: Mutex<Exits>,
+    exit: Arc<ExitSignal>,
+}
+
+/// The ttrpc Task service (served as both containerd.task.v2.Task and v3).
+#[derive(Clone)]
+pub struct TaskService {
+    inner: Arc<Inner>,
+}
+
+fn to_ttrpc<T>(result: Result<T>) -> ttrpc::Result<T> {
+    result.map_err(Error::into_ttrpc)
+}
+
+fn timestamp(exit: &Exit) -> MessageField<Timestamp> {
+    MessageField::some(Timestamp::from(exit.at))
+}
+
+impl TaskService {
+    /// A service for `namespace`, publishing through `publisher` (None in unit tests).
+    /// Starts the exit fan-in.
+    pub async fn new(
+        namespace: &str,
+        publisher: Option<RemotePublisher>,
+        exit: Arc<ExitSignal>,
+    ) -> TaskService {
+        let inner = Arc::new(Inner {
+            namespace: namespace.to_string(),
+            publisher,
+            containers: Mutex::new(HashMap::new()),
+            exits: Mutex::new(Exits::default()),
+            exit,
+        });
+        match monitor_subscribe(Topic::Pid).await {
+            Ok(mut subscription) => {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = subscription.rx.recv().await {
+                        let Subject::Pid(pid) = event.subject else {
+                            continue;
+                        };
+                        let Some((container, exec_id)) =
+                            inner.owner_of_exit(pid as u32, event.exit_code).await
+                        else {
+                            continue;
+                        };
+                        if exec_id.is_empty() {
+                            // An init's exit waits for its execs' exits, which come through
+                            // this loop: handle it on its own task.
+                            let inner = inner.clone();
+                            tokio::spawn(async move {
+                                inner
+                                    .handle_exit(&container, "", pid as u32, event.exit_code)
+                                    .await;
+                            });
+                        } else {
+                            inner
+                                .handle_exit(&container, &exec_id, pid as u32, event.exit_code)
+                                .await;
+                        }
+                    }
+                });
+            }
+            Err(e) => warn!("cannot watch process exits: {e}"),
+        }
+        TaskService { inner }
+    }
+}
+
+impl Inner {
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        if let Err(e) = publisher
+            .publish(Context::default(), topic, &self.namespace, event)
+            .await
+        {
+            warn!("publishing {topic}: {e}");
+        }
+    }
+
+    async fn container(&self, id: &str) -> Result<Arc<Container>> {
+        self.containers
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} does not exist")))
+    }
+
+    /// Who owned `pid`; an exit nobody owns is handed to the starts in flight.
+    async fn owner_of_exit(&self, pid: u32, code: i32) -> Option<Owner> {
+        let mut exits = self.exits.lock().await;
+        let owner = exits.owners.remove(&pid);
+        if owner.is_none() {
+            for collected in exits.collectors.values_mut() {
+                collected.push((pid, code));
+            }
+        }
+        owner
+    }
+
+    /// Starts collecting exits of unknown pids; pair with [`Inner::owned`].
+    async fn collect(&self) -> u64 {
+        let mut exits = self.exits.lock().await;
+        exits.next_collector += 1;
+        let token = exits.next_collector;
+        exits.collectors.insert(token, Vec::new());
+        token
+    }
+
+    /// Records that `pid` belongs to `owner` and stops collecting; returns the exit code
+    /// if the pid already exited meanwhile.
+    async fn owned(&self, token: Option<u64>, pid: u32, owner: Owner) -> Option<i32> {
+        let mut exits = self.exits.lock().await;
+        let collected = token
+            .and_then(|t| exits.collectors.remove(&t))
+            .unwrap_or_default();
+        if let Some((_, code)) = collected.iter().find(|(p, _)| *p == pid) {
+            return Some(*code);
+        }
+        exits.owners.insert(pid, owner);
+        None
+    }
+
+    async fn stop_collecting(&self, token: u64) {
+        self.exits.lock().await.collectors.remove(&token);
+    }
+
+    async fn handle_exit(&self, container_id: &str, exec_id: &str, pid: u32, code: i32) {
+        let Ok(container) = self.container(container_id).await else {
+            return;
+        };
+        let Ok(process) = container.process(exec_id).await else {
+            return;
+        };
+        if !process.set_exited(code as u32).await {
+            return;
+        }
+        let exit = process.exit().unwrap_or(Exit {
+            status: code as u32,
+            at: std::time::SystemTime::now(),
+        });
+        debug!("{container_id}/{exec_id}: pid {pid} exited with {code}");
+        if exec_id.is_empty() {
+            // containerd must see every exec's exit before the init's: wait (briefly) for
+            // the execs, which die with the container's pid namespace.
+            for exec in container.running_execs().await {
+                let _ = tokio::time::timeout(Duration::from_secs(5), exec.wait()).await;
+            }
+        }
+        let event = TaskExit {
+            container_id: container_id.to_string(),
+            id: if exec_id.is_empty() {
+                container_id.to_string()
+            } else {
+                exec_id.to_string()
+            },
+            pid,
+            exit_status: exit.status,
+            exited_at: timestamp(&exit),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+}
+
+fn api_status(status: Status) -> ApiStatus {
+    match status {
+        Status::Created => ApiStatus::CREATED,
+        Status::Running => ApiStatus::RUNNING,
+        Status::Paused => ApiStatus::PAUSED,
+        Status::Stopped | Status::Deleted => ApiStatus::STOPPED,
+    }
+}
+
+impl TaskService {
+    async fn do_create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+        let inner = &self.inner;
+        if inner.containers.lock().await.contains_key(&req.id) {
+            return Err(Error::AlreadyExists(format!(
+                "container {:?} already exists",
+                req.id
+            )));
+        }
+        let container = Arc::new(Container::create(&req, &inner.namespace).await?);
+        let pid = container.init.pid().await;
+        inner
+            .containers
+            .lock()
+            .await
+            .insert(req.id.clone(), container);
+        // The init cannot exit before it is started: register it now.
+        let _ = inner
+            .owned(None, pid, (req.id.clone(), String::new()))
+            .await;
+        info!("created container {} (pid {pid})", req.id);
+        let event = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            }),
+            checkpoint: req.checkpoint.clone(),
+            pid,
+            ..Default::default()
+        };
+        inner
+            .publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn do_start(&self, req: StartRequest) -> Result<StartResponse> {
+        let inner = &self.inner;
+        let container = inner.container(&req.id).await?;
+        let pid = if req.exec_id.is_empty() {
+            let pid = container.start_init().await?;
+            inner
+                .publish(
+                    topics::TASK_START_EVENT_TOPIC,
+                    Box::new(TaskStart {
+                        container_id: req.id.clone(),
+                        pid,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            pid
+        } else {
+            let token = inner.collect().await;
+            let pid = match container.start_exec(&req.exec_id).await {
+                Ok(pid) => pid,
+                Err(e) => {
+                    inner.stop_collecting(token).await;
+                    return Err(e);
+                }
+            };
+            let early = inner
+                .owned(Some(token), pid, (req.id.clone(), req.exec_id.clone()))
+                .await;
+            inner
+                .publish(
+                    topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+                    Box::new(TaskExecStarted {
+                        container_id: req.id.clone(),
+                        exec_id: req.exec_id.clone(),
+                        pid,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            if let Some(code) = early {
+                inner.handle_exit(&req.id, &req.exec_id, pid, code).await;
+            }
+            pid
+        };
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn do_delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        let inner = &self.inner;
+        let container = inner.container(&req.id).await?;
+        let process: Arc<Process> = if req.exec_id.is_empty() {
+            container.delete().await?;
+            inner.containers.lock().await.remove(&req.id);
+            container.init.clone()
+        } else {
+            container.remove_exec(&req.exec_id).await?
+        };
+        let pid = process.pid().await;
+        let exit = process.exit().unwrap_or(Exit {
+            status: 0,
+            at: std::time::SystemTime::now(),
+        });
+        if req.exec_id.is_empty() {
+            inner
+                .publish(
+                    topics::TASK_DELETE_EVENT_TOPIC,
+                    Box::new(TaskDelete {
+                        container_id: req.id.clone(),
+                        id: req.id.clone(),
+                        pid,
+                        exit_status: exit.status,
+                        exited_at: timestamp(&exit),
+                        ..Default::default()
+                    }),
+                )
+                .await;
+        }
+        Ok(DeleteResponse {
+            pid,
+            exit_status: exit.status,
+            exited_at: timestamp(&exit),
+            ..Default::default()
+        })
+    }
+
+    async fn do_state(&self, req: StateRequest) -> Result<StateResponse> {
+        let container = self.inner.container(&req.id).await?;
+        let process = container.process(&req.exec_id).await?;
+        let exit = process.exit();
+        Ok(StateResponse {
+            id: if req.exec_id.is_empty() {
+                req.id.clone()
+            } else {
+                req.exec_id.clone()
+            },
+            bundle: container.bundle.to_string_lossy().into_owned(),
+            pid: process.pid().await,
+            status: api_status(process.status().await).into(),
+            stdin: process.stdio.stdin.clone(),
+            stdout: process.stdio.stdout.clone(),
+            stderr: process.stdio.stderr.clone(),
+            terminal: process.stdio.terminal,
+            exit_status: exit.map(|e| e.status).unwrap_or_default(),
+            exited_at: exit.as_ref().map(timestamp).unwrap_or_default(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn do_pids(&self, req: PidsRequest) -> Result<PidsResponse> {
+        let container = self.inner.container(&req.id).await?;
+        let pids = container.pids().await?;
+        let execs = container.exec_pids().await;
+        let mut processes = Vec::with_capacity(pids.len());
+        for pid in pids {
+            let pid = pid as u32;
+            let mut info = ProcessInfo {
+                pid,
+                ..Default::default()
+            };
+            if let Some(exec_id) = execs.get(&pid) {
+                let details = ProcessDetails {
+                    exec_id: exec_id.clone(),
+                    ..Default::default()
+                };
+                let value = details
+                    .write_to_bytes()
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                info.info = MessageField::some(Any {
+                    type_url: "containerd.runc.v1.ProcessDetails".into(),
+                    value,
+                    ..Default::default()
+                });
+            }
+            processes.push(info);
+        }
+        Ok(PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        to_ttrpc(self.do_state(req).await)
+    }
+
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> ttrpc::Result<CreateTaskResponse> {
+        to_ttrpc(self.do_create(req).await)
+    }
+
+    async fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        to_ttrpc(self.do_start(req).await)
+    }
+
+    async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+        to_ttrpc(self.do_delete(req).await)
+    }
+
+    async fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        to_ttrpc(self.do_pids(req).await)
+    }
+
+    async fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
+        let result = async {
+            self.inner.container(&req.id).await?.pause().await?;
+            let event = TaskPaused {
+                container_id: req.id.clone(),
+                ..Default::default()
+            };
+            self.inner
+                .publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
+                .await;
+            Ok(Empty::new())
+        };
+        to_ttrpc(result.await)
+    }
+
+    async fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
+        let result = async {
+            self.inner.container(&req.id).await?.resume().await?;
+            let event = TaskResumed {
+                container_id: req.id.clone(),
+                ..Default::default()
+            };
+            self.inner
+                .publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
+                .await;
+            Ok(Empty::new())
+        };
+        to_ttrpc(result.await)
+    }
+
+    async fn checkpoint(&self, _: &TtrpcContext, _: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+        to_ttrpc(Err(Error::Unimplemented(
+            "containerd-shim-revive-v2: Checkpoint is not implemented yet".into(),
+        )))
+    }
+
+    async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+        let result = async {
+            self.inner
+                .container(&req.id)
+                .await?
+                .kill(&req.exec_id, req.signal, req.all)
+                .await?;
+            Ok(Empty::new())
+        };
+        to_ttrpc(result.await)
+    }
+
+    async fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        let result = async {
+            let container = self.inner.container(&req.id).await?;
+            let spec = req
+                .spec
+                .as_ref()
+                .ok_or_else(|| Error::InvalidArgument("exec without a process spec".into()))?;
+            let stdio = StdioSpec {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            };
+            container.add_exec(&req.exec_id, spec, stdio).await?;
+            let event = TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            };
+            self.inner
+                .publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
+                .await;
+            Ok(Empty::new())
+        };
+        to_ttrpc(result.await)
+    }
+
+    async fn resize_pty(&self, _: &TtrpcContext, _: ResizePtyRequest) -> ttrpc::Result<Empty> {
+        to_ttrpc(Err(Error::Unimplemented(
+            "containerd-shim-revive-v2: terminals are not supported yet".into(),
+        )))
+    }
+
+    async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+        let result = async {
+            let process = self
+                .inner
+                .container(&req.id)
+                .await?
+                .process(&req.exec_id)
+                .await?;
+            if req.stdin {
+                process.io.close_stdin().await;
+            }
+            Ok(Empty::new())
+        };
+        to_ttrpc(result.await)
+    }
+
+    async fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        let result = async {
+            let container = self.inner.container(&req.id).await?;
+            let resources = req
+                .resources
+                .as_ref()
+                .ok_or_else(|| Error::InvalidArgument("update without resources".into()))?;
+            container.update(resources).await?;
+            Ok(Empty::new())
+        };
+        to_ttrpc(result.await)
+    }
+
+    async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        let result = async {
+            let process = self
+                .inner
+                .container(&req.id)
+                .await?
+                .process(&req.exec_id)
+                .await?;
+            let exit = process.wait().await;
+            Ok(WaitResponse {
+                exit_status: exit.status,
+                exited_at: timestamp(&exit),
+                ..Default::default()
+            })
+        };
+        to_ttrpc(result.await)
+    }
+
+    async fn stats(&self, _: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        let result = async {
+            let container = self.inner.container(&req.id).await?;
+            if container.init.exit().is_some() {
+                return Err(Error::NotFound(format!(
+                    "task {:?} has exited: no stats",
+                    req.id
+                )));
+            }
+            let pid = container.init.pid().await;
+            let stats = tokio::task::spawn_blocking(move || crate::stats::collect(pid))
+                .await
+                .map_err(|e| Error::Internal(format!("collecting stats: {e}")))??;
+            Ok(StatsResponse {
+                stats: MessageField::some(stats),
+                ..Default::default()
+            })
+        };
+        to_ttrpc(result.await)
+    }
+
+    async fn connect(
+        &self,
+        _: &TtrpcContext,
+        req: ConnectRequest,
+    ) -> ttrpc::Result<ConnectResponse> {
+        let task_pid = match self.inner.container(&req.id).await {
+            Ok(container) => container.init.pid().await,
+            Err(_) => 0,
+        };
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _: &TtrpcContext, _: ShutdownRequest) -> ttrpc::Result<Empty> {
+        // One shim may serve a whole pod: only go when no container is left.
+        if self.inner.containers.lock().await.is_empty() {
+            info!("no containers left: shutting down");
+            self.inner.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+}
