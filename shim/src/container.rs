@@ -150,10 +150,17 @@ impl Container {
             if let Some(runc_io) = io.runc_io() {
                 opts = opts.io(runc_io);
             }
-            runtime
-                .create(&req.id, &bundle, Some(&opts))
-                .await
-                .map_err(|e| runtime_error("create", e))?;
+            if let Some(socket) = io.console_socket() {
+                opts = opts.console_socket(socket);
+            }
+            let console = io.expect_console();
+            if let Err(e) = runtime.create(&req.id, &bundle, Some(&opts)).await {
+                if let Some(pending) = console {
+                    pending.abort();
+                }
+                return Err(runtime_error("create", e));
+            }
+            io.attach_console(console, &stdio).await?;
             let pid = read_pid(&pid_file).await?;
             let init = Process::new(stdio.clone(), io);
             init.set_pid(pid).await;
@@ -268,10 +275,20 @@ impl Container {
         if let Some(runc_io) = exec.process.io.runc_io() {
             opts = opts.io(runc_io);
         }
-        self.runtime
-            .exec(&self.id, &exec.spec, Some(&opts))
-            .await
-            .map_err(|e| runtime_error("exec", e))?;
+        if let Some(socket) = exec.process.io.console_socket() {
+            opts = opts.console_socket(socket);
+        }
+        let console = exec.process.io.expect_console();
+        if let Err(e) = self.runtime.exec(&self.id, &exec.spec, Some(&opts)).await {
+            if let Some(pending) = console {
+                pending.abort();
+            }
+            return Err(runtime_error("exec", e));
+        }
+        exec.process
+            .io
+            .attach_console(console, &exec.process.stdio)
+            .await?;
         let pid = read_pid(&pid_file).await?;
         exec.process.set_pid(pid).await;
         exec.process.set_status(Status::Running).await;

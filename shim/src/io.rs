@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::process::Stdio as StdStdio;
 use std::sync::Arc;
 
@@ -92,6 +93,63 @@ pub struct ProcessIo {
     stdin: Mutex<Option<StdinCopy>>,
     /// Copies of stdout and stderr, done when the process closes them.
     copies: Mutex<Vec<JoinHandle<()>>>,
+    /// For a terminal: the socket runc hands the pty master to, then the master itself.
+    console: Option<Console>,
+}
+
+/// A process's terminal: runc connects to `socket` and sends the pty master.
+struct Console {
+    dir: tempfile::TempDir,
+    listener: std::os::unix::net::UnixListener,
+    master: std::sync::Mutex<Option<Arc<OwnedFd>>>,
+}
+
+impl Console {
+    fn new() -> Result<Console> {
+        let dir = tempfile::Builder::new()
+            .prefix("revive-pty")
+            .tempdir()
+            .map_err(Error::io("creating the console socket directory"))?;
+        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("pty.sock"))
+            .map_err(Error::io("creating the console socket"))?;
+        Ok(Console {
+            dir,
+            listener,
+            master: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("pty.sock")
+    }
+}
+
+/// Receives the pty master runc sends over the console socket (SCM_RIGHTS).
+fn receive_master(listener: &std::os::unix::net::UnixListener) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::FromRawFd;
+    let (stream, _) = listener.accept()?;
+    let mut name = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor for us; nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    Err(std::io::Error::other(
+        "no pty master in the console socket message",
+    ))
 }
 
 impl ProcessIo {
@@ -104,9 +162,14 @@ impl ProcessIo {
         gid: u32,
     ) -> Result<ProcessIo> {
         if spec.terminal {
-            return Err(Error::Unimplemented(
-                "containerd-shim-revive-v2: terminals (tty) are not supported yet".into(),
-            ));
+            // runc's own stdio goes to /dev/null; the process gets the pty.
+            let null = NullIo::new().map_err(Error::io("opening /dev/null for stdio"))?;
+            return Ok(ProcessIo {
+                runc_io: Some(Arc::new(null)),
+                stdin: Mutex::new(None),
+                copies: Mutex::new(Vec::new()),
+                console: Some(Console::new()?),
+            });
         }
         if spec.is_null() {
             // No stdio at all (CRI sandboxes): /dev/null, never the runtime's own pipes,
@@ -116,6 +179,7 @@ impl ProcessIo {
                 runc_io: Some(Arc::new(null)),
                 stdin: Mutex::new(None),
                 copies: Mutex::new(Vec::new()),
+                console: None,
             });
         }
         let stdout = (!spec.stdout.is_empty())
@@ -164,11 +228,92 @@ impl ProcessIo {
             runc_io: Some(Arc::new(pipes)),
             stdin: Mutex::new(stdin),
             copies: Mutex::new(copies),
+            console: None,
         })
     }
 
     pub fn runc_io(&self) -> Option<Arc<dyn Io>> {
         self.runc_io.clone()
+    }
+
+    /// The console socket runc must send the pty master to, for a terminal.
+    pub fn console_socket(&self) -> Option<PathBuf> {
+        self.console.as_ref().map(Console::socket)
+    }
+
+    /// Starts waiting for the pty master; call before the runtime command that creates the
+    /// process, then [`ProcessIo::attach_console`] after it.
+    pub fn expect_console(&self) -> Option<tokio::task::JoinHandle<std::io::Result<OwnedFd>>> {
+        let console = self.console.as_ref()?;
+        let listener = console.listener.try_clone().ok()?;
+        Some(tokio::task::spawn_blocking(move || {
+            receive_master(&listener)
+        }))
+    }
+
+    /// Connects the received pty master to the stdio fifos.
+    pub async fn attach_console(
+        &self,
+        pending: Option<tokio::task::JoinHandle<std::io::Result<OwnedFd>>>,
+        stdio: &StdioSpec,
+    ) -> Result<()> {
+        let (Some(console), Some(pending)) = (&self.console, pending) else {
+            return Ok(());
+        };
+        let master = match tokio::time::timeout(std::time::Duration::from_secs(10), pending).await {
+            Ok(Ok(Ok(fd))) => Arc::new(fd),
+            Ok(Ok(Err(e))) => return Err(Error::io("receiving the pty master")(e)),
+            _ => {
+                return Err(Error::Internal(
+                    "the runtime never sent the pty master".into(),
+                ));
+            }
+        };
+        if let Ok(mut slot) = console.master.lock() {
+            *slot = Some(master.clone());
+        }
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(Error::io("duplicating the pty master"))
+        };
+        // pty -> stdout
+        let reader = pipe_from(dup(&master)?)?;
+        let target = (!stdio.stdout.is_empty())
+            .then(|| parse_target(&stdio.stdout))
+            .transpose()?;
+        self.copies
+            .lock()
+            .await
+            .push(copy_out(target, Box::new(reader)));
+        // stdin -> pty
+        if !stdio.stdin.is_empty() {
+            let writer = tokio::fs::File::from_std(std::fs::File::from(dup(&master)?));
+            *self.stdin.lock().await = Some(copy_in(&stdio.stdin, Box::new(writer)));
+        }
+        Ok(())
+    }
+
+    /// Resizes the terminal (ResizePty).
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        let master = self
+            .console
+            .as_ref()
+            .and_then(|c| c.master.lock().ok().and_then(|m| m.clone()))
+            .ok_or_else(|| Error::FailedPrecondition("the process has no terminal".into()))?;
+        let size = libc::winsize {
+            ws_row: height as u16,
+            ws_col: width as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which outlives the call.
+        let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        if rc < 0 {
+            return Err(Error::io("resizing the terminal")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
     }
 
     /// Closes the process's stdin (CloseIO), so it reads EOF.
@@ -233,6 +378,11 @@ fn copy_out(
             }
         }
     })
+}
+
+/// An async reader over a pty master (or any fd that supports non-blocking reads).
+fn pipe_from(fd: OwnedFd) -> Result<tokio::fs::File> {
+    Ok(tokio::fs::File::from_std(std::fs::File::from(fd)))
 }
 
 /// The stdin copy and the fifo it reads.

@@ -524,10 +524,18 @@ impl Task for TaskService {
         to_ttrpc(result.await)
     }
 
-    async fn resize_pty(&self, _: &TtrpcContext, _: ResizePtyRequest) -> ttrpc::Result<Empty> {
-        to_ttrpc(Err(Error::Unimplemented(
-            "containerd-shim-revive-v2: terminals are not supported yet".into(),
-        )))
+    async fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
+        let result = async {
+            let process = self
+                .inner
+                .container(&req.id)
+                .await?
+                .process(&req.exec_id)
+                .await?;
+            process.io.resize(req.width, req.height)?;
+            Ok(Empty::new())
+        };
+        to_ttrpc(result.await)
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
