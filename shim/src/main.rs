@@ -21,6 +21,7 @@ mod container;
 mod daemon;
 mod error;
 mod io;
+mod oom;
 mod process;
 mod runtime;
 mod service;

@@ -17,7 +17,7 @@ const USER_HZ: u64 = 100;
 
 /// Where each cgroup hierarchy of this process's view is mounted: controller (or "" for the
 /// unified hierarchy) -> mount point.
-fn cgroup_mounts() -> Result<HashMap<String, PathBuf>> {
+pub fn cgroup_mounts() -> Result<HashMap<String, PathBuf>> {
     let text =
         std::fs::read_to_string("/proc/self/mountinfo").map_err(Error::io("reading mountinfo"))?;
     let mut mounts = HashMap::new();
@@ -49,7 +49,11 @@ fn cgroup_mounts() -> Result<HashMap<String, PathBuf>> {
 }
 
 /// The cgroup directory of `pid` for `controller` ("" = unified).
-fn cgroup_dir(pid: u32, controller: &str, mounts: &HashMap<String, PathBuf>) -> Option<PathBuf> {
+pub fn cgroup_dir(
+    pid: u32,
+    controller: &str,
+    mounts: &HashMap<String, PathBuf>,
+) -> Option<PathBuf> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');

@@ -19,7 +19,7 @@ use containerd_shim_protos::api::{
     StatsResponse, Status as ApiStatus, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -52,6 +52,8 @@ struct Exits {
 
 struct Inner {
     namespace: String,
+    /// Container ids whose memory cgroup saw an OOM kill (see [`crate::oom`]).
+    oom: tokio::sync::mpsc::UnboundedSender<String>,
     publisher: Option<RemotePublisher>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     exits: Mutex<Exits>,
@@ -80,12 +82,27 @@ impl TaskService {
         publisher: Option<RemotePublisher>,
         exit: Arc<ExitSignal>,
     ) -> TaskService {
+        let (oom, mut ooms) = tokio::sync::mpsc::unbounded_channel::<String>();
         let inner = Arc::new(Inner {
             namespace: namespace.to_string(),
+            oom,
             publisher,
             containers: Mutex::new(HashMap::new()),
             exits: Mutex::new(Exits::default()),
             exit,
+        });
+        let publishing = inner.clone();
+        tokio::spawn(async move {
+            while let Some(id) = ooms.recv().await {
+                info!("container {id} had an OOM kill");
+                let event = TaskOOM {
+                    container_id: id,
+                    ..Default::default()
+                };
+                publishing
+                    .publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(event))
+                    .await;
+            }
         });
         match monitor_subscribe(Topic::Pid).await {
             Ok(mut subscription) => {
@@ -252,6 +269,7 @@ impl TaskService {
         let _ = inner
             .owned(None, pid, (req.id.clone(), String::new()))
             .await;
+        crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
         info!("created container {} (pid {pid})", req.id);
         let event = TaskCreate {
             container_id: req.id.clone(),
