@@ -883,8 +883,9 @@ struct Event {
 }
 
 impl Events {
-    /// Starts `ctr events` and waits until it receives events (a namespace created for the
-    /// purpose shows up), so nothing after this call is missed.
+    /// Starts `ctr events` and waits until it receives events, so that nothing after this
+    /// call is missed: it creates and removes marker namespaces until one of their events
+    /// shows up (`ctr events` subscribes some time after it started).
     fn start(node: &Node, tag: &str) -> Result<Events> {
         let log = format!("events-{tag}");
         let pid = node.spawn_daemon(&log, "ctr events")?;
@@ -893,12 +894,37 @@ impl Events {
             path: node.logs_dir().join(format!("{log}.log")),
             tag: tag.to_string(),
         };
-        let marker = format!("lc-sync-{tag}");
-        node.ctr(&["namespaces", "create", &marker])?;
-        let synced = events.wait(node, "/namespaces/create", |p| p["name"] == marker.as_str());
-        let _ = node.ctr(&["namespaces", "remove", &marker]);
-        synced.context("ctr events did not start receiving events")?;
-        Ok(events)
+        match events.sync(node) {
+            Ok(()) => Ok(events),
+            Err(err) => {
+                events.stop(node);
+                Err(err)
+            }
+        }
+    }
+
+    fn sync(&self, node: &Node) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        for attempt in 0.. {
+            let marker = format!("lc-sync-{}-{attempt}", self.tag);
+            node.ctr(&["namespaces", "create", &marker])?;
+            node.ctr(&["namespaces", "remove", &marker])?;
+            let round = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < round {
+                if self.all().iter().any(|e| {
+                    e.topic.starts_with("/namespaces/") && e.payload["name"] == marker.as_str()
+                }) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "ctr events ({}) received no event within {WAIT:?}",
+                self.path.display()
+            );
+        }
+        unreachable!("the attempts never end")
     }
 
     fn all(&self) -> Vec<Event> {

@@ -112,6 +112,24 @@ pub struct Container {
     execs: Mutex<HashMap<String, Arc<Exec>>>,
     io_uid: u32,
     io_gid: u32,
+    /// Whether the container has a pid namespace of its own: if not, its processes outlive
+    /// its init unless the shim kills them.
+    own_pid_ns: bool,
+}
+
+/// Whether the bundle's spec gives the container a new pid namespace (a `pid` entry without
+/// a path). Anything unreadable counts as shared, which only means an extra kill.
+pub fn has_own_pid_ns(bundle: &Path) -> bool {
+    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
+        return false;
+    };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return false;
+    };
+    spec["linux"]["namespaces"].as_array().is_some_and(|nss| {
+        nss.iter()
+            .any(|ns| ns["type"] == "pid" && ns["path"].as_str().unwrap_or("").is_empty())
+    })
 }
 
 impl Container {
@@ -132,6 +150,7 @@ impl Container {
         };
         let runtime = config.client(namespace)?;
         let bundle = PathBuf::from(&req.bundle);
+        let own_pid_ns = has_own_pid_ns(&bundle);
         let rootfs = mount_all(&req.rootfs, &bundle)?;
         let stdio = StdioSpec {
             stdin: req.stdin.clone(),
@@ -162,7 +181,7 @@ impl Container {
             }
             io.attach_console(console, &stdio).await?;
             let pid = read_pid(&pid_file).await?;
-            let init = Process::new(stdio.clone(), io);
+            let init = Process::new(false, stdio.clone(), io);
             init.set_pid(pid).await;
             Ok::<_, Error>(init)
         }
@@ -178,6 +197,7 @@ impl Container {
                 execs: Mutex::new(HashMap::new()),
                 io_uid: options.io_uid,
                 io_gid: options.io_gid,
+                own_pid_ns,
             }),
             Err(err) => {
                 let _ = runtime
@@ -248,7 +268,7 @@ impl Container {
         }
         let io =
             ProcessIo::new(&self.id, &self.namespace, &stdio, self.io_uid, self.io_gid).await?;
-        let process = Arc::new(Process::new(stdio, io));
+        let process = Arc::new(Process::new(true, stdio, io));
         execs.insert(exec_id.to_string(), Arc::new(Exec { process, spec }));
         Ok(())
     }
@@ -331,6 +351,18 @@ impl Container {
                 Err(Error::NotFound("process already finished".into()))
             }
             Err(e) => Err(Error::Internal(format!("kill {pid}: {e}"))),
+        }
+    }
+
+    /// After the init exited: a container without its own pid namespace may still have
+    /// processes; kill them all (containerd's Go shim does the same).
+    pub async fn kill_leftovers(&self) {
+        if self.own_pid_ns {
+            return;
+        }
+        let opts = KillOpts::new().all(true);
+        if let Err(e) = self.runtime.kill(&self.id, 9, Some(&opts)).await {
+            debug!("killing what is left of {}: {e}", self.id);
         }
     }
 
@@ -458,6 +490,18 @@ async fn read_pid(path: &Path) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_namespace_ownership() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |spec: &str| std::fs::write(dir.path().join("config.json"), spec).unwrap();
+        write(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#);
+        assert!(has_own_pid_ns(dir.path()));
+        write(r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#);
+        assert!(!has_own_pid_ns(dir.path()));
+        write(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#);
+        assert!(!has_own_pid_ns(dir.path()));
+    }
 
     #[test]
     fn options_accept_runc_options_only() {

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio as StdStdio;
 use std::sync::Arc;
 
@@ -350,9 +350,14 @@ fn copy_out(
                 }
             }
             Some(Target::File(path)) => {
+                // As containerd's Go shim: parent directories made, the file appended to.
+                if let Some(parent) = Path::new(path).parent() {
+                    let _ = tokio::fs::create_dir_all(parent).await;
+                }
                 match tokio::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o644)
                     .open(path)
                     .await
                 {
@@ -457,21 +462,33 @@ async fn start_logger(
     out_fd: OwnedFd,
     err_fd: OwnedFd,
 ) -> Result<()> {
-    let (ready_r, ready_w) =
-        nix::unistd::pipe().map_err(|e| Error::Internal(format!("pipe: {e}")))?;
+    // Close-on-exec: the logger must hold the ready pipe only as fd 5, or closing fd 5
+    // would never reach us.
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
     let raw = [out_fd.as_raw_fd(), err_fd.as_raw_fd(), ready_w.as_raw_fd()];
     let mut cmd = std::process::Command::new(path);
+    // The logger gets only CONTAINER_ID and CONTAINER_NAMESPACE, as from containerd's shim.
     cmd.args(args)
+        .env_clear()
         .env("CONTAINER_ID", id)
         .env("CONTAINER_NAMESPACE", namespace)
         .stdin(StdStdio::null())
         .stdout(StdStdio::null())
         .stderr(StdStdio::null());
-    // SAFETY: only dup2 between fork and exec (async-signal-safe), on fds that stay open
-    // until after spawn returns.
+    // SAFETY: only fcntl and dup2 between fork and exec (async-signal-safe), on fds that
+    // stay open until after spawn returns.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            for (i, fd) in raw.iter().enumerate() {
+            // Move the sources above 5 first, so no dup2 below overwrites one still needed.
+            let mut high = [0; 3];
+            for (slot, fd) in high.iter_mut().zip(raw) {
+                *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if *slot < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().enumerate() {
                 if libc::dup2(*fd, 3 + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -479,9 +496,13 @@ async fn start_logger(
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(Error::io(format!("starting log binary {path}")))?;
+    let child = cmd.spawn().map_err(|e| {
+        // In the words containerd's Go shim uses, which users and tools know.
+        Error::InvalidArgument(format!(
+            "starting log binary: fork/exec {path}: {}",
+            errno_text(&e)
+        ))
+    })?;
     drop(ready_w);
     drop(out_fd);
     drop(err_fd);
@@ -498,9 +519,30 @@ async fn start_logger(
     Ok(())
 }
 
+/// An OS error as Go prints it: "no such file or directory".
+fn errno_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => {
+            let text = nix::errno::Errno::from_raw(n).desc();
+            let mut chars = text.chars();
+            chars
+                .next()
+                .map(|c| c.to_lowercase().chain(chars).collect())
+                .unwrap_or_default()
+        }
+        None => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_read_like_go() {
+        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(errno_text(&e), "no such file or directory");
+    }
 
     #[test]
     fn targets_parse() {

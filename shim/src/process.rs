@@ -32,41 +32,56 @@ pub enum Op {
 }
 
 impl Status {
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Paused => "paused",
-            Status::Stopped => "stopped",
-            Status::Deleted => "deleted",
-        }
-    }
-
-    /// Whether `op` is allowed in this state; the error names both.
+    /// Whether `op` is allowed in this state for a container's init; refusals carry the
+    /// words containerd's Go shim uses (`process/init_state.go`), which clients match on.
     pub fn check(self, op: Op) -> Result<()> {
         use Op::*;
         use Status::*;
-        let allowed = matches!(
-            (self, op),
-            (Created, Start | Kill | Delete)
-                | (Running, Pause | Kill | Exec | Update)
-                | (Paused, Resume | Kill | Update)
-                | (Stopped, Delete)
-        );
-        if allowed {
-            return Ok(());
+        let refused = |msg: &str| Err(Error::FailedPrecondition(msg.to_string()));
+        match (self, op) {
+            (Created, Start | Kill | Delete | Exec | Update) => Ok(()),
+            (Created, Pause) => refused("cannot pause task in created state"),
+            (Created, Resume) => refused("cannot resume task in created state"),
+            (Running, Pause | Kill | Exec | Update) => Ok(()),
+            (Running, Start) => refused("cannot start a running process"),
+            (Running, Resume) => refused("cannot resume a running process"),
+            (Running, Delete) => refused("cannot delete a running process"),
+            (Paused, Resume | Kill | Update) => Ok(()),
+            (Paused, Start) => refused("cannot start a paused process"),
+            (Paused, Pause) => refused("cannot pause a paused container"),
+            (Paused, Exec) => refused("cannot exec in a paused state"),
+            (Paused, Delete) => refused("cannot delete a paused process"),
+            (Stopped, Delete) => Ok(()),
+            (Stopped, Start) => refused("cannot start a stopped process"),
+            (Stopped, Pause) => refused("cannot pause a stopped container"),
+            (Stopped, Resume) => refused("cannot resume a stopped container"),
+            (Stopped, Update) => refused("cannot update a stopped container"),
+            (Stopped, Exec) => refused("cannot exec in a stopped state"),
+            (Stopped, Kill) => Err(Error::NotFound("process already finished".into())),
+            (Deleted, _) => Err(Error::NotFound("process already deleted".into())),
         }
-        Err(match (self, op) {
-            (Stopped, Kill) => Error::NotFound("process already finished".into()),
-            (Deleted, _) => Error::NotFound("process already deleted".into()),
-            (Running | Paused, Delete) => Error::FailedPrecondition(format!(
-                "cannot delete a {} process: kill it first",
-                self.name()
+    }
+
+    /// The same for an exec process (`process/exec_state.go`): it can only be started,
+    /// killed and deleted.
+    pub fn check_exec(self, op: Op) -> Result<()> {
+        use Op::*;
+        use Status::*;
+        let refused = |msg: &str| Err(Error::FailedPrecondition(msg.to_string()));
+        match (self, op) {
+            (Created, Start | Kill | Delete) | (Running | Paused, Kill) | (Stopped, Delete) => {
+                Ok(())
+            }
+            (Running | Paused, Start) => refused("cannot start a running process"),
+            (Running | Paused, Delete) => refused("cannot delete a running process"),
+            (Stopped, Start) => refused("cannot start a stopped process"),
+            (Stopped, Kill) => Err(Error::NotFound("process already finished".into())),
+            (Deleted, _) => Err(Error::NotFound("process already deleted".into())),
+            (_, op) => refused(&format!(
+                "cannot {} an exec process",
+                format!("{op:?}").to_lowercase()
             )),
-            _ => Error::FailedPrecondition(
-                format!("cannot {op:?} a {} process", self.name()).to_lowercase(),
-            ),
-        })
+        }
     }
 }
 
@@ -85,6 +100,8 @@ struct State {
 
 /// One process: the container's init (`exec_id` empty) or an exec.
 pub struct Process {
+    /// An exec (vs the container's init): they follow different state tables.
+    pub is_exec: bool,
     pub stdio: StdioSpec,
     pub io: ProcessIo,
     state: Mutex<State>,
@@ -92,8 +109,9 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn new(stdio: StdioSpec, io: ProcessIo) -> Process {
+    pub fn new(is_exec: bool, stdio: StdioSpec, io: ProcessIo) -> Process {
         Process {
+            is_exec,
             stdio,
             io,
             state: Mutex::new(State {
@@ -117,7 +135,12 @@ impl Process {
     }
 
     pub async fn check(&self, op: Op) -> Result<()> {
-        self.status().await.check(op)
+        let status = self.status().await;
+        if self.is_exec {
+            status.check_exec(op)
+        } else {
+            status.check(op)
+        }
     }
 
     pub async fn set_pid(&self, pid: u32) {
@@ -190,18 +213,53 @@ mod tests {
     /// Every (state, operation) pair, against the table containerd's Go shim implements.
     #[test]
     fn transition_table() {
-        let expected_ok = |s: Status, op: Op| match s {
-            Status::Created => matches!(op, Op::Start | Op::Kill | Op::Delete),
+        let init_ok = |s: Status, op: Op| match s {
+            Status::Created => matches!(
+                op,
+                Op::Start | Op::Kill | Op::Delete | Op::Exec | Op::Update
+            ),
             Status::Running => matches!(op, Op::Pause | Op::Kill | Op::Exec | Op::Update),
             Status::Paused => matches!(op, Op::Resume | Op::Kill | Op::Update),
             Status::Stopped => matches!(op, Op::Delete),
             Status::Deleted => false,
         };
+        let exec_ok = |s: Status, op: Op| match s {
+            Status::Created => matches!(op, Op::Start | Op::Kill | Op::Delete),
+            Status::Running | Status::Paused => matches!(op, Op::Kill),
+            Status::Stopped => matches!(op, Op::Delete),
+            Status::Deleted => false,
+        };
         for s in ALL_STATES {
             for op in ALL_OPS {
-                assert_eq!(s.check(op).is_ok(), expected_ok(s, op), "{s:?} {op:?}");
+                assert_eq!(s.check(op).is_ok(), init_ok(s, op), "init {s:?} {op:?}");
+                assert_eq!(
+                    s.check_exec(op).is_ok(),
+                    exec_ok(s, op),
+                    "exec {s:?} {op:?}"
+                );
             }
         }
+        let msg = |r: Result<()>| r.unwrap_err().to_string();
+        assert_eq!(
+            msg(Status::Stopped.check(Op::Exec)),
+            "cannot exec in a stopped state"
+        );
+        assert_eq!(
+            msg(Status::Paused.check(Op::Exec)),
+            "cannot exec in a paused state"
+        );
+        assert_eq!(
+            msg(Status::Paused.check(Op::Pause)),
+            "cannot pause a paused container"
+        );
+        assert_eq!(
+            msg(Status::Running.check(Op::Resume)),
+            "cannot resume a running process"
+        );
+        assert_eq!(
+            msg(Status::Stopped.check(Op::Update)),
+            "cannot update a stopped container"
+        );
         assert!(
             matches!(Status::Stopped.check(Op::Kill), Err(Error::NotFound(m)) if m == "process already finished")
         );
@@ -209,14 +267,12 @@ mod tests {
             Status::Running.check(Op::Delete),
             Err(Error::FailedPrecondition(_))
         ));
-        assert!(
-            matches!(Status::Created.check(Op::Pause), Err(Error::FailedPrecondition(m)) if m == "cannot pause a created process")
-        );
     }
 
     #[tokio::test]
     async fn first_exit_wins_and_wakes_waiters() {
         let p = std::sync::Arc::new(Process::new(
+            false,
             StdioSpec::default(),
             ProcessIo::new("c", "ns", &StdioSpec::default(), 0, 0)
                 .await

@@ -55,8 +55,9 @@ impl RuntimeConfig {
         // Resolve the binary first, so a missing one is a clear error naming it.
         let resolved = resolve_binary(binary).ok_or_else(|| {
             Error::InvalidArgument(format!(
-                "OCI runtime binary {binary:?} not found in PATH; install it or set the runtime's \
-                 BinaryName option (containerd config: [...runtimes.revive.options] BinaryName)"
+                "OCI runtime binary {binary:?} not found: exec: {binary:?}: executable file not \
+                 found in $PATH; install it or set the runtime's BinaryName option (containerd \
+                 config: [...runtimes.revive.options] BinaryName)"
             ))
         })?;
         let mut opts = runc::options::GlobalOpts::new()

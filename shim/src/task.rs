@@ -217,6 +217,7 @@ impl Inner {
         });
         debug!("{container_id}/{exec_id}: pid {pid} exited with {code}");
         if exec_id.is_empty() {
+            container.kill_leftovers().await;
             // containerd must see every exec's exit before the init's: wait (briefly) for
             // the execs, which die with the container's pid namespace.
             for exec in container.running_execs().await {

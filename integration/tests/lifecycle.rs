@@ -1,0 +1,73 @@
+//! The lifecycle scenario table (issue 3) on both flavours, for the Go shim
+//! `io.containerd.runc.v2`: the reference a drop-in shim must match row by row.
+//!
+//! `LIFECYCLE_ROWS=tty,oom cargo test -p revive-integration --test lifecycle` runs some rows.
+
+use std::time::Instant;
+
+use revive_integration::lifecycle::{self, RowResult};
+use revive_integration::{Flavour, Node, host, rootfs};
+
+const RUNC: &str = "io.containerd.runc.v2";
+
+fn table(flavour: Flavour, runtime: &str) {
+    let test = format!("lifecycle ({runtime}, {flavour})");
+    if !host::root_or_skip(&test) {
+        return;
+    }
+    let started = Instant::now();
+    let node = Node::start(flavour, "lifecycle").expect("node starts");
+    eprintln!(
+        "node {} up in {:.1?} ({})",
+        node.name(),
+        started.elapsed(),
+        rootfs::versions_line(&node.rootfs().completion.versions)
+    );
+    let filter = std::env::var("LIFECYCLE_ROWS").ok();
+    let results: Vec<RowResult> =
+        lifecycle::run_table(&node, runtime, filter.as_deref()).expect("the table runs");
+    eprintln!(
+        "{} ({flavour} flavour, {:.1?} in all)",
+        lifecycle::format_table(runtime, &results),
+        started.elapsed()
+    );
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r.result.is_err())
+        .map(|r| r.row.name)
+        .collect();
+    // Panicking while the node is alive prints its logs (containerd's carries the shims').
+    assert!(
+        failed.is_empty(),
+        "{runtime} on {flavour}: rows failed: {}",
+        failed.join(", ")
+    );
+    assert!(
+        !results.is_empty(),
+        "no row selected by LIFECYCLE_ROWS={filter:?}"
+    );
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+}
+
+#[test]
+fn lifecycle_runc_stable() {
+    table(Flavour::Stable, RUNC);
+}
+
+#[test]
+fn lifecycle_runc_next() {
+    table(Flavour::Next, RUNC);
+}
+
+const REVIVE: &str = "io.containerd.revive.v2";
+
+#[test]
+fn lifecycle_revive_stable() {
+    table(Flavour::Stable, REVIVE);
+}
+
+#[test]
+fn lifecycle_revive_next() {
+    table(Flavour::Next, REVIVE);
+}
