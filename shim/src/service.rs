@@ -76,10 +76,11 @@ impl Shim for Service {
         let address = spawn(opts, &grouping, Vec::new()).await?;
         write_str_to_file(ADDRESS_FILE, &address).await?;
         if legacy {
-            // containerd before 2.3 (no bootstrap protocol): the crate would answer version
-            // 3, which containerd 1.7 rejects ("unsupported shim version (3)"). Version 2
-            // works with 1.7 and 2.x alike, and the daemon serves task v2 as well as v3.
-            let reply = legacy_start_reply(&address);
+            // containerd before 2.3 (no bootstrap protocol) announces the highest task API
+            // it speaks in MAX_SHIM_VERSION (2 from both 1.7 and 2.1) and rejects anything
+            // higher; the crate would always answer 3. The daemon serves v2 and v3.
+            let max = std::env::var("MAX_SHIM_VERSION").ok();
+            let reply = legacy_start_reply(&address, max.as_deref());
             let mut stdout = std::io::stdout();
             let written = stdout
                 .write_all(reply.as_bytes())
@@ -123,9 +124,14 @@ impl Shim for Service {
     }
 }
 
-/// The `start` reply for containerd before 2.3: task API version 2 over ttrpc.
-fn legacy_start_reply(address: &str) -> String {
-    serde_json::json!({ "version": 2, "address": address, "protocol": "ttrpc" }).to_string()
+/// The `start` reply for containerd before 2.3: the task API version containerd allows
+/// (`MAX_SHIM_VERSION`, 2 if unset or unreadable, at most 3) over ttrpc.
+fn legacy_start_reply(address: &str, max_shim_version: Option<&str>) -> String {
+    let version = max_shim_version
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(2)
+        .clamp(2, 3);
+    serde_json::json!({ "version": version, "address": address, "protocol": "ttrpc" }).to_string()
 }
 
 /// What `delete` reports: nothing is running, so the task counts as killed now.
@@ -222,12 +228,19 @@ mod tests {
     }
 
     #[test]
-    fn legacy_reply_is_task_api_v2() {
-        let reply: serde_json::Value =
-            serde_json::from_str(&legacy_start_reply("unix:///run/x")).unwrap();
-        assert_eq!(reply["version"], 2);
-        assert_eq!(reply["address"], "unix:///run/x");
-        assert_eq!(reply["protocol"], "ttrpc");
+    fn legacy_reply_follows_max_shim_version() {
+        let version = |max: Option<&str>| {
+            let reply: serde_json::Value =
+                serde_json::from_str(&legacy_start_reply("unix:///run/x", max)).unwrap();
+            assert_eq!(reply["address"], "unix:///run/x");
+            assert_eq!(reply["protocol"], "ttrpc");
+            reply["version"].as_u64().unwrap()
+        };
+        assert_eq!(version(None), 2);
+        assert_eq!(version(Some("2")), 2);
+        assert_eq!(version(Some("3")), 3);
+        assert_eq!(version(Some("9")), 3);
+        assert_eq!(version(Some("x")), 2);
     }
 
     async fn grouping_of(config: &str) -> Result<String, Error> {
