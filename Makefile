@@ -74,6 +74,9 @@ clean-nodes:
 	@scripts/require-root.sh clean-nodes
 	@! grep -qs /var/lib/revive-test /proc/mounts || { echo "revive: something is mounted under /var/lib/revive-test; not removing it" >&2; exit 1; }
 	rm -rf /var/lib/revive-test/nodes
+	@# Empty cgroups of nodes whose harness was killed (a live node's cannot be removed).
+	@find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name 'revive-node-*' 2>/dev/null | \
+	  while read -r d; do find "$$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
 
 clean-cache:
 	@scripts/require-root.sh clean-cache

@@ -31,6 +31,8 @@ pub struct NodeSpec {
     /// The cached, read-only root filesystem (the overlay's lower layer).
     pub lower: PathBuf,
     pub cgroup: NodeCgroup,
+    /// The harness process: when it dies, the node dies too.
+    pub harness_pid: u32,
     /// Host directories bound into the node: (host path, path inside the node).
     pub binds: Vec<(PathBuf, PathBuf)>,
 }
@@ -62,6 +64,13 @@ const NODE_NAMESPACES: &[CloneFlags] = &[
 pub fn launch(spec_path: &Path) -> Result<i32> {
     let spec: NodeSpec = serde_json::from_slice(&fs::read(spec_path)?)
         .with_context(|| format!("reading node spec {}", spec_path.display()))?;
+    // A node must not outlive its harness, however the harness ends (a signal skips Drop):
+    // the kernel kills the launcher when the harness's thread dies, and the node's pid 1
+    // when the launcher dies (set after the fork below), which kills the whole node.
+    die_with_parent()?;
+    if nix::unistd::getppid().as_raw() as u32 != spec.harness_pid {
+        bail!("the harness ({}) is already gone", spec.harness_pid);
+    }
     spec.cgroup.create()?;
     spec.cgroup.enter(std::process::id(), false)?;
     let flags = NODE_NAMESPACES
@@ -87,7 +96,7 @@ pub fn launch(spec_path: &Path) -> Result<i32> {
             }
         }
         ForkResult::Child => {
-            let code = match init(&spec) {
+            let code = match die_with_parent().and_then(|()| init(&spec)) {
                 Ok(()) => 0,
                 Err(err) => {
                     println!("error: {err:#}");
@@ -98,6 +107,15 @@ pub fn launch(spec_path: &Path) -> Result<i32> {
             std::process::exit(code);
         }
     }
+}
+
+/// Asks the kernel to SIGKILL this process when its parent (thread) dies.
+fn die_with_parent() -> Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the calling process.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("PR_SET_PDEATHSIG");
+    }
+    Ok(())
 }
 
 fn mount_fs(

@@ -70,6 +70,10 @@ pub fn containerd_config(containerd_version: &str) -> String {
 static NODE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A running node. Dropping it tears it down; [`Node::stop`] does the same and reports.
+///
+/// A node lives at most as long as the thread that started it: if that thread or its
+/// process dies without dropping the node (a signal, an abort), the kernel kills the node's
+/// processes, and the next [`Node::start`] removes what is left (see [`sweep_stale_nodes`]).
 pub struct Node {
     flavour: Flavour,
     rootfs: Rootfs,
@@ -164,6 +168,7 @@ impl Node {
             );
         }
         let rootfs = rootfs::ensure(flavour)?;
+        sweep_stale_nodes();
         let name = format!(
             "{flavour}-{}-{}-{}",
             sanitize(&options.label),
@@ -190,6 +195,7 @@ impl Node {
             dir: dir.clone(),
             lower: rootfs.path.clone(),
             cgroup: NodeCgroup::new(format!("revive-node-{name}"), cgroup::host_layout()?),
+            harness_pid: std::process::id(),
             binds: vec![
                 (dir.join("logs"), "/var/log/revive".into()),
                 (dir.join("share"), "/share".into()),
@@ -558,6 +564,57 @@ impl Drop for Node {
                 self.spec.name
             ),
         }
+    }
+}
+
+/// Removes what nodes of dead harnesses left: their cgroups and directories (keeping their
+/// logs). A node counts as dead when its spec is over a minute old and no process is in its
+/// cgroup (every live node has at least its pid 1 there).
+pub fn sweep_stale_nodes() {
+    let Ok(entries) = fs::read_dir(nodes_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let spec_path = entry.path().join("spec.json");
+        let Ok(meta) = fs::metadata(&spec_path) else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(60));
+        let Ok(spec) = fs::read(&spec_path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(serde_json::from_slice::<NodeSpec>(&b)?))
+        else {
+            continue;
+        };
+        if !old || !processes_in_cgroup(&spec.cgroup.name).is_empty() {
+            continue;
+        }
+        if spec.cgroup.remove().is_err()
+            || !mounts::mounts_below(&spec.dir)
+                .map(|m| m.is_empty())
+                .unwrap_or(false)
+        {
+            continue;
+        }
+        for sub in fs::read_dir(&spec.dir).into_iter().flatten().flatten() {
+            if sub.file_name() == "logs" {
+                continue;
+            }
+            let path = sub.path();
+            let _ = if path.is_dir() {
+                rootfs::remove_tree(&path)
+            } else {
+                fs::remove_file(&path).map_err(Into::into)
+            };
+        }
+        eprintln!(
+            "revive: removed stale node {} (its harness died; logs kept)",
+            spec.dir.display()
+        );
     }
 }
 

@@ -282,3 +282,73 @@ fn locally_built_server_image_runs() {
     scenario::remove_container(&node, "web").unwrap();
     assert!(node.stop().unwrap().is_empty());
 }
+
+/// A harness killed by a signal (no Drop runs) takes its node's processes with it, and the
+/// next node start removes the cgroups and files it left (keeping its logs).
+#[test]
+fn a_killed_harness_leaves_no_node_behind() {
+    if !host::root_or_skip("a_killed_harness_leaves_no_node_behind") {
+        return;
+    }
+    let bin = revive_integration::node::bin_dir()
+        .unwrap()
+        .join("revive-node");
+    let mut harness = std::process::Command::new(&bin)
+        .args(["shell", "--flavour", "stable", "--", "sleep", "300"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until its node is up: its cgroup holds a containerd.
+    let prefix = format!("revive-node-stable-shell-{}-", harness.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let cgroup_name = loop {
+        let found = std::fs::read_dir("/sys/fs/cgroup/memory")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with(&prefix));
+        if let Some(name) = found
+            && processes_in_cgroup(&name)
+                .iter()
+                .any(|p| p.contains("containerd"))
+        {
+            break name;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the harness's node never came up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !processes_in_cgroup(&cgroup_name).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node processes outlived their harness"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The sweep only takes nodes over a minute old: age this one.
+    let dir =
+        revive_integration::node::nodes_dir().join(cgroup_name.trim_start_matches("revive-node-"));
+    let status = std::process::Command::new("touch")
+        .args(["-d", "2 minutes ago"])
+        .arg(dir.join("spec.json"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let node = Node::start(Flavour::Stable, "sweeper").unwrap();
+    assert!(node.stop().unwrap().is_empty());
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory").join(&cgroup_name);
+    assert!(!cgroup.exists(), "the dead node's cgroup is still there");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["logs"], "only the dead node's logs may stay");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
