@@ -1,12 +1,13 @@
-//! The node works: the stock runc shim checkpoints and restores a real process with real
-//! containerd, runc and CRIU, and the process keeps its memory. Runs on both flavours.
+//! Checkpoint and restore of a real process with real containerd, runc and CRIU, on both
+//! flavours, through the Go shim (which proves the node) and through revive: the restored
+//! process keeps its memory.
 
 use std::time::Instant;
 
 use revive_integration::{Flavour, Node, host, rootfs, scenario};
 
-fn smoke(flavour: Flavour) {
-    if !host::root_or_skip(&format!("smoke_{flavour}")) {
+fn smoke(flavour: Flavour, runtime: &str) {
+    if !host::root_or_skip(&format!("smoke {runtime} {flavour}")) {
         return;
     }
     let started = Instant::now();
@@ -22,26 +23,37 @@ fn smoke(flavour: Flavour) {
         .run(&["criu", "check"])
         .expect("criu check passes in the node");
     assert!(check.contains("Looks good"), "criu check: {check}");
-    let report = scenario::checkpoint_restore_counter(
-        &node,
-        "io.containerd.runc.v2",
-        "smoke",
-        &mut |step| eprintln!("  {step}"),
-    )
+    let report = scenario::checkpoint_restore_counter(&node, runtime, "smoke", &mut |step| {
+        eprintln!("  {step}")
+    })
     .expect("checkpoint/restore smoke scenario");
     eprintln!("{report}");
+    assert_eq!(report.runtime, runtime);
     assert_eq!(report.restored.token, report.before.token);
     assert!(report.restored.count > report.checkpointed.count);
     let left = node.stop().expect("node stops");
     assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
+const RUNC: &str = "io.containerd.runc.v2";
+const REVIVE: &str = "io.containerd.revive.v2";
+
 #[test]
-fn smoke_stable() {
-    smoke(Flavour::Stable);
+fn smoke_runc_stable() {
+    smoke(Flavour::Stable, RUNC);
 }
 
 #[test]
-fn smoke_next() {
-    smoke(Flavour::Next);
+fn smoke_runc_next() {
+    smoke(Flavour::Next, RUNC);
+}
+
+#[test]
+fn smoke_revive_stable() {
+    smoke(Flavour::Stable, REVIVE);
+}
+
+#[test]
+fn smoke_revive_next() {
+    smoke(Flavour::Next, REVIVE);
 }

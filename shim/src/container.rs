@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use crate::error::{Error, Result, runtime_error};
 use crate::io::{ProcessIo, StdioSpec};
 use crate::process::{Op, Process, Status};
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{RawRuntime, RuntimeConfig};
 
 /// CRI's wrapper for the options of a runtime whose type is not `io.containerd.runc.v2`:
 /// the handler's `options` table as TOML text.
@@ -102,11 +102,73 @@ pub struct Exec {
     pub spec: oci_spec::runtime::Process,
 }
 
+/// A checkpoint the init is restored from at Start.
+#[derive(Debug, Clone)]
+struct Restore {
+    image: PathBuf,
+    work: Option<PathBuf>,
+    no_pivot: bool,
+}
+
+/// What a Checkpoint request asks for (`containerd.runc.v1.CheckpointOptions` and the path).
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointConfig {
+    pub image_path: PathBuf,
+    pub work_path: Option<PathBuf>,
+    pub exit: bool,
+    pub open_tcp: bool,
+    pub external_unix_sockets: bool,
+    pub terminal: bool,
+    pub file_locks: bool,
+    pub empty_namespaces: Vec<String>,
+    pub cgroups_mode: String,
+}
+
+impl CheckpointConfig {
+    /// The runtime's `checkpoint` arguments, as containerd's Go shim passes them.
+    pub fn args(&self, id: &str, work: &Path) -> Vec<String> {
+        let mut args = vec![
+            "checkpoint".to_string(),
+            "--image-path".to_string(),
+            self.image_path.to_string_lossy().into_owned(),
+            "--work-path".to_string(),
+            work.to_string_lossy().into_owned(),
+        ];
+        if !self.exit {
+            args.push("--leave-running".into());
+        }
+        for (on, flag) in [
+            (self.open_tcp, "--tcp-established"),
+            (self.external_unix_sockets, "--ext-unix-sk"),
+            (self.terminal, "--shell-job"),
+            (self.file_locks, "--file-locks"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        for ns in &self.empty_namespaces {
+            args.push("--empty-ns".into());
+            args.push(ns.clone());
+        }
+        // The Go shim ignores cgroups_mode; revive passes it on.
+        if !self.cgroups_mode.is_empty() {
+            args.push("--manage-cgroups-mode".into());
+            args.push(self.cgroups_mode.clone());
+        }
+        args.push(id.to_string());
+        args
+    }
+}
+
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
     pub namespace: String,
     runtime: Runc,
+    raw: RawRuntime,
+    /// Set between a Create from a checkpoint and its Start.
+    restore: Mutex<Option<Restore>>,
     rootfs: Option<PathBuf>,
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Exec>>>,
@@ -136,12 +198,6 @@ impl Container {
     /// Mounts the rootfs, sets up stdio and runs `runtime create`. On any failure nothing is
     /// left behind: mounts are undone and the runtime's container deleted.
     pub async fn create(req: &CreateTaskRequest, namespace: &str) -> Result<Container> {
-        if !req.checkpoint.is_empty() {
-            return Err(Error::Unimplemented(
-                "containerd-shim-revive-v2: restore from a checkpoint is not implemented yet"
-                    .into(),
-            ));
-        }
         let options = parse_options(req.options.as_ref())?;
         let config = RuntimeConfig {
             binary: options.binary_name.clone(),
@@ -149,7 +205,20 @@ impl Container {
             systemd_cgroup: options.systemd_cgroup,
         };
         let runtime = config.client(namespace)?;
+        let raw = config.raw(namespace)?;
         let bundle = PathBuf::from(&req.bundle);
+        // A checkpoint to restore from (containerd unpacked it, or the runtime options name
+        // one): Create only records it; the restore runs at Start, as in the Go shim.
+        let restore_image = [req.checkpoint.as_str(), options.criu_image_path.as_str()]
+            .into_iter()
+            .find(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let restore = restore_image.map(|image| Restore {
+            image,
+            work: (!options.criu_work_path.is_empty())
+                .then(|| PathBuf::from(&options.criu_work_path)),
+            no_pivot: options.no_pivot_root,
+        });
         let own_pid_ns = has_own_pid_ns(&bundle);
         let rootfs = mount_all(&req.rootfs, &bundle)?;
         let stdio = StdioSpec {
@@ -161,6 +230,9 @@ impl Container {
         let result = async {
             let io =
                 ProcessIo::new(&req.id, namespace, &stdio, options.io_uid, options.io_gid).await?;
+            if restore.is_some() {
+                return Ok(Process::new(false, stdio.clone(), io));
+            }
             let pid_file = bundle.join("init.pid");
             let mut opts = CreateOpts::new()
                 .pid_file(&pid_file)
@@ -192,6 +264,8 @@ impl Container {
                 bundle,
                 namespace: namespace.to_string(),
                 runtime,
+                raw,
+                restore: Mutex::new(restore),
                 rootfs,
                 init: Arc::new(init),
                 execs: Mutex::new(HashMap::new()),
@@ -247,12 +321,115 @@ impl Container {
 
     pub async fn start_init(&self) -> Result<u32> {
         self.init.check(Op::Start).await?;
-        self.runtime
-            .start(&self.id)
-            .await
-            .map_err(|e| runtime_error("start", e))?;
+        let restore = self.restore.lock().await.take();
+        match restore {
+            Some(restore) => self.restore_init(&restore).await?,
+            None => {
+                self.runtime
+                    .start(&self.id)
+                    .await
+                    .map_err(|e| runtime_error("start", e))?;
+            }
+        }
         self.init.set_status(Status::Running).await;
         Ok(self.init.pid().await)
+    }
+
+    /// `runtime restore --detach` of the recorded checkpoint, with the init's stdio.
+    async fn restore_init(&self, restore: &Restore) -> Result<()> {
+        let pid_file = self.bundle.join("init.pid");
+        let work = restore
+            .work
+            .clone()
+            .unwrap_or_else(|| self.work_dir().join("criu-work"));
+        std::fs::create_dir_all(&work)
+            .map_err(Error::io(format!("creating {}", work.display())))?;
+        let mut args = vec![
+            "restore".to_string(),
+            "--detach".into(),
+            "--pid-file".into(),
+            pid_file.to_string_lossy().into_owned(),
+            "--bundle".into(),
+            self.bundle.to_string_lossy().into_owned(),
+            "--image-path".into(),
+            restore.image.to_string_lossy().into_owned(),
+            "--work-path".into(),
+            work.to_string_lossy().into_owned(),
+        ];
+        if restore.no_pivot {
+            args.push("--no-pivot".into());
+        }
+        let io = &self.init.io;
+        if let Some(socket) = io.console_socket() {
+            args.push("--console-socket".into());
+            args.push(socket.to_string_lossy().into_owned());
+        }
+        args.push(self.id.clone());
+        let console = io.expect_console();
+        let log = self.bundle.join("restore-log.json");
+        if let Err(e) = self
+            .raw
+            .run("restore", &args, &log, io.runc_io().as_ref())
+            .await
+        {
+            if let Some(pending) = console {
+                pending.abort();
+            }
+            let kept = keep_criu_log(
+                &work.join("restore.log"),
+                &self.bundle.join("criu-restore.log"),
+            );
+            // A failed restore leaves no container behind in the runtime.
+            let _ = self
+                .runtime
+                .delete(&self.id, Some(&DeleteOpts::new().force(true)))
+                .await;
+            return Err(Error::Runtime(format!("{e}{kept}")));
+        }
+        io.attach_console(console, &self.init.stdio).await?;
+        let pid = read_pid(&pid_file).await?;
+        self.init.set_pid(pid).await;
+        Ok(())
+    }
+
+    /// Checkpoints the running (or paused) init with the runtime and CRIU.
+    pub async fn checkpoint(&self, config: &CheckpointConfig) -> Result<()> {
+        let status = self.init.status().await;
+        if !matches!(status, Status::Running | Status::Paused) {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot checkpoint a task in {} state",
+                format!("{status:?}").to_lowercase()
+            )));
+        }
+        let work = config
+            .work_path
+            .clone()
+            .unwrap_or_else(|| self.work_dir().join("criu-work"));
+        std::fs::create_dir_all(&work)
+            .map_err(Error::io(format!("creating {}", work.display())))?;
+        let log = self.bundle.join("checkpoint-log.json");
+        let result = self
+            .raw
+            .run("checkpoint", &config.args(&self.id, &work), &log, None)
+            .await;
+        if let Err(e) = result {
+            let kept = keep_criu_log(&work.join("dump.log"), &self.bundle.join("criu-dump.log"));
+            return Err(Error::Runtime(format!("{e}{kept}")));
+        }
+        if config.work_path.is_none() {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        Ok(())
+    }
+
+    /// containerd's per-task work directory (`<bundle>/work`), else the bundle.
+    fn work_dir(&self) -> PathBuf {
+        let work = self.bundle.join("work");
+        if work.is_dir() {
+            work
+        } else {
+            self.bundle.clone()
+        }
     }
 
     /// Registers an exec (ExecProcessRequest); it runs at start.
@@ -469,6 +646,21 @@ fn mount_all(
     Ok(Some(target))
 }
 
+/// Copies CRIU's log of a failed dump or restore next to the bundle and returns a message
+/// part with its last lines and where the whole log is.
+fn keep_criu_log(log: &Path, keep: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return String::new();
+    };
+    let _ = std::fs::write(keep, &text);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+    format!(
+        "\nlast lines of CRIU's log (all of it in {}):\n{tail}",
+        keep.display()
+    )
+}
+
 fn unmount(rootfs: Option<&Path>) {
     let Some(rootfs) = rootfs.and_then(Path::to_str) else {
         return;
@@ -567,6 +759,47 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("CRI config")
+        );
+    }
+
+    #[test]
+    fn checkpoint_args_follow_the_options() {
+        let config = CheckpointConfig {
+            image_path: "/ck".into(),
+            open_tcp: true,
+            terminal: true,
+            empty_namespaces: vec!["network".into()],
+            cgroups_mode: "soft".into(),
+            ..Default::default()
+        };
+        let args = config.args("c1", Path::new("/work"));
+        assert_eq!(
+            args,
+            [
+                "checkpoint",
+                "--image-path",
+                "/ck",
+                "--work-path",
+                "/work",
+                "--leave-running",
+                "--tcp-established",
+                "--shell-job",
+                "--empty-ns",
+                "network",
+                "--manage-cgroups-mode",
+                "soft",
+                "c1"
+            ]
+        );
+        let exit = CheckpointConfig {
+            image_path: "/ck".into(),
+            exit: true,
+            ..Default::default()
+        };
+        assert!(
+            !exit
+                .args("c1", Path::new("/w"))
+                .contains(&"--leave-running".to_string())
         );
     }
 }

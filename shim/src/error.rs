@@ -15,8 +15,6 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("{0}")]
-    Unimplemented(String),
     /// The runtime binary (runc, crun) failed; the message carries its own words.
     #[error("{0}")]
     Runtime(String),
@@ -44,7 +42,6 @@ impl Error {
             Error::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
             Error::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
-            Error::Unimplemented(_) => ttrpc::Code::UNIMPLEMENTED,
             Error::Runtime(_) | Error::Io { .. } | Error::Internal(_) => ttrpc::Code::UNKNOWN,
         }
     }

@@ -70,6 +70,87 @@ impl RuntimeConfig {
     }
 }
 
+/// The runtime binary for the commands the `runc` crate does not offer (checkpoint,
+/// restore), run through the same reaper-aware spawner.
+#[derive(Debug, Clone)]
+pub struct RawRuntime {
+    binary: PathBuf,
+    root: PathBuf,
+    systemd_cgroup: bool,
+}
+
+impl RuntimeConfig {
+    pub fn raw(&self, namespace: &str) -> Result<RawRuntime> {
+        let binary = resolve_binary(self.binary()).ok_or_else(|| {
+            Error::InvalidArgument(format!("OCI runtime binary {:?} not found", self.binary()))
+        })?;
+        Ok(RawRuntime {
+            binary,
+            root: self.root(namespace),
+            systemd_cgroup: self.systemd_cgroup,
+        })
+    }
+}
+
+impl RawRuntime {
+    /// Runs `<binary> --root R [--systemd-cgroup] --log LOG --log-format json ARGS`, with `io`
+    /// as the process's stdio if given. Fails with the runtime's last logged error.
+    pub async fn run(
+        &self,
+        what: &str,
+        args: &[String],
+        log: &Path,
+        io: Option<&Arc<dyn runc::Io>>,
+    ) -> Result<()> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root);
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.arg("--log")
+            .arg(log)
+            .args(["--log-format", "json"])
+            .args(args);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .env_remove("NOTIFY_SOCKET");
+        if let Some(io) = io {
+            io.set(&mut cmd)
+                .await
+                .map_err(Error::io(format!("{what}: setting up stdio")))?;
+        }
+        debug!("running {:?} {args:?}", self.binary);
+        let result = MonitorSpawner.execute(cmd).await;
+        if let Some(io) = io {
+            io.close_after_start().await;
+        }
+        let (status, _, stdout, stderr) =
+            result.map_err(|e| Error::Runtime(format!("{what}: {e}")))?;
+        if status.success() {
+            return Ok(());
+        }
+        let logged = last_log_error(log).unwrap_or_default();
+        let said: Vec<&str> = [logged.as_str(), stderr.trim(), stdout.trim()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        Err(Error::Runtime(format!(
+            "{what}: runtime exited with {status}: {}",
+            said.join("; ")
+        )))
+    }
+}
+
+/// The last error a runtime logged in its JSON log (`{"level":"error","msg":...}`).
+pub fn last_log_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v["level"] == "error").then(|| v["msg"].as_str().unwrap_or_default().to_string())
+    })
+}
+
 /// Finds `binary` (a name looked up in PATH, or a path).
 pub fn resolve_binary(binary: &str) -> Option<PathBuf> {
     if binary.contains('/') {
@@ -145,6 +226,22 @@ async fn spawn_and_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_logged_error_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.json");
+        std::fs::write(
+            &log,
+            "{\"level\":\"info\",\"msg\":\"hi\"}\n{\"level\":\"error\",\"msg\":\"criu failed: type NOTIFY errno 0\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_log_error(&log).as_deref(),
+            Some("criu failed: type NOTIFY errno 0")
+        );
+        assert_eq!(last_log_error(&dir.path().join("none")), None);
+    }
 
     #[test]
     fn binaries_resolve_by_name_and_path() {

@@ -3,6 +3,7 @@
 //! ([`crate::container`] does).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,20 +20,20 @@ use containerd_shim_protos::api::{
     StatsResponse, Status as ApiStatus, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
-    TaskResumed, TaskStart,
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
+    TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageDyn, MessageField};
-use containerd_shim_protos::shim::oci::ProcessDetails;
+use containerd_shim_protos::shim::oci::{CheckpointOptions, ProcessDetails};
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, context::Context};
 use log::{debug, info, warn};
 use tokio::sync::Mutex;
 
-use crate::container::Container;
+use crate::container::{CheckpointConfig, Container};
 use crate::error::{Error, Result};
 use crate::io::StdioSpec;
 use crate::process::{Exit, Process, Status};
@@ -241,6 +242,47 @@ impl Inner {
     }
 }
 
+/// A Checkpoint request's configuration: `containerd.runc.v1.CheckpointOptions` (containerd
+/// sends it for every runtime on 2.x, for runc-named ones on 1.7; CRI on 2.x sends none for
+/// other runtime types), the image path from the options or else the request.
+pub fn checkpoint_config(req: &CheckpointTaskRequest) -> Result<CheckpointConfig> {
+    let mut options = CheckpointOptions::default();
+    if let Some(any) = req.options.as_ref()
+        && !(any.type_url.is_empty() && any.value.is_empty())
+    {
+        let name = any.type_url.rsplit('/').next().unwrap_or_default();
+        if name != "containerd.runc.v1.CheckpointOptions" {
+            return Err(Error::InvalidArgument(format!(
+                "unsupported checkpoint options type {:?}: expected containerd.runc.v1.CheckpointOptions",
+                any.type_url
+            )));
+        }
+        options = CheckpointOptions::parse_from_bytes(&any.value)
+            .map_err(|e| Error::InvalidArgument(format!("invalid CheckpointOptions: {e}")))?;
+    }
+    let image = if options.image_path.is_empty() {
+        req.path.clone()
+    } else {
+        options.image_path.clone()
+    };
+    if image.is_empty() {
+        return Err(Error::InvalidArgument(
+            "checkpoint without an image path".into(),
+        ));
+    }
+    Ok(CheckpointConfig {
+        image_path: PathBuf::from(image),
+        work_path: (!options.work_path.is_empty()).then(|| PathBuf::from(&options.work_path)),
+        exit: options.exit,
+        open_tcp: options.open_tcp,
+        external_unix_sockets: options.external_unix_sockets,
+        terminal: options.terminal,
+        file_locks: options.file_locks,
+        empty_namespaces: options.empty_namespaces.clone(),
+        cgroups_mode: options.cgroups_mode.clone(),
+    })
+}
+
 fn api_status(status: Status) -> ApiStatus {
     match status {
         Status::Created => ApiStatus::CREATED,
@@ -266,11 +308,14 @@ impl TaskService {
             .lock()
             .await
             .insert(req.id.clone(), container);
-        // The init cannot exit before it is started: register it now.
-        let _ = inner
-            .owned(None, pid, (req.id.clone(), String::new()))
-            .await;
-        crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
+        // A created init cannot exit before it is started: register it now. (A container
+        // created from a checkpoint has no process until Start restores it.)
+        if pid != 0 {
+            let _ = inner
+                .owned(None, pid, (req.id.clone(), String::new()))
+                .await;
+            crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
+        }
         info!("created container {} (pid {pid})", req.id);
         let event = TaskCreate {
             container_id: req.id.clone(),
@@ -300,7 +345,26 @@ impl TaskService {
         let inner = &self.inner;
         let container = inner.container(&req.id).await?;
         let pid = if req.exec_id.is_empty() {
-            let pid = container.start_init().await?;
+            let restoring = container.init.pid().await == 0;
+            let token = inner.collect().await;
+            let pid = match container.start_init().await {
+                Ok(pid) => pid,
+                Err(e) => {
+                    inner.stop_collecting(token).await;
+                    return Err(e);
+                }
+            };
+            let early = inner
+                .owned(Some(token), pid, (req.id.clone(), String::new()))
+                .await;
+            if restoring {
+                crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
+            }
+            if let Some(code) = early {
+                let inner = self.inner.clone();
+                let id = req.id.clone();
+                tokio::spawn(async move { inner.handle_exit(&id, "", pid, code).await });
+            }
             inner
                 .publish(
                     topics::TASK_START_EVENT_TOPIC,
@@ -498,10 +562,31 @@ impl Task for TaskService {
         to_ttrpc(result.await)
     }
 
-    async fn checkpoint(&self, _: &TtrpcContext, _: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
-        to_ttrpc(Err(Error::Unimplemented(
-            "containerd-shim-revive-v2: Checkpoint is not implemented yet".into(),
-        )))
+    async fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        req: CheckpointTaskRequest,
+    ) -> ttrpc::Result<Empty> {
+        let result = async {
+            let container = self.inner.container(&req.id).await?;
+            let config = checkpoint_config(&req)?;
+            info!(
+                "checkpointing {} into {}",
+                req.id,
+                config.image_path.display()
+            );
+            container.checkpoint(&config).await?;
+            let event = TaskCheckpointed {
+                container_id: req.id.clone(),
+                checkpoint: config.image_path.to_string_lossy().into_owned(),
+                ..Default::default()
+            };
+            self.inner
+                .publish(topics::TASK_CHECKPOINTED_EVENT_TOPIC, Box::new(event))
+                .await;
+            Ok(Empty::new())
+        };
+        to_ttrpc(result.await)
     }
 
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
@@ -648,5 +733,41 @@ impl Task for TaskService {
             self.inner.exit.signal();
         }
         Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(options: Option<CheckpointOptions>, path: &str) -> CheckpointTaskRequest {
+        CheckpointTaskRequest {
+            id: "c1".into(),
+            path: path.into(),
+            options: MessageField::from_option(options.map(|o| Any {
+                type_url: "containerd.runc.v1.CheckpointOptions".into(),
+                value: o.write_to_bytes().unwrap(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn checkpoint_image_path_comes_from_options_else_request() {
+        let config = checkpoint_config(&request(None, "/tmp/ck")).unwrap();
+        assert_eq!(config.image_path, PathBuf::from("/tmp/ck"));
+        assert!(!config.exit);
+        let options = CheckpointOptions {
+            exit: true,
+            image_path: "/mine".into(),
+            work_path: "/w".into(),
+            ..Default::default()
+        };
+        let config = checkpoint_config(&request(Some(options), "/tmp/ck")).unwrap();
+        assert_eq!(config.image_path, PathBuf::from("/mine"));
+        assert_eq!(config.work_path, Some(PathBuf::from("/w")));
+        assert!(config.exit);
+        assert!(checkpoint_config(&request(None, "")).is_err());
     }
 }
