@@ -40,8 +40,8 @@ enum Cmd {
     Demo {
         #[arg(long, value_enum, default_value_t = Flavour::Next)]
         flavour: Flavour,
-        /// containerd runtime to run the container with.
-        #[arg(long, default_value = "io.containerd.runc.v2")]
+        /// containerd runtime to run the container with (the Go shim: io.containerd.runc.v2).
+        #[arg(long, default_value = "io.containerd.revive.v2")]
         runtime: String,
     },
     /// Internal: become a node (used by the harness).
