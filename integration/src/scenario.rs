@@ -129,10 +129,25 @@ impl fmt::Display for Report {
 /// CRIU images a checkpoint directory must hold.
 const CRIU_IMAGES: &[&str] = &["inventory.img", "pstree.img"];
 
-fn check_criu_dir(node: &Node, dir: &str) -> Result<()> {
+/// Checks a checkpoint directory: CRIU's images are there; for revive also that it is
+/// root-only (directories 0700, files 0600) and carries CRIU's stats as JSON.
+fn check_criu_dir(node: &Node, dir: &str, runtime: &str) -> Result<()> {
     for file in CRIU_IMAGES {
         node.run(&["test", "-s", &format!("{dir}/{file}")])
             .with_context(|| format!("checkpoint directory {dir} lacks CRIU's {file}"))?;
+    }
+    if runtime == "io.containerd.revive.v2" {
+        let modes = node.sh(&format!("find {dir} -exec stat -c '%a %U %F %n' {{}} +"))?;
+        for line in modes.lines() {
+            let ok = line.starts_with("700 root directory") || line.starts_with("600 root regular");
+            ensure!(ok, "checkpoint entry not root-only: {line}");
+        }
+        let stats = node.run(&["cat", &format!("{dir}/stats-dump.json")])?;
+        let stats: serde_json::Value = serde_json::from_str(&stats).context("stats-dump.json")?;
+        ensure!(
+            stats["dump"]["pages_written"].as_u64().unwrap_or(0) > 0,
+            "stats-dump.json reports no pages written: {stats}"
+        );
     }
     Ok(())
 }
@@ -175,7 +190,7 @@ pub fn checkpoint_restore_counter(
             "ctr task checkpoint --image-path {task_dir} (the task keeps running)"
         ));
         node.ctr(&["task", "checkpoint", "--image-path", &task_dir, id])?;
-        check_criu_dir(node, &task_dir)?;
+        check_criu_dir(node, &task_dir, runtime)?;
         let after_task_checkpoint = wait_for_count(node, id, before.count + 3)?;
         ensure!(
             after_task_checkpoint.token == before.token,
@@ -225,7 +240,7 @@ pub fn checkpoint_restore_counter(
             &exit_dir,
             id,
         ])?;
-        check_criu_dir(node, &exit_dir)?;
+        check_criu_dir(node, &exit_dir, runtime)?;
         wait_until_stopped(node, id)?;
     }
     remove_container(node, id)?;

@@ -11,7 +11,7 @@ use containerd_shim_protos::api::CreateTaskRequest;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::shim::oci::Options;
-use log::{debug, warn};
+use log::{debug, info, warn};
 use runc::Runc;
 use runc::options::{CreateOpts, DeleteOpts, ExecOpts, KillOpts};
 use tokio::sync::Mutex;
@@ -416,8 +416,13 @@ impl Container {
             let kept = keep_criu_log(&work.join("dump.log"), &self.bundle.join("criu-dump.log"));
             return Err(Error::Runtime(format!("{e}{kept}")));
         }
+        report_stats(&self.id, &work, &config.image_path);
+        // Every memory page of the container is in there, secrets included: root only.
+        restrict(&config.image_path);
         if config.work_path.is_none() {
             let _ = std::fs::remove_dir_all(&work);
+        } else {
+            restrict(&work);
         }
         Ok(())
     }
@@ -646,6 +651,53 @@ fn mount_all(
     Ok(Some(target))
 }
 
+/// Copies CRIU's `stats-dump` from the work directory into the image directory, logs its
+/// timings and writes them there as `stats-dump.json`. Best effort: a checkpoint without
+/// stats is still a checkpoint.
+fn report_stats(id: &str, work: &Path, image: &Path) {
+    let Ok(data) = std::fs::read(work.join("stats-dump")) else {
+        return;
+    };
+    if work != image {
+        let _ = std::fs::write(image.join("stats-dump"), &data);
+    }
+    match revive_checkpoint::criu::parse_stats(&data) {
+        Ok(stats) => {
+            if let Some(d) = &stats.dump {
+                info!(
+                    "checkpoint of {id}: freezing {} us, frozen {} us, memory dump {} us, memory write {} us, {} pages scanned, {} written",
+                    d.freezing_time,
+                    d.frozen_time,
+                    d.memdump_time,
+                    d.memwrite_time,
+                    d.pages_scanned,
+                    d.pages_written
+                );
+            }
+            if let Ok(json) = serde_json::to_vec_pretty(&stats) {
+                let _ = std::fs::write(image.join("stats-dump.json"), json);
+            }
+        }
+        Err(e) => warn!("checkpoint of {id}: unreadable stats-dump: {e}"),
+    }
+}
+
+/// Makes a checkpoint tree root-only: directories 0700, files 0600 (symlinks untouched).
+pub fn restrict(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if meta.is_dir() {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            restrict(&entry.path());
+        }
+    } else if meta.is_file() {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
 /// Copies CRIU's log of a failed dump or restore next to the bundle and returns a message
 /// part with its last lines and where the whole log is.
 fn keep_criu_log(log: &Path, keep: &Path) -> String {
@@ -801,5 +853,21 @@ mod tests {
                 .args("c1", Path::new("/w"))
                 .contains(&"--leave-running".to_string())
         );
+    }
+
+    #[test]
+    fn checkpoint_trees_become_root_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("ck/inner");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("pages-1.img"), b"secret").unwrap();
+        std::fs::write(dir.path().join("ck/core.img"), b"x").unwrap();
+        restrict(&dir.path().join("ck"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("ck")), 0o700);
+        assert_eq!(mode(&sub), 0o700);
+        assert_eq!(mode(&sub.join("pages-1.img")), 0o600);
+        assert_eq!(mode(&dir.path().join("ck/core.img")), 0o600);
     }
 }

@@ -1,0 +1,5 @@
+//! Checkpoint formats shared by revive's programs. Everything here parses untrusted input:
+//! a checkpoint may come from anywhere, so parsers bound what they read and fail with an
+//! error, never a panic.
+
+pub mod criu;
