@@ -218,14 +218,29 @@ async fn spawn_and_wait(
     // The reaper already collected the child; dropping the handle must not wait again.
     drop(child);
     debug!("runtime command {pid} exited with {code}");
-    // exit_code is the exit status, or 128+signal: encode it the way wait(2) does.
-    let raw = if code > 128 { code - 128 } else { code << 8 };
-    Ok((ExitStatus::from_raw(raw), pid, out, err))
+    Ok((exit_status(code), pid, out, err))
+}
+
+/// The reaper reports an exit code, or 128+signal for a killed process, which cannot be told
+/// apart from the code itself; report it as an exit code (only success matters to callers,
+/// and a code above 128 must not look like a stopped or signalled status).
+fn exit_status(code: i32) -> ExitStatus {
+    ExitStatus::from_raw((code.clamp(0, 255)) << 8)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_stay_exit_codes() {
+        assert!(exit_status(0).success());
+        for code in [1, 128, 137, 255] {
+            let status = exit_status(code);
+            assert_eq!(status.code(), Some(code), "{status}");
+            assert!(!status.success());
+        }
+    }
 
     #[test]
     fn last_logged_error_is_found() {
