@@ -8,93 +8,17 @@ use std::sync::Arc;
 
 use containerd_shim::mount::{mount_rootfs, umount_recursive};
 use containerd_shim_protos::api::CreateTaskRequest;
-use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::shim::oci::Options;
 use log::{debug, info, warn};
 use runc::Runc;
 use runc::options::{CreateOpts, DeleteOpts, ExecOpts, KillOpts};
 use tokio::sync::Mutex;
 
-use crate::error::{Error, Result, runtime_error};
+use crate::error::{Error, Result, is_already_finished, runtime_error};
 use crate::io::{ProcessIo, StdioSpec};
+use crate::options::{CheckpointConfig, CreateOptions, CriuFlags, parse_options};
 use crate::process::{Op, Process, Status};
-use crate::runtime::{RawRuntime, RuntimeConfig};
-
-/// CRI's wrapper for the options of a runtime whose type is not `io.containerd.runc.v2`:
-/// the handler's `options` table as TOML text.
-#[derive(Clone, PartialEq, prost::Message)]
-struct CriRuntimeOptions {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(string, tag = "2")]
-    config_path: String,
-    #[prost(string, tag = "3")]
-    config_body: String,
-}
-
-/// The handler's `options` table in containerd's CRI config (the names runc.v1.Options
-/// fields have there).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct TomlOptions {
-    binary_name: String,
-    root: String,
-    systemd_cgroup: bool,
-    no_pivot_root: bool,
-    no_new_keyring: bool,
-    io_uid: u32,
-    io_gid: u32,
-    criu_image_path: String,
-    criu_work_path: String,
-    shim_cgroup: String,
-}
-
-/// The runtime options containerd sends with CreateTask: `containerd.runc.v1.Options` (ctr,
-/// and CRI for runtime type io.containerd.runc.v2), or CRI's `runtimeoptions.v1.Options`
-/// carrying the handler's options as TOML (CRI, any other runtime type).
-pub fn parse_options(any: Option<&Any>) -> Result<Options> {
-    let Some(any) = any else {
-        return Ok(Options::default());
-    };
-    if any.type_url.is_empty() && any.value.is_empty() {
-        return Ok(Options::default());
-    }
-    match any.type_url.rsplit('/').next().unwrap_or_default() {
-        "containerd.runc.v1.Options" => Options::parse_from_bytes(&any.value).map_err(|e| {
-            Error::InvalidArgument(format!("invalid containerd.runc.v1.Options: {e}"))
-        }),
-        "runtimeoptions.v1.Options" => {
-            let wrapper = <CriRuntimeOptions as prost::Message>::decode(any.value.as_slice())
-                .map_err(|e| {
-                    Error::InvalidArgument(format!("invalid runtimeoptions.v1.Options: {e}"))
-                })?;
-            let toml: TomlOptions = toml::from_str(&wrapper.config_body).map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "invalid runtime options in containerd's CRI config: {e}"
-                ))
-            })?;
-            Ok(Options {
-                binary_name: toml.binary_name,
-                root: toml.root,
-                systemd_cgroup: toml.systemd_cgroup,
-                no_pivot_root: toml.no_pivot_root,
-                no_new_keyring: toml.no_new_keyring,
-                io_uid: toml.io_uid,
-                io_gid: toml.io_gid,
-                criu_image_path: toml.criu_image_path,
-                criu_work_path: toml.criu_work_path,
-                shim_cgroup: toml.shim_cgroup,
-                ..Default::default()
-            })
-        }
-        _ => Err(Error::InvalidArgument(format!(
-            "unsupported runtime options type {:?}: expected containerd.runc.v1.Options or \
-             runtimeoptions.v1.Options",
-            any.type_url
-        ))),
-    }
-}
+use crate::runtime::{LOG_FILE, RawRuntime, RuntimeConfig};
 
 /// An exec that has been added but maybe not started, with what starting it needs.
 pub struct Exec {
@@ -108,57 +32,8 @@ struct Restore {
     image: PathBuf,
     work: Option<PathBuf>,
     no_pivot: bool,
-}
-
-/// What a Checkpoint request asks for (`containerd.runc.v1.CheckpointOptions` and the path).
-#[derive(Debug, Clone, Default)]
-pub struct CheckpointConfig {
-    pub image_path: PathBuf,
-    pub work_path: Option<PathBuf>,
-    pub exit: bool,
-    pub open_tcp: bool,
-    pub external_unix_sockets: bool,
-    pub terminal: bool,
-    pub file_locks: bool,
-    pub empty_namespaces: Vec<String>,
-    pub cgroups_mode: String,
-}
-
-impl CheckpointConfig {
-    /// The runtime's `checkpoint` arguments, as containerd's Go shim passes them.
-    pub fn args(&self, id: &str, work: &Path) -> Vec<String> {
-        let mut args = vec![
-            "checkpoint".to_string(),
-            "--image-path".to_string(),
-            self.image_path.to_string_lossy().into_owned(),
-            "--work-path".to_string(),
-            work.to_string_lossy().into_owned(),
-        ];
-        if !self.exit {
-            args.push("--leave-running".into());
-        }
-        for (on, flag) in [
-            (self.open_tcp, "--tcp-established"),
-            (self.external_unix_sockets, "--ext-unix-sk"),
-            (self.terminal, "--shell-job"),
-            (self.file_locks, "--file-locks"),
-        ] {
-            if on {
-                args.push(flag.into());
-            }
-        }
-        for ns in &self.empty_namespaces {
-            args.push("--empty-ns".into());
-            args.push(ns.clone());
-        }
-        // The Go shim ignores cgroups_mode; revive passes it on.
-        if !self.cgroups_mode.is_empty() {
-            args.push("--manage-cgroups-mode".into());
-            args.push(self.cgroups_mode.clone());
-        }
-        args.push(id.to_string());
-        args
-    }
+    /// CRIU switches (containerd 1.7's legacy CreateOptions carry them).
+    criu: CriuFlags,
 }
 
 pub struct Container {
@@ -177,6 +52,15 @@ pub struct Container {
     /// Whether the container has a pid namespace of its own: if not, its processes outlive
     /// its init unless the shim kills them.
     own_pid_ns: bool,
+    exec_gate: tokio::sync::watch::Sender<ExecGate>,
+}
+
+/// Execs starting or running, and whether the init has exited (the Go shim's runningExecs
+/// and containerInitExit).
+#[derive(Debug, Default, Clone, Copy)]
+struct ExecGate {
+    init_exited: bool,
+    execs: usize,
 }
 
 /// Whether the bundle's spec gives the container a new pid namespace (a `pid` entry without
@@ -198,15 +82,15 @@ impl Container {
     /// Mounts the rootfs, sets up stdio and runs `runtime create`. On any failure nothing is
     /// left behind: mounts are undone and the runtime's container deleted.
     pub async fn create(req: &CreateTaskRequest, namespace: &str) -> Result<Container> {
-        let options = parse_options(req.options.as_ref())?;
-        let config = RuntimeConfig {
-            binary: options.binary_name.clone(),
-            root: options.root.clone(),
-            systemd_cgroup: options.systemd_cgroup,
-        };
-        let runtime = config.client(namespace)?;
-        let raw = config.raw(namespace)?;
+        let CreateOptions {
+            runtime: options,
+            restore: criu,
+        } = parse_options(req.options.as_ref())?;
         let bundle = PathBuf::from(&req.bundle);
+        let config = RuntimeConfig::from_options(&options);
+        let runtime = config.client(namespace, &bundle)?;
+        let raw = config.raw(namespace)?;
+        config.save(&bundle)?;
         // A checkpoint to restore from (containerd unpacked it, or the runtime options name
         // one): Create only records it; the restore runs at Start, as in the Go shim.
         let restore_image = [req.checkpoint.as_str(), options.criu_image_path.as_str()]
@@ -218,6 +102,7 @@ impl Container {
             work: (!options.criu_work_path.is_empty())
                 .then(|| PathBuf::from(&options.criu_work_path)),
             no_pivot: options.no_pivot_root,
+            criu,
         });
         let own_pid_ns = has_own_pid_ns(&bundle);
         let rootfs = mount_all(&req.rootfs, &bundle)?;
@@ -249,7 +134,7 @@ impl Container {
                 if let Some(pending) = console {
                     pending.abort();
                 }
-                return Err(runtime_error("create", e));
+                return Err(runtime_error("create", e, Some(&bundle.join(LOG_FILE))));
             }
             io.attach_console(console, &stdio).await?;
             let pid = read_pid(&pid_file).await?;
@@ -272,6 +157,7 @@ impl Container {
                 io_uid: options.io_uid,
                 io_gid: options.io_gid,
                 own_pid_ns,
+                exec_gate: tokio::sync::watch::Sender::new(ExecGate::default()),
             }),
             Err(err) => {
                 let _ = runtime
@@ -281,6 +167,11 @@ impl Container {
                 Err(err)
             }
         }
+    }
+
+    /// A failed runtime command as an error, with what the runtime logged.
+    fn runtime_error(&self, what: &str, err: runc::error::Error) -> Error {
+        runtime_error(what, err, Some(&self.bundle.join(LOG_FILE)))
     }
 
     /// The process `exec_id` names (the init for an empty id).
@@ -301,22 +192,39 @@ impl Container {
             })
     }
 
-    /// Processes of this container other than init that have not exited.
-    pub async fn running_execs(&self) -> Vec<Arc<Process>> {
-        let execs: Vec<Arc<Process>> = self
-            .execs
-            .lock()
-            .await
-            .values()
-            .map(|e| e.process.clone())
-            .collect();
-        let mut running = Vec::new();
-        for p in execs {
-            if p.exit().is_none() && p.status().await != Status::Created {
-                running.push(p);
+    /// Counts an exec as starting (and, once started, running) until [`Container::leave_exec`].
+    /// Refused once the init has exited: no exec may start in a container whose init is
+    /// gone, though containerd has not been told yet (containerd issue 10589).
+    pub fn enter_exec(&self) -> Result<()> {
+        let mut refused = false;
+        self.exec_gate.send_modify(|gate| {
+            if gate.init_exited {
+                refused = true;
+            } else {
+                gate.execs += 1;
             }
+        });
+        if refused {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} init process is not running",
+                self.id
+            )));
         }
-        running
+        Ok(())
+    }
+
+    /// An exec counted by [`Container::enter_exec`] failed to start or has exited.
+    pub fn leave_exec(&self) {
+        self.exec_gate
+            .send_modify(|gate| gate.execs = gate.execs.saturating_sub(1));
+    }
+
+    /// Records the init's exit and waits until every exec that was starting or running has
+    /// exited (or failed to start): containerd must see the execs' exits before the init's.
+    pub async fn init_exited_wait_for_execs(&self) {
+        self.exec_gate.send_modify(|gate| gate.init_exited = true);
+        let mut gate = self.exec_gate.subscribe();
+        let _ = gate.wait_for(|gate| gate.execs == 0).await;
     }
 
     pub async fn start_init(&self) -> Result<u32> {
@@ -328,7 +236,7 @@ impl Container {
                 self.runtime
                     .start(&self.id)
                     .await
-                    .map_err(|e| runtime_error("start", e))?;
+                    .map_err(|e| self.runtime_error("start", e))?;
             }
         }
         self.init.set_status(Status::Running).await;
@@ -359,6 +267,7 @@ impl Container {
         if restore.no_pivot {
             args.push("--no-pivot".into());
         }
+        args.extend(restore.criu.args());
         let io = &self.init.io;
         if let Some(socket) = io.console_socket() {
             args.push("--console-socket".into());
@@ -440,8 +349,11 @@ impl Container {
     /// Registers an exec (ExecProcessRequest); it runs at start.
     pub async fn add_exec(&self, exec_id: &str, spec: &Any, stdio: StdioSpec) -> Result<()> {
         self.init.check(Op::Exec).await?;
-        let spec: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
+        let mut spec: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
             .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
+        // The request's terminal flag wins over the spec's, as in the Go shim: containerd's
+        // client passes the container's process spec with the exec's own stdio.
+        spec.set_terminal(Some(stdio.terminal));
         let mut execs = self.execs.lock().await;
         if execs.contains_key(exec_id) {
             return Err(Error::AlreadyExists(format!(
@@ -485,7 +397,7 @@ impl Container {
             if let Some(pending) = console {
                 pending.abort();
             }
-            return Err(runtime_error("exec", e));
+            return Err(self.runtime_error("exec", e));
         }
         exec.process
             .io
@@ -515,11 +427,12 @@ impl Container {
             return match self.runtime.kill(&self.id, signal, Some(&opts)).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
+                    let err = self.runtime_error("kill", e);
                     // The init may have exited between the check and the kill.
-                    if process.exit().is_some() {
-                        Err(Error::NotFound("process already finished".into()))
+                    if process.exit().is_some() || is_already_finished(&err.to_string()) {
+                        Err(Error::NotFound(format!("process already finished: {err}")))
                     } else {
-                        Err(runtime_error("kill", e))
+                        Err(err)
                     }
                 }
             };
@@ -553,7 +466,7 @@ impl Container {
         self.runtime
             .pause(&self.id)
             .await
-            .map_err(|e| runtime_error("pause", e))?;
+            .map_err(|e| self.runtime_error("pause", e))?;
         self.init.set_status(Status::Paused).await;
         Ok(())
     }
@@ -563,7 +476,7 @@ impl Container {
         self.runtime
             .resume(&self.id)
             .await
-            .map_err(|e| runtime_error("resume", e))?;
+            .map_err(|e| self.runtime_error("resume", e))?;
         self.init.set_status(Status::Running).await;
         Ok(())
     }
@@ -572,7 +485,7 @@ impl Container {
         self.runtime
             .ps(&self.id)
             .await
-            .map_err(|e| runtime_error("ps", e))
+            .map_err(|e| self.runtime_error("ps", e))
     }
 
     /// Exec ids by pid, for Pids.
@@ -598,7 +511,7 @@ impl Container {
         self.runtime
             .update(&self.id, &resources)
             .await
-            .map_err(|e| runtime_error("update", e))
+            .map_err(|e| self.runtime_error("update", e))
     }
 
     /// Deletes the container from the runtime and unmounts its rootfs.
@@ -612,7 +525,7 @@ impl Container {
             .delete(&self.id, Some(&DeleteOpts::new().force(force)))
             .await
         {
-            let err = runtime_error("delete", e);
+            let err = self.runtime_error("delete", e);
             // Already gone from the runtime is fine: the task is being deleted anyway.
             if !matches!(err, Error::NotFound(_)) {
                 return Err(err);
@@ -745,114 +658,6 @@ mod tests {
         assert!(!has_own_pid_ns(dir.path()));
         write(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#);
         assert!(!has_own_pid_ns(dir.path()));
-    }
-
-    #[test]
-    fn options_accept_runc_options_only() {
-        assert_eq!(parse_options(None).unwrap(), Options::default());
-        let opts = Options {
-            binary_name: "crun".into(),
-            ..Default::default()
-        };
-        let any = Any {
-            type_url: "containerd.runc.v1.Options".into(),
-            value: opts.write_to_bytes().unwrap(),
-            ..Default::default()
-        };
-        assert_eq!(parse_options(Some(&any)).unwrap().binary_name, "crun");
-        let prefixed = Any {
-            type_url: "type.googleapis.com/containerd.runc.v1.Options".into(),
-            ..any.clone()
-        };
-        assert_eq!(parse_options(Some(&prefixed)).unwrap().binary_name, "crun");
-        let other = Any {
-            type_url: "containerd.other.v1.Options".into(),
-            ..any
-        };
-        assert!(
-            parse_options(Some(&other))
-                .unwrap_err()
-                .to_string()
-                .contains("unsupported runtime options")
-        );
-    }
-
-    #[test]
-    fn cri_runtime_options_carry_toml() {
-        let wrapper = CriRuntimeOptions {
-            type_url: String::new(),
-            config_path: String::new(),
-            config_body: "BinaryName = \"crun\"\nSystemdCgroup = true\nIoUid = 7\n".into(),
-        };
-        let any = Any {
-            type_url: "runtimeoptions.v1.Options".into(),
-            value: prost::Message::encode_to_vec(&wrapper),
-            ..Default::default()
-        };
-        let options = parse_options(Some(&any)).unwrap();
-        assert_eq!(
-            (
-                options.binary_name.as_str(),
-                options.systemd_cgroup,
-                options.io_uid
-            ),
-            ("crun", true, 7)
-        );
-        let bad = CriRuntimeOptions {
-            config_body: "BinaryName = [".into(),
-            ..wrapper
-        };
-        let any = Any {
-            value: prost::Message::encode_to_vec(&bad),
-            ..any
-        };
-        assert!(
-            parse_options(Some(&any))
-                .unwrap_err()
-                .to_string()
-                .contains("CRI config")
-        );
-    }
-
-    #[test]
-    fn checkpoint_args_follow_the_options() {
-        let config = CheckpointConfig {
-            image_path: "/ck".into(),
-            open_tcp: true,
-            terminal: true,
-            empty_namespaces: vec!["network".into()],
-            cgroups_mode: "soft".into(),
-            ..Default::default()
-        };
-        let args = config.args("c1", Path::new("/work"));
-        assert_eq!(
-            args,
-            [
-                "checkpoint",
-                "--image-path",
-                "/ck",
-                "--work-path",
-                "/work",
-                "--leave-running",
-                "--tcp-established",
-                "--shell-job",
-                "--empty-ns",
-                "network",
-                "--manage-cgroups-mode",
-                "soft",
-                "c1"
-            ]
-        );
-        let exit = CheckpointConfig {
-            image_path: "/ck".into(),
-            exit: true,
-            ..Default::default()
-        };
-        assert!(
-            !exit
-                .args("c1", Path::new("/w"))
-                .contains(&"--leave-running".to_string())
-        );
     }
 
     #[test]

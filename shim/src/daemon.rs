@@ -72,10 +72,18 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
     let listener = match std::os::unix::net::UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            // Another daemon of this group already serves the socket: `start` reuses it.
-            info!("{path} is already served");
-            signal_started();
-            return Ok(());
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                // Another daemon of this group already serves the socket: `start` reuses it.
+                info!("{path} is already served");
+                signal_started();
+                return Ok(());
+            }
+            // A socket left by a shim that was killed: nobody answers, take it over (as the
+            // Go shim does).
+            info!("{path}: removing the stale socket of a dead shim");
+            let _ = std::fs::remove_file(&path);
+            std::os::unix::net::UnixListener::bind(&path)
+                .map_err(|e2| format!("listening on {path}: {e}; after removing it: {e2}"))?
         }
         Err(e) => {
             if let Some(parent) = std::path::Path::new(&path).parent() {

@@ -1,6 +1,8 @@
 //! Typed errors, mapped to ttrpc status codes in one place ([`Error::into_ttrpc`]), the way
 //! containerd's errdefs are mapped to gRPC codes.
 
+use std::path::Path;
+
 use containerd_shim_protos::ttrpc;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,22 +53,32 @@ impl Error {
     }
 }
 
-/// Turns a runtime (runc crate) error into ours, keeping what runc said. runc's own
-/// "container does not exist" becomes NotFound, as containerd expects.
-pub fn runtime_error(what: &str, err: runc::error::Error) -> Error {
+/// What a failed runtime command said: the last error in its JSON log (`--log`; runc also
+/// prints it on stderr, crun may not), then its stderr and stdout, without repeats.
+pub fn runtime_said(log: Option<&Path>, stderr: &str, stdout: &str) -> String {
+    let logged = log.and_then(last_log_error).unwrap_or_default();
+    let mut said: Vec<&str> = Vec::new();
+    for part in [logged.as_str(), stderr.trim(), stdout.trim()] {
+        if !part.is_empty() && !said.iter().any(|s| s.contains(part)) {
+            said.push(part);
+        }
+    }
+    said.join("; ")
+}
+
+/// Turns a runtime (runc crate) error into ours, keeping what runc said (also in `log`, the
+/// runtime's JSON log). runc's own "container does not exist" becomes NotFound, as
+/// containerd expects.
+pub fn runtime_error(what: &str, err: runc::error::Error, log: Option<&Path>) -> Error {
     let text = match &err {
         runc::error::Error::CommandFailed {
             status,
             stdout,
             stderr,
-        } => {
-            let said = [stderr.trim(), stdout.trim()]
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
-            format!("{what}: runtime exited with {status}: {said}")
-        }
+        } => format!(
+            "{what}: runtime exited with {status}: {}",
+            runtime_said(log, stderr, stdout)
+        ),
         runc::error::Error::ProcessSpawnFailed(e) if e.kind() == std::io::ErrorKind::NotFound => {
             format!(
                 "{what}: the OCI runtime binary was not found ({e}); install runc or set the runtime's BinaryName option"
@@ -79,6 +91,23 @@ pub fn runtime_error(what: &str, err: runc::error::Error) -> Error {
     } else {
         Error::Runtime(text)
     }
+}
+
+/// The last error a runtime logged in its JSON log (`{"level":"error","msg":...}`).
+pub fn last_log_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v["level"] == "error").then(|| v["msg"].as_str().unwrap_or_default().to_string())
+    })
+}
+
+/// Whether a failed kill means the process is already gone (the words runc and crun use;
+/// the Go shim's checkKillError).
+pub fn is_already_finished(message: &str) -> bool {
+    message.contains("process already finished")
+        || message.contains("container not running")
+        || message.to_lowercase().contains("no such process")
 }
 
 /// Whether the runtime's message says the container is gone (runc: "does not exist",
@@ -125,10 +154,50 @@ mod tests {
             runc::error::Error::ProcessSpawnFailed(std::io::Error::from(
                 std::io::ErrorKind::NotFound,
             )),
+            None,
         );
         assert!(
             err.to_string().contains("OCI runtime binary was not found"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn runtime_words_come_from_its_log_and_stderr_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.json");
+        std::fs::write(
+            &log,
+            "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"container \\\"c1\\\" does not exist\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            runtime_said(Some(&log), "container \"c1\" does not exist\n", ""),
+            "container \"c1\" does not exist"
+        );
+        assert_eq!(
+            runtime_said(Some(&log), "", "out"),
+            "container \"c1\" does not exist; out"
+        );
+        assert_eq!(runtime_said(None, " err ", ""), "err");
+        assert!(is_already_finished("container not running"));
+        assert!(is_already_finished("No such process"));
+        assert!(!is_already_finished("permission denied"));
+    }
+
+    #[test]
+    fn last_logged_error_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.json");
+        std::fs::write(
+            &log,
+            "{\"level\":\"info\",\"msg\":\"hi\"}\n{\"level\":\"error\",\"msg\":\"criu failed: type NOTIFY errno 0\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_log_error(&log).as_deref(),
+            Some("criu failed: type NOTIFY errno 0")
+        );
+        assert_eq!(last_log_error(&dir.path().join("none")), None);
     }
 }

@@ -22,6 +22,7 @@ mod daemon;
 mod error;
 mod io;
 mod oom;
+mod options;
 mod process;
 mod runtime;
 mod service;

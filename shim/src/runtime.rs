@@ -17,22 +17,54 @@ use log::debug;
 use runc::{Command, Runc, Spawner};
 use tokio::io::AsyncReadExt;
 
-use crate::error::{Error, Result};
+use containerd_shim_protos::shim::oci::Options;
+
+use crate::error::{Error, Result, runtime_said};
 
 /// Where runc keeps container state for a namespace (as containerd's Go shim does).
 pub const RUNTIME_ROOT: &str = "/run/containerd/runc";
 
+/// The runtime's JSON log in a bundle (`--log`), as the Go shim names it.
+pub const LOG_FILE: &str = "log.json";
+
+/// Where [`RuntimeConfig::save`] keeps the settings in a bundle, for the `delete` action.
+const CONFIG_FILE: &str = "revive-runtime.json";
+
 /// Runtime settings from `containerd.runc.v1.Options`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RuntimeConfig {
     /// Binary name or path; empty means runc.
     pub binary: String,
-    /// State root; empty means [`RUNTIME_ROOT`]/<namespace>.
+    /// State root; empty means [`RUNTIME_ROOT`]. The namespace is a directory below it.
     pub root: String,
     pub systemd_cgroup: bool,
 }
 
 impl RuntimeConfig {
+    pub fn from_options(options: &Options) -> Self {
+        RuntimeConfig {
+            binary: options.binary_name.clone(),
+            root: options.root.clone(),
+            systemd_cgroup: options.systemd_cgroup,
+        }
+    }
+
+    /// Records the settings in the bundle: the `delete` action, run after the shim died,
+    /// has only the bundle to find the container's runtime and state root from.
+    pub fn save(&self, bundle: &Path) -> Result<()> {
+        let path = bundle.join(CONFIG_FILE);
+        let json = serde_json::to_vec(self).expect("plain struct");
+        std::fs::write(&path, json).map_err(Error::io(format!("writing {}", path.display())))
+    }
+
+    /// The settings [`RuntimeConfig::save`] recorded, or the defaults.
+    pub fn load(bundle: &Path) -> Self {
+        std::fs::read(bundle.join(CONFIG_FILE))
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .unwrap_or_default()
+    }
+
     pub fn binary(&self) -> &str {
         if self.binary.is_empty() {
             "runc"
@@ -41,16 +73,19 @@ impl RuntimeConfig {
         }
     }
 
+    /// The runtime's state directory for a namespace: `<root>/<namespace>`, as in the Go
+    /// shim (so `runc --root <root>/<namespace>` finds containers created by either).
     pub fn root(&self, namespace: &str) -> PathBuf {
-        if self.root.is_empty() {
-            Path::new(RUNTIME_ROOT).join(namespace)
+        let root = if self.root.is_empty() {
+            RUNTIME_ROOT
         } else {
-            PathBuf::from(&self.root)
-        }
+            &self.root
+        };
+        Path::new(root).join(namespace)
     }
 
-    /// A client for this runtime.
-    pub fn client(&self, namespace: &str) -> Result<Runc> {
+    /// A client for this runtime, logging (JSON) to the bundle's `log.json`.
+    pub fn client(&self, namespace: &str, bundle: &Path) -> Result<Runc> {
         let binary = self.binary();
         // Resolve the binary first, so a missing one is a clear error naming it.
         let resolved = resolve_binary(binary).ok_or_else(|| {
@@ -63,6 +98,8 @@ impl RuntimeConfig {
         let mut opts = runc::options::GlobalOpts::new()
             .command(resolved)
             .root(self.root(namespace))
+            .log(bundle.join(LOG_FILE))
+            .log_json()
             .systemd_cgroup(self.systemd_cgroup);
         opts.custom_spawner(Arc::new(MonitorSpawner));
         opts.build()
@@ -130,25 +167,11 @@ impl RawRuntime {
         if status.success() {
             return Ok(());
         }
-        let logged = last_log_error(log).unwrap_or_default();
-        let said: Vec<&str> = [logged.as_str(), stderr.trim(), stdout.trim()]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect();
         Err(Error::Runtime(format!(
             "{what}: runtime exited with {status}: {}",
-            said.join("; ")
+            runtime_said(Some(log), &stderr, &stdout)
         )))
     }
-}
-
-/// The last error a runtime logged in its JSON log (`{"level":"error","msg":...}`).
-pub fn last_log_error(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines().rev().find_map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        (v["level"] == "error").then(|| v["msg"].as_str().unwrap_or_default().to_string())
-    })
 }
 
 /// Finds `binary` (a name looked up in PATH, or a path).
@@ -233,6 +256,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn settings_survive_in_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(RuntimeConfig::load(dir.path()), RuntimeConfig::default());
+        let config = RuntimeConfig {
+            binary: "crun".into(),
+            root: "/r".into(),
+            systemd_cgroup: true,
+        };
+        config.save(dir.path()).unwrap();
+        assert_eq!(RuntimeConfig::load(dir.path()), config);
+    }
+
+    #[test]
     fn exit_codes_stay_exit_codes() {
         assert!(exit_status(0).success());
         for code in [1, 128, 137, 255] {
@@ -240,22 +276,6 @@ mod tests {
             assert_eq!(status.code(), Some(code), "{status}");
             assert!(!status.success());
         }
-    }
-
-    #[test]
-    fn last_logged_error_is_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("log.json");
-        std::fs::write(
-            &log,
-            "{\"level\":\"info\",\"msg\":\"hi\"}\n{\"level\":\"error\",\"msg\":\"criu failed: type NOTIFY errno 0\"}\n",
-        )
-        .unwrap();
-        assert_eq!(
-            last_log_error(&log).as_deref(),
-            Some("criu failed: type NOTIFY errno 0")
-        );
-        assert_eq!(last_log_error(&dir.path().join("none")), None);
     }
 
     #[test]
@@ -274,11 +294,24 @@ mod tests {
             config.root("k8s.io"),
             PathBuf::from("/run/containerd/runc/k8s.io")
         );
+        // An explicit root gets the namespace too (containerd's TestKillContainerDeletedByRunc
+        // runs `runc --root <root>/<namespace> delete` behind the shim's back).
+        let rooted = RuntimeConfig {
+            root: "/tmp/runc-test".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            rooted.root("testing"),
+            PathBuf::from("/tmp/runc-test/testing")
+        );
         let missing = RuntimeConfig {
             binary: "no-such-runc".into(),
             ..Default::default()
         };
-        let err = missing.client("default").unwrap_err().to_string();
+        let err = missing
+            .client("default", Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("no-such-runc") && err.contains("BinaryName"),
             "{err}"

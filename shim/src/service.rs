@@ -18,11 +18,15 @@ use containerd_shim::{
     util::timestamp,
 };
 use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use log::{info, warn};
 use runc::options::DeleteOpts;
 use serde::Deserialize;
 
-use crate::runtime::RuntimeConfig;
+use crate::options::{as_runc_options, parse_options};
+use crate::runtime::{RuntimeConfig, resolve_binary};
 use crate::task::TaskService;
 
 /// Annotations that put containers into one shim, checked in order. Same as
@@ -38,6 +42,54 @@ const CONFIG_FILE: &str = "config.json";
 /// File in the bundle holding the shim's address, read back by the daemon on
 /// exit to remove its socket.
 const ADDRESS_FILE: &str = "address";
+
+/// The type URL containerd registers for the OCI runtime-spec features document.
+const FEATURES_TYPE_URL: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
+
+fn runtime_info(runtime_id: &str, options: Option<&Any>) -> crate::error::Result<RuntimeInfo> {
+    let parsed = parse_options(options)?.runtime;
+    let config = RuntimeConfig::from_options(&parsed);
+    let binary = resolve_binary(config.binary()).ok_or_else(|| {
+        crate::error::Error::InvalidArgument(format!(
+            "failed to look up the path of {:?}: not found in $PATH",
+            config.binary()
+        ))
+    })?;
+    let mut info = RuntimeInfo {
+        name: runtime_id.to_string(),
+        version: MessageField::some(RuntimeVersion {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            revision: option_env!("REVIVE_REVISION")
+                .unwrap_or_default()
+                .to_string(),
+            ..Default::default()
+        }),
+        options: MessageField::from_option(options.cloned()),
+        ..Default::default()
+    };
+    // Runtimes without `features` (older runc, youki) leave it out, as in the Go shim.
+    match std::process::Command::new(&binary)
+        .arg("features")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out)
+            if out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok() =>
+        {
+            info.features = MessageField::some(Any {
+                type_url: FEATURES_TYPE_URL.into(),
+                value: out.stdout,
+                ..Default::default()
+            });
+        }
+        Ok(out) => warn!("{} features: {}", binary.display(), out.status),
+        Err(e) => warn!("{} features: {e}", binary.display()),
+    }
+    Ok(info)
+}
 
 /// Exit status reported when the shim is gone without a task exit (SIGKILL).
 const KILLED_EXIT_STATUS: u32 = 128 + 9;
@@ -69,7 +121,12 @@ impl Shim for Service {
         }
     }
 
-    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
+    async fn start_shim(&mut self, mut opts: StartOpts) -> Result<String, Error> {
+        // The crate puts the daemon into the runtime options' shim cgroup, but reads only
+        // containerd.runc.v1.Options; containerd 1.7 sends ours its legacy CreateOptions,
+        // CRI the handler's TOML.
+        let converted: Vec<_> = opts.extensions.iter().filter_map(as_runc_options).collect();
+        opts.extensions.extend(converted);
         // containerd runs `start` in the bundle directory.
         let grouping = grouping(Path::new(CONFIG_FILE), &opts.id).await?;
         let legacy = opts.containerd_version.is_empty();
@@ -92,13 +149,14 @@ impl Shim for Service {
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
         let bundle = if self.bundle.is_empty() {
-            std::env::current_dir().ok()
+            std::env::current_dir().unwrap_or_default()
         } else {
-            Some(PathBuf::from(&self.bundle))
+            PathBuf::from(&self.bundle)
         };
         info!("cleaning up after shim for {}", self.id);
-        // The shim died: make sure the runtime forgets the container (its processes die).
-        match RuntimeConfig::default().client(&self.namespace) {
+        // The shim died: make sure the runtime forgets the container (its processes die),
+        // with the runtime and state root it was created with.
+        match RuntimeConfig::load(&bundle).client(&self.namespace, &bundle) {
             Ok(runtime) => {
                 if let Err(e) = runtime
                     .delete(&self.id, Some(&DeleteOpts::new().force(true)))
@@ -109,7 +167,7 @@ impl Shim for Service {
             }
             Err(e) => warn!("{e}"),
         }
-        if let Some(bundle) = bundle {
+        if bundle.is_dir() {
             cleanup_bundle(&bundle);
         }
         Ok(killed_response())
@@ -117,6 +175,12 @@ impl Shim for Service {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+    }
+
+    /// `-info`: who we are, the options containerd passed, and the OCI runtime's features
+    /// (`runc features`), which containerd checks container specs against.
+    fn runtime_info(runtime_id: &str, options: Option<&Any>) -> Result<RuntimeInfo, Error> {
+        runtime_info(runtime_id, options).map_err(|e| Error::Other(e.to_string()))
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {

@@ -3,9 +3,8 @@
 //! ([`crate::container`] does).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::ExitSignal;
@@ -26,16 +25,17 @@ use containerd_shim_protos::events::task::{
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageDyn, MessageField};
-use containerd_shim_protos::shim::oci::{CheckpointOptions, ProcessDetails};
+use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, context::Context};
 use log::{debug, info, warn};
 use tokio::sync::Mutex;
 
-use crate::container::{CheckpointConfig, Container};
+use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::io::StdioSpec;
+use crate::options::checkpoint_config;
 use crate::process::{Exit, Process, Status};
 
 /// Which process a pid belongs to: (container id, exec id; empty for init).
@@ -209,6 +209,15 @@ impl Inner {
         let Ok(process) = container.process(exec_id).await else {
             return;
         };
+        if process.exit().is_some() {
+            return;
+        }
+        if exec_id.is_empty() {
+            container.kill_leftovers().await;
+            // Until the execs are gone the init still counts as running (the Go shim's
+            // order; containerd issue 10589): no exec starts meanwhile.
+            container.init_exited_wait_for_execs().await;
+        }
         if !process.set_exited(code as u32).await {
             return;
         }
@@ -217,14 +226,6 @@ impl Inner {
             at: std::time::SystemTime::now(),
         });
         debug!("{container_id}/{exec_id}: pid {pid} exited with {code}");
-        if exec_id.is_empty() {
-            container.kill_leftovers().await;
-            // containerd must see every exec's exit before the init's: wait (briefly) for
-            // the execs, which die with the container's pid namespace.
-            for exec in container.running_execs().await {
-                let _ = tokio::time::timeout(Duration::from_secs(5), exec.wait()).await;
-            }
-        }
         let event = TaskExit {
             container_id: container_id.to_string(),
             id: if exec_id.is_empty() {
@@ -239,48 +240,10 @@ impl Inner {
         };
         self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
             .await;
-    }
-}
-
-/// A Checkpoint request's configuration: `containerd.runc.v1.CheckpointOptions` (containerd
-/// sends it for every runtime on 2.x, for runc-named ones on 1.7; CRI on 2.x sends none for
-/// other runtime types), the image path from the options or else the request.
-pub fn checkpoint_config(req: &CheckpointTaskRequest) -> Result<CheckpointConfig> {
-    let mut options = CheckpointOptions::default();
-    if let Some(any) = req.options.as_ref()
-        && !(any.type_url.is_empty() && any.value.is_empty())
-    {
-        let name = any.type_url.rsplit('/').next().unwrap_or_default();
-        if name != "containerd.runc.v1.CheckpointOptions" {
-            return Err(Error::InvalidArgument(format!(
-                "unsupported checkpoint options type {:?}: expected containerd.runc.v1.CheckpointOptions",
-                any.type_url
-            )));
+        if !exec_id.is_empty() {
+            container.leave_exec();
         }
-        options = CheckpointOptions::parse_from_bytes(&any.value)
-            .map_err(|e| Error::InvalidArgument(format!("invalid CheckpointOptions: {e}")))?;
     }
-    let image = if options.image_path.is_empty() {
-        req.path.clone()
-    } else {
-        options.image_path.clone()
-    };
-    if image.is_empty() {
-        return Err(Error::InvalidArgument(
-            "checkpoint without an image path".into(),
-        ));
-    }
-    Ok(CheckpointConfig {
-        image_path: PathBuf::from(image),
-        work_path: (!options.work_path.is_empty()).then(|| PathBuf::from(&options.work_path)),
-        exit: options.exit,
-        open_tcp: options.open_tcp,
-        external_unix_sockets: options.external_unix_sockets,
-        terminal: options.terminal,
-        file_locks: options.file_locks,
-        empty_namespaces: options.empty_namespaces.clone(),
-        cgroups_mode: options.cgroups_mode.clone(),
-    })
 }
 
 fn api_status(status: Status) -> ApiStatus {
@@ -301,21 +264,33 @@ impl TaskService {
                 req.id
             )));
         }
-        let container = Arc::new(Container::create(&req, &inner.namespace).await?);
+        // The init can die before Create returns (killed, OOM; containerd issue 9103): its
+        // exit must not be lost.
+        let token = inner.collect().await;
+        let container = match Container::create(&req, &inner.namespace).await {
+            Ok(container) => Arc::new(container),
+            Err(e) => {
+                inner.stop_collecting(token).await;
+                return Err(e);
+            }
+        };
         let pid = container.init.pid().await;
         inner
             .containers
             .lock()
             .await
             .insert(req.id.clone(), container);
-        // A created init cannot exit before it is started: register it now. (A container
-        // created from a checkpoint has no process until Start restores it.)
-        if pid != 0 {
-            let _ = inner
-                .owned(None, pid, (req.id.clone(), String::new()))
+        // A container created from a checkpoint has no process until Start restores it.
+        let early = if pid != 0 {
+            let early = inner
+                .owned(Some(token), pid, (req.id.clone(), String::new()))
                 .await;
             crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
-        }
+            early
+        } else {
+            inner.stop_collecting(token).await;
+            None
+        };
         info!("created container {} (pid {pid})", req.id);
         let event = TaskCreate {
             container_id: req.id.clone(),
@@ -335,6 +310,13 @@ impl TaskService {
         inner
             .publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
             .await;
+        if let Some(code) = early {
+            info!(
+                "the init of {} (pid {pid}) exited before Create returned",
+                req.id
+            );
+            inner.handle_exit(&req.id, "", pid, code).await;
+        }
         Ok(CreateTaskResponse {
             pid,
             ..Default::default()
@@ -377,11 +359,13 @@ impl TaskService {
                 .await;
             pid
         } else {
+            container.enter_exec()?;
             let token = inner.collect().await;
             let pid = match container.start_exec(&req.exec_id).await {
                 Ok(pid) => pid,
                 Err(e) => {
                     inner.stop_collecting(token).await;
+                    container.leave_exec();
                     return Err(e);
                 }
             };
@@ -733,41 +717,5 @@ impl Task for TaskService {
             self.inner.exit.signal();
         }
         Ok(Empty::new())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(options: Option<CheckpointOptions>, path: &str) -> CheckpointTaskRequest {
-        CheckpointTaskRequest {
-            id: "c1".into(),
-            path: path.into(),
-            options: MessageField::from_option(options.map(|o| Any {
-                type_url: "containerd.runc.v1.CheckpointOptions".into(),
-                value: o.write_to_bytes().unwrap(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn checkpoint_image_path_comes_from_options_else_request() {
-        let config = checkpoint_config(&request(None, "/tmp/ck")).unwrap();
-        assert_eq!(config.image_path, PathBuf::from("/tmp/ck"));
-        assert!(!config.exit);
-        let options = CheckpointOptions {
-            exit: true,
-            image_path: "/mine".into(),
-            work_path: "/w".into(),
-            ..Default::default()
-        };
-        let config = checkpoint_config(&request(Some(options), "/tmp/ck")).unwrap();
-        assert_eq!(config.image_path, PathBuf::from("/mine"));
-        assert_eq!(config.work_path, Some(PathBuf::from("/w")));
-        assert!(config.exit);
-        assert!(checkpoint_config(&request(None, "")).is_err());
     }
 }
