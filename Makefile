@@ -6,7 +6,7 @@ PREFIX  ?= /usr/local
 FLAVOUR ?= next
 SHARE   := $(PREFIX)/share/revive
 
-.PHONY: all build debug-build test unit e2e demo node install bench lint host-deps rootfs clean-nodes clean-cache
+.PHONY: all build debug-build test unit e2e demo node install bench conformance lint host-deps rootfs clean-nodes clean-cache
 
 all: build
 
@@ -65,6 +65,22 @@ bench:
 		echo "*******************************************************************************"; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
+# containerd's own integration/client tests, every one, for the Go shim and revive side by side
+# on both flavours (CONFORMANCE_FLAVOURS=next limits them), each with a timeout; the report to
+# target/conformance/report.md, every test's output to target/conformance/logs.
+conformance: host-deps debug-build
+	@scripts/require-root.sh conformance
+	@rc=0; target/debug/revive-conformance \
+		$(foreach f,$(or $(CONFORMANCE_FLAVOURS),next stable),--flavour $(f)) || rc=$$?; \
+	if [ $$rc -eq 2 ]; then \
+		echo ""; \
+		echo "*******************************************************************************"; \
+		echo "*** revive: make conformance: tests that pass with the Go shim fail with      ***"; \
+		echo "*** revive (listed above; see target/conformance/report.md). The report is    ***"; \
+		echo "*** complete.                                                                 ***"; \
+		echo "*******************************************************************************"; \
+	fi; exit $$rc
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -80,4 +96,4 @@ clean-nodes:
 
 clean-cache:
 	@scripts/require-root.sh clean-cache
-	rm -rf /var/cache/revive/nodes
+	rm -rf /var/cache/revive/nodes /var/cache/revive/conformance

@@ -1,6 +1,7 @@
 //! Test images built locally (no registry is reachable): OCI image archives that
 //! `ctr images import` takes, written deterministically from files we choose.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,11 +28,13 @@ enum Entry {
     Dir {
         path: String,
         mode: u32,
+        owner: (u64, u64),
     },
     File {
         path: String,
         data: Vec<u8>,
         mode: u32,
+        owner: (u64, u64),
     },
     Symlink {
         path: String,
@@ -49,26 +52,118 @@ impl Entry {
     }
 }
 
+/// One image layer: directories, files and symlinks with modes (and owners), written as a
+/// reproducible tar.
+#[derive(Debug, Clone, Default)]
+pub struct Layer {
+    entries: Vec<Entry>,
+}
+
+fn rel(path: &str) -> String {
+    path.trim_start_matches('/').to_string()
+}
+
+impl Layer {
+    pub fn new() -> Layer {
+        Layer::default()
+    }
+    pub fn dir(self, path: &str, mode: u32) -> Layer {
+        self.dir_owned(path, mode, 0, 0)
+    }
+    pub fn dir_owned(mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Layer {
+        self.entries.push(Entry::Dir {
+            path: rel(path),
+            mode,
+            owner: (uid, gid),
+        });
+        self
+    }
+    pub fn file(mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) -> Layer {
+        self.entries.push(Entry::File {
+            path: rel(path),
+            data: data.into(),
+            mode,
+            owner: (0, 0),
+        });
+        self
+    }
+    pub fn symlink(mut self, path: &str, target: &str) -> Layer {
+        self.entries.push(Entry::Symlink {
+            path: rel(path),
+            target: target.into(),
+        });
+        self
+    }
+
+    /// A path added more than once, if any.
+    pub fn duplicate(&self) -> Option<&str> {
+        let mut seen = BTreeSet::new();
+        self.entries
+            .iter()
+            .map(Entry::path)
+            .find(|path| !seen.insert(*path))
+    }
+
+    /// The layer as an uncompressed tar: sorted, mtime 0, so builds are reproducible. An
+    /// entry added again replaces the earlier one (as a later `COPY` would).
+    pub fn tar(&self) -> Result<Vec<u8>> {
+        let entries: BTreeMap<&str, &Entry> = self.entries.iter().map(|e| (e.path(), e)).collect();
+        let mut tar = tar::Builder::new(Vec::new());
+        for entry in entries.into_values() {
+            let mut header = tar::Header::new_ustar();
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            match entry {
+                Entry::Dir { path, mode, owner } => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_mode(*mode);
+                    header.set_uid(owner.0);
+                    header.set_gid(owner.1);
+                    header.set_size(0);
+                    tar.append_data(&mut header, format!("{path}/"), std::io::empty())?;
+                }
+                Entry::File {
+                    path,
+                    data,
+                    mode,
+                    owner,
+                } => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_mode(*mode);
+                    header.set_uid(owner.0);
+                    header.set_gid(owner.1);
+                    header.set_size(data.len() as u64);
+                    tar.append_data(&mut header, path, data.as_slice())?;
+                }
+                Entry::Symlink { path, target } => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    tar.append_link(&mut header, path, target)?;
+                }
+            }
+        }
+        Ok(tar.into_inner()?)
+    }
+}
+
 /// Builds a single-layer image.
 #[derive(Debug, Clone)]
 pub struct ImageBuilder {
     name: String,
-    entries: Vec<Entry>,
+    layer: Layer,
     cmd: Vec<String>,
     entrypoint: Vec<String>,
     env: Vec<String>,
     workdir: Option<String>,
 }
 
-fn relative(path: &str) -> String {
-    path.trim_start_matches('/').to_string()
-}
-
 impl ImageBuilder {
     pub fn new(name: &str) -> ImageBuilder {
         ImageBuilder {
             name: name.into(),
-            entries: Vec::new(),
+            layer: Layer::new(),
             cmd: Vec::new(),
             entrypoint: Vec::new(),
             env: vec![IMAGE_PATH.into()],
@@ -77,19 +172,12 @@ impl ImageBuilder {
     }
 
     pub fn dir(mut self, path: &str, mode: u32) -> Self {
-        self.entries.push(Entry::Dir {
-            path: relative(path),
-            mode,
-        });
+        self.layer = self.layer.dir(path, mode);
         self
     }
 
     pub fn file(mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) -> Self {
-        self.entries.push(Entry::File {
-            path: relative(path),
-            data: data.into(),
-            mode,
-        });
+        self.layer = self.layer.file(path, data, mode);
         self
     }
 
@@ -100,10 +188,7 @@ impl ImageBuilder {
     }
 
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
-        self.entries.push(Entry::Symlink {
-            path: relative(path),
-            target: target.into(),
-        });
+        self.layer = self.layer.symlink(path, target);
         self
     }
 
@@ -127,44 +212,13 @@ impl ImageBuilder {
         self
     }
 
-    /// The layer as an uncompressed tar, entries sorted, owned by root, mtime 0.
+    /// The layer as an uncompressed tar, entries sorted, owned by root, mtime 0; a path
+    /// added twice is a mistake in the test.
     fn layer_tar(&self) -> Result<Vec<u8>> {
-        let mut entries = self.entries.clone();
-        entries.sort_by(|a, b| a.path().cmp(b.path()));
-        let mut seen = std::collections::BTreeSet::new();
-        for e in &entries {
-            if !seen.insert(e.path().to_string()) {
-                bail!("image {}: {} is added twice", self.name, e.path());
-            }
+        if let Some(path) = self.layer.duplicate() {
+            bail!("image {}: {path} is added twice", self.name);
         }
-        let mut tar = tar::Builder::new(Vec::new());
-        for entry in &entries {
-            let mut header = tar::Header::new_ustar();
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mtime(0);
-            match entry {
-                Entry::Dir { path, mode } => {
-                    header.set_entry_type(tar::EntryType::Directory);
-                    header.set_mode(*mode);
-                    header.set_size(0);
-                    tar.append_data(&mut header, format!("{path}/"), std::io::empty())?;
-                }
-                Entry::File { path, data, mode } => {
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_mode(*mode);
-                    header.set_size(data.len() as u64);
-                    tar.append_data(&mut header, path, data.as_slice())?;
-                }
-                Entry::Symlink { path, target } => {
-                    header.set_entry_type(tar::EntryType::Symlink);
-                    header.set_mode(0o777);
-                    header.set_size(0);
-                    tar.append_link(&mut header, path, target)?;
-                }
-            }
-        }
-        Ok(tar.into_inner()?)
+        self.layer.tar()
     }
 
     pub fn build(self) -> Result<Image> {
@@ -321,8 +375,9 @@ impl Image {
     }
 }
 
-/// A builder preloaded with busybox, for images that add their own files and command.
-pub fn busybox_builder(rootfs: &Path, name: &str) -> Result<ImageBuilder> {
+/// A node root's busybox-static binary and the paths of its applets (`bin/sh`,
+/// `usr/bin/nc`, ...; not `bin/busybox` itself), for images that link them to it.
+pub fn busybox_applets(rootfs: &Path) -> Result<(Vec<u8>, Vec<String>)> {
     let busybox = rootfs.join("bin/busybox");
     let out = Command::new(&busybox)
         .arg("--list-full")
@@ -335,13 +390,22 @@ pub fn busybox_builder(rootfs: &Path, name: &str) -> Result<ImageBuilder> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let mut builder = ImageBuilder::new(name).host_file("/bin/busybox", &busybox, 0o755)?;
-    let mut dirs = std::collections::BTreeSet::from(["bin".to_string()]);
-    for applet in String::from_utf8_lossy(&out.stdout).lines() {
-        let applet = applet.trim();
-        if applet.is_empty() || applet == "bin/busybox" {
-            continue;
-        }
+    let data = fs::read(&busybox).with_context(|| format!("reading {}", busybox.display()))?;
+    let applets = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "bin/busybox")
+        .map(str::to_string)
+        .collect();
+    Ok((data, applets))
+}
+
+/// A builder preloaded with busybox, for images that add their own files and command.
+pub fn busybox_builder(rootfs: &Path, name: &str) -> Result<ImageBuilder> {
+    let (data, applets) = busybox_applets(rootfs)?;
+    let mut builder = ImageBuilder::new(name).file("/bin/busybox", data, 0o755);
+    let mut dirs = BTreeSet::from(["bin".to_string()]);
+    for applet in &applets {
         if let Some((dir, _)) = applet.rsplit_once('/') {
             dirs.insert(dir.to_string());
         }

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod cgroup;
+pub mod conformance;
 pub mod cri;
 pub mod host;
 pub mod image;

@@ -33,6 +33,8 @@ const COMMON_PACKAGES: &[&str] = &[
     "iproute2",
     "procps",
     "ca-certificates",
+    // containerd's integration/client tests count a daemon's pipes with it (make conformance).
+    "lsof",
 ];
 
 /// Files whose digests are recorded at build time and checked on every use.
@@ -72,12 +74,22 @@ impl Flavour {
     pub fn recipe(self) -> Recipe {
         let mut packages: Vec<String> = COMMON_PACKAGES.iter().map(|s| s.to_string()).collect();
         match self {
-            Flavour::Stable => Recipe {
-                suite: "trixie".into(),
-                packages,
-                // trixie's CRIU 4.1.1 cannot dump real processes on current kernels.
-                from_sid: vec!["criu".into()],
-            },
+            Flavour::Stable => {
+                // The registry `make conformance` serves the containerd tests' images from
+                // (next has these already). skopeo needs a container-network-stack, a virtual
+                // package debootstrap cannot resolve: netavark provides it, as on next.
+                packages.extend(
+                    ["docker-registry", "skopeo", "netavark", "openssl"]
+                        .iter()
+                        .map(|s| s.to_string()),
+                );
+                Recipe {
+                    suite: "trixie".into(),
+                    packages,
+                    // trixie's CRIU 4.1.1 cannot dump real processes on current kernels.
+                    from_sid: vec!["criu".into()],
+                }
+            }
             Flavour::Next => {
                 packages.extend(
                     [
@@ -151,7 +163,7 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/revive/nodes"))
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -282,11 +294,11 @@ pub fn mirror_from_sources(text: &str) -> Option<String> {
     None
 }
 
-/// Holds an exclusive lock on a file for as long as it lives.
-struct FileLock(#[allow(dead_code)] fs::File);
+/// Holds an exclusive lock on a file for as long as it lives (a cache entry being built).
+pub(crate) struct FileLock(#[allow(dead_code)] fs::File);
 
 impl FileLock {
-    fn acquire(path: &Path) -> Result<FileLock> {
+    pub(crate) fn acquire(path: &Path) -> Result<FileLock> {
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -296,7 +308,8 @@ impl FileLock {
         // SAFETY: flock on a file descriptor we own; it does not touch memory.
         let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
         if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("locking the rootfs cache");
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("locking {}", path.display()));
         }
         Ok(FileLock(file))
     }
