@@ -67,16 +67,26 @@ pub fn wait_for_count(node: &Node, id: &str, min: u64) -> Result<Counter> {
     }
 }
 
-/// The task's status as `ctr task ls` reports it (RUNNING, STOPPED, PAUSED...).
-pub fn task_status(node: &Node, id: &str) -> Result<String> {
+/// Task `id`'s row of `ctr task ls`: TASK, PID, STATUS.
+fn task_row(node: &Node, id: &str) -> Result<Vec<String>> {
     let out = node.ctr(&["task", "ls"])?;
     out.lines()
         .skip(1)
-        .find_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.first() == Some(&id)).then(|| cols.last().unwrap_or(&"").to_string())
-        })
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .find(|cols| cols.len() == 3 && cols[0] == id)
         .with_context(|| format!("task {id} not listed by ctr task ls:\n{out}"))
+}
+
+/// The task's status as `ctr task ls` reports it (RUNNING, STOPPED, PAUSED...).
+pub fn task_status(node: &Node, id: &str) -> Result<String> {
+    Ok(task_row(node, id)?.swap_remove(2))
+}
+
+/// The init pid of task `id` as `ctr task ls` reports it.
+pub fn task_pid(node: &Node, id: &str) -> Result<u32> {
+    task_row(node, id)?[1]
+        .parse()
+        .with_context(|| format!("pid of task {id}"))
 }
 
 /// Starts the counter container `id` on `runtime` from the busybox image.
@@ -251,6 +261,76 @@ pub fn checkpoint_restore_counter(
         checkpointed,
         restored,
     })
+}
+
+/// The cgroup paths of a process in the node (`/proc/<pid>/cgroup`, one line per hierarchy).
+pub fn cgroups_of(node: &Node, pid: u32) -> Result<String> {
+    node.run(&["cat", &format!("/proc/{pid}/cgroup")])
+}
+
+/// Which copy a [`restored_copy_lives_apart`] run removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remove {
+    Original,
+    Restored,
+}
+
+/// A checkpoint restored beside its running original (containerd issue 9691, CRI-O 6894):
+/// 1. run counter `<id>-a` on `runtime`, `ctr c checkpoint --task --rw` it (it keeps running);
+/// 2. `ctr c restore --live --rw <id>-b` from that checkpoint: containerd gives the new
+///    container the checkpoint's spec verbatim, the original's cgroup path included;
+/// 3. the two must be in different cgroups; remove one (kill, delete) and the other keeps
+///    counting with its own token.
+///
+/// Returns the survivor's counter.
+pub fn restored_copy_lives_apart(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    remove: Remove,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<Counter> {
+    node.import_image(&Image::busybox(&node.rootfs().path)?)?;
+    let (a, b) = (format!("{id}-a"), format!("{id}-b"));
+    run_counter(node, runtime, &a)?;
+    let before = wait_for_count(node, &a, 3)?;
+    let image = format!("revive.test/checkpoint/{id}:1");
+    narrate(&format!(
+        "ctr c checkpoint --task --rw {a} {image} (keeps running)"
+    ));
+    node.ctr(&["container", "checkpoint", "--task", "--rw", &a, &image])?;
+    narrate(&format!("ctr c restore --live --rw {b} {image}"));
+    node.ctr(&["container", "restore", "--live", "--rw", &b, &image])?;
+    let restored = wait_for_count(node, &b, 1)?;
+    ensure!(
+        restored.token == before.token,
+        "{b} started afresh instead of continuing {a}: {before} -> {restored}"
+    );
+    let original = wait_for_count(node, &a, before.count + 3)?;
+    ensure!(original.token == before.token, "{a} restarted: {original}");
+    let (cg_a, cg_b) = (
+        cgroups_of(node, task_pid(node, &a)?)?,
+        cgroups_of(node, task_pid(node, &b)?)?,
+    );
+    narrate(&format!("{a} cgroups:\n{cg_a}\n{b} cgroups:\n{cg_b}"));
+    let (gone, survivor) = match remove {
+        Remove::Original => (&a, &b),
+        Remove::Restored => (&b, &a),
+    };
+    narrate(&format!("removing {gone}; {survivor} must keep running"));
+    remove_container(node, gone)?;
+    let seen =
+        read_counter(node, survivor).with_context(|| format!("{survivor} is gone with {gone}"))?;
+    let later = wait_for_count(node, survivor, seen.count + 5)
+        .with_context(|| format!("{survivor} stopped counting after {gone} was removed"))?;
+    ensure!(
+        task_status(node, survivor)? == "RUNNING",
+        "{survivor} is not running after {gone} was removed"
+    );
+    ensure!(later.token == before.token, "{survivor} restarted: {later}");
+    ensure!(cg_a != cg_b, "{a} and {b} share their cgroups:\n{cg_a}");
+    remove_container(node, survivor)?;
+    Ok(later)
 }
 
 /// Kills (if needed) and deletes task and container `id`.

@@ -245,6 +245,8 @@ impl Container {
 
     /// `runtime restore --detach` of the recorded checkpoint, with the init's stdio.
     async fn restore_init(&self, restore: &Restore) -> Result<()> {
+        // Never into another container's cgroup (the checkpoint's spec names the original's).
+        crate::cgroup::relocate_restore(&self.bundle, &self.id)?;
         let pid_file = self.bundle.join("init.pid");
         let work = restore
             .work

@@ -17,6 +17,7 @@ use std::ffi::OsString;
 
 use containerd_shim::asynchronous::run;
 
+mod cgroup;
 mod container;
 mod daemon;
 mod error;

@@ -1,0 +1,45 @@
+//! Checkpoint/restore through revive beyond the smoke scenario (issue 5), on both flavours,
+//! against real containerd, runc and CRIU.
+
+use revive_integration::scenario::{self, Remove};
+use revive_integration::{Flavour, Node, host};
+
+const REVIVE: &str = "io.containerd.revive.v2";
+
+/// A copy restored beside its running original lives in a cgroup of its own: removing
+/// either leaves the other running (containerd issue 9691; the Go shim restores into the
+/// original's cgroup, see the README's comparison).
+fn lives_apart(flavour: Flavour, remove: Remove) {
+    if !host::root_or_skip(&format!("restore beside the original ({flavour})")) {
+        return;
+    }
+    let node = Node::start(flavour, "apart").expect("node starts");
+    let survivor =
+        scenario::restored_copy_lives_apart(&node, REVIVE, "apart", remove, &mut |step| {
+            eprintln!("  {step}")
+        })
+        .expect("the restored copy and its original live apart");
+    eprintln!("survivor: {survivor}");
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+}
+
+#[test]
+fn restored_copy_survives_its_original_next() {
+    lives_apart(Flavour::Next, Remove::Original);
+}
+
+#[test]
+fn original_survives_its_restored_copy_next() {
+    lives_apart(Flavour::Next, Remove::Restored);
+}
+
+#[test]
+fn restored_copy_survives_its_original_stable() {
+    lives_apart(Flavour::Stable, Remove::Original);
+}
+
+#[test]
+fn original_survives_its_restored_copy_stable() {
+    lives_apart(Flavour::Stable, Remove::Restored);
+}

@@ -1,0 +1,134 @@
+//! Where a restored container's processes go.
+//!
+//! containerd restores a checkpoint with the checkpoint's own spec (`ctr c restore`,
+//! `WithRestoreSpec`), so a copy restored beside its still-running original is told to use
+//! the original's cgroup. runc 1.1 then restores into it, and removing either container
+//! kills both (containerd issue 9691, CRI-O issue 6894); runc >= 1.2 refuses ("container's
+//! cgroup is not empty"). Before a restore the shim gives the new container a cgroup of its
+//! own when the one its spec names already exists: a sibling named after the new container,
+//! as containerd would have named it.
+
+use std::path::{Path, PathBuf};
+
+use log::info;
+
+use crate::error::{Error, Result};
+use crate::stats::cgroup_mounts;
+
+/// If the bundle's spec names a cgroup that already exists (in any hierarchy), rewrites the
+/// spec to a sibling named `id`. Returns the (old, new) paths when it did.
+pub fn relocate_restore(bundle: &Path, id: &str) -> Result<Option<(String, String)>> {
+    let mounts: Vec<PathBuf> = {
+        let mut points: Vec<PathBuf> = cgroup_mounts()?.into_values().collect();
+        points.sort();
+        points.dedup();
+        points
+    };
+    relocate_in(bundle, id, &mounts)
+}
+
+fn relocate_in(bundle: &Path, id: &str, mounts: &[PathBuf]) -> Result<Option<(String, String)>> {
+    let config = bundle.join("config.json");
+    let text =
+        std::fs::read(&config).map_err(Error::io(format!("reading {}", config.display())))?;
+    let mut spec: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::InvalidArgument(format!("invalid {}: {e}", config.display())))?;
+    let Some(path) = spec["linux"]["cgroupsPath"].as_str().map(str::to_string) else {
+        return Ok(None);
+    };
+    let Some(new) = sibling(&path, id) else {
+        return Ok(None);
+    };
+    let exists = |p: &str| {
+        mounts
+            .iter()
+            .any(|m| m.join(p.trim_start_matches('/')).is_dir())
+    };
+    if !exists(&path) {
+        return Ok(None);
+    }
+    if exists(&new) {
+        return Err(Error::FailedPrecondition(format!(
+            "cannot restore {id}: the checkpoint's cgroup {path} is in use, and so is {new}"
+        )));
+    }
+    spec["linux"]["cgroupsPath"] = serde_json::Value::String(new.clone());
+    let tmp = bundle.join(".config.json.revive");
+    let data = serde_json::to_vec(&spec).expect("a JSON value serializes");
+    std::fs::write(&tmp, data)
+        .and_then(|()| std::fs::rename(&tmp, &config))
+        .map_err(Error::io(format!("rewriting {}", config.display())))?;
+    info!("restoring {id} into cgroup {new}: the checkpoint's cgroup {path} already exists");
+    Ok(Some((path, new)))
+}
+
+/// `path` with its last component replaced by `id`, for cgroupfs paths (`/default/a` ->
+/// `/default/b`); None when it already ends in `id`, or for systemd's `slice:prefix:name`
+/// form, whose unit systemd names and refuses to reuse itself.
+fn sibling(path: &str, id: &str) -> Option<String> {
+    if path.is_empty() || path.contains(':') {
+        return None;
+    }
+    let (parent, last) = path.trim_end_matches('/').rsplit_once('/')?;
+    if last == id {
+        return None;
+    }
+    Some(format!("{parent}/{id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn siblings_keep_the_parent() {
+        assert_eq!(sibling("/default/a", "b").as_deref(), Some("/default/b"));
+        assert_eq!(
+            sibling("/kubepods/besteffort/pod1/c1", "c2").as_deref(),
+            Some("/kubepods/besteffort/pod1/c2")
+        );
+        assert_eq!(sibling("/default/b", "b"), None);
+        assert_eq!(sibling("system.slice:cri-containerd:a", "b"), None);
+        assert_eq!(sibling("", "b"), None);
+    }
+
+    fn bundle(cgroups_path: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = serde_json::json!({
+            "ociVersion": "1.1.0",
+            "linux": {"cgroupsPath": cgroups_path, "namespaces": [{"type": "pid"}]},
+            "annotations": {"keep": "me"}
+        });
+        std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
+        dir
+    }
+
+    fn cgroups_path(bundle: &Path) -> String {
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+        assert_eq!(spec["annotations"]["keep"], "me");
+        spec["linux"]["cgroupsPath"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_restore_into_an_existing_cgroup_moves_to_a_sibling() {
+        let hierarchy = tempfile::tempdir().unwrap();
+        let mounts = vec![hierarchy.path().to_path_buf()];
+        let b = bundle("/default/a");
+        // The original's cgroup does not exist: nothing to do.
+        assert_eq!(relocate_in(b.path(), "b", &mounts).unwrap(), None);
+        assert_eq!(cgroups_path(b.path()), "/default/a");
+        // It exists: the copy gets its own.
+        std::fs::create_dir_all(hierarchy.path().join("default/a")).unwrap();
+        assert_eq!(
+            relocate_in(b.path(), "b", &mounts).unwrap(),
+            Some(("/default/a".into(), "/default/b".into()))
+        );
+        assert_eq!(cgroups_path(b.path()), "/default/b");
+        // Both exist: refused, clearly.
+        let c = bundle("/default/a");
+        std::fs::create_dir_all(hierarchy.path().join("default/c")).unwrap();
+        let err = relocate_in(c.path(), "c", &mounts).unwrap_err().to_string();
+        assert!(err.contains("/default/a is in use"), "{err}");
+    }
+}
