@@ -333,6 +333,85 @@ pub fn restored_copy_lives_apart(
     Ok(later)
 }
 
+/// A server on the container's loopback answers after a restore:
+/// 1. run busybox httpd on 127.0.0.1:8080 in container `id` on `runtime` (its own network
+///    namespace, as `ctr run` gives it) and fetch its page from inside;
+/// 2. `ctr c checkpoint --task --rw`, remove the container, `ctr c restore --live --rw`;
+/// 3. fetch the page again from inside the restored container.
+///
+/// Returns `ip addr show lo` in the restored container, or the error with it.
+pub fn loopback_server_after_restore(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<String> {
+    node.import_image(&Image::busybox(&node.rootfs().path)?)?;
+    let page = format!("page of {id}");
+    node.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        BUSYBOX,
+        id,
+        "sh",
+        "-c",
+        &format!("mkdir -p /www && echo '{page}' > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"),
+    ])?;
+    let fetch = |what: &str| -> Result<String> {
+        let exec_id = format!("{what}-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
+        node.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            id,
+            "wget",
+            "-T",
+            "5",
+            "-qO-",
+            "http://127.0.0.1:8080/",
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        match fetch("before") {
+            Ok(text) => break text,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(e.context("the server never answered before the checkpoint")),
+        }
+    };
+    ensure!(before.trim() == page, "unexpected page {before:?}");
+    let image = format!("revive.test/checkpoint/{id}:1");
+    narrate(&format!(
+        "server answers; ctr c checkpoint --task --rw {id} {image}"
+    ));
+    node.ctr(&["container", "checkpoint", "--task", "--rw", id, &image])?;
+    remove_container(node, id)?;
+    node.ctr(&["container", "restore", "--live", "--rw", id, &image])?;
+    let exec_id = format!("lo-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
+    let lo = node.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        &exec_id,
+        id,
+        "ip",
+        "addr",
+        "show",
+        "lo",
+    ])?;
+    narrate(&format!("restored; lo in the container:\n{lo}"));
+    let after = fetch("after").with_context(|| format!("after the restore, with lo:\n{lo}"))?;
+    ensure!(
+        after.trim() == page,
+        "unexpected page after restore {after:?}"
+    );
+    remove_container(node, id)?;
+    Ok(lo)
+}
+
 /// Kills (if needed) and deletes task and container `id`.
 pub fn remove_container(node: &Node, id: &str) -> Result<()> {
     if task_status(node, id)? != "STOPPED" {

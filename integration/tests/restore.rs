@@ -43,3 +43,29 @@ fn restored_copy_survives_its_original_stable() {
 fn original_survives_its_restored_copy_stable() {
     lives_apart(Flavour::Stable, Remove::Restored);
 }
+
+/// After a restore, loopback is up with its addresses and a server listening on 127.0.0.1
+/// inside the container answers (the Go shim restores an empty namespace, lo down).
+fn loopback_answers(flavour: Flavour) {
+    if !host::root_or_skip(&format!("loopback after restore ({flavour})")) {
+        return;
+    }
+    let node = Node::start(flavour, "loopback").expect("node starts");
+    let lo = scenario::loopback_server_after_restore(&node, REVIVE, "lo", &mut |step| {
+        eprintln!("  {step}")
+    })
+    .expect("the server on 127.0.0.1 answers after restore");
+    assert!(lo.contains("UP") && lo.contains("127.0.0.1/8"), "{lo}");
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+}
+
+#[test]
+fn loopback_server_answers_after_restore_next() {
+    loopback_answers(Flavour::Next);
+}
+
+#[test]
+fn loopback_server_answers_after_restore_stable() {
+    loopback_answers(Flavour::Stable);
+}

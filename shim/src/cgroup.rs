@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use log::info;
 
 use crate::error::{Error, Result};
+use crate::spec::{read_spec, write_spec};
 use crate::stats::cgroup_mounts;
 
 /// If the bundle's spec names a cgroup that already exists (in any hierarchy), rewrites the
@@ -28,11 +29,7 @@ pub fn relocate_restore(bundle: &Path, id: &str) -> Result<Option<(String, Strin
 }
 
 fn relocate_in(bundle: &Path, id: &str, mounts: &[PathBuf]) -> Result<Option<(String, String)>> {
-    let config = bundle.join("config.json");
-    let text =
-        std::fs::read(&config).map_err(Error::io(format!("reading {}", config.display())))?;
-    let mut spec: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::InvalidArgument(format!("invalid {}: {e}", config.display())))?;
+    let mut spec = read_spec(bundle)?;
     let Some(path) = spec["linux"]["cgroupsPath"].as_str().map(str::to_string) else {
         return Ok(None);
     };
@@ -53,11 +50,7 @@ fn relocate_in(bundle: &Path, id: &str, mounts: &[PathBuf]) -> Result<Option<(St
         )));
     }
     spec["linux"]["cgroupsPath"] = serde_json::Value::String(new.clone());
-    let tmp = bundle.join(".config.json.revive");
-    let data = serde_json::to_vec(&spec).expect("a JSON value serializes");
-    std::fs::write(&tmp, data)
-        .and_then(|()| std::fs::rename(&tmp, &config))
-        .map_err(Error::io(format!("rewriting {}", config.display())))?;
+    write_spec(bundle, &spec)?;
     info!("restoring {id} into cgroup {new}: the checkpoint's cgroup {path} already exists");
     Ok(Some((path, new)))
 }

@@ -19,6 +19,7 @@ use crate::io::{ProcessIo, StdioSpec};
 use crate::options::{CheckpointConfig, CreateOptions, CriuFlags, parse_options};
 use crate::process::{Op, Process, Status};
 use crate::runtime::{LOG_FILE, RawRuntime, RuntimeConfig};
+use crate::spec::{has_own_namespace, read_spec};
 
 /// An exec that has been added but maybe not started, with what starting it needs.
 pub struct Exec {
@@ -66,16 +67,7 @@ struct ExecGate {
 /// Whether the bundle's spec gives the container a new pid namespace (a `pid` entry without
 /// a path). Anything unreadable counts as shared, which only means an extra kill.
 pub fn has_own_pid_ns(bundle: &Path) -> bool {
-    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
-        return false;
-    };
-    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
-        return false;
-    };
-    spec["linux"]["namespaces"].as_array().is_some_and(|nss| {
-        nss.iter()
-            .any(|ns| ns["type"] == "pid" && ns["path"].as_str().unwrap_or("").is_empty())
-    })
+    read_spec(bundle).is_ok_and(|spec| has_own_namespace(&spec, "pid"))
 }
 
 impl Container {
@@ -247,6 +239,9 @@ impl Container {
     async fn restore_init(&self, restore: &Restore) -> Result<()> {
         // Never into another container's cgroup (the checkpoint's spec names the original's).
         crate::cgroup::relocate_restore(&self.bundle, &self.id)?;
+        // Loopback up in a new network namespace before the processes resume.
+        let shim = std::env::current_exe().map_err(Error::io("finding the shim binary"))?;
+        crate::network::add_loopback_hook(&self.bundle, &shim)?;
         let pid_file = self.bundle.join("init.pid");
         let work = restore
             .work

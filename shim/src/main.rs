@@ -22,11 +22,13 @@ mod container;
 mod daemon;
 mod error;
 mod io;
+mod network;
 mod oom;
 mod options;
 mod process;
 mod runtime;
 mod service;
+mod spec;
 mod stats;
 mod task;
 
@@ -38,6 +40,15 @@ pub const SHIM_NAME: &str = "containerd-shim-revive-v2";
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
+    // runc runs this binary as a createRuntime hook during a restore (see `network`): it
+    // must stay single-threaded to enter the container's network namespace.
+    if args.get(1).is_some_and(|a| a == network::HOOK_ARG) {
+        if let Err(e) = network::run_loopback_hook() {
+            eprintln!("{SHIM_NAME} {}: {e}", network::HOOK_ARG);
+            std::process::exit(1);
+        }
+        return;
+    }
     if wants_version(&args) {
         print!("{}", version_text());
         return;

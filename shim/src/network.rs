@@ -1,0 +1,144 @@
+//! A restored container's network.
+//!
+//! runc always asks CRIU to leave the network namespace out of a checkpoint (`empty_ns`
+//! CLONE_NEWNET) when the container has a namespace of its own, so a restore gets a fresh,
+//! empty one: loopback down, no 127.0.0.1, and a server listening there is unreachable
+//! (CRIU issue 590, containerd issue 4683; the Go shim restores it so). revive asks runc
+//! to run this binary as a `createRuntime` hook for the restore. runc runs it when CRIU has
+//! made the namespaces and before the processes resume (CRIU's `setup-namespaces`), and it
+//! brings loopback up there, so 127.0.0.1 and ::1 exist again before restored sockets,
+//! established loopback TCP connections included, need them.
+//!
+//! Namespaces given by path (a CRI pod's, the host's) are joined by runc and CRIU as they
+//! are, and keep their own configuration; the hook is only added for a new namespace.
+
+use std::io::Read;
+use std::path::Path;
+
+use log::info;
+use nix::sched::{CloneFlags, setns};
+
+use crate::error::Result;
+use crate::spec::{has_own_namespace, read_spec, write_spec};
+
+/// The argument that makes this binary the hook (argv[1]).
+pub const HOOK_ARG: &str = "restore-hook-loopback";
+
+/// Adds the loopback hook to the bundle's spec when the container has a network namespace of
+/// its own. `shim` is this binary's path. Returns whether it did.
+pub fn add_loopback_hook(bundle: &Path, shim: &Path) -> Result<bool> {
+    let mut spec = read_spec(bundle)?;
+    if !has_own_namespace(&spec, "network") {
+        return Ok(false);
+    }
+    let hook = serde_json::json!({
+        "path": shim,
+        "args": [crate::SHIM_NAME, HOOK_ARG],
+        "timeout": 10,
+    });
+    if !spec["hooks"].is_object() {
+        spec["hooks"] = serde_json::json!({});
+    }
+    match spec["hooks"]["createRuntime"].as_array_mut() {
+        Some(hooks) => hooks.insert(0, hook),
+        None => spec["hooks"]["createRuntime"] = serde_json::json!([hook]),
+    }
+    write_spec(bundle, &spec)?;
+    Ok(true)
+}
+
+/// The hook itself: reads the OCI state from stdin, enters the restored init's network
+/// namespace and brings `lo` up. Runs single-threaded, before any runtime is started.
+pub fn run_loopback_hook() -> std::result::Result<(), String> {
+    let mut state = String::new();
+    std::io::stdin()
+        .read_to_string(&mut state)
+        .map_err(|e| format!("reading the OCI state: {e}"))?;
+    let state: serde_json::Value =
+        serde_json::from_str(&state).map_err(|e| format!("invalid OCI state: {e}"))?;
+    let pid = state["pid"]
+        .as_u64()
+        .filter(|p| *p > 0)
+        .ok_or("the OCI state has no pid")?;
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("opening the network namespace of {pid}: {e}"))?;
+    setns(&netns, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("entering the network namespace of {pid}: {e}"))?;
+    loopback_up().map_err(|e| format!("bringing lo up in the namespace of {pid}: {e}"))?;
+    info!("lo is up in the restored network namespace of {pid}");
+    Ok(())
+}
+
+/// `ip link set lo up` in the current network namespace (SIOCGIFFLAGS/SIOCSIFFLAGS).
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own, on our socket.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(spec: serde_json::Value) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
+        dir
+    }
+
+    fn spec_of(dir: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_hook_goes_first_for_an_own_namespace_only() {
+        let own = bundle(serde_json::json!({
+            "linux": {"namespaces": [{"type": "network"}, {"type": "pid"}]},
+            "hooks": {"createRuntime": [{"path": "/bin/cni"}], "poststop": [{"path": "/x"}]}
+        }));
+        assert!(add_loopback_hook(own.path(), Path::new("/usr/bin/shim")).unwrap());
+        let spec = spec_of(own.path());
+        let hooks = spec["hooks"]["createRuntime"].as_array().unwrap();
+        assert_eq!(hooks.len(), 2);
+        assert_eq!(hooks[0]["path"], "/usr/bin/shim");
+        assert_eq!(hooks[0]["args"][1], HOOK_ARG);
+        assert_eq!(hooks[1]["path"], "/bin/cni");
+        assert_eq!(spec["hooks"]["poststop"][0]["path"], "/x");
+
+        let bare = bundle(serde_json::json!({"linux": {"namespaces": [{"type": "network"}]}}));
+        assert!(add_loopback_hook(bare.path(), Path::new("/s")).unwrap());
+        assert_eq!(
+            spec_of(bare.path())["hooks"]["createRuntime"][0]["path"],
+            "/s"
+        );
+
+        let pod = serde_json::json!({
+            "linux": {"namespaces": [{"type": "network", "path": "/var/run/netns/cni-1"}]}
+        });
+        let joined = bundle(pod.clone());
+        assert!(!add_loopback_hook(joined.path(), Path::new("/s")).unwrap());
+        assert_eq!(spec_of(joined.path()), pod);
+        let host = bundle(serde_json::json!({"linux": {"namespaces": [{"type": "pid"}]}}));
+        assert!(!add_loopback_hook(host.path(), Path::new("/s")).unwrap());
+    }
+}
