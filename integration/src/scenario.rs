@@ -91,6 +91,11 @@ pub fn task_pid(node: &Node, id: &str) -> Result<u32> {
 
 /// Starts the counter container `id` on `runtime` from the busybox image.
 pub fn run_counter(node: &Node, runtime: &str, id: &str) -> Result<()> {
+    run_shell(node, runtime, id, COUNTER_SCRIPT)
+}
+
+/// Starts container `id` on `runtime` from the busybox image, running `sh -c script`.
+pub fn run_shell(node: &Node, runtime: &str, id: &str, script: &str) -> Result<()> {
     node.ctr(&[
         "run",
         "-d",
@@ -100,7 +105,7 @@ pub fn run_counter(node: &Node, runtime: &str, id: &str) -> Result<()> {
         id,
         "sh",
         "-c",
-        COUNTER_SCRIPT,
+        script,
     ])?;
     Ok(())
 }
@@ -348,17 +353,10 @@ pub fn loopback_server_after_restore(
 ) -> Result<String> {
     node.import_image(&Image::busybox(&node.rootfs().path)?)?;
     let page = format!("page of {id}");
-    node.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        runtime,
-        BUSYBOX,
-        id,
-        "sh",
-        "-c",
-        &format!("mkdir -p /www && echo '{page}' > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"),
-    ])?;
+    let script = format!(
+        "mkdir -p /www && echo '{page}' > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"
+    );
+    run_shell(node, runtime, id, &script)?;
     let fetch = |what: &str| -> Result<String> {
         let exec_id = format!("{what}-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
         node.ctr(&[
