@@ -194,7 +194,7 @@ pub fn checkpoint_restore_counter(
     let before = wait_for_count(node, id, 5)?;
     narrate(&format!("counter is running: {before}"));
 
-    // containerd 1.7's client attaches CheckpointOptions (image path, exit, ...) only for
+    // containerd 1.7's ctr attaches CheckpointOptions (image path, exit, ...) only for
     // runtimes named io.containerd.runc*; for others `ctr task checkpoint --image-path`
     // silently checkpoints into the content store instead, so those steps cannot run there.
     let options_reach_runtime = !node.version("containerd").unwrap_or("").starts_with("1.")
