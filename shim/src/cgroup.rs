@@ -8,28 +8,33 @@
 //! own when the one its spec names already exists: a sibling named after the new container,
 //! as containerd would have named it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use log::info;
 
 use crate::error::{Error, Result};
-use crate::spec::{read_spec, write_spec};
 use crate::stats::cgroup_mounts;
 
-/// If the bundle's spec names a cgroup that already exists (in any hierarchy), rewrites the
-/// spec to a sibling named `id`. Returns the (old, new) paths when it did.
-pub fn relocate_restore(bundle: &Path, id: &str) -> Result<Option<(String, String)>> {
+/// If the spec names a cgroup that already exists (in any hierarchy), changes it to a
+/// sibling named `id`. Returns the (old, new) paths when it did.
+pub fn relocate_restore(
+    spec: &mut serde_json::Value,
+    id: &str,
+) -> Result<Option<(String, String)>> {
     let mounts: Vec<PathBuf> = {
         let mut points: Vec<PathBuf> = cgroup_mounts()?.into_values().collect();
         points.sort();
         points.dedup();
         points
     };
-    relocate_in(bundle, id, &mounts)
+    relocate_in(spec, id, &mounts)
 }
 
-fn relocate_in(bundle: &Path, id: &str, mounts: &[PathBuf]) -> Result<Option<(String, String)>> {
-    let mut spec = read_spec(bundle)?;
+fn relocate_in(
+    spec: &mut serde_json::Value,
+    id: &str,
+    mounts: &[PathBuf],
+) -> Result<Option<(String, String)>> {
     let Some(path) = spec["linux"]["cgroupsPath"].as_str().map(str::to_string) else {
         return Ok(None);
     };
@@ -50,7 +55,6 @@ fn relocate_in(bundle: &Path, id: &str, mounts: &[PathBuf]) -> Result<Option<(St
         )));
     }
     spec["linux"]["cgroupsPath"] = serde_json::Value::String(new.clone());
-    write_spec(bundle, &spec)?;
     info!("restoring {id} into cgroup {new}: the checkpoint's cgroup {path} already exists");
     Ok(Some((path, new)))
 }
@@ -85,20 +89,15 @@ mod tests {
         assert_eq!(sibling("", "b"), None);
     }
 
-    fn bundle(cgroups_path: &str) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = serde_json::json!({
+    fn spec(cgroups_path: &str) -> serde_json::Value {
+        serde_json::json!({
             "ociVersion": "1.1.0",
             "linux": {"cgroupsPath": cgroups_path, "namespaces": [{"type": "pid"}]},
             "annotations": {"keep": "me"}
-        });
-        std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
-        dir
+        })
     }
 
-    fn cgroups_path(bundle: &Path) -> String {
-        let spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    fn cgroups_path(spec: &serde_json::Value) -> String {
         assert_eq!(spec["annotations"]["keep"], "me");
         spec["linux"]["cgroupsPath"].as_str().unwrap().to_string()
     }
@@ -107,21 +106,21 @@ mod tests {
     fn a_restore_into_an_existing_cgroup_moves_to_a_sibling() {
         let hierarchy = tempfile::tempdir().unwrap();
         let mounts = vec![hierarchy.path().to_path_buf()];
-        let b = bundle("/default/a");
+        let mut b = spec("/default/a");
         // The original's cgroup does not exist: nothing to do.
-        assert_eq!(relocate_in(b.path(), "b", &mounts).unwrap(), None);
-        assert_eq!(cgroups_path(b.path()), "/default/a");
+        assert_eq!(relocate_in(&mut b, "b", &mounts).unwrap(), None);
+        assert_eq!(cgroups_path(&b), "/default/a");
         // It exists: the copy gets its own.
         std::fs::create_dir_all(hierarchy.path().join("default/a")).unwrap();
         assert_eq!(
-            relocate_in(b.path(), "b", &mounts).unwrap(),
+            relocate_in(&mut b, "b", &mounts).unwrap(),
             Some(("/default/a".into(), "/default/b".into()))
         );
-        assert_eq!(cgroups_path(b.path()), "/default/b");
+        assert_eq!(cgroups_path(&b), "/default/b");
         // Both exist: refused, clearly.
-        let c = bundle("/default/a");
+        let mut c = spec("/default/a");
         std::fs::create_dir_all(hierarchy.path().join("default/c")).unwrap();
-        let err = relocate_in(c.path(), "c", &mounts).unwrap_err().to_string();
+        let err = relocate_in(&mut c, "c", &mounts).unwrap_err().to_string();
         assert!(err.contains("/default/a is in use"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ use crate::io::{ProcessIo, StdioSpec};
 use crate::options::{CheckpointConfig, CreateOptions, CriuFlags, parse_options};
 use crate::process::{Op, Process, Status};
 use crate::runtime::{LOG_FILE, RawRuntime, RuntimeConfig};
-use crate::spec::{has_own_namespace, read_spec};
+use crate::spec::{has_own_namespace, read_spec, write_spec};
 
 /// An exec that has been added but maybe not started, with what starting it needs.
 pub struct Exec {
@@ -237,18 +237,17 @@ impl Container {
 
     /// `runtime restore --detach` of the recorded checkpoint, with the init's stdio.
     async fn restore_init(&self, restore: &Restore) -> Result<()> {
+        let mut spec = read_spec(&self.bundle)?;
         // Never into another container's cgroup (the checkpoint's spec names the original's).
-        crate::cgroup::relocate_restore(&self.bundle, &self.id)?;
+        let moved = crate::cgroup::relocate_restore(&mut spec, &self.id)?.is_some();
         // Loopback up in a new network namespace before the processes resume.
         let shim = std::env::current_exe().map_err(Error::io("finding the shim binary"))?;
-        crate::network::add_loopback_hook(&self.bundle, &shim)?;
+        let hooked = crate::network::add_loopback_hook(&mut spec, &shim);
+        if moved || hooked {
+            write_spec(&self.bundle, &spec)?;
+        }
         let pid_file = self.bundle.join("init.pid");
-        let work = restore
-            .work
-            .clone()
-            .unwrap_or_else(|| self.work_dir().join("criu-work"));
-        std::fs::create_dir_all(&work)
-            .map_err(Error::io(format!("creating {}", work.display())))?;
+        let work = self.criu_work(restore.work.as_ref())?;
         let mut args = vec![
             "restore".to_string(),
             "--detach".into(),
@@ -307,12 +306,7 @@ impl Container {
                 format!("{status:?}").to_lowercase()
             )));
         }
-        let work = config
-            .work_path
-            .clone()
-            .unwrap_or_else(|| self.work_dir().join("criu-work"));
-        std::fs::create_dir_all(&work)
-            .map_err(Error::io(format!("creating {}", work.display())))?;
+        let work = self.criu_work(config.work_path.as_ref())?;
         let log = self.bundle.join("checkpoint-log.json");
         let result = self
             .raw
@@ -331,6 +325,17 @@ impl Container {
             restrict(&work);
         }
         Ok(())
+    }
+
+    /// CRIU's work directory (logs, stats): the one asked for, else `criu-work` in
+    /// [`Container::work_dir`]; created.
+    fn criu_work(&self, asked: Option<&PathBuf>) -> Result<PathBuf> {
+        let work = asked
+            .cloned()
+            .unwrap_or_else(|| self.work_dir().join("criu-work"));
+        std::fs::create_dir_all(&work)
+            .map_err(Error::io(format!("creating {}", work.display())))?;
+        Ok(work)
     }
 
     /// containerd's per-task work directory (`<bundle>/work`), else the bundle.
@@ -374,13 +379,6 @@ impl Container {
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))?;
         exec.process.check(Op::Start).await?;
-        // An exec into a container whose init has exited cannot run.
-        if self.init.exit().is_some() {
-            return Err(Error::FailedPrecondition(format!(
-                "container {:?} has stopped: cannot start exec {exec_id:?}",
-                self.id
-            )));
-        }
         let pid_file = self.bundle.join(format!("{exec_id}.pid"));
         let mut opts = ExecOpts::new().pid_file(&pid_file).detach(true);
         if let Some(runc_io) = exec.process.io.runc_io() {

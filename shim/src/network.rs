@@ -18,18 +18,16 @@ use std::path::Path;
 use log::info;
 use nix::sched::{CloneFlags, setns};
 
-use crate::error::Result;
-use crate::spec::{has_own_namespace, read_spec, write_spec};
+use crate::spec::has_own_namespace;
 
 /// The argument that makes this binary the hook (argv[1]).
 pub const HOOK_ARG: &str = "restore-hook-loopback";
 
-/// Adds the loopback hook to the bundle's spec when the container has a network namespace of
-/// its own. `shim` is this binary's path. Returns whether it did.
-pub fn add_loopback_hook(bundle: &Path, shim: &Path) -> Result<bool> {
-    let mut spec = read_spec(bundle)?;
-    if !has_own_namespace(&spec, "network") {
-        return Ok(false);
+/// Adds the loopback hook to the spec when the container has a network namespace of its
+/// own. `shim` is this binary's path. Returns whether it did.
+pub fn add_loopback_hook(spec: &mut serde_json::Value, shim: &Path) -> bool {
+    if !has_own_namespace(spec, "network") {
+        return false;
     }
     let hook = serde_json::json!({
         "path": shim,
@@ -43,8 +41,7 @@ pub fn add_loopback_hook(bundle: &Path, shim: &Path) -> Result<bool> {
         Some(hooks) => hooks.insert(0, hook),
         None => spec["hooks"]["createRuntime"] = serde_json::json!([hook]),
     }
-    write_spec(bundle, &spec)?;
-    Ok(true)
+    true
 }
 
 /// The hook itself: reads the OCI state from stdin, enters the restored init's network
@@ -100,24 +97,13 @@ fn loopback_up() -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn bundle(spec: serde_json::Value) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
-        dir
-    }
-
-    fn spec_of(dir: &Path) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
-    }
-
     #[test]
     fn the_hook_goes_first_for_an_own_namespace_only() {
-        let own = bundle(serde_json::json!({
+        let mut spec = serde_json::json!({
             "linux": {"namespaces": [{"type": "network"}, {"type": "pid"}]},
             "hooks": {"createRuntime": [{"path": "/bin/cni"}], "poststop": [{"path": "/x"}]}
-        }));
-        assert!(add_loopback_hook(own.path(), Path::new("/usr/bin/shim")).unwrap());
-        let spec = spec_of(own.path());
+        });
+        assert!(add_loopback_hook(&mut spec, Path::new("/usr/bin/shim")));
         let hooks = spec["hooks"]["createRuntime"].as_array().unwrap();
         assert_eq!(hooks.len(), 2);
         assert_eq!(hooks[0]["path"], "/usr/bin/shim");
@@ -125,20 +111,17 @@ mod tests {
         assert_eq!(hooks[1]["path"], "/bin/cni");
         assert_eq!(spec["hooks"]["poststop"][0]["path"], "/x");
 
-        let bare = bundle(serde_json::json!({"linux": {"namespaces": [{"type": "network"}]}}));
-        assert!(add_loopback_hook(bare.path(), Path::new("/s")).unwrap());
-        assert_eq!(
-            spec_of(bare.path())["hooks"]["createRuntime"][0]["path"],
-            "/s"
-        );
+        let mut bare = serde_json::json!({"linux": {"namespaces": [{"type": "network"}]}});
+        assert!(add_loopback_hook(&mut bare, Path::new("/s")));
+        assert_eq!(bare["hooks"]["createRuntime"][0]["path"], "/s");
 
         let pod = serde_json::json!({
             "linux": {"namespaces": [{"type": "network", "path": "/var/run/netns/cni-1"}]}
         });
-        let joined = bundle(pod.clone());
-        assert!(!add_loopback_hook(joined.path(), Path::new("/s")).unwrap());
-        assert_eq!(spec_of(joined.path()), pod);
-        let host = bundle(serde_json::json!({"linux": {"namespaces": [{"type": "pid"}]}}));
-        assert!(!add_loopback_hook(host.path(), Path::new("/s")).unwrap());
+        let mut joined = pod.clone();
+        assert!(!add_loopback_hook(&mut joined, Path::new("/s")));
+        assert_eq!(joined, pod);
+        let mut host = serde_json::json!({"linux": {"namespaces": [{"type": "pid"}]}});
+        assert!(!add_loopback_hook(&mut host, Path::new("/s")));
     }
 }

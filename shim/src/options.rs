@@ -168,10 +168,9 @@ fn invalid(type_name: &str, e: impl std::fmt::Display) -> Error {
 
 /// CreateTask's (and `start`'s) runtime options, whichever form containerd sent.
 pub fn parse_options(any: Option<&Any>) -> Result<CreateOptions> {
-    if is_empty(any) {
+    let Some(any) = any.filter(|a| !is_empty(Some(a))) else {
         return Ok(CreateOptions::default());
-    }
-    let any = any.expect("not empty");
+    };
     let runtime = match type_name(any) {
         RUNC_OPTIONS => {
             Options::parse_from_bytes(&any.value).map_err(|e| invalid(RUNC_OPTIONS, e))?

@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use crate::options::{as_runc_options, parse_options};
 use crate::runtime::{RuntimeConfig, resolve_binary};
+use crate::spec::CONFIG_FILE;
 use crate::task::TaskService;
 
 /// Annotations that put containers into one shim, checked in order. Same as
@@ -35,9 +36,6 @@ const GROUP_LABELS: [&str; 2] = [
     "io.containerd.runc.v2.group",
     "io.kubernetes.cri.sandbox-id",
 ];
-
-/// The OCI runtime spec containerd writes into the bundle.
-const CONFIG_FILE: &str = "config.json";
 
 /// File in the bundle holding the shim's address, read back by the daemon on
 /// exit to remove its socket.

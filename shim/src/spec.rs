@@ -5,7 +5,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-const CONFIG_FILE: &str = "config.json";
+/// The spec's file in a bundle.
+pub const CONFIG_FILE: &str = "config.json";
 
 pub fn read_spec(bundle: &Path) -> Result<serde_json::Value> {
     let config = bundle.join(CONFIG_FILE);

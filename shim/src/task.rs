@@ -186,11 +186,9 @@ impl Inner {
 
     /// Records that `pid` belongs to `owner` and stops collecting; returns the exit code
     /// if the pid already exited meanwhile.
-    async fn owned(&self, token: Option<u64>, pid: u32, owner: Owner) -> Option<i32> {
+    async fn owned(&self, token: u64, pid: u32, owner: Owner) -> Option<i32> {
         let mut exits = self.exits.lock().await;
-        let collected = token
-            .and_then(|t| exits.collectors.remove(&t))
-            .unwrap_or_default();
+        let collected = exits.collectors.remove(&token).unwrap_or_default();
         if let Some((_, code)) = collected.iter().find(|(p, _)| *p == pid) {
             return Some(*code);
         }
@@ -283,7 +281,7 @@ impl TaskService {
         // A container created from a checkpoint has no process until Start restores it.
         let early = if pid != 0 {
             let early = inner
-                .owned(Some(token), pid, (req.id.clone(), String::new()))
+                .owned(token, pid, (req.id.clone(), String::new()))
                 .await;
             crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
             early
@@ -337,7 +335,7 @@ impl TaskService {
                 }
             };
             let early = inner
-                .owned(Some(token), pid, (req.id.clone(), String::new()))
+                .owned(token, pid, (req.id.clone(), String::new()))
                 .await;
             if restoring {
                 crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
@@ -370,7 +368,7 @@ impl TaskService {
                 }
             };
             let early = inner
-                .owned(Some(token), pid, (req.id.clone(), req.exec_id.clone()))
+                .owned(token, pid, (req.id.clone(), req.exec_id.clone()))
                 .await;
             inner
                 .publish(
