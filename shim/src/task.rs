@@ -340,11 +340,7 @@ impl TaskService {
             if restoring {
                 crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
             }
-            if let Some(code) = early {
-                let inner = self.inner.clone();
-                let id = req.id.clone();
-                tokio::spawn(async move { inner.handle_exit(&id, "", pid, code).await });
-            }
+            // /tasks/start before any /tasks/exit of the same init.
             inner
                 .publish(
                     topics::TASK_START_EVENT_TOPIC,
@@ -355,6 +351,11 @@ impl TaskService {
                     }),
                 )
                 .await;
+            if let Some(code) = early {
+                let inner = self.inner.clone();
+                let id = req.id.clone();
+                tokio::spawn(async move { inner.handle_exit(&id, "", pid, code).await });
+            }
             pid
         } else {
             container.enter_exec()?;
