@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 
 use crate::image::BUSYBOX;
-use crate::node::Node;
+use crate::node::{Node, parse_task_list};
 
 /// containerd's Go shim, the baseline.
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
@@ -160,33 +160,6 @@ pub fn parse_status(text: &str) -> Result<ProcStatus> {
         ppid: ppid.context("status without PPid")?,
         ns_pids,
     })
-}
-
-/// A task as `ctr task ls` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskEntry {
-    pub id: String,
-    /// The task's pid in the node's pid namespace.
-    pub pid: u32,
-    pub status: String,
-}
-
-/// Parses `ctr task ls` (`TASK PID STATUS` and one line per task).
-pub fn parse_task_list(text: &str) -> Vec<TaskEntry> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            match cols.as_slice() {
-                [id, pid, status] => Some(TaskEntry {
-                    id: id.to_string(),
-                    pid: pid.parse().ok()?,
-                    status: status.to_string(),
-                }),
-                _ => None,
-            }
-        })
-        .collect()
 }
 
 /// The first non-empty line of `text`, trimmed.
@@ -646,17 +619,11 @@ pub fn remove_containers(node: &Node, runtime: &str, ids: &[String]) {
     loop {
         let left: Vec<String> = node_processes(node)
             .into_iter()
-            .filter(|p| {
-                cmdline(p.host_pid)
-                    .first()
-                    .is_some_and(|argv0| argv0.rsplit('/').next() == Some(binary.as_str()))
-            })
-            .map(|p| {
-                format!(
-                    "{} (host pid {})",
-                    cmdline(p.host_pid).join(" "),
-                    p.host_pid
-                )
+            .filter_map(|p| {
+                let argv = cmdline(p.host_pid);
+                let argv0 = argv.first()?;
+                (argv0.rsplit('/').next() == Some(binary.as_str()))
+                    .then(|| format!("{} (host pid {})", argv.join(" "), p.host_pid))
             })
             .collect();
         if left.is_empty() {
@@ -1120,27 +1087,6 @@ Locked:                0 kB
         assert_eq!(find_shim(&procs, "a", 21).unwrap(), 200);
         assert_eq!(find_shim(&procs, "b", 31).unwrap(), 300);
         assert!(find_shim(&procs, "c", 99).is_err());
-    }
-
-    #[test]
-    fn task_list_parses() {
-        let text = "TASK          PID     STATUS\nrunc-v2-idle-0    1234    RUNNING\n\
-                    broken line\nx    55    STOPPED\n";
-        assert_eq!(
-            parse_task_list(text),
-            vec![
-                TaskEntry {
-                    id: "runc-v2-idle-0".into(),
-                    pid: 1234,
-                    status: "RUNNING".into()
-                },
-                TaskEntry {
-                    id: "x".into(),
-                    pid: 55,
-                    status: "STOPPED".into()
-                },
-            ]
-        );
     }
 
     #[test]

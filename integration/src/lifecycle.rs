@@ -500,49 +500,25 @@ fn run_detached_task(
     Ok(())
 }
 
-/// Tasks as `ctr task ls` shows them: (id, pid, status).
-fn task_list(node: &Node) -> Result<Vec<(String, u32, String)>> {
-    let out = node.ctr(&["task", "ls"])?;
-    Ok(out
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            if cols.len() != 3 {
-                return None;
-            }
-            Some((
-                cols[0].to_string(),
-                cols[1].parse().ok()?,
-                cols[2].to_string(),
-            ))
-        })
-        .collect())
-}
-
 /// The task's pid and status; fails when ctr task ls does not list it.
 fn task(node: &Node, id: &str) -> Result<(u32, String)> {
-    task_list(node)?
-        .into_iter()
-        .find(|(t, _, _)| t == id)
-        .map(|(_, pid, status)| (pid, status))
-        .with_context(|| format!("task {id} is not listed by ctr task ls"))
+    node.task(id).map(|t| (t.pid, t.status))
 }
 
 /// Waits until task `id` exists and has `status`; returns its pid.
 fn wait_status(node: &Node, id: &str, status: &str) -> Result<u32> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let now = task_list(node)?.into_iter().find(|(t, _, _)| t == id);
-        if let Some((_, pid, now)) = &now
-            && now == status
+        let now = node.tasks()?.into_iter().find(|t| t.id == id);
+        if let Some(now) = &now
+            && now.status == status
         {
-            return Ok(*pid);
+            return Ok(now.pid);
         }
         ensure!(
             Instant::now() < deadline,
             "task {id} is {}, not {status}, after {WAIT:?}",
-            now.map(|(_, _, s)| s)
+            now.map(|t| t.status)
                 .unwrap_or_else(|| "not listed by ctr task ls".into())
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -551,7 +527,7 @@ fn wait_status(node: &Node, id: &str, status: &str) -> Result<u32> {
 
 fn expect_no_task(node: &Node, id: &str) -> Result<()> {
     ensure!(
-        !task_list(node)?.iter().any(|(t, _, _)| t == id),
+        !node.tasks()?.iter().any(|t| t.id == id),
         "task {id} is still listed by ctr task ls"
     );
     Ok(())
@@ -728,10 +704,6 @@ fn wait_counter(node: &Node, pid: u32, min: u64) -> Result<Counter> {
             Err(err) => return Err(err),
         }
     }
-}
-
-fn exit_code(status: ExitStatus) -> Option<i32> {
-    status.code()
 }
 
 // ----- a command running in the background --------------------------------------------------
@@ -1055,7 +1027,7 @@ fn run_attached(node: &Node, runtime: &str) -> Result<()> {
         )?;
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         ensure!(
-            exit_code(out.status) == Some(3),
+            out.status.code() == Some(3),
             "ctr run --rm of `exit 3` exited with {} (stderr {stderr:?})",
             out.status
         );
@@ -1076,7 +1048,7 @@ fn run_attached(node: &Node, runtime: &str) -> Result<()> {
             &["run", "--rm", "--runtime", runtime, IMAGE, id, "true"],
         )?;
         ensure!(
-            exit_code(out.status) == Some(0) && out.stdout.is_empty(),
+            out.status.code() == Some(0) && out.stdout.is_empty(),
             "ctr run --rm of `true`: {} stdout {:?} stderr {:?}",
             out.status,
             text(&out.stdout),
@@ -1120,7 +1092,7 @@ fn stdin_piped(node: &Node, runtime: &str) -> Result<()> {
             done.stdout
         );
         ensure!(
-            exit_code(done.status) == Some(5),
+            done.status.code() == Some(5),
             "ctr run exited with {} after stdin closed, expected 5 (stderr {:?})",
             done.status,
             done.stderr
@@ -1158,7 +1130,7 @@ fn tty_session(node: &Node, what: &str, command: &str, rows: u32, cols: u32) -> 
     let lines = tty_lines(&out.stdout);
     let context = || format!("{what} on a terminal printed {lines:?}");
     ensure!(
-        exit_code(out.status) == Some(4),
+        out.status.code() == Some(4),
         "{what}: exit status {}, expected 4 ({}; stderr {:?})",
         out.status,
         context(),
@@ -1239,7 +1211,7 @@ fn exec(node: &Node, runtime: &str) -> Result<()> {
             ],
         )?;
         ensure!(
-            exit_code(out.status) == Some(6),
+            out.status.code() == Some(6),
             "ctr task exec of `exit 6` exited with {} (stderr {:?})",
             out.status,
             text(&out.stderr)
@@ -1355,7 +1327,7 @@ fn kill_signal(node: &Node, runtime: &str) -> Result<()> {
         ])?;
         let done = exec.finish()?;
         ensure!(
-            exit_code(done.status) == Some(143),
+            done.status.code() == Some(143),
             "ctr task exec of a process killed by SIGTERM exited with {}, expected 143 \
              (stderr {:?})",
             done.status,
@@ -1471,7 +1443,7 @@ fn kill_all(node: &Node, runtime: &str) -> Result<()> {
         wait_status(node, id, "STOPPED")?;
         let done = exec.finish()?;
         ensure!(
-            exit_code(done.status) == Some(137),
+            done.status.code() == Some(137),
             "the exec's ctr exited with {} after kill --all SIGKILL, expected 137",
             done.status
         );

@@ -441,6 +441,25 @@ impl Node {
     }
 
     /// Imports an image archive into the node's containerd.
+    /// The tasks `ctr task ls` lists.
+    pub fn tasks(&self) -> Result<Vec<TaskEntry>> {
+        Ok(parse_task_list(&self.ctr(&["task", "ls"])?))
+    }
+
+    /// Task `id` as `ctr task ls` lists it; fails when it is not listed.
+    pub fn task(&self, id: &str) -> Result<TaskEntry> {
+        self.tasks()?
+            .into_iter()
+            .find(|t| t.id == id)
+            .with_context(|| format!("task {id} is not listed by ctr task ls"))
+    }
+
+    /// Imports the busybox image built from this node's busybox-static
+    /// ([`crate::image::BUSYBOX`]).
+    pub fn import_busybox(&self) -> Result<()> {
+        self.import_image(&Image::busybox(&self.rootfs().path)?)
+    }
+
     pub fn import_image(&self, image: &Image) -> Result<()> {
         let file = format!("{}.tar", image.file_stem());
         image.write_archive(&self.share_dir().join(&file))?;
@@ -724,9 +743,57 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> 
     })
 }
 
+/// A task as `ctr task ls` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEntry {
+    pub id: String,
+    /// The task's pid in the node's pid namespace.
+    pub pid: u32,
+    pub status: String,
+}
+
+/// Parses `ctr task ls` (`TASK PID STATUS` and one line per task).
+pub fn parse_task_list(text: &str) -> Vec<TaskEntry> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            match cols.as_slice() {
+                [id, pid, status] => Some(TaskEntry {
+                    id: id.to_string(),
+                    pid: pid.parse().ok()?,
+                    status: status.to_string(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_list_parses() {
+        let text = "TASK          PID     STATUS\nrunc-v2-idle-0    1234    RUNNING\n\
+                    broken line\nx    55    STOPPED\n";
+        assert_eq!(
+            parse_task_list(text),
+            vec![
+                TaskEntry {
+                    id: "runc-v2-idle-0".into(),
+                    pid: 1234,
+                    status: "RUNNING".into()
+                },
+                TaskEntry {
+                    id: "x".into(),
+                    pid: 55,
+                    status: "STOPPED".into()
+                },
+            ]
+        );
+    }
 
     #[test]
     fn tail_takes_last_lines() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::image::{BUSYBOX, Image};
+use crate::image::BUSYBOX;
 use crate::node::Node;
 
 /// A shell loop that keeps its state only in memory: a token drawn at start and a counter.
@@ -67,26 +67,14 @@ pub fn wait_for_count(node: &Node, id: &str, min: u64) -> Result<Counter> {
     }
 }
 
-/// Task `id`'s row of `ctr task ls`: TASK, PID, STATUS.
-fn task_row(node: &Node, id: &str) -> Result<Vec<String>> {
-    let out = node.ctr(&["task", "ls"])?;
-    out.lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-        .find(|cols| cols.len() == 3 && cols[0] == id)
-        .with_context(|| format!("task {id} not listed by ctr task ls:\n{out}"))
-}
-
 /// The task's status as `ctr task ls` reports it (RUNNING, STOPPED, PAUSED...).
 pub fn task_status(node: &Node, id: &str) -> Result<String> {
-    Ok(task_row(node, id)?.swap_remove(2))
+    Ok(node.task(id)?.status)
 }
 
 /// The init pid of task `id` as `ctr task ls` reports it.
 pub fn task_pid(node: &Node, id: &str) -> Result<u32> {
-    task_row(node, id)?[1]
-        .parse()
-        .with_context(|| format!("pid of task {id}"))
+    Ok(node.task(id)?.pid)
 }
 
 /// Starts the counter container `id` on `runtime` from the busybox image.
@@ -186,7 +174,7 @@ pub fn checkpoint_restore_counter(
     id: &str,
     narrate: &mut dyn FnMut(&str),
 ) -> Result<Report> {
-    node.import_image(&Image::busybox(&node.rootfs().path)?)?;
+    node.import_busybox()?;
     narrate(&format!(
         "running container {id} on {runtime}: a counter held in a shell's memory"
     ));
@@ -295,7 +283,7 @@ pub fn restored_copy_lives_apart(
     remove: Remove,
     narrate: &mut dyn FnMut(&str),
 ) -> Result<Counter> {
-    node.import_image(&Image::busybox(&node.rootfs().path)?)?;
+    node.import_busybox()?;
     let (a, b) = (format!("{id}-a"), format!("{id}-b"));
     run_counter(node, runtime, &a)?;
     let before = wait_for_count(node, &a, 3)?;
@@ -351,7 +339,7 @@ pub fn loopback_server_after_restore(
     id: &str,
     narrate: &mut dyn FnMut(&str),
 ) -> Result<String> {
-    node.import_image(&Image::busybox(&node.rootfs().path)?)?;
+    node.import_busybox()?;
     let page = format!("page of {id}");
     let script = format!(
         "mkdir -p /www && echo '{page}' > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"

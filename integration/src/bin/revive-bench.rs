@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use revive_integration::bench::{self, FlavourReport, Report, Settings};
-use revive_integration::{Flavour, Image, Node, host, rootfs};
+use revive_integration::{Flavour, Node, host, rootfs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -145,7 +145,7 @@ fn run_flavour(
         let node = Node::start(flavour, "bench")?;
         report.versions = rootfs::versions_line(&node.rootfs().completion.versions);
         progress(&format!("node {} is up: {}", node.name(), report.versions));
-        node.import_image(&Image::busybox(&node.rootfs().path)?)?;
+        node.import_busybox()?;
         report.sections = bench::run_in_node(
             &node,
             benchmarks,
