@@ -162,7 +162,8 @@ pub fn parse_go_test(test: &str, stdout: &str, stderr: &str) -> (Outcome, String
             .map(|name| name.trim_start_matches(&format!("{test}/")).to_string())
             .collect()
     };
-    if result_line("PASS") {
+    // With -test.count above 1, one failed run fails the test.
+    if result_line("PASS") && !result_line("FAIL") {
         return (Outcome::Pass, String::new());
     }
     if result_line("SKIP") {
@@ -1280,6 +1281,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// Where each test's full output is kept (`<dir>/<flavour>/<runtime>/<test>.log`).
     pub log_dir: Option<PathBuf>,
+    /// Runs of each test (`-test.count`); a test fails if any run fails. More than one
+    /// hunts flakes.
+    pub count: u32,
 }
 
 impl Default for Settings {
@@ -1287,6 +1291,7 @@ impl Default for Settings {
         Settings {
             timeout: DEFAULT_TIMEOUT,
             log_dir: None,
+            count: 1,
         }
     }
 }
@@ -1296,8 +1301,9 @@ impl Default for Settings {
 /// waits), `/var/lib` a tmpfs there with the node's entries bound back in (the test daemon's
 /// overlay snapshots cannot live on the node's overlay root), then the test binary with
 /// `TEST_RUNTIME` and a timeout.
-pub fn test_script(test: &str, runtime: &str, timeout: Duration) -> String {
-    let secs = timeout.as_secs().max(1);
+pub fn test_script(test: &str, runtime: &str, timeout: Duration, count: u32) -> String {
+    let count = count.max(1);
+    let secs = timeout.as_secs().max(1) * u64::from(count);
     let inner = format!(
         "set -e
 mount --rbind /var/lib /mnt
@@ -1312,7 +1318,7 @@ done
 set +e
 cd /tmp
 TEST_RUNTIME={runtime} timeout -k 5 {hard} {NODE_DIR}/client.test -test.root -test.v \
-  -test.count 1 -test.run '^{test}$' -test.timeout {secs}s
+  -test.count {count} -test.run '^{test}$' -test.timeout {secs}s
 echo \"revive-conformance: test binary exit status $?\" >&2",
         hard = secs + 30,
     );
@@ -1336,10 +1342,10 @@ const CLEAN: &str =
 /// Runs one test for one runtime in `node` (the suite installed) and reads its outcome.
 pub fn run_test(node: &Node, test: &str, runtime: &str, settings: &Settings) -> TestResult {
     let started = Instant::now();
-    let script = test_script(test, runtime, settings.timeout);
+    let script = test_script(test, runtime, settings.timeout, settings.count);
     let out = node.exec_timeout(
         &["sh", "-c", &script],
-        settings.timeout + Duration::from_secs(90),
+        settings.timeout * settings.count.max(1) + Duration::from_secs(90),
     );
     let seconds = started.elapsed().as_secs_f64();
     let (outcome, reason, stdout, stderr) = match out {
@@ -1831,6 +1837,16 @@ mod tests {
     }
 
     #[test]
+    fn one_failed_run_of_many_fails_the_test() {
+        let runs = format!(
+            "{PASS}=== RUN   TestContainerStart\n    x_test.go:9: lost\n--- FAIL: TestContainerStart (0.1s)\n{PASS}"
+        );
+        let (o, why) = parse_go_test("TestContainerStart", &runs, "");
+        assert_eq!(o, Outcome::Fail);
+        assert!(why.contains("lost"), "{why}");
+    }
+
+    #[test]
     fn testify_errors_are_read() {
         let out = "=== RUN   TestIssue10589\n    container_linux_test.go:1663: 1. Create a sleeping container\n    container_linux_test.go:1687: \n        \tError Trace:\t/x/container_linux_test.go:1687\n        \tError:      \tReceived unexpected error:\n        \t            \tfailed to create shim task: exit status 2\n        \tTest:       \tTestIssue10589\n        \tMessages:   \tcreate task\n--- FAIL: TestIssue10589 (0.05s)\n";
         let (o, why) = parse_go_test("TestIssue10589", out, "");
@@ -2016,7 +2032,7 @@ mod tests {
 
     #[test]
     fn the_test_script_quotes_and_isolates() {
-        let script = test_script("TestContainerStart", RUNC_V2, Duration::from_secs(60));
+        let script = test_script("TestContainerStart", RUNC_V2, Duration::from_secs(60), 1);
         assert!(script.contains("unshare --pid --fork --kill-child --mount"));
         assert!(script.contains("-test.run '\\''^TestContainerStart$'\\''"));
         assert!(script.contains("-test.timeout 60s"));

@@ -7,6 +7,10 @@
 //! with the Go shim here still do (which proves the machinery: suite build, registry, images,
 //! runner, parser), and that every test that passes with the Go shim passes with revive.
 //!
+//! `output_under_load` repeats the tests whose short-lived process must hand all its output
+//! to the client while every core is busy: that is where a shim that publishes an exit
+//! before the output loses it (measured: 46 of 300 runs of TestTaskResize, before the fix).
+//!
 //! `make conformance` runs the whole suite; `CONFORMANCE_TESTS=TestCheckpoint*,TestContainerStart`
 //! narrows these tests to some names (a trailing `*` matches a prefix).
 
@@ -80,6 +84,7 @@ fn run(flavour: Flavour, runtimes: &[&str]) -> FlavourRun {
     let settings = Settings {
         timeout: Duration::from_secs(120),
         log_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance")),
+        count: 1,
     };
     let started = Instant::now();
     let mut progress = |line: &str| eprintln!("==> {line}");
@@ -141,6 +146,84 @@ fn subset(flavour: Flavour) {
         regressions.len(),
         regressions.join("\n  ")
     );
+}
+
+/// Short-lived processes whose output the test checks: through a terminal and through pipes.
+const OUTPUT_TESTS: &[&str] = &["TestTaskResize", "TestContainerOutput"];
+
+/// Runs of each output test under load.
+const RUNS_UNDER_LOAD: u32 = 100;
+
+/// Keeps every core busy until dropped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start() -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The output tests, each run RUNS_UNDER_LOAD times for revive with every core busy: every
+/// run gets all of its process's output.
+#[test]
+fn output_under_load() {
+    if !host::root_or_skip("output under load (next)") {
+        return;
+    }
+    let settings = Settings {
+        timeout: Duration::from_secs(60),
+        log_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("output-under-load")),
+        count: RUNS_UNDER_LOAD,
+    };
+    let tests: Vec<String> = OUTPUT_TESTS.iter().map(|t| t.to_string()).collect();
+    let mut progress = |line: &str| eprintln!("==> {line}");
+    let _load = Load::start();
+    let run = conformance::run_flavour(
+        Flavour::Next,
+        &[REVIVE_V2.to_string()],
+        &tests,
+        &settings,
+        &mut progress,
+    );
+    assert!(
+        run.error.is_none(),
+        "the run did not complete: {}",
+        run.error.as_deref().unwrap_or_default()
+    );
+    for test in OUTPUT_TESTS {
+        let result = &run.results[*test][0];
+        assert_eq!(
+            result.outcome,
+            Outcome::Pass,
+            "{test}, {RUNS_UNDER_LOAD} runs under load: {} (log: {:?})",
+            result.reason,
+            result.log
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! A process's stdio: the fifos (or log URIs) containerd gives, connected to pipes the
-//! process writes to and reads from. Terminals come in through the console socket
-//! (not supported yet: such requests fail with Unimplemented).
+//! process writes to and reads from, or for a terminal, the pty master the runtime sends
+//! through the console socket.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -14,7 +14,7 @@ use runc::io::NullIo;
 use runc::{Io, PipedIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -91,8 +91,8 @@ pub struct ProcessIo {
     /// Copies the stdin fifo into the process; ends (and closes the process's stdin) on
     /// CloseIO, which is how containerd says its stdin reached EOF.
     stdin: Mutex<Option<StdinCopy>>,
-    /// Copies of stdout and stderr, done when the process closes them.
-    copies: Mutex<Vec<JoinHandle<()>>>,
+    /// Copies of stdout and stderr, each done (true) when the process closes its stream.
+    copies: Mutex<Vec<watch::Receiver<bool>>>,
     /// For a terminal: the socket runc hands the pty master to, then the master itself.
     console: Option<Console>,
 }
@@ -218,7 +218,7 @@ impl ProcessIo {
             _ => {
                 for (target, reader) in [(stdout, pipes.stdout()), (stderr, pipes.stderr())] {
                     let Some(reader) = reader else { continue };
-                    copies.push(copy_out(target, reader));
+                    copies.push(copy_out(target, reader).await?);
                 }
             }
         }
@@ -281,10 +281,8 @@ impl ProcessIo {
         let target = (!stdio.stdout.is_empty())
             .then(|| parse_target(&stdio.stdout))
             .transpose()?;
-        self.copies
-            .lock()
-            .await
-            .push(copy_out(target, Box::new(reader)));
+        let copy = copy_out(target, Box::new(reader)).await?;
+        self.copies.lock().await.push(copy);
         // stdin -> pty
         if !stdio.stdin.is_empty() {
             let writer = tokio::fs::File::from_std(std::fs::File::from(dup(&master)?));
@@ -323,66 +321,150 @@ impl ProcessIo {
         }
     }
 
-    /// Waits until everything the process wrote has been copied out.
+    /// Waits until everything the process wrote has been copied out: until every holder
+    /// of its stdout and stderr (the process, children it left) has closed them.
     pub async fn wait(&self) {
-        let copies = std::mem::take(&mut *self.copies.lock().await);
-        for copy in copies {
-            let _ = copy.await;
+        let copies = self.copies.lock().await.clone();
+        for mut done in copies {
+            let _ = done.wait_for(|done| *done).await;
         }
     }
 }
 
-/// Copies one output stream of the process to its target until the process closes it.
-fn copy_out(
+/// Where the copy of an output stream writes, opened before the copy starts.
+struct Output {
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+    /// For a fifo, a read end of our own, as containerd's Go shim holds: a client that
+    /// goes away (`ctr run -d`) neither breaks the copy nor loses what `ctr task attach`
+    /// can read later.
+    _reader: Option<std::fs::File>,
+}
+
+/// How long Create waits for the client to open a stdout or stderr fifo for reading.
+const FIFO_READER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Opens `target` for an output stream (`None`: nobody wants the stream).
+///
+/// A fifo is opened for writing with a blocking open, which returns once the client has
+/// opened it for reading (containerd's client opens its fifos on a goroutine of its own,
+/// and may get there after the process has exited). Writing earlier is not safe: the
+/// kernel drops a fifo's data when the last of its readers and writers closes it, so a
+/// short-lived process's output could vanish before the client arrives.
+async fn open_output(target: Option<Target>) -> Result<Option<Output>> {
+    match target {
+        Some(Target::Fifo(path)) => {
+            let opening = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                    let writer = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    let reader = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NONBLOCK)
+                        .open(&path)?;
+                    Ok((writer, reader))
+                })
+            };
+            let (writer, reader) = match tokio::time::timeout(FIFO_READER_TIMEOUT, opening).await {
+                Ok(Ok(Ok(files))) => files,
+                Ok(Ok(Err(e))) => {
+                    return Err(Error::io(&format!("opening the output fifo {path}"))(e));
+                }
+                Ok(Err(e)) => return Err(Error::Internal(format!("opening {path}: {e}"))),
+                Err(_) => {
+                    // Release the thread still blocked in open(2): a reader of our own
+                    // lets it return, and everything it opened is closed with it.
+                    let _ = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NONBLOCK)
+                        .open(&path);
+                    return Err(Error::FailedPrecondition(format!(
+                        "nobody opened the output fifo {path} for reading within {} s: the \
+                         client that creates a task must read the fifos it passes (or ask \
+                         for no stdio, or a log URI)",
+                        FIFO_READER_TIMEOUT.as_secs()
+                    )));
+                }
+            };
+            let writer = pipe::Sender::from_file(writer)
+                .map_err(Error::io(&format!("using the output fifo {path}")))?;
+            Ok(Some(Output {
+                writer: Box::new(writer),
+                _reader: Some(reader),
+            }))
+        }
+        Some(Target::File(path)) => {
+            // As containerd's Go shim: parent directories made, the file appended to.
+            if let Some(parent) = Path::new(&path).parent() {
+                let _ = tokio::fs::create_dir_all(parent).await;
+            }
+            match tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o644)
+                .open(&path)
+                .await
+            {
+                Ok(f) => Ok(Some(Output {
+                    writer: Box::new(f),
+                    _reader: None,
+                })),
+                Err(e) => {
+                    warn!("opening log file {path}: {e}");
+                    Ok(None)
+                }
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Opens the target of one output stream of the process, then copies the stream to it
+/// until the process closes it.
+async fn copy_out(
     target: Option<Target>,
     mut reader: Box<dyn AsyncRead + Send + Sync + Unpin>,
-) -> JoinHandle<()> {
+) -> Result<watch::Receiver<bool>> {
+    let output = open_output(target).await?;
+    let (done, copied) = watch::channel(false);
     tokio::spawn(async move {
-        let writer: Option<Box<dyn AsyncWrite + Send + Unpin>> = match &target {
-            // Opened read-write: never blocks, whether or not containerd's reader is there yet.
-            Some(Target::Fifo(path)) => {
-                match pipe::OpenOptions::new().read_write(true).open_sender(path) {
-                    Ok(f) => Some(Box::new(f)),
-                    Err(e) => {
-                        warn!("opening {path} for writing: {e}");
-                        None
-                    }
-                }
-            }
-            Some(Target::File(path)) => {
-                // As containerd's Go shim: parent directories made, the file appended to.
-                if let Some(parent) = Path::new(path).parent() {
-                    let _ = tokio::fs::create_dir_all(parent).await;
-                }
-                match tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o644)
-                    .open(path)
-                    .await
-                {
-                    Ok(f) => Some(Box::new(f)),
-                    Err(e) => {
-                        warn!("opening log file {path}: {e}");
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        match writer {
-            Some(mut w) => {
-                if let Err(e) = tokio::io::copy(&mut reader, &mut w).await {
+        match output {
+            Some(mut out) => {
+                if let Err(e) = copy_stream(&mut reader, &mut out.writer).await {
                     debug!("copying output: {e}");
                 }
-                let _ = w.shutdown().await;
+                let _ = out.writer.shutdown().await;
             }
             // Nobody wants the stream: drain it so the process never blocks on a full pipe.
             None => {
                 let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
             }
         }
-    })
+        done.send_replace(true);
+    });
+    Ok(copied)
+}
+
+/// Copies until the end of `reader`, each chunk written whole before the next read (so no
+/// read error can drop data already read). A pty master reads EIO once the terminal's last
+/// process has closed it: for a copy, that is the end of the stream.
+async fn copy_stream(
+    reader: &mut (dyn AsyncRead + Send + Sync + Unpin),
+    writer: &mut (dyn AsyncWrite + Send + Unpin),
+) -> std::io::Result<u64> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(total),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        writer.write_all(&buf[..n]).await?;
+        total += n as u64;
+    }
 }
 
 /// An async reader over a pty master (or any fd that supports non-blocking reads).
@@ -537,6 +619,38 @@ fn errno_text(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pty master reads EIO once the terminal is closed: the copy ends there, with
+    /// everything written before it.
+    #[tokio::test]
+    async fn a_closed_terminal_ends_the_copy_with_all_its_output() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut slave = std::fs::File::from(pty.slave);
+        std::io::Write::write_all(&mut slave, b"34 12\n").unwrap();
+        drop(slave);
+        let mut reader = pipe_from(pty.master).unwrap();
+        let mut out = Vec::new();
+        let copied = copy_stream(&mut reader, &mut out).await.unwrap();
+        assert_eq!(out, b"34 12\r\n");
+        assert_eq!(copied, 7);
+    }
+
+    /// A fifo's writer opens once a reader is there; what it writes reaches the reader.
+    #[tokio::test]
+    async fn fifo_output_waits_for_its_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stdout");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reading = {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::read(path).unwrap())
+        };
+        let target = Some(Target::Fifo(path.to_str().unwrap().to_string()));
+        let mut out = open_output(target).await.unwrap().unwrap();
+        out.writer.write_all(b"hello").await.unwrap();
+        drop(out);
+        assert_eq!(reading.join().unwrap(), b"hello");
+    }
 
     #[test]
     fn errors_read_like_go() {

@@ -118,20 +118,15 @@ impl TaskService {
                         else {
                             continue;
                         };
-                        if exec_id.is_empty() {
-                            // An init's exit waits for its execs' exits, which come through
-                            // this loop: handle it on its own task.
-                            let inner = inner.clone();
-                            tokio::spawn(async move {
-                                inner
-                                    .handle_exit(&container, "", pid as u32, event.exit_code)
-                                    .await;
-                            });
-                        } else {
+                        // Each exit on a task of its own: an init's exit waits for its
+                        // execs' exits, which come through this loop, and every exit
+                        // waits for its process's output to be copied.
+                        let inner = inner.clone();
+                        tokio::spawn(async move {
                             inner
                                 .handle_exit(&container, &exec_id, pid as u32, event.exit_code)
                                 .await;
-                        }
+                        });
                     }
                 });
             }
@@ -216,6 +211,17 @@ impl Inner {
             // order; containerd issue 10589): no exec starts meanwhile.
             container.init_exited_wait_for_execs().await;
         }
+        // What the process wrote reaches the client before its exit does: containerd's
+        // client stops reading a task's fifos once it sees the exit (cio.Cancel), so a late
+        // copy would lose the output of a short-lived process. Children the process left
+        // may hold its stdout open for longer: they get OUTPUT_DRAIN, then the exit goes
+        // out and the copy goes on.
+        if tokio::time::timeout(OUTPUT_DRAIN, process.io.wait())
+            .await
+            .is_err()
+        {
+            debug!("{container_id}/{exec_id}: output still open after the exit, not waiting");
+        }
         if !process.set_exited(code as u32).await {
             return;
         }
@@ -243,6 +249,9 @@ impl Inner {
         }
     }
 }
+
+/// How long an exit waits for its process's output to be copied out (see `handle_exit`).
+const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn api_status(status: Status) -> ApiStatus {
     match status {

@@ -38,6 +38,10 @@ struct Cli {
     /// Seconds each test may take (the test binary's -test.timeout).
     #[arg(long, default_value_t = conformance::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(5..=3600))]
     timeout: u64,
+    /// Runs of each test (its -test.count); a test fails if any run fails. Hunts flakes:
+    /// `--test TestTaskResize --count 300`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    count: u32,
     /// Where to write the markdown report.
     #[arg(long, default_value = "target/conformance/report.md")]
     out: PathBuf,
@@ -59,6 +63,9 @@ impl Cli {
             cmd.push_str(&format!(" --test '{t}'"));
         }
         cmd.push_str(&format!(" --timeout {}", self.timeout));
+        if self.count > 1 {
+            cmd.push_str(&format!(" --count {}", self.count));
+        }
         cmd
     }
 }
@@ -81,6 +88,7 @@ fn run(cli: &Cli) -> Result<bool> {
     let settings = Settings {
         timeout: Duration::from_secs(cli.timeout),
         log_dir: Some(cli.logs.clone()),
+        count: cli.count,
     };
     if cli.logs.exists() {
         std::fs::remove_dir_all(&cli.logs)
