@@ -5,6 +5,7 @@ use revive_integration::scenario::{self, Remove};
 use revive_integration::{Flavour, Node, host};
 
 const REVIVE: &str = "io.containerd.revive.v2";
+const RUNC: &str = "io.containerd.runc.v2";
 
 /// A copy restored beside its running original lives in a cgroup of its own: removing
 /// either leaves the other running (containerd issue 9691; the Go shim restores into the
@@ -68,4 +69,44 @@ fn loopback_server_answers_after_restore_next() {
 #[test]
 fn loopback_server_answers_after_restore_stable() {
     loopback_answers(Flavour::Stable);
+}
+
+/// Kernel-held state survives a checkpoint and restore (fd offset, a pipe between two
+/// processes, the process tree with its pids), and the restored task pauses, resumes,
+/// reports metrics, and is checkpointed and restored again: for revive and, side by side,
+/// for the Go shim, which does the same.
+fn process_state(flavour: Flavour, runtime: &str) {
+    if !host::root_or_skip(&format!(
+        "process state across restore ({flavour}, {runtime})"
+    )) {
+        return;
+    }
+    let node = Node::start(flavour, "state").expect("node starts");
+    let (before, after) = scenario::process_state_survives(&node, runtime, "state", &mut |step| {
+        eprintln!("  {step}")
+    })
+    .unwrap_or_else(|e| panic!("{runtime} on {flavour}: {e:#}\n{}", node.log_tails()));
+    eprintln!("before: {before}\nafter:  {after}");
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+}
+
+#[test]
+fn process_state_survives_revive_next() {
+    process_state(Flavour::Next, REVIVE);
+}
+
+#[test]
+fn process_state_survives_revive_stable() {
+    process_state(Flavour::Stable, REVIVE);
+}
+
+#[test]
+fn process_state_survives_runc_next() {
+    process_state(Flavour::Next, RUNC);
+}
+
+#[test]
+fn process_state_survives_runc_stable() {
+    process_state(Flavour::Stable, RUNC);
 }
