@@ -393,6 +393,74 @@ impl Node {
         self.run(&full)
     }
 
+    /// Runs `ctr` on a terminal of its own (a pty the harness holds), as ctr needs for
+    /// containers with one (`ctr run -t`, and `ctr c restore` of a checkpoint of such a
+    /// container, which stays attached). Returns once ctr has exited, or after `grace`,
+    /// leaving it running attached to the terminal, which is then closed (ctr exits; the
+    /// task stays). Returns what ctr wrote to the terminal.
+    pub fn ctr_on_tty(&self, args: &[&str], grace: Duration) -> Result<String> {
+        let pty = nix::pty::openpty(None, None).context("openpty")?;
+        let mut full = vec!["ctr"];
+        full.extend_from_slice(args);
+        let mut cmd = self.command(&full);
+        let slave = fs::File::from(pty.slave);
+        cmd.stdin(slave.try_clone()?)
+            .stdout(slave.try_clone()?)
+            .stderr(slave);
+        // SAFETY: setsid and ioctl are async-signal-safe; the pty becomes the controlling
+        // terminal of ctr's new session, as a login shell's would.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().context("starting ctr on a terminal")?;
+        drop(cmd);
+        let master = fs::File::from(pty.master);
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            // EIO once the last holder of the terminal closed it.
+            while let Ok(n) = Read::read(&mut &master, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            out
+        });
+        let deadline = Instant::now() + grace;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if status.is_none() {
+            // Still attached: hang it up like a closed terminal window would.
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP);
+            let _ = child.wait();
+        }
+        let out = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+        if let Some(status) = status
+            && !status.success()
+        {
+            bail!(
+                "in node {}: `{}` failed ({status}) on a terminal:\n{}",
+                self.spec.name,
+                describe(&full),
+                out.trim()
+            );
+        }
+        Ok(out)
+    }
+
     /// Starts a daemon inside the node, detached (adopted by the node's init), with its
     /// output appended to /var/log/revive/<log>.log. Returns its pid inside the node.
     pub fn spawn_daemon(&self, log: &str, command: &str) -> Result<u32> {

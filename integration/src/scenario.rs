@@ -596,6 +596,83 @@ fn restored_task_behaves(node: &Node, id: &str, narrate: &mut dyn FnMut(&str)) -
     Ok(())
 }
 
+/// The counter of [`COUNTER_SCRIPT`] that also publishes its terminal (`tty`'s answer: a
+/// /dev/pts path, or "not a tty") in /tty.
+pub const TTY_COUNTER_SCRIPT: &str = "t=$(cat /proc/sys/kernel/random/uuid); i=0; \
+    while true; do i=$((i+1)); echo \"$t $i\" > /state.new; mv /state.new /state; \
+    tty > /tty.new; mv /tty.new /tty; sleep 0.1; done";
+
+/// A container with a terminal keeps it across checkpoint and restore:
+/// 1. `ctr run -d -t` (ctr on a pty of the harness) runs [`TTY_COUNTER_SCRIPT`] in `id`;
+/// 2. `ctr c checkpoint --task --rw`, remove the container, `ctr c restore --live --rw` (ctr
+///    on a pty again: it attaches to the restored terminal; it is hung up after a moment,
+///    and the task stays);
+/// 3. the counter continues with its token, and its stdin is still a terminal.
+///
+/// Returns the terminal before and after.
+pub fn terminal_survives(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(String, String)> {
+    node.import_busybox()?;
+    let grace = Duration::from_secs(3);
+    node.ctr_on_tty(
+        &[
+            "run",
+            "-d",
+            "-t",
+            "--runtime",
+            runtime,
+            BUSYBOX,
+            id,
+            "sh",
+            "-c",
+            TTY_COUNTER_SCRIPT,
+        ],
+        Duration::from_secs(60),
+    )?;
+    let before = wait_for_count(node, id, 3)?;
+    let read_tty = || -> Result<String> {
+        let exec_id = format!("tty-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
+        Ok(node
+            .ctr(&["task", "exec", "--exec-id", &exec_id, id, "cat", "/tty"])?
+            .trim()
+            .to_string())
+    };
+    let tty_before = read_tty()?;
+    ensure!(
+        tty_before.starts_with("/dev/pts/"),
+        "{id} has no terminal before the checkpoint: {tty_before:?}"
+    );
+    let image = format!("revive.test/checkpoint/{id}:1");
+    node.ctr(&["container", "checkpoint", "--task", "--rw", id, &image])?;
+    let checkpointed = read_counter(node, id)?;
+    remove_container(node, id)?;
+    narrate(&format!(
+        "{before} on {tty_before}; checkpointed at {checkpointed}, removed; restoring"
+    ));
+    node.ctr_on_tty(
+        &["container", "restore", "--live", "--rw", id, &image],
+        grace,
+    )?;
+    let after = wait_for_count(node, id, checkpointed.count + 3)?;
+    ensure!(
+        after.token == before.token,
+        "the restored {id} started afresh: {checkpointed} -> {after}"
+    );
+    // The tty file is rewritten every tick: wait for one written after the restore.
+    let tty_after = read_tty()?;
+    narrate(&format!("restored: {after} on {tty_after}"));
+    ensure!(
+        tty_after.starts_with("/dev/pts/"),
+        "the restored {id} lost its terminal: {tty_after:?}"
+    );
+    remove_container(node, id)?;
+    Ok((tty_before, tty_after))
+}
+
 /// Kills (if needed) and deletes task and container `id`.
 pub fn remove_container(node: &Node, id: &str) -> Result<()> {
     if task_status(node, id)? != "STOPPED" {

@@ -110,3 +110,38 @@ fn process_state_survives_runc_next() {
 fn process_state_survives_runc_stable() {
     process_state(Flavour::Stable, RUNC);
 }
+
+/// A container with a terminal keeps it across checkpoint and restore (ctr on a pty of the
+/// harness): for revive and, side by side, the Go shim.
+fn terminal(flavour: Flavour, runtime: &str) {
+    if !host::root_or_skip(&format!("terminal across restore ({flavour}, {runtime})")) {
+        return;
+    }
+    let node = Node::start(flavour, "tty").expect("node starts");
+    let (before, after) =
+        scenario::terminal_survives(&node, runtime, "tty", &mut |step| eprintln!("  {step}"))
+            .unwrap_or_else(|e| panic!("{runtime} on {flavour}: {e:#}\n{}", node.log_tails()));
+    eprintln!("terminal before: {before}, after: {after}");
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+}
+
+#[test]
+fn terminal_survives_revive_next() {
+    terminal(Flavour::Next, REVIVE);
+}
+
+#[test]
+fn terminal_survives_revive_stable() {
+    terminal(Flavour::Stable, REVIVE);
+}
+
+#[test]
+fn terminal_survives_runc_next() {
+    terminal(Flavour::Next, RUNC);
+}
+
+#[test]
+fn terminal_survives_runc_stable() {
+    terminal(Flavour::Stable, RUNC);
+}
