@@ -8,7 +8,10 @@ use std::path::Path;
 /// Files to compile, relative to the `proto/` include directory.
 const PROTOS: &[&str] = &[
     "containerd/types/mount.proto",
+    "containerd/types/descriptor.proto",
     "containerd/services/snapshots/v1/snapshots.proto",
+    "containerd/services/tasks/v1/tasks.proto",
+    "containerd/runc/options/oci.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

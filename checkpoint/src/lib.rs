@@ -3,3 +3,4 @@
 //! error, never a panic.
 
 pub mod criu;
+pub mod criulog;

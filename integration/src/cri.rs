@@ -17,17 +17,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::net::UnixStream;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::image::{BUSYBOX, Image, busybox_builder};
 use crate::node::Node;
 
 /// containerd's socket inside a node; CRI is served on it.
-pub const SOCKET: &str = "/run/containerd/containerd.sock";
+pub use crate::containerd::SOCKET;
 /// The containerd namespace CRI keeps its images, containers and sandboxes in.
 pub const NAMESPACE: &str = "k8s.io";
 /// Where pod logs go inside the node: below the node's logs directory, so a failed test
@@ -593,31 +591,17 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 impl Cri {
     /// Connects to the CRI of `node`'s containerd.
     pub fn connect(node: &Node) -> Result<Cri> {
-        let socket = PathBuf::from(format!("/proc/{}/root{SOCKET}", node.init_pid()));
+        let socket = crate::containerd::socket_of(node);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let path = socket.clone();
-        let channel = runtime
-            .block_on(async move {
-                // The URI is ignored; the connector always dials the node's socket.
-                Endpoint::try_from("http://[::]:50051")?
-                    .connect_timeout(Duration::from_secs(10))
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                        }
-                    }))
-                    .await
-            })
-            .with_context(|| {
-                format!(
-                    "connecting to containerd's CRI in node {} ({})",
-                    node.name(),
-                    socket.display()
-                )
-            })?;
+        let channel = crate::containerd::unix_channel(&runtime, &socket).with_context(|| {
+            format!(
+                "connecting to containerd's CRI in node {} ({})",
+                node.name(),
+                socket.display()
+            )
+        })?;
         Ok(Cri {
             runtime,
             grpc: tonic::client::Grpc::new(channel),

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cgroup;
 pub mod conformance;
+pub mod containerd;
 pub mod cri;
 pub mod host;
 pub mod image;

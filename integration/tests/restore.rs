@@ -145,3 +145,61 @@ fn terminal_survives_runc_next() {
 fn terminal_survives_runc_stable() {
     terminal(Flavour::Stable, RUNC);
 }
+
+/// An established TCP connection over the container's loopback: a checkpoint without
+/// open_tcp is refused with a clear error and the container goes on unchanged; with
+/// open_tcp it is checkpointed and restored, and the connection carries data both ways.
+fn tcp(flavour: Flavour) {
+    if !host::root_or_skip(&format!("TCP connection across restore ({flavour})")) {
+        return;
+    }
+    let node = Node::start(flavour, "tcp").expect("node starts");
+    let report =
+        scenario::tcp_connection_survives(&node, REVIVE, "tcp", &mut |step| eprintln!("  {step}"))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", node.log_tails()));
+    assert!(
+        report.refused.contains("TCP") && report.refused.contains("open_tcp"),
+        "the refusal does not say what to do: {}",
+        report.refused
+    );
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+}
+
+#[test]
+fn tcp_connection_survives_next() {
+    tcp(Flavour::Next);
+}
+
+#[test]
+fn tcp_connection_survives_stable() {
+    tcp(Flavour::Stable);
+}
+
+/// The CRIU preflight: without CRIU a checkpoint says so and the container goes on; with
+/// CRIU back, it checkpoints.
+fn no_criu(flavour: Flavour) {
+    if !host::root_or_skip(&format!("checkpoint without CRIU ({flavour})")) {
+        return;
+    }
+    let node = Node::start(flavour, "nocriu").expect("node starts");
+    let refused =
+        scenario::checkpoint_without_criu(&node, REVIVE, "nocriu", &mut |s| eprintln!("  {s}"))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", node.log_tails()));
+    assert!(
+        refused.contains("CRIU is not installed"),
+        "the error does not name what is missing: {refused}"
+    );
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+}
+
+#[test]
+fn checkpoint_without_criu_next() {
+    no_criu(Flavour::Next);
+}
+
+#[test]
+fn checkpoint_without_criu_stable() {
+    no_criu(Flavour::Stable);
+}

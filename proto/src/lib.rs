@@ -30,10 +30,35 @@ pub mod services {
             ));
         }
     }
+
+    /// `containerd.services.tasks`
+    pub mod tasks {
+        /// `containerd.services.tasks.v1`: the calls of containerd's tasks service that
+        /// `ctr` cannot make with every option (see the .proto file).
+        pub mod v1 {
+            #![allow(clippy::all, clippy::pedantic, missing_docs)]
+            include!(concat!(env!("OUT_DIR"), "/containerd.services.tasks.v1.rs"));
+        }
+    }
 }
 
 /// Short path to [`services::snapshots`], e.g. `revive_proto::snapshots::v1`.
 pub use services::snapshots;
+/// Short path to [`services::tasks`], e.g. `revive_proto::tasks::v1`.
+pub use services::tasks;
+
+/// `containerd.runc.v1`: the options of runc shims (and revive), which travel in
+/// `google.protobuf.Any` with the type URL [`runc::RUNC_OPTIONS`] or
+/// [`runc::RUNC_CHECKPOINT_OPTIONS`].
+pub mod runc {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/containerd.runc.v1.rs"));
+
+    /// containerd's type URL for [`Options`] (typeurl registers the bare name).
+    pub const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
+    /// containerd's type URL for [`CheckpointOptions`].
+    pub const RUNC_CHECKPOINT_OPTIONS: &str = "containerd.runc.v1.CheckpointOptions";
+}
 
 #[cfg(test)]
 mod tests {

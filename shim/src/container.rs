@@ -237,6 +237,7 @@ impl Container {
 
     /// `runtime restore --detach` of the recorded checkpoint, with the init's stdio.
     async fn restore_init(&self, restore: &Restore) -> Result<()> {
+        crate::preflight::check(true).await?;
         let mut spec = read_spec(&self.bundle)?;
         // Never into another container's cgroup (the checkpoint's spec names the original's).
         let moved = crate::cgroup::relocate_restore(&mut spec, &self.id)?.is_some();
@@ -263,7 +264,18 @@ impl Container {
         if restore.no_pivot {
             args.push("--no-pivot".into());
         }
-        args.extend(restore.criu.args());
+        let mut criu = restore.criu.clone();
+        // A checkpoint taken with open_tcp holds its connections as tcp-stream images;
+        // CRIU restores them only with --tcp-established, which no restore request can
+        // ask for (runc's Options has no such field).
+        if !criu.open_tcp && holds_tcp_connections(&restore.image) {
+            info!(
+                "{}: the checkpoint holds established TCP connections: restoring them",
+                self.id
+            );
+            criu.open_tcp = true;
+        }
+        args.extend(criu.args());
         let io = &self.init.io;
         if let Some(socket) = io.console_socket() {
             args.push("--console-socket".into());
@@ -306,15 +318,49 @@ impl Container {
                 format!("{status:?}").to_lowercase()
             )));
         }
+        crate::preflight::check(false).await?;
         let work = self.criu_work(config.work_path.as_ref())?;
+        let image_existed = config.image_path.exists();
         let log = self.bundle.join("checkpoint-log.json");
-        let result = self
+        let mut result = self
             .raw
             .run("checkpoint", &config.args(&self.id, &work), &log, None)
             .await;
+        // A process caught in uninterruptible sleep fails the dump; the container goes on
+        // running, and a second attempt a moment later usually finds it awake.
+        if result.is_err()
+            && std::fs::read_to_string(work.join("dump.log"))
+                .is_ok_and(|text| revive_checkpoint::criulog::transient(&text))
+        {
+            warn!(
+                "checkpoint of {}: a process was in state D; trying once more",
+                self.id
+            );
+            if !image_existed {
+                let _ = std::fs::remove_dir_all(&config.image_path);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            result = self
+                .raw
+                .run("checkpoint", &config.args(&self.id, &work), &log, None)
+                .await;
+        }
         if let Err(e) = result {
             let kept = keep_criu_log(&work.join("dump.log"), &self.bundle.join("criu-dump.log"));
-            return Err(Error::Runtime(format!("{e}{kept}")));
+            // What CRIU wrote before failing holds memory pages: gone if the directory
+            // was ours, root-only if it was there before.
+            if image_existed {
+                restrict(&config.image_path);
+            } else {
+                let _ = std::fs::remove_dir_all(&config.image_path);
+            }
+            if config.work_path.is_none() {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+            return Err(Error::Runtime(format!(
+                "checkpoint of {} failed; the container is left as it was: {e}{kept}",
+                self.id
+            )));
         }
         report_stats(&self.id, &work, &config.image_path);
         // Every memory page of the container is in there, secrets included: root only.
@@ -559,6 +605,18 @@ fn mount_all(
     Ok(Some(target))
 }
 
+/// Whether CRIU's images in `image` hold established TCP connections (`tcp-stream-*.img`,
+/// written only by a dump with --tcp-established).
+fn holds_tcp_connections(image: &Path) -> bool {
+    std::fs::read_dir(image).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("tcp-stream-") && name.ends_with(".img")
+        })
+    })
+}
+
 /// Copies CRIU's `stats-dump` from the work directory into the image directory, logs its
 /// timings and writes them there as `stats-dump.json`. Best effort: a checkpoint without
 /// stats is still a checkpoint.
@@ -609,16 +667,37 @@ pub fn restrict(dir: &Path) {
 /// Copies CRIU's log of a failed dump or restore next to the bundle and returns a message
 /// part with its last lines and where the whole log is.
 fn keep_criu_log(log: &Path, keep: &Path) -> String {
+    use revive_checkpoint::criulog;
+    use std::os::unix::fs::OpenOptionsExt;
     let Ok(text) = std::fs::read_to_string(log) else {
         return String::new();
     };
-    let _ = std::fs::write(keep, &text);
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(10)..].join("\n");
-    format!(
-        "\nlast lines of CRIU's log (all of it in {}):\n{tail}",
-        keep.display()
-    )
+    // Root only, like the checkpoint: the log names the container's files and sockets.
+    let _ = std::fs::remove_file(keep);
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(keep)
+    {
+        let _ = std::io::Write::write_all(&mut file, text.as_bytes());
+    }
+    let errors = criulog::errors(&text, 5);
+    let mut out = String::new();
+    if errors.is_empty() {
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!(
+            "\nlast lines of CRIU's log:\n{}",
+            lines[lines.len().saturating_sub(10)..].join("\n")
+        ));
+    } else {
+        out.push_str(&format!("\nCRIU: {}", errors.join("; ")));
+    }
+    if let Some(advice) = criulog::advice(&errors) {
+        out.push_str(&format!("\nwhat to do: {advice}"));
+    }
+    out.push_str(&format!("\nCRIU's full log: {}", keep.display()));
+    out
 }
 
 fn unmount(rootfs: Option<&Path>) {
@@ -653,6 +732,16 @@ mod tests {
         assert!(!has_own_pid_ns(dir.path()));
         write(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#);
         assert!(!has_own_pid_ns(dir.path()));
+    }
+
+    #[test]
+    fn tcp_streams_in_the_images_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("inventory.img"), b"").unwrap();
+        assert!(!holds_tcp_connections(dir.path()));
+        std::fs::write(dir.path().join("tcp-stream-3a2b.img"), b"").unwrap();
+        assert!(holds_tcp_connections(dir.path()));
+        assert!(!holds_tcp_connections(&dir.path().join("missing")));
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod io;
 mod network;
 mod oom;
 mod options;
+mod preflight;
 mod process;
 mod runtime;
 mod service;
