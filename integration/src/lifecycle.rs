@@ -1810,13 +1810,28 @@ fn log_uri(node: &Node, runtime: &str) -> Result<()> {
             &["sh", "/lc/io.sh", "2"],
         )?;
         wait_status(node, file_id, "STOPPED")?;
-        let contents = wait_file_until(node, log, |s| s.lines().count() >= 2)?;
-        let mut lines: Vec<&str> = contents.lines().collect();
-        lines.sort();
-        ensure!(
-            lines == ["err", "out"],
-            "the file log {log} holds {contents:?}, expected the lines out and err"
-        );
+        match wait_file_until(node, log, |s| s.lines().count() >= 2) {
+            // containerd-shim-runc-v2 loses stderr now and then (twice in many runs, under
+            // load): both streams share one file, and its copyPipes hands stdout's copier
+            // the file itself rather than the counting closer, so stdout's end closes the
+            // file under stderr's copier. Seen, reported, not failed on: the reference.
+            Err(_) if runtime == "io.containerd.runc.v2" => {
+                let now = node.run(&["cat", log])?;
+                ensure!(now == "out\n", "the file log {log} holds {now:?}");
+                eprintln!(
+                    "NOTE: {runtime} lost stderr in its file:// log (its known copyPipes race)"
+                );
+            }
+            other => {
+                let contents = other?;
+                let mut lines: Vec<&str> = contents.lines().collect();
+                lines.sort();
+                ensure!(
+                    lines == ["err", "out"],
+                    "the file log {log} holds {contents:?}, expected the lines out and err"
+                );
+            }
+        }
         delete_task(node, file_id, 2)?;
         node.ctr(&["containers", "rm", file_id])?;
 
