@@ -11,6 +11,9 @@ const NOT_THE_CAUSE: &[&str] = &[
     "Dump files (pid:",
 ];
 
+/// CRIU's words for a process it could not seize (uninterruptible sleep): transient.
+const UNSEIZABLE: &str = "Unseizable non-zombie";
+
 /// Known causes: a fragment of CRIU's error line, and what to do.
 const ADVICE: &[(&str, &str)] = &[
     (
@@ -28,7 +31,7 @@ const ADVICE: &[(&str, &str)] = &[
         "the container holds file locks: checkpoint with file_locks (runc's --file-locks)",
     ),
     (
-        "Unseizable non-zombie",
+        UNSEIZABLE,
         "a process of the container was in uninterruptible sleep (state D) while CRIU froze \
          the container (under heavy I/O or load); try again",
     ),
@@ -41,7 +44,7 @@ const ADVICE: &[(&str, &str)] = &[
 /// Whether the log shows a failure that another attempt may not meet: a process in
 /// uninterruptible sleep when CRIU seized the tree.
 pub fn transient(log: &str) -> bool {
-    log.contains("Unseizable non-zombie")
+    log.contains(UNSEIZABLE)
 }
 
 /// The error lines of a CRIU log that may be the cause, text only (no timestamp and

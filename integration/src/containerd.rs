@@ -1,7 +1,7 @@
 //! A client of a node's containerd API for the calls `ctr` cannot make: a checkpoint with
 //! any `CheckpointOptions` (ctr has no open_tcp flag, and containerd 1.7's ctr sends
-//! options only to runtimes named `io.containerd.runc*`), and a restore from a CRIU image
-//! directory (`Options.criu_image_path`, which ctr cannot set either).
+//! options only to runtimes named `io.containerd.runc*`), a restore from a CRIU image
+//! directory (`Options.criu_image_path`, which ctr cannot set either), and Tasks.Update.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +14,9 @@ use revive_proto::runc::{CheckpointOptions, Options, RUNC_CHECKPOINT_OPTIONS, RU
 use revive_proto::snapshots::v1::MountsRequest;
 use revive_proto::snapshots::v1::snapshots_client::SnapshotsClient;
 use revive_proto::tasks::v1::tasks_client::TasksClient;
-use revive_proto::tasks::v1::{CheckpointTaskRequest, CreateTaskRequest, StartRequest};
+use revive_proto::tasks::v1::{
+    CheckpointTaskRequest, CreateTaskRequest, StartRequest, UpdateTaskRequest,
+};
 use revive_proto::types::Descriptor;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -58,6 +60,11 @@ pub struct Containerd {
 /// How long a call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A failed call as an error: containerd's code and message.
+fn rpc_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
 impl Containerd {
     pub fn connect(node: &Node, namespace: &str) -> Result<Containerd> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -98,9 +105,24 @@ impl Containerd {
         let response = self
             .runtime
             .block_on(tasks.checkpoint(request))
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))
+            .map_err(rpc_error)
             .with_context(|| format!("checkpoint of task {id}"))?;
         Ok(response.into_inner().descriptors)
+    }
+
+    /// Updates the resources of task `id` (runtime-spec LinuxResources as JSON, in the Any
+    /// containerd's client makes of them).
+    pub fn update(&self, id: &str, resources: Any) -> Result<()> {
+        let request = self.request(UpdateTaskRequest {
+            container_id: id.to_string(),
+            resources: Some(resources),
+        })?;
+        let mut tasks = TasksClient::new(self.channel.clone());
+        self.runtime
+            .block_on(tasks.update(request))
+            .map_err(rpc_error)
+            .with_context(|| format!("Tasks.Update of {id}"))?;
+        Ok(())
     }
 
     /// Creates and starts the task of container `id` (whose rootfs is snapshot `id` of
@@ -114,7 +136,7 @@ impl Containerd {
                 snapshotter: snapshotter.to_string(),
                 key: id.to_string(),
             })?))
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))
+            .map_err(rpc_error)
             .with_context(|| format!("mounts of snapshot {id} ({snapshotter})"))?
             .into_inner()
             .mounts;
@@ -134,7 +156,7 @@ impl Containerd {
         })?;
         self.runtime
             .block_on(tasks.create(create))
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))
+            .map_err(rpc_error)
             .with_context(|| format!("creating task {id} from {image_path}"))?;
         let start = self.request(StartRequest {
             container_id: id.to_string(),
@@ -143,7 +165,7 @@ impl Containerd {
         let started = self
             .runtime
             .block_on(tasks.start(start))
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))
+            .map_err(rpc_error)
             .with_context(|| format!("starting (restoring) task {id} from {image_path}"))?;
         Ok(started.into_inner().pid)
     }

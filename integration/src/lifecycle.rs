@@ -2180,25 +2180,6 @@ fn missing_runc(node: &Node, runtime: &str) -> Result<()> {
 
 /// containerd's `Tasks.Update` (ctr has no command for it): the messages of
 /// api/services/tasks/v1/tasks.proto this needs, as prost types with the proto's field numbers.
-mod tasks_api {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Any {
-        #[prost(string, tag = "1")]
-        pub type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        pub value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct UpdateTaskRequest {
-        #[prost(string, tag = "1")]
-        pub container_id: String,
-        #[prost(message, optional, tag = "2")]
-        pub resources: Option<Any>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Empty {}
-}
-
 /// The type URL containerd gives runtime-spec LinuxResources (JSON) in an Any.
 const LINUX_RESOURCES_TYPE: &str =
     "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
@@ -2206,69 +2187,13 @@ const LINUX_RESOURCES_TYPE: &str =
 /// Updates the resources of task `id` (OCI LinuxResources as JSON) through containerd's API
 /// on the node's socket, reached from the host through the node's root.
 pub fn update_task(node: &Node, id: &str, resources: &Value) -> Result<()> {
-    use hyper_util::rt::TokioIo;
-    use tonic::codegen::http::uri::PathAndQuery;
-    use tonic::transport::{Endpoint, Uri};
-
-    let socket = format!(
-        "/proc/{}/root/run/containerd/containerd.sock",
-        node.init_pid()
-    );
-    let request = tasks_api::UpdateTaskRequest {
-        container_id: id.to_string(),
-        resources: Some(tasks_api::Any {
-            type_url: LINUX_RESOURCES_TYPE.into(),
-            value: serde_json::to_vec(resources)?,
-        }),
+    let any = revive_proto::prost_types::Any {
+        type_url: LINUX_RESOURCES_TYPE.into(),
+        value: serde_json::to_vec(resources)?,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let result: Result<std::result::Result<(), tonic::Status>> = runtime.block_on(async {
-        let path = socket.clone();
-        let channel = Endpoint::try_from("http://[::]:50051")?
-            .connect_timeout(Duration::from_secs(10))
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .with_context(|| format!("connecting to containerd at {socket}"))?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        let call = async {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            let mut req = tonic::Request::new(request);
-            req.metadata_mut().insert(
-                "containerd-namespace",
-                tonic::metadata::MetadataValue::from_static(NAMESPACE),
-            );
-            grpc.unary(
-                req,
-                PathAndQuery::from_static("/containerd.services.tasks.v1.Tasks/Update"),
-                tonic_prost::ProstCodec::<tasks_api::UpdateTaskRequest, tasks_api::Empty>::default(
-                ),
-            )
-            .await
-            .map(|_| ())
-        };
-        tokio::time::timeout(CTR_TIMEOUT, call)
-            .await
-            .map_err(|_| anyhow!("Tasks.Update did not answer within {CTR_TIMEOUT:?}"))
-    });
-    match result? {
-        Ok(()) => Ok(()),
-        Err(status) => bail!(
-            "Tasks.Update of {id} with {resources}: {:?}: {}",
-            status.code(),
-            status.message()
-        ),
-    }
+    crate::containerd::Containerd::connect(node, NAMESPACE)?
+        .update(id, any)
+        .with_context(|| format!("with {resources}"))
 }
 
 #[cfg(test)]

@@ -587,7 +587,7 @@ fn restored_task_behaves(node: &Node, id: &str, narrate: &mut dyn FnMut(&str)) -
         "{id} is not paused after ctr task pause"
     );
     // A paused task takes no exec: its files are read through its bundle's rootfs.
-    let state = format!("/run/containerd/io.containerd.runtime.v2.task/default/{id}/rootfs/state");
+    let state = rootfs_file(id, "state");
     let paused = node.run(&["cat", &state])?;
     std::thread::sleep(Duration::from_millis(500));
     let still = node.run(&["cat", &state])?;
@@ -783,10 +783,7 @@ pub fn tcp_connection_survives(
     )?;
     wait_until_stopped(node, id)?;
     let checkpointed = node
-        .run(&[
-            "cat",
-            &format!("/run/containerd/io.containerd.runtime.v2.task/default/{id}/rootfs/echo"),
-        ])
+        .run(&["cat", &rootfs_file(id, "echo")])
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(still);
@@ -845,6 +842,12 @@ pub fn checkpoint_without_criu(
     ));
     remove_container(node, id)?;
     Ok(refused)
+}
+
+/// The node's path of `file` in the root filesystem of task `id` (namespace "default", where
+/// ctr works), as its shim mounted it: readable when the task takes no exec (paused, stopped).
+fn rootfs_file(id: &str, file: &str) -> String {
+    format!("/run/containerd/io.containerd.runtime.v2.task/default/{id}/rootfs/{file}")
 }
 
 /// Kills (if needed) and deletes task and container `id`.

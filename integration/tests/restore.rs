@@ -7,22 +7,39 @@ use revive_integration::{Flavour, Node, host};
 const REVIVE: &str = "io.containerd.revive.v2";
 const RUNC: &str = "io.containerd.runc.v2";
 
+/// Runs `scenario` (given the node and a narrator) on a fresh node of `flavour` named
+/// `name`, as root (else skips loudly, naming `what`); fails with the node's logs if the
+/// scenario fails, and if the node leaves anything behind. None when skipped.
+fn on_node<T>(
+    flavour: Flavour,
+    name: &str,
+    what: &str,
+    scenario: impl FnOnce(&Node, &mut dyn FnMut(&str)) -> anyhow::Result<T>,
+) -> Option<T> {
+    if !host::root_or_skip(&format!("{what} ({flavour})")) {
+        return None;
+    }
+    let node = Node::start(flavour, name).expect("node starts");
+    let result = scenario(&node, &mut |step| eprintln!("  {step}"))
+        .unwrap_or_else(|e| panic!("{what} on {flavour}: {e:#}\n{}", node.log_tails()));
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+    Some(result)
+}
+
 /// A copy restored beside its running original lives in a cgroup of its own: removing
 /// either leaves the other running (containerd issue 9691; the Go shim restores into the
 /// original's cgroup, see the README's comparison).
 fn lives_apart(flavour: Flavour, remove: Remove) {
-    if !host::root_or_skip(&format!("restore beside the original ({flavour})")) {
-        return;
+    let survivor = on_node(
+        flavour,
+        "apart",
+        "restore beside the original",
+        |node, say| scenario::restored_copy_lives_apart(node, REVIVE, "apart", remove, say),
+    );
+    if let Some(survivor) = survivor {
+        eprintln!("survivor: {survivor}");
     }
-    let node = Node::start(flavour, "apart").expect("node starts");
-    let survivor =
-        scenario::restored_copy_lives_apart(&node, REVIVE, "apart", remove, &mut |step| {
-            eprintln!("  {step}")
-        })
-        .expect("the restored copy and its original live apart");
-    eprintln!("survivor: {survivor}");
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
 #[test]
@@ -48,17 +65,15 @@ fn original_survives_its_restored_copy_stable() {
 /// After a restore, loopback is up with its addresses and a server listening on 127.0.0.1
 /// inside the container answers (the Go shim restores an empty namespace, lo down).
 fn loopback_answers(flavour: Flavour) {
-    if !host::root_or_skip(&format!("loopback after restore ({flavour})")) {
-        return;
+    let lo = on_node(
+        flavour,
+        "loopback",
+        "loopback after restore",
+        |node, say| scenario::loopback_server_after_restore(node, REVIVE, "lo", say),
+    );
+    if let Some(lo) = lo {
+        assert!(lo.contains("UP") && lo.contains("127.0.0.1/8"), "{lo}");
     }
-    let node = Node::start(flavour, "loopback").expect("node starts");
-    let lo = scenario::loopback_server_after_restore(&node, REVIVE, "lo", &mut |step| {
-        eprintln!("  {step}")
-    })
-    .expect("the server on 127.0.0.1 answers after restore");
-    assert!(lo.contains("UP") && lo.contains("127.0.0.1/8"), "{lo}");
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
 #[test]
@@ -76,19 +91,13 @@ fn loopback_server_answers_after_restore_stable() {
 /// reports metrics, and is checkpointed and restored again: for revive and, side by side,
 /// for the Go shim, which does the same.
 fn process_state(flavour: Flavour, runtime: &str) {
-    if !host::root_or_skip(&format!(
-        "process state across restore ({flavour}, {runtime})"
-    )) {
-        return;
+    let what = format!("process state across restore ({runtime})");
+    let states = on_node(flavour, "state", &what, |node, say| {
+        scenario::process_state_survives(node, runtime, "state", say)
+    });
+    if let Some((before, after)) = states {
+        eprintln!("before: {before}\nafter:  {after}");
     }
-    let node = Node::start(flavour, "state").expect("node starts");
-    let (before, after) = scenario::process_state_survives(&node, runtime, "state", &mut |step| {
-        eprintln!("  {step}")
-    })
-    .unwrap_or_else(|e| panic!("{runtime} on {flavour}: {e:#}\n{}", node.log_tails()));
-    eprintln!("before: {before}\nafter:  {after}");
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
 #[test]
@@ -114,16 +123,13 @@ fn process_state_survives_runc_stable() {
 /// A container with a terminal keeps it across checkpoint and restore (ctr on a pty of the
 /// harness): for revive and, side by side, the Go shim.
 fn terminal(flavour: Flavour, runtime: &str) {
-    if !host::root_or_skip(&format!("terminal across restore ({flavour}, {runtime})")) {
-        return;
+    let what = format!("terminal across restore ({runtime})");
+    let ttys = on_node(flavour, "tty", &what, |node, say| {
+        scenario::terminal_survives(node, runtime, "tty", say)
+    });
+    if let Some((before, after)) = ttys {
+        eprintln!("terminal before: {before}, after: {after}");
     }
-    let node = Node::start(flavour, "tty").expect("node starts");
-    let (before, after) =
-        scenario::terminal_survives(&node, runtime, "tty", &mut |step| eprintln!("  {step}"))
-            .unwrap_or_else(|e| panic!("{runtime} on {flavour}: {e:#}\n{}", node.log_tails()));
-    eprintln!("terminal before: {before}, after: {after}");
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
 #[test]
@@ -150,20 +156,19 @@ fn terminal_survives_runc_stable() {
 /// open_tcp is refused with a clear error and the container goes on unchanged; with
 /// open_tcp it is checkpointed and restored, and the connection carries data both ways.
 fn tcp(flavour: Flavour) {
-    if !host::root_or_skip(&format!("TCP connection across restore ({flavour})")) {
-        return;
-    }
-    let node = Node::start(flavour, "tcp").expect("node starts");
-    let report =
-        scenario::tcp_connection_survives(&node, REVIVE, "tcp", &mut |step| eprintln!("  {step}"))
-            .unwrap_or_else(|e| panic!("{e:#}\n{}", node.log_tails()));
-    assert!(
-        report.refused.contains("TCP") && report.refused.contains("open_tcp"),
-        "the refusal does not say what to do: {}",
-        report.refused
+    let report = on_node(
+        flavour,
+        "tcp",
+        "TCP connection across restore",
+        |node, say| scenario::tcp_connection_survives(node, REVIVE, "tcp", say),
     );
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
+    if let Some(report) = report {
+        assert!(
+            report.refused.contains("TCP") && report.refused.contains("open_tcp"),
+            "the refusal does not say what to do: {}",
+            report.refused
+        );
+    }
 }
 
 #[test]
@@ -179,19 +184,15 @@ fn tcp_connection_survives_stable() {
 /// The CRIU preflight: without CRIU a checkpoint says so and the container goes on; with
 /// CRIU back, it checkpoints.
 fn no_criu(flavour: Flavour) {
-    if !host::root_or_skip(&format!("checkpoint without CRIU ({flavour})")) {
-        return;
+    let refused = on_node(flavour, "nocriu", "checkpoint without CRIU", |node, say| {
+        scenario::checkpoint_without_criu(node, REVIVE, "nocriu", say)
+    });
+    if let Some(refused) = refused {
+        assert!(
+            refused.contains("CRIU is not installed"),
+            "the error does not name what is missing: {refused}"
+        );
     }
-    let node = Node::start(flavour, "nocriu").expect("node starts");
-    let refused =
-        scenario::checkpoint_without_criu(&node, REVIVE, "nocriu", &mut |s| eprintln!("  {s}"))
-            .unwrap_or_else(|e| panic!("{e:#}\n{}", node.log_tails()));
-    assert!(
-        refused.contains("CRIU is not installed"),
-        "the error does not name what is missing: {refused}"
-    );
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
 #[test]
