@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use crate::cgroup::{self, NodeCgroup};
 use crate::image::Image;
 use crate::init::{NodeSpec, c_paths};
-use crate::rootfs::{self, Flavour, Rootfs};
+use crate::rootfs::{self, FileLock, Flavour, Rootfs};
 use crate::{host, mounts};
 
 /// PATH inside a node.
@@ -69,6 +69,9 @@ pub fn containerd_config(containerd_version: &str) -> String {
 
 static NODE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The lock file in a node's directory (see [`Node`]'s `lock`).
+const LOCK_FILE: &str = "lock";
+
 /// A running node. Dropping it tears it down; [`Node::stop`] does the same and reports.
 ///
 /// A node lives at most as long as the thread that started it: if that thread or its
@@ -78,6 +81,9 @@ pub struct Node {
     flavour: Flavour,
     rootfs: Rootfs,
     spec: NodeSpec,
+    /// `<dir>/lock`, held from before the spec is written until teardown has finished: the
+    /// sweep of another harness never takes a node that is starting or being torn down.
+    lock: Option<FileLock>,
     launcher: Option<Child>,
     init_pid: Pid,
     keep_logs: bool,
@@ -177,6 +183,8 @@ impl Node {
         );
         let dir = nodes_dir().join(&name);
         rootfs::remove_tree(&dir)?;
+        fs::create_dir_all(&dir)?;
+        let lock = FileLock::acquire(&dir.join(LOCK_FILE))?;
         for sub in [
             "upper",
             "work",
@@ -220,6 +228,7 @@ impl Node {
             flavour,
             rootfs,
             spec,
+            lock: Some(lock),
             launcher: Some(launcher),
             init_pid: Pid::from_raw(0),
             keep_logs: false,
@@ -564,8 +573,9 @@ impl Node {
         self.teardown()
     }
 
-    fn teardown(&mut self) -> Result<Leftovers> {
-        self.stopped = true;
+    /// Stops every process of the node, containers included, and waits until they are gone;
+    /// its files stay until [`Node::stop`] (or dropping it) removes them.
+    pub fn kill(&mut self) -> Result<()> {
         if self.init_pid.as_raw() > 0 {
             // Killing the pid namespace's init kills every process in the node, containers
             // included; the kernel reaps them all before the init itself exits, and then the
@@ -587,6 +597,12 @@ impl Node {
         while !processes_in_cgroup(&self.spec.cgroup.name).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
+    }
+
+    fn teardown(&mut self) -> Result<Leftovers> {
+        self.stopped = true;
+        self.kill()?;
         self.spec.cgroup.remove()?;
         let mut left = self.leftovers();
         // Only delete files when nothing is mounted below the node's directory: an rm -rf
@@ -594,9 +610,10 @@ impl Node {
         if left.mounts.is_empty() {
             let keep_logs = self.keep_logs || std::thread::panicking();
             let logs = self.logs_dir();
+            let lock = self.spec.dir.join(LOCK_FILE);
             for entry in fs::read_dir(&self.spec.dir)?.flatten() {
                 let path = entry.path();
-                if keep_logs && path == logs {
+                if (keep_logs && path == logs) || path == lock {
                     continue;
                 }
                 if entry.file_type()?.is_dir() {
@@ -605,11 +622,13 @@ impl Node {
                     fs::remove_file(&path)?;
                 }
             }
+            fs::remove_file(&lock)?;
             if !keep_logs {
                 fs::remove_dir(&self.spec.dir)?;
             }
             left.dir = None;
         }
+        self.lock = None;
         Ok(left)
     }
 
@@ -655,29 +674,29 @@ impl Drop for Node {
 }
 
 /// Removes what nodes of dead harnesses left: their cgroups and directories (keeping their
-/// logs). A node counts as dead when its spec is over a minute old and no process is in its
-/// cgroup (every live node has at least its pid 1 there).
+/// logs). A node counts as dead when nobody holds its lock (its harness is gone: the kernel
+/// released the lock with it) and no process is in its cgroup. A node that is starting or
+/// being torn down by a live harness is never taken, even once its processes are gone.
 pub fn sweep_stale_nodes() {
     let Ok(entries) = fs::read_dir(nodes_dir()) else {
         return;
     };
     for entry in entries.flatten() {
-        let spec_path = entry.path().join("spec.json");
-        let Ok(meta) = fs::metadata(&spec_path) else {
+        let lock_path = entry.path().join(LOCK_FILE);
+        if !lock_path.exists() {
+            // Finished (logs kept), or not yet locked by the harness creating it.
+            continue;
+        }
+        let Ok(Some(_lock)) = FileLock::try_acquire(&lock_path) else {
             continue;
         };
-        let old = meta
-            .modified()
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(60));
-        let Ok(spec) = fs::read(&spec_path)
+        let Ok(spec) = fs::read(entry.path().join("spec.json"))
             .map_err(anyhow::Error::from)
             .and_then(|b| Ok(serde_json::from_slice::<NodeSpec>(&b)?))
         else {
             continue;
         };
-        if !old || !processes_in_cgroup(&spec.cgroup.name).is_empty() {
+        if !processes_in_cgroup(&spec.cgroup.name).is_empty() {
             continue;
         }
         if spec.cgroup.remove().is_err()
@@ -688,7 +707,7 @@ pub fn sweep_stale_nodes() {
             continue;
         }
         for sub in fs::read_dir(&spec.dir).into_iter().flatten().flatten() {
-            if sub.file_name() == "logs" {
+            if sub.file_name() == "logs" || sub.file_name() == LOCK_FILE {
                 continue;
             }
             let path = sub.path();
@@ -698,6 +717,7 @@ pub fn sweep_stale_nodes() {
                 fs::remove_file(&path).map_err(Into::into)
             };
         }
+        let _ = fs::remove_file(&lock_path);
         eprintln!(
             "revive: removed stale node {} (its harness died; logs kept)",
             spec.dir.display()

@@ -294,24 +294,38 @@ pub fn mirror_from_sources(text: &str) -> Option<String> {
     None
 }
 
-/// Holds an exclusive lock on a file for as long as it lives (a cache entry being built).
+/// Holds an exclusive lock (flock) on a file for as long as it lives: a cache entry being
+/// built, a running node. The kernel releases it when its holder dies, however it dies.
 pub(crate) struct FileLock(#[allow(dead_code)] fs::File);
 
 impl FileLock {
-    pub(crate) fn acquire(path: &Path) -> Result<FileLock> {
-        let file = fs::OpenOptions::new()
+    fn open(path: &Path) -> Result<fs::File> {
+        fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .with_context(|| format!("opening lock {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own; it does not touch memory.
-        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("locking {}", path.display()));
-        }
+            .with_context(|| format!("opening lock {}", path.display()))
+    }
+
+    /// Waits for the lock.
+    pub(crate) fn acquire(path: &Path) -> Result<FileLock> {
+        let file = Self::open(path)?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
         Ok(FileLock(file))
+    }
+
+    /// Takes the lock if nobody holds it; `None` when somebody does.
+    pub(crate) fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
+        let file = Self::open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FileLock(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(err)) => {
+                Err(err).with_context(|| format!("locking {}", path.display()))
+            }
+        }
     }
 }
 

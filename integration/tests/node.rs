@@ -331,15 +331,8 @@ fn a_killed_harness_leaves_no_node_behind() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    // The sweep only takes nodes over a minute old: age this one.
     let dir =
         revive_integration::node::nodes_dir().join(cgroup_name.trim_start_matches("revive-node-"));
-    let status = std::process::Command::new("touch")
-        .args(["-d", "2 minutes ago"])
-        .arg(dir.join("spec.json"))
-        .status()
-        .unwrap();
-    assert!(status.success());
     let node = Node::start(Flavour::Stable, "sweeper").unwrap();
     assert!(node.stop().unwrap().is_empty());
     let cgroup = std::path::Path::new("/sys/fs/cgroup/memory").join(&cgroup_name);
@@ -351,4 +344,36 @@ fn a_killed_harness_leaves_no_node_behind() {
         .collect();
     assert_eq!(left, ["logs"], "only the dead node's logs may stay");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A node being torn down by a live harness looks dead (no process left in its cgroup), but
+/// another harness's sweep must leave it alone, or its own teardown fails on files that
+/// vanish under it (CI saw `No such file or directory` ending a conformance run when a
+/// parallel test started a node at that moment). The node's lock tells them apart.
+#[test]
+fn a_live_node_without_processes_is_not_swept() {
+    if !host::root_or_skip("a_live_node_without_processes_is_not_swept") {
+        return;
+    }
+    let mut node = Node::start(Flavour::Stable, "torn-down").unwrap();
+    node.kill().unwrap();
+    assert!(
+        processes_in_cgroup(node.cgroup_name()).is_empty(),
+        "the node's processes outlived kill()"
+    );
+    // As old as the conformance node was when its teardown raced another node's start.
+    let status = std::process::Command::new("touch")
+        .args(["-d", "10 minutes ago"])
+        .arg(node.dir().join("spec.json"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let other = Node::start(Flavour::Stable, "sweeper").unwrap();
+    assert!(
+        node.dir().join("spec.json").exists() && node.dir().join("upper").exists(),
+        "another node's start swept a live node"
+    );
+    assert!(other.stop().unwrap().is_empty());
+    let left = node.stop().unwrap();
+    assert!(left.is_empty(), "teardown left {left:?}");
 }
