@@ -19,7 +19,7 @@ use crate::io::{ProcessIo, StdioSpec};
 use crate::options::{CheckpointConfig, CreateOptions, CriuFlags, parse_options};
 use crate::process::{Op, Process, Status};
 use crate::runtime::{LOG_FILE, RawRuntime, RuntimeConfig};
-use crate::spec::{has_own_namespace, read_spec, write_spec};
+use crate::spec::{cri_checkpoint_dir, has_own_namespace, read_spec, write_spec};
 
 /// An exec that has been added but maybe not started, with what starting it needs.
 pub struct Exec {
@@ -319,7 +319,20 @@ impl Container {
             )));
         }
         crate::preflight::check(false).await?;
-        let work = self.criu_work(config.work_path.as_ref())?;
+        // CRI's archive directory when CRI sent no options (see `cri_checkpoint_dir`): CRIU's
+        // log and stats land where CRI archives them, as they do for runc-typed runtimes.
+        let asked_work = config.work_path.clone().or_else(|| {
+            let dir = cri_checkpoint_dir(&read_spec(&self.bundle).ok()?, &self.id)?;
+            dir.is_dir().then(|| {
+                info!(
+                    "checkpoint of {}: CRIU's log and stats go to CRI's archive directory {}",
+                    self.id,
+                    dir.display()
+                );
+                dir
+            })
+        });
+        let work = self.criu_work(asked_work.as_ref())?;
         let image_existed = config.image_path.exists();
         let log = self.bundle.join("checkpoint-log.json");
         let mut result = self
@@ -354,7 +367,7 @@ impl Container {
             } else {
                 let _ = std::fs::remove_dir_all(&config.image_path);
             }
-            if config.work_path.is_none() {
+            if asked_work.is_none() {
                 let _ = std::fs::remove_dir_all(&work);
             }
             return Err(Error::Runtime(format!(
@@ -365,7 +378,7 @@ impl Container {
         report_stats(&self.id, &work, &config.image_path);
         // Every memory page of the container is in there, secrets included: root only.
         restrict(&config.image_path);
-        if config.work_path.is_none() {
+        if asked_work.is_none() {
             let _ = std::fs::remove_dir_all(&work);
         } else {
             restrict(&work);
