@@ -929,6 +929,141 @@ fn state_name(state: i32) -> String {
         .unwrap_or_else(|_| format!("state {state}"))
 }
 
+/// What CheckpointContainer did in the scenario.
+#[derive(Debug, Clone, Serialize)]
+pub enum CheckpointOutcome {
+    /// containerd 1.7 has no CheckpointContainer: its answer.
+    Unimplemented(String),
+    /// containerd 2.x wrote a Kubernetes checkpoint archive, which checkpointctl read.
+    Archive {
+        /// Its top-level entries.
+        entries: Vec<String>,
+        /// `checkpointctl show` and `checkpointctl inspect --stats --ps-tree`.
+        show: String,
+        inspect: String,
+    },
+}
+
+impl fmt::Display for CheckpointOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointOutcome::Unimplemented(said) => write!(f, "unimplemented ({said})"),
+            CheckpointOutcome::Archive {
+                entries,
+                show,
+                inspect,
+            } => write!(
+                f,
+                "archive with {}\ncheckpointctl show:\n{show}\ncheckpointctl inspect:\n{inspect}",
+                entries.join(" ")
+            ),
+        }
+    }
+}
+
+/// What a complete archive of containerd 2.1.9's CheckpointContainer holds at its top level:
+/// CRIU's images, the container's config, spec and status, its rw layer, and CRIU's log and
+/// statistics (which `checkpointctl inspect --stats` reads).
+pub const ARCHIVE_ENTRIES: &[&str] = &[
+    "checkpoint/",
+    "config.dump",
+    "spec.dump",
+    "status.dump",
+    "status",
+    "rootfs-diff.tar",
+    "dump.log",
+    "stats-dump",
+];
+
+/// The top-level entries of a tar listing (`tar -tf`), directories with a trailing slash.
+pub fn top_level_entries(listing: &str) -> Vec<String> {
+    let mut entries: Vec<String> = listing
+        .lines()
+        .map(|l| l.trim_start_matches("./"))
+        .filter(|l| !l.is_empty() && *l != ".")
+        .map(|l| match l.split_once('/') {
+            Some((dir, _)) => format!("{dir}/"),
+            None => l.to_string(),
+        })
+        .collect();
+    entries.sort();
+    entries.dedup();
+    entries
+}
+
+/// CheckpointContainer of the running container `id` (the kubelet's checkpoint API): on
+/// containerd 1.7 it must answer Unimplemented; on 2.x it must write a root-only archive
+/// holding [`ARCHIVE_ENTRIES`] and CRIU's images, which `checkpointctl show` and `inspect`
+/// read, and leave the container running with its memory (its token).
+pub fn checkpoint_container(
+    node: &Node,
+    cri: &mut Cri,
+    id: &str,
+    token: &str,
+) -> Result<CheckpointOutcome> {
+    let location = format!("/var/lib/revive/checkpoint-{id}.tar");
+    let result = cri.checkpoint_container(id, &location, 60);
+    if node.version("containerd").unwrap_or("").starts_with("1.") {
+        return match result {
+            Err(err) => match err.downcast_ref::<CriError>() {
+                Some(e) if e.code == tonic::Code::Unimplemented => {
+                    Ok(CheckpointOutcome::Unimplemented(e.message.clone()))
+                }
+                _ => Err(err.context("CheckpointContainer on containerd 1.7")),
+            },
+            Ok(()) => bail!("containerd 1.7 answered CheckpointContainer, which it lacks"),
+        };
+    }
+    result?;
+    let owner = node.run(&["stat", "-c", "%a %U", &location])?;
+    ensure!(
+        owner.trim() == "600 root",
+        "the checkpoint archive is {}, not 600 root",
+        owner.trim()
+    );
+    let listing = node.run(&["tar", "-tf", &location])?;
+    let entries = top_level_entries(&listing);
+    let missing: Vec<&&str> = ARCHIVE_ENTRIES
+        .iter()
+        .filter(|e| !entries.iter().any(|have| have == *e))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "the checkpoint archive lacks {missing:?}; it has {entries:?}"
+    );
+    ensure!(
+        listing
+            .lines()
+            .any(|l| l.ends_with("checkpoint/pstree.img")),
+        "the archive's checkpoint/ has no CRIU images:\n{listing}"
+    );
+    let show = node.run(&["checkpointctl", "show", &location])?;
+    let inspect = node.run(&[
+        "checkpointctl",
+        "inspect",
+        "--stats",
+        "--ps-tree",
+        &location,
+    ])?;
+    ensure!(
+        inspect.contains("CRIU dump statistics") && inspect.contains("Process tree"),
+        "checkpointctl inspect --stats --ps-tree shows no dump statistics or process \
+         tree:\n{inspect}"
+    );
+    let after = cri.exec_sync(id, &["cat", "/token"], 30)?;
+    ensure!(
+        after.stdout.trim() == token,
+        "after CheckpointContainer the container holds {:?}, not its token {token}",
+        after.stdout
+    );
+    node.run(&["rm", "-f", &location])?;
+    Ok(CheckpointOutcome::Archive {
+        entries,
+        show,
+        inspect,
+    })
+}
+
 /// A pod the way the kubelet asks for a `hostNetwork: true` pod: the node's network (and
 /// so no CNI), no hostname (there is no private UTS namespace to set it in), a private PID
 /// namespace per container, the pod's IPC namespace, logs in `log_directory`.
@@ -1166,6 +1301,7 @@ pub struct Report {
     pub token: String,
     pub exec: ExecOutput,
     pub stats: Stats,
+    pub checkpoint: CheckpointOutcome,
     pub stop_exit_code: i32,
     pub stop_reason: String,
     pub log_lines: Vec<String>,
@@ -1195,6 +1331,7 @@ impl fmt::Display for Report {
             "stats: {}",
             serde_json::to_string(&self.stats).unwrap_or_default()
         )?;
+        writeln!(f, "CheckpointContainer: {}", self.checkpoint)?;
         writeln!(
             f,
             "stopped: exit {} ({})",
@@ -1303,12 +1440,24 @@ pub fn cri_scenario(node: &Node, handler: &str) -> Result<Report> {
     );
     cri.start_container(&ctr_id)?;
     cri.wait_for_state(&ctr_id, ContainerState::ContainerRunning)?;
-    let workload = pgrep(node, WORKLOAD_MARKER)?;
+    // The workload's `sleep 1 &` forks a copy of the shell, with the same command line
+    // until it execs sleep: count only the top of the workload's tree.
+    let matching = pgrep(node, WORKLOAD_MARKER)?;
+    let mut workload = Vec::new();
+    for pid in &matching {
+        // A fork that is already gone is no workload.
+        let Ok(parent) = parent_pid(node, *pid) else {
+            continue;
+        };
+        if !matching.contains(&parent) {
+            workload.push((*pid, parent));
+        }
+    }
     ensure!(
         workload.len() == 1,
-        "expected one workload process, found {workload:?}"
+        "expected one workload process, found {workload:?} (of {matching:?})"
     );
-    let workload_parent = parent_pid(node, workload[0])?;
+    let workload_parent = workload[0].1;
     ensure!(
         pgrep(node, &shim)?.contains(&workload_parent),
         "the workload's parent {workload_parent} is not a {shim} process"
@@ -1366,6 +1515,8 @@ pub fn cri_scenario(node: &Node, handler: &str) -> Result<Report> {
         stats.memory_working_set_bytes.unwrap_or(0) > 0,
         "ContainerStats reports no memory in use: {stats:?}"
     );
+
+    let checkpoint = checkpoint_container(node, &mut cri, &ctr_id, &token)?;
 
     cri.stop_container(&ctr_id, 30)?;
     let stopped = cri.wait_for_state(&ctr_id, ContainerState::ContainerExited)?;
@@ -1441,6 +1592,7 @@ pub fn cri_scenario(node: &Node, handler: &str) -> Result<Report> {
         token,
         exec,
         stats,
+        checkpoint,
         stop_exit_code: stopped.exit_code,
         stop_reason: stopped.reason,
         log_lines,
