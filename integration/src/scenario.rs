@@ -13,7 +13,7 @@ use crate::node::Node;
 /// Each tick it publishes both in /state (atomically, via rename). A process started afresh
 /// draws a new token and counts from 1; a restored one keeps both.
 pub const COUNTER_SCRIPT: &str = "t=$(cat /proc/sys/kernel/random/uuid); i=0; \
-    while true; do i=$((i+1)); echo \"$t $i\" > /state.new; mv /state.new /state; sleep 0.1; done";
+    echo \"$t\" > /written-at-start; while true; do i=$((i+1)); echo \"$t $i\" > /state.new; mv /state.new /state; sleep 0.1; done";
 
 /// What the counter container published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +243,24 @@ pub fn checkpoint_restore_counter(
         "the restored container started afresh instead of continuing: {checkpointed} -> {restored}"
     );
     narrate(&format!("restored container continues: {restored}"));
+    // Written once at start into the rw layer, which `--rw` carried over.
+    let exec_id = format!("rw-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
+    let written = node.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        &exec_id,
+        id,
+        "cat",
+        "/written-at-start",
+    ])?;
+    ensure!(
+        written.trim() == restored.token,
+        "the rw layer's /written-at-start holds {:?}, not the token {}",
+        written.trim(),
+        restored.token
+    );
+    narrate("the file written to the rw layer before the checkpoint is there");
 
     if options_reach_runtime {
         let exit_dir = format!("/tmp/{id}-exit-checkpoint");
@@ -846,7 +864,7 @@ pub fn checkpoint_without_criu(
 
 /// The node's path of `file` in the root filesystem of task `id` (namespace "default", where
 /// ctr works), as its shim mounted it: readable when the task takes no exec (paused, stopped).
-fn rootfs_file(id: &str, file: &str) -> String {
+pub(crate) fn rootfs_file(id: &str, file: &str) -> String {
     format!("/run/containerd/io.containerd.runtime.v2.task/default/{id}/rootfs/{file}")
 }
 
