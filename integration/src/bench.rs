@@ -20,6 +20,8 @@ use anyhow::{Context, Result, bail};
 use crate::image::BUSYBOX;
 use crate::node::{Node, parse_task_list};
 
+mod checkpoint;
+
 /// containerd's Go shim, the baseline.
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
 /// Our shim.
@@ -520,14 +522,30 @@ pub struct Settings {
     pub runs: usize,
     /// How long the idle containers sit before their shims are measured.
     pub settle: Duration,
+    /// Memory the checkpointed containers hold, MiB each.
+    pub checkpoint_mib: Vec<u64>,
+    /// Checkpoint and restore runs per size.
+    pub checkpoint_runs: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            containers: 10,
+            runs: 20,
+            settle: Duration::from_secs(2),
+            checkpoint_mib: vec![64, 256, 1024],
+            checkpoint_runs: 5,
+        }
+    }
 }
 
 /// One benchmark: declares its rows, measures one runtime at a time in a node.
 pub trait Benchmark {
     fn title(&self, settings: &Settings) -> String;
-    fn rows(&self) -> Vec<String>;
+    fn rows(&self, settings: &Settings) -> Vec<String>;
     fn method(&self, settings: &Settings) -> Vec<String>;
-    fn targets(&self) -> Vec<Target>;
+    fn targets(&self, settings: &Settings) -> Vec<Target>;
     /// Measures `runtime`; the cells align with [`Benchmark::rows`]. Leaves no container of
     /// its own behind, whether it succeeds or not.
     fn measure(&self, node: &Node, runtime: &str, settings: &Settings) -> Result<Vec<Cell>>;
@@ -535,7 +553,11 @@ pub trait Benchmark {
 
 /// The benchmarks `revive-bench` runs, in order.
 pub fn all() -> Vec<Box<dyn Benchmark>> {
-    vec![Box::new(ShimMemory), Box::new(StartLatency)]
+    vec![
+        Box::new(ShimMemory),
+        Box::new(StartLatency),
+        Box::new(checkpoint::CheckpointRestore),
+    ]
 }
 
 /// Runs every benchmark for every runtime in `node`.
@@ -568,10 +590,10 @@ pub fn run_in_node(
                 .collect();
             Section {
                 title,
-                rows: b.rows(),
+                rows: b.rows(settings),
                 columns,
                 method: b.method(settings),
-                targets: b.targets(),
+                targets: b.targets(settings),
             }
         })
         .collect()
@@ -815,7 +837,7 @@ impl Benchmark for ShimMemory {
             s.containers
         )
     }
-    fn rows(&self) -> Vec<String> {
+    fn rows(&self, _: &Settings) -> Vec<String> {
         Self::ROWS.iter().map(|s| s.to_string()).collect()
     }
     fn method(&self, s: &Settings) -> Vec<String> {
@@ -843,7 +865,7 @@ impl Benchmark for ShimMemory {
                 .into(),
         ]
     }
-    fn targets(&self) -> Vec<Target> {
+    fn targets(&self, _: &Settings) -> Vec<Target> {
         vec![Target {
             row: Self::PSS_MEAN_ROW,
             goal: Goal::AtMostTimes(0.25),
@@ -911,7 +933,7 @@ impl Benchmark for StartLatency {
     fn title(&self, s: &Settings) -> String {
         format!("`ctr run --rm` latency ({} runs after one warm-up)", s.runs)
     }
-    fn rows(&self) -> Vec<String> {
+    fn rows(&self, _: &Settings) -> Vec<String> {
         Self::ROWS.iter().map(|s| s.to_string()).collect()
     }
     fn method(&self, _: &Settings) -> Vec<String> {
@@ -930,7 +952,7 @@ impl Benchmark for StartLatency {
                 .into(),
         ]
     }
-    fn targets(&self) -> Vec<Target> {
+    fn targets(&self, _: &Settings) -> Vec<Target> {
         vec![Target {
             row: Self::MEDIAN_ROW,
             goal: Goal::NoWorse,

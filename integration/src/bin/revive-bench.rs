@@ -21,7 +21,7 @@ use revive_integration::{Flavour, Node, host, rootfs};
 #[command(
     name = "revive-bench",
     version,
-    about = "Shim memory per container and `ctr run --rm` latency: revive against containerd-shim-runc-v2"
+    about = "Shim memory per container, `ctr run --rm` latency, and checkpoint/restore time: revive against containerd-shim-runc-v2"
 )]
 struct Cli {
     /// Node flavour(s) to benchmark on (repeatable; each gets its own node and section).
@@ -39,6 +39,13 @@ struct Cli {
     /// Seconds the idle containers sit before their shims' memory is read.
     #[arg(long, default_value_t = 2)]
     settle: u64,
+    /// MiB of touched memory in each checkpointed container (repeatable).
+    #[arg(long = "checkpoint-mib", default_values_t = [64u64, 256, 1024],
+          value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    checkpoint_mib: Vec<u64>,
+    /// Checkpoint and restore runs per size and runtime.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    checkpoint_runs: u32,
     /// Where to write the markdown report.
     #[arg(long, default_value = "target/bench/results.md")]
     out: PathBuf,
@@ -58,10 +65,15 @@ impl Cli {
             cmd.push_str(&format!(" --runtime {r}"));
         }
         cmd.push_str(&format!(
-            " --containers {} --runs {} --settle {} --out {}",
-            self.containers,
-            self.runs,
-            self.settle,
+            " --containers {} --runs {} --settle {}",
+            self.containers, self.runs, self.settle
+        ));
+        for mib in &self.checkpoint_mib {
+            cmd.push_str(&format!(" --checkpoint-mib {mib}"));
+        }
+        cmd.push_str(&format!(
+            " --checkpoint-runs {} --out {}",
+            self.checkpoint_runs,
             self.out.display()
         ));
         cmd
@@ -91,6 +103,8 @@ fn run(cli: &Cli) -> Result<bool> {
         containers: cli.containers as usize,
         runs: cli.runs as usize,
         settle: Duration::from_secs(cli.settle),
+        checkpoint_mib: cli.checkpoint_mib.clone(),
+        checkpoint_runs: cli.checkpoint_runs as usize,
     };
     let benchmarks = bench::all();
     let mut flavours = Vec::new();

@@ -1,0 +1,271 @@
+//! Checkpoint and restore wall time of a container holding touched memory (issue 5).
+//!
+//! The container's `dd` reads `N` MiB from /dev/urandom into one buffer (touched,
+//! incompressible pages) and then blocks writing it into a pipe nobody drains; its reader
+//! marks `/ready` once the first byte arrives, so the whole buffer is resident. Each
+//! repetition then, for the runtime under test:
+//! 1. checkpoints the task with exit into a directory on the node's disk, through
+//!    containerd's Tasks API (the same call for every runtime and containerd version;
+//!    containerd 1.7's `ctr` sends no image path to runtimes it does not know);
+//! 2. deletes the task and restores it from that directory (`Options.criu_image_path`),
+//!    until Start returns the restored pid.
+//!
+//! Both are timed around the API call, after one untimed warm-up round per runtime. Page cache is flushed (`sync`) before each, so one
+//! runtime's write-back does not slow the next. The image's size over the checkpoint time
+//! gives MB/s, next to the disk's own sequential write speed measured in the same directory.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use revive_proto::runc::CheckpointOptions;
+
+use super::{Benchmark, Cell, Goal, Settings, Summary, Target, remove_containers, short_runtime};
+use crate::containerd::Containerd;
+use crate::node::Node;
+use crate::scenario;
+
+/// Where images are written: the node's /var/lib/revive is a directory on the host's disk
+/// (not a tmpfs), as a real checkpoint's would be.
+const DIR: &str = "/var/lib/revive/bench-checkpoint";
+
+/// The disk probe: 1 GiB of zeros, flushed to the disk before dd exits.
+const PROBE_BYTES: u64 = 1 << 30;
+
+/// How long a container may take to fill its memory.
+const FILL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The container's command for `mib` MiB of touched memory.
+pub fn workload(mib: u64) -> String {
+    format!(
+        "rm -f /ready; dd if=/dev/urandom bs={mib}M count=1 iflag=fullblock 2>/dev/null | \
+         {{ head -c 1 >/dev/null; touch /ready; while :; do sleep 1; done; }}"
+    )
+}
+
+fn mb_per_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs
+}
+
+/// Checkpoint and restore of containers holding 64 MiB, 256 MiB and 1 GiB (by default).
+pub struct CheckpointRestore;
+
+impl CheckpointRestore {
+    fn rows_for(settings: &Settings) -> Vec<String> {
+        let mut rows = vec!["disk: sequential write, 1 GiB, fdatasync".to_string()];
+        for mib in &settings.checkpoint_mib {
+            rows.push(format!("{}: checkpoint (exit), median", size_label(*mib)));
+            rows.push(format!("{}: restore, median", size_label(*mib)));
+        }
+        rows
+    }
+
+    /// The disk's sequential write speed in DIR, in MB/s.
+    fn disk_speed(node: &Node) -> Result<Cell> {
+        node.run(&["mkdir", "-p", DIR])?;
+        let probe = format!("{DIR}/write-probe");
+        let started = Instant::now();
+        node.run(&[
+            "dd",
+            "if=/dev/zero",
+            &format!("of={probe}"),
+            "bs=1M",
+            &format!("count={}", PROBE_BYTES >> 20),
+            "conv=fdatasync",
+        ])
+        .context("measuring the disk's write speed")?;
+        let secs = started.elapsed().as_secs_f64();
+        node.run(&["rm", "-f", &probe])?;
+        let speed = mb_per_s(PROBE_BYTES, secs);
+        Ok(Cell::number(format!("{speed:.0} MB/s"), speed))
+    }
+
+    /// One checkpoint and restore of container `id` holding `mib` MiB: (checkpoint s,
+    /// restore s, image bytes).
+    fn once(
+        node: &Node,
+        api: &Containerd,
+        runtime: &str,
+        id: &str,
+        mib: u64,
+    ) -> Result<(f64, f64, u64)> {
+        let dir = format!("{DIR}/{id}");
+        node.run(&["rm", "-rf", &dir])?;
+        scenario::run_shell(node, runtime, id, &workload(mib))?;
+        let ready = scenario::rootfs_file(id, "ready");
+        let deadline = Instant::now() + FILL_TIMEOUT;
+        while node.run(&["test", "-e", &ready]).is_err() {
+            ensure!(
+                Instant::now() < deadline,
+                "container {id} did not fill {mib} MiB within {FILL_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        node.run(&["sync"])?;
+        let started = Instant::now();
+        api.checkpoint(
+            id,
+            &CheckpointOptions {
+                exit: true,
+                image_path: dir.clone(),
+                ..Default::default()
+            },
+        )?;
+        let checkpoint = started.elapsed().as_secs_f64();
+        scenario::wait_until_stopped(node, id)?;
+        let bytes: u64 = node
+            .sh(&format!("cat {dir}/pages-*.img | wc -c"))?
+            .trim()
+            .parse()
+            .context("sizing the memory pages of the image")?;
+        ensure!(
+            bytes >= mib << 20,
+            "the checkpoint of {id} holds {bytes} bytes of pages, less than its {mib} MiB"
+        );
+        node.ctr(&["task", "delete", id])?;
+        node.run(&["sync"])?;
+        let started = Instant::now();
+        api.restore_from_dir(id, "overlayfs", &dir)?;
+        let restore = started.elapsed().as_secs_f64();
+        ensure!(
+            scenario::task_status(node, id)? == "RUNNING",
+            "the restored {id} is not running"
+        );
+        scenario::remove_container(node, id)?;
+        node.run(&["rm", "-rf", &dir])?;
+        Ok((checkpoint, restore, bytes))
+    }
+
+    fn measure_all(
+        node: &Node,
+        runtime: &str,
+        ids: &[(u64, String)],
+        settings: &Settings,
+    ) -> Result<Vec<Cell>> {
+        let mut cells = vec![Self::disk_speed(node)?];
+        let api = Containerd::connect(node, "default")?;
+        // One untimed round first: the runtime's first checkpoint and restore in a node run
+        // with cold caches (runc, CRIU, the shim binary), which would land in one column only.
+        if let Some((mib, id)) = ids.first() {
+            Self::once(node, &api, runtime, id, *mib).context("warm-up run")?;
+        }
+        for (mib, id) in ids {
+            let mut checkpoints = Vec::new();
+            let mut restores = Vec::new();
+            let mut bytes = 0;
+            for k in 0..settings.checkpoint_runs {
+                let (c, r, b) = Self::once(node, &api, runtime, id, *mib)
+                    .with_context(|| format!("{} run {}", size_label(*mib), k + 1))?;
+                checkpoints.push(c);
+                restores.push(r);
+                bytes = b;
+            }
+            for samples in [&checkpoints, &restores] {
+                let s = Summary::of(samples).context("no runs")?;
+                cells.push(Cell::number(
+                    format!(
+                        "{:.2} s ({:.0} MB/s; {:.2}–{:.2} s)",
+                        s.median,
+                        mb_per_s(bytes, s.median),
+                        s.min,
+                        s.max
+                    ),
+                    s.median,
+                ));
+            }
+        }
+        Ok(cells)
+    }
+}
+
+fn size_label(mib: u64) -> String {
+    if mib >= 1024 && mib.is_multiple_of(1024) {
+        format!("{} GiB", mib / 1024)
+    } else {
+        format!("{mib} MiB")
+    }
+}
+
+impl Benchmark for CheckpointRestore {
+    fn title(&self, s: &Settings) -> String {
+        format!(
+            "checkpoint and restore of a container holding touched memory ({} runs per size)",
+            s.checkpoint_runs
+        )
+    }
+    fn rows(&self, settings: &Settings) -> Vec<String> {
+        Self::rows_for(settings)
+    }
+    fn method(&self, _: &Settings) -> Vec<String> {
+        vec![
+            format!(
+                "The container (busybox) runs `{}`: dd's one buffer holds N MiB read from \
+                 /dev/urandom (touched, incompressible), blocked writing into a pipe that is \
+                 not drained; `/ready` appears once the buffer is full.",
+                workload(0).replace("0M", "<N>M")
+            ),
+            format!(
+                "Checkpoint: Tasks.Checkpoint with `containerd.runc.v1.CheckpointOptions{{exit: \
+                 true, image_path}}` into `{DIR}` on the node's disk; restore: the task is \
+                 deleted, then Tasks.Create with `Options{{criu_image_path}}` and Tasks.Start; \
+                 each timed around the API call, after a `sync`. The same calls for every \
+                 runtime and containerd version. One untimed checkpoint and restore of the \
+                 smallest size comes first for each runtime (cold caches)."
+            ),
+            "MB/s is the size of the image's memory pages (`pages-*.img`, checked to hold at \
+             least N MiB) over the median time. The checkpoint writes into the page cache \
+             without fsync, as runc and CRIU do, so it can beat the disk's own speed (first \
+             row: `dd bs=1M count=1024 conv=fdatasync` in the same directory)."
+                .into(),
+        ]
+    }
+    fn targets(&self, settings: &Settings) -> Vec<Target> {
+        // Row 0 is the disk; then a checkpoint and a restore row per size.
+        (1..Self::rows_for(settings).len())
+            .map(|row| Target {
+                row,
+                goal: Goal::NoWorse,
+            })
+            .collect()
+    }
+    fn measure(&self, node: &Node, runtime: &str, settings: &Settings) -> Result<Vec<Cell>> {
+        let short = short_runtime(runtime);
+        let ids: Vec<(u64, String)> = settings
+            .checkpoint_mib
+            .iter()
+            .map(|mib| (*mib, format!("{short}-ckpt-{mib}m")))
+            .collect();
+        let result = Self::measure_all(node, runtime, &ids, settings);
+        let names: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+        remove_containers(node, runtime, &names);
+        let _ = node.run(&["rm", "-rf", DIR]);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_label_and_rows_pair_up() {
+        assert_eq!(size_label(64), "64 MiB");
+        assert_eq!(size_label(1024), "1 GiB");
+        assert_eq!(size_label(1536), "1536 MiB");
+        let settings = Settings {
+            checkpoint_mib: vec![64, 1024],
+            ..Settings::default()
+        };
+        let rows = CheckpointRestore::rows_for(&settings);
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[3], "1 GiB: checkpoint (exit), median");
+        assert_eq!(rows[4], "1 GiB: restore, median");
+    }
+
+    #[test]
+    fn the_workload_fills_one_buffer() {
+        let w = workload(256);
+        assert!(w.contains("bs=256M count=1 iflag=fullblock"), "{w}");
+        assert!(w.contains("touch /ready"), "{w}");
+        assert_eq!(mb_per_s(2_000_000, 2.0), 1.0);
+    }
+}
