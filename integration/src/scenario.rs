@@ -790,12 +790,33 @@ pub fn tcp_connection_survives(
         .context("the connection stopped after the refused checkpoint")?;
     narrate(&format!("still running, connection carrying data: {still}"));
     node.run(&["rm", "-rf", &dir])?;
+    let (checkpointed, restored) = restore_tcp_echo(node, &api, id, &dir, still, narrate)?;
+    remove_container(node, id)?;
+    Ok(TcpReport {
+        refused,
+        checkpointed,
+        restored,
+    })
+}
+
+/// Checkpoints the TCP echo client `id` with open_tcp and exit into `dir`, deletes its task,
+/// restores it from `dir` (`Options.criu_image_path`) and waits until the echoed numbers
+/// grow past where they stood: (checkpointed, restored). `seen` is the last number read
+/// before the checkpoint.
+fn restore_tcp_echo(
+    node: &Node,
+    api: &crate::containerd::Containerd,
+    id: &str,
+    dir: &str,
+    seen: u64,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(u64, u64)> {
     api.checkpoint(
         id,
-        &CheckpointOptions {
+        &revive_proto::runc::CheckpointOptions {
             exit: true,
             open_tcp: true,
-            image_path: dir.clone(),
+            image_path: dir.to_string(),
             ..Default::default()
         },
     )?;
@@ -804,21 +825,82 @@ pub fn tcp_connection_survives(
         .run(&["cat", &rootfs_file(id, "echo")])
         .ok()
         .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(still);
+        .unwrap_or(seen);
     node.ctr(&["task", "delete", id])?;
     narrate(&format!(
         "checkpointed with open_tcp at {checkpointed}; task deleted; restoring from {dir}"
     ));
-    api.restore_from_dir(id, "overlayfs", &dir)?;
+    api.restore_from_dir(id, "overlayfs", dir)?;
     let restored = wait_for_echo(node, id, checkpointed + 3)
         .context("the restored connection carries nothing")?;
     narrate(&format!("restored; the connection goes on: {restored}"));
-    remove_container(node, id)?;
-    Ok(TcpReport {
-        refused,
-        checkpointed,
-        restored,
+    Ok((checkpointed, restored))
+}
+
+/// Whether `/proc/net/tcp{,6}` text shows a socket listening (state 0A) on `port`.
+pub fn listens_on(tables: &str, port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    tables.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "0A"
     })
+}
+
+/// The echo server outside the container: busybox `nc` in the node itself, on the node's
+/// network, port [`OUTSIDE_PORT`].
+pub const OUTSIDE_PORT: u16 = 9100;
+
+/// The container's client for the server outside: sends 1, 2, 3, ... and publishes in /echo
+/// every number that comes back.
+pub const TCP_CLIENT_SCRIPT: &str = "(i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done) \
+    | nc 127.0.0.1 9100 | while read n; do echo $n > /echo.new; mv /echo.new /echo; done";
+
+/// A TCP connection to a server OUTSIDE the container (issue 5's stretch): an echo server
+/// runs in the node, and container `id` on `runtime` shares the node's network (`ctr run
+/// --net-host`) and talks to it. Checkpointed with open_tcp and exit, its task deleted and
+/// restored from the images, the container's end of the connection comes back and the
+/// numbers go on growing: the server outside never noticed. It is the same connection: the
+/// server accepts only one, so a client started afresh could not connect again. Returns
+/// (checkpointed, restored).
+pub fn tcp_to_outside_survives(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(u64, u64)> {
+    node.import_busybox()?;
+    node.spawn_daemon(
+        "echo-server",
+        &format!("busybox nc -l -p {OUTSIDE_PORT} -e /bin/cat"),
+    )?;
+    // Listening (IPv4 or IPv6); a probe connection would use up the one-shot server.
+    poll(
+        || node.run(&["cat", "/proc/net/tcp", "/proc/net/tcp6"]),
+        |tables| listens_on(tables, OUTSIDE_PORT),
+        |_| format!("the echo server did not listen on port {OUTSIDE_PORT}"),
+    )?;
+    node.ctr(&[
+        "run",
+        "-d",
+        "--net-host",
+        "--runtime",
+        runtime,
+        BUSYBOX,
+        id,
+        "sh",
+        "-c",
+        TCP_CLIENT_SCRIPT,
+    ])?;
+    let first = wait_for_echo(node, id, 3)?;
+    narrate(&format!(
+        "connected to the node's echo server on 127.0.0.1:{OUTSIDE_PORT}: {first} echoed"
+    ));
+    let api = crate::containerd::Containerd::connect(node, "default")?;
+    let dir = format!("/var/lib/revive/{id}-tcp-checkpoint");
+    let (checkpointed, restored) = restore_tcp_echo(node, &api, id, &dir, first, narrate)?;
+    remove_container(node, id)?;
+    node.run(&["rm", "-rf", &dir])?;
+    Ok((checkpointed, restored))
 }
 
 /// Without CRIU on the node, a checkpoint fails with an error that names it, and the
@@ -905,6 +987,19 @@ mod tests {
         assert_eq!(s.tree, ["1 0 sh", "7 1 sh"]);
         assert!(parse_process_state("tok 12\n40\n").is_err());
         assert!(parse_process_state("tok 12 12\n").is_err());
+    }
+
+    #[test]
+    fn listening_sockets_are_found_in_both_tables() {
+        let tables = "  sl  local_address rem_address   st tx_queue\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n\
+   1: 0100007F:238C 0100007F:9C40 01 00000000:00000000\n\
+   0: 00000000000000000000000000000000:238C 00000000000000000000000000000000:0000 0A 0\n";
+        assert!(listens_on(tables, 8080));
+        assert!(listens_on(tables, 9100));
+        assert!(!listens_on(tables, 9101));
+        let established_only = "   1: 0100007F:238C 0100007F:9C40 01 00000000:00000000\n";
+        assert!(!listens_on(established_only, 9100));
     }
 
     #[test]

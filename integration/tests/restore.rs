@@ -181,6 +181,30 @@ fn tcp_connection_survives_stable() {
     tcp(Flavour::Stable);
 }
 
+/// A TCP connection from the container to a server outside it (in the node, on the node's
+/// network that the container shares) survives a checkpoint with open_tcp and exit and a
+/// restore: the server outside keeps its end and the numbers go on.
+fn tcp_outside(flavour: Flavour) {
+    if let Some((checkpointed, restored)) = on_node(
+        flavour,
+        "tcp-outside",
+        "TCP connection to a server outside the container",
+        |node, say| scenario::tcp_to_outside_survives(node, REVIVE, "tcp-out", say),
+    ) {
+        assert!(restored > checkpointed + 3);
+    }
+}
+
+#[test]
+fn tcp_connection_to_outside_survives_next() {
+    tcp_outside(Flavour::Next);
+}
+
+#[test]
+fn tcp_connection_to_outside_survives_stable() {
+    tcp_outside(Flavour::Stable);
+}
+
 /// The CRIU preflight: without CRIU a checkpoint says so and the container goes on; with
 /// CRIU back, it checkpoints.
 fn no_criu(flavour: Flavour) {
