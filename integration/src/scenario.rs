@@ -288,6 +288,53 @@ pub fn checkpoint_restore_counter(
     })
 }
 
+/// The media type containerd gives CRIU's images in a checkpoint's index.
+pub const CRIU_CHECKPOINT_MEDIA_TYPE: &str =
+    "application/vnd.containerd.container.criu.checkpoint.criu.tar";
+
+/// `ctr task checkpoint <id>` with no options, containerd's default: counter `id` on
+/// `runtime` is checkpointed into containerd's content store and keeps running with its
+/// memory; ctr names the checkpoint image it made, whose index holds CRIU's images. The image
+/// and the container are removed afterwards. Returns the image's name.
+pub fn default_task_checkpoint(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<String> {
+    node.import_busybox()?;
+    run_counter(node, runtime, id)?;
+    let before = wait_for_count(node, id, 3)?;
+    let name = node.ctr(&["task", "checkpoint", id])?.trim().to_string();
+    ensure!(
+        name.starts_with(&format!("containerd.io/checkpoint/{id}:")),
+        "ctr task checkpoint printed {name:?}, not a checkpoint image name"
+    );
+    let after = wait_for_count(node, id, before.count + 3)?;
+    ensure!(
+        after.token == before.token,
+        "ctr task checkpoint restarted the task: {before} -> {after}"
+    );
+    let listing = node.ctr(&["images", "ls"])?;
+    let digest = listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("sha256:")))
+        .with_context(|| format!("{name} is not among the images:\n{listing}"))?
+        .to_string();
+    let index = node.ctr(&["content", "get", &digest])?;
+    ensure!(
+        index.contains(CRIU_CHECKPOINT_MEDIA_TYPE),
+        "the checkpoint's index holds no CRIU images: {index}"
+    );
+    narrate(&format!(
+        "ctr task checkpoint {id}: {name}, CRIU's images in the content store; still running: {after}"
+    ));
+    remove_container(node, id)?;
+    node.ctr(&["images", "rm", &name])?;
+    Ok(name)
+}
+
 /// The cgroup paths of a process in the node (`/proc/<pid>/cgroup`, one line per hierarchy).
 pub fn cgroups_of(node: &Node, pid: u32) -> Result<String> {
     node.run(&["cat", &format!("/proc/{pid}/cgroup")])

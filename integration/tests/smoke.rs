@@ -31,6 +31,12 @@ fn smoke(flavour: Flavour, runtime: &str) {
     assert_eq!(report.runtime, runtime);
     assert_eq!(report.restored.token, report.before.token);
     assert!(report.restored.count > report.checkpointed.count);
+    // `ctr task checkpoint` without options: into containerd's content store.
+    let image = scenario::default_task_checkpoint(&node, runtime, "smoke-default", &mut |step| {
+        eprintln!("  {step}")
+    })
+    .expect("default ctr task checkpoint");
+    assert!(image.starts_with("containerd.io/checkpoint/smoke-default:"));
     let left = node.stop().expect("node stops");
     assert!(left.is_empty(), "node left behind: {left:?}");
 }
