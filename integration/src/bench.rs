@@ -549,6 +549,25 @@ pub trait Benchmark {
     /// Measures `runtime`; the cells align with [`Benchmark::rows`]. Leaves no container of
     /// its own behind, whether it succeeds or not.
     fn measure(&self, node: &Node, runtime: &str, settings: &Settings) -> Result<Vec<Cell>>;
+
+    /// Measures every runtime, a column each. By default one after the other with
+    /// [`Benchmark::measure`]; a benchmark whose numbers drift with the machine's state (page
+    /// cache, disk) interleaves them instead.
+    fn measure_runtimes(
+        &self,
+        node: &Node,
+        runtimes: &[String],
+        settings: &Settings,
+        progress: &mut dyn FnMut(&str),
+    ) -> Vec<Result<Vec<Cell>>> {
+        runtimes
+            .iter()
+            .map(|runtime| {
+                progress(&format!("{}: {runtime}", self.title(settings)));
+                self.measure(node, runtime, settings)
+            })
+            .collect()
+    }
 }
 
 /// The benchmarks `revive-bench` runs, in order.
@@ -571,14 +590,12 @@ pub fn run_in_node(
     benchmarks
         .iter()
         .map(|b| {
-            let title = b.title(settings);
+            let outcomes = b.measure_runtimes(node, runtimes, settings, progress);
             let columns = runtimes
                 .iter()
-                .map(|runtime| {
-                    progress(&format!("{title}: {runtime}"));
-                    let outcome = b
-                        .measure(node, runtime, settings)
-                        .map_err(|e| first_line(&format!("{e:#}")).to_string());
+                .zip(outcomes)
+                .map(|(runtime, outcome)| {
+                    let outcome = outcome.map_err(|e| first_line(&format!("{e:#}")).to_string());
                     if let Err(err) = &outcome {
                         progress(&format!("{runtime} could not run: {err}"));
                     }
@@ -589,7 +606,7 @@ pub fn run_in_node(
                 })
                 .collect();
             Section {
-                title,
+                title: b.title(settings),
                 rows: b.rows(settings),
                 columns,
                 method: b.method(settings),

@@ -10,7 +10,9 @@
 //! 2. deletes the task and restores it from that directory (`Options.criu_image_path`),
 //!    until Start returns the restored pid.
 //!
-//! Both are timed around the API call, after one untimed warm-up round per runtime. Page cache is flushed (`sync`) before each, so one
+//! Both are timed around the API call, after one untimed warm-up round per runtime. The
+//! runtimes take turns, round by round and in alternating order, so that whatever drifts in
+//! the machine (page cache, disk write-back) weighs on both columns alike. Page cache is flushed (`sync`) before each, so one
 //! runtime's write-back does not slow the next. The image's size over the checkpoint time
 //! gives MB/s, next to the disk's own sequential write speed measured in the same directory.
 
@@ -134,38 +136,82 @@ impl CheckpointRestore {
         node.run(&["rm", "-rf", &dir])?;
         Ok((checkpoint, restore, bytes))
     }
+}
 
-    fn measure_all(
-        node: &Node,
-        runtime: &str,
-        ids: &[(u64, String)],
-        settings: &Settings,
-    ) -> Result<Vec<Cell>> {
-        let mut cells = vec![Self::disk_speed(node)?];
-        let api = Containerd::connect(node, "default")?;
-        // One untimed round first: the runtime's first checkpoint and restore in a node run
-        // with cold caches (runc, CRIU, the shim binary), which would land in one column only.
-        if let Some((mib, id)) = ids.first() {
-            Self::once(node, &api, runtime, id, *mib).context("warm-up run")?;
+/// One runtime's column while the rounds go on.
+struct Samples<'a> {
+    runtime: &'a str,
+    /// (MiB, container id) per size.
+    ids: Vec<(u64, String)>,
+    disk: Option<Cell>,
+    checkpoints: Vec<Vec<f64>>,
+    restores: Vec<Vec<f64>>,
+    bytes: Vec<u64>,
+    failed: Option<anyhow::Error>,
+}
+
+impl<'a> Samples<'a> {
+    fn new(runtime: &'a str, settings: &Settings) -> Samples<'a> {
+        let short = short_runtime(runtime);
+        let n = settings.checkpoint_mib.len();
+        Samples {
+            runtime,
+            ids: settings
+                .checkpoint_mib
+                .iter()
+                .map(|mib| (*mib, format!("{short}-ckpt-{mib}m")))
+                .collect(),
+            disk: None,
+            checkpoints: vec![Vec::new(); n],
+            restores: vec![Vec::new(); n],
+            bytes: vec![0; n],
+            failed: None,
         }
-        for (mib, id) in ids {
-            let mut checkpoints = Vec::new();
-            let mut restores = Vec::new();
-            let mut bytes = 0;
-            for k in 0..settings.checkpoint_runs {
-                let (c, r, b) = Self::once(node, &api, runtime, id, *mib)
-                    .with_context(|| format!("{} run {}", size_label(*mib), k + 1))?;
-                checkpoints.push(c);
-                restores.push(r);
-                bytes = b;
+    }
+
+    /// The disk probe and one untimed round: a runtime's first checkpoint and restore in a
+    /// node run with cold caches (runc, CRIU, the shim binary).
+    fn warm_up(&mut self, node: &Node, api: &Containerd) {
+        let result = CheckpointRestore::disk_speed(node).and_then(|disk| {
+            self.disk = Some(disk);
+            let (mib, id) = self.ids.first().context("no sizes")?;
+            CheckpointRestore::once(node, api, self.runtime, id, *mib).context("warm-up run")
+        });
+        if let Err(err) = result {
+            self.failed = Some(err);
+        }
+    }
+
+    fn run(&mut self, node: &Node, api: &Containerd, size: usize, round: usize) {
+        if self.failed.is_some() {
+            return;
+        }
+        let (mib, id) = &self.ids[size];
+        match CheckpointRestore::once(node, api, self.runtime, id, *mib) {
+            Ok((checkpoint, restore, bytes)) => {
+                self.checkpoints[size].push(checkpoint);
+                self.restores[size].push(restore);
+                self.bytes[size] = bytes;
             }
-            for samples in [&checkpoints, &restores] {
+            Err(err) => {
+                self.failed = Some(err.context(format!("{} run {}", size_label(*mib), round + 1)));
+            }
+        }
+    }
+
+    fn cells(self) -> Result<Vec<Cell>> {
+        if let Some(err) = self.failed {
+            return Err(err);
+        }
+        let mut cells = vec![self.disk.context("no disk measurement")?];
+        for size in 0..self.ids.len() {
+            for samples in [&self.checkpoints[size], &self.restores[size]] {
                 let s = Summary::of(samples).context("no runs")?;
                 cells.push(Cell::number(
                     format!(
                         "{:.2} s ({:.0} MB/s; {:.2}–{:.2} s)",
                         s.median,
-                        mb_per_s(bytes, s.median),
+                        mb_per_s(self.bytes[size], s.median),
                         s.min,
                         s.max
                     ),
@@ -209,7 +255,9 @@ impl Benchmark for CheckpointRestore {
                  deleted, then Tasks.Create with `Options{{criu_image_path}}` and Tasks.Start; \
                  each timed around the API call, after a `sync`. The same calls for every \
                  runtime and containerd version. One untimed checkpoint and restore of the \
-                 smallest size comes first for each runtime (cold caches)."
+                 smallest size comes first for each runtime (cold caches); then the runtimes \
+                 take turns, every size in each round, first one and then the other going \
+                 first."
             ),
             "MB/s is the size of the image's memory pages (`pages-*.img`, checked to hold at \
              least N MiB) over the median time. The checkpoint writes into the page cache \
@@ -228,17 +276,64 @@ impl Benchmark for CheckpointRestore {
             .collect()
     }
     fn measure(&self, node: &Node, runtime: &str, settings: &Settings) -> Result<Vec<Cell>> {
-        let short = short_runtime(runtime);
-        let ids: Vec<(u64, String)> = settings
-            .checkpoint_mib
-            .iter()
-            .map(|mib| (*mib, format!("{short}-ckpt-{mib}m")))
-            .collect();
-        let result = Self::measure_all(node, runtime, &ids, settings);
-        let names: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
-        remove_containers(node, runtime, &names);
+        let runtimes = [runtime.to_string()];
+        self.measure_runtimes(node, &runtimes, settings, &mut |_| {})
+            .pop()
+            .unwrap_or_else(|| Err(anyhow::anyhow!("no column for {runtime}")))
+    }
+
+    /// Round by round, every size for every runtime, the order of the runtimes alternating
+    /// between rounds: whatever drifts (page cache, disk write-back) weighs on every column
+    /// alike.
+    fn measure_runtimes(
+        &self,
+        node: &Node,
+        runtimes: &[String],
+        settings: &Settings,
+        progress: &mut dyn FnMut(&str),
+    ) -> Vec<Result<Vec<Cell>>> {
+        let api = match Containerd::connect(node, "default") {
+            Ok(api) => api,
+            Err(err) => {
+                let err = format!("{err:#}");
+                return runtimes
+                    .iter()
+                    .map(|_| Err(anyhow::anyhow!("{err}")))
+                    .collect();
+            }
+        };
+        let title = self.title(settings);
+        let mut columns: Vec<Samples> =
+            runtimes.iter().map(|r| Samples::new(r, settings)).collect();
+        for column in &mut columns {
+            progress(&format!(
+                "{title}: {} (disk probe, warm-up)",
+                column.runtime
+            ));
+            column.warm_up(node, &api);
+        }
+        for round in 0..settings.checkpoint_runs {
+            progress(&format!(
+                "{title}: round {}/{}, every runtime",
+                round + 1,
+                settings.checkpoint_runs
+            ));
+            for size in 0..settings.checkpoint_mib.len() {
+                let mut order: Vec<usize> = (0..columns.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    columns[i].run(node, &api, size, round);
+                }
+            }
+        }
+        for column in &columns {
+            let names: Vec<String> = column.ids.iter().map(|(_, id)| id.clone()).collect();
+            remove_containers(node, column.runtime, &names);
+        }
         let _ = node.run(&["rm", "-rf", DIR]);
-        result
+        columns.into_iter().map(Samples::cells).collect()
     }
 }
 
