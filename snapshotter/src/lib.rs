@@ -3,14 +3,27 @@
 //! containerd talks to it over gRPC (`containerd.services.snapshots.v1`) on a
 //! unix socket configured under `proxy_plugins` in its config.
 //!
+//! It is an overlayfs snapshotter that behaves like containerd's built-in
+//! one (same directory layout idea, same mounts, same error codes), so
+//! containerd can use it as its only snapshotter; containerd performs the
+//! mounts it returns. State lives under the root directory:
+//! `metadata.redb` (snapshot records, see [`store`]) and
+//! `snapshots/<id>/{fs,work}` (the layers, see [`overlay`]); both survive
+//! restarts.
+//!
 //! Layout: [`config`] holds the settings, [`socket`] owns the listening
-//! socket, [`server`] implements the gRPC service and [`Snapshotter`] ties
-//! them together.
+//! socket, [`store`] keeps the metadata, [`overlay`] manages directories,
+//! mounts and disk usage, [`filter`] implements containerd's `List` filter
+//! language, [`server`] maps the gRPC service onto them, and [`Snapshotter`]
+//! ties everything together.
 
 pub mod config;
 pub mod error;
+pub mod filter;
+pub mod overlay;
 pub mod server;
 pub mod socket;
+pub mod store;
 
 use std::future::Future;
 
@@ -18,7 +31,7 @@ use log::{info, warn};
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{Error, Result, SnapshotError};
 use server::SnapshotService;
 use socket::BoundSocket;
 
@@ -34,16 +47,27 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Snapshotter {
     config: Config,
     socket: BoundSocket,
+    service: SnapshotService,
 }
 
 impl Snapshotter {
-    /// Creates the root directory (0700) and binds the socket (0600).
+    /// Creates the root directory (0700), binds the socket (0600) and opens
+    /// the snapshot state under the root.
+    ///
+    /// The metadata database is locked by one process at a time, so a
+    /// second instance on the same root fails here (and removes the socket
+    /// it just bound).
     ///
     /// Must be called within a tokio runtime.
     pub fn bind(config: Config) -> Result<Self> {
         socket::create_private_dir(&config.root)?;
         let socket = BoundSocket::bind(&config.address)?;
-        Ok(Snapshotter { config, socket })
+        let service = SnapshotService::open(&config.root)?;
+        Ok(Snapshotter {
+            config,
+            socket,
+            service,
+        })
     }
 
     /// The configuration in use.
@@ -62,7 +86,7 @@ impl Snapshotter {
             .socket
             .take_listener()
             .expect("listener is only taken here");
-        let service = SnapshotService::new(&self.config.root);
+        let service = self.service;
 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
@@ -88,7 +112,8 @@ impl Snapshotter {
                 "connections still open after {grace:?}; closing them"
             ),
         }
-        // Dropping `self.socket` removes the socket file.
+        // Dropping `self.socket` removes the socket file. The service (and
+        // with it the metadata database) was dropped with the server.
         drop(self.socket);
         info!("stopped");
         Ok(())

@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use revive_proto::prost_types::FieldMask;
 use revive_proto::snapshots::v1::snapshots_client::SnapshotsClient;
 use revive_proto::snapshots::v1::{
-    CleanupRequest, ListSnapshotsRequest, PrepareSnapshotRequest, StatSnapshotRequest, UsageRequest,
+    CleanupRequest, CommitSnapshotRequest, Info, Kind, ListSnapshotsRequest, MountsRequest,
+    PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest, UpdateSnapshotRequest,
+    UsageRequest, UsageResponse, ViewSnapshotRequest,
 };
+use revive_proto::types::Mount;
 use revive_snapshotter::{Config, Error, Snapshotter};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
@@ -21,7 +25,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A server running in the background; stopped via `stop`.
 struct Running {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     socket: PathBuf,
     root: PathBuf,
     stop: oneshot::Sender<()>,
@@ -30,16 +34,34 @@ struct Running {
 
 impl Running {
     async fn stop(self) -> revive_snapshotter::Result<()> {
+        self.stop_keep_dir().await.1
+    }
+
+    /// Stops the server and returns its directory for a restart.
+    async fn stop_keep_dir(self) -> (tempfile::TempDir, revive_snapshotter::Result<()>) {
         let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
+        let res = tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("server did not stop in time")
-            .expect("server task panicked")
+            .expect("server task panicked");
+        (self.dir, res)
+    }
+
+    /// Stops the server and starts a new one on the same root and socket.
+    async fn restart(self) -> Running {
+        let (dir, res) = self.stop_keep_dir().await;
+        res.unwrap();
+        start_in(dir)
     }
 }
 
 async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap())
+}
+
+/// Starts a server whose socket and root live in `dir`; the same `dir`
+/// gives the same root, as after a restart.
+fn start_in(dir: tempfile::TempDir) -> Running {
     // Nested, not-yet-existing directories exercise directory creation.
     let socket = dir.path().join("run/revive/snapshotter.sock");
     let root = dir.path().join("lib/revive/snapshotter");
@@ -49,7 +71,7 @@ async fn start() -> Running {
         let _ = stopped.await;
     }));
     Running {
-        _dir: dir,
+        dir,
         socket,
         root,
         stop,
@@ -128,29 +150,6 @@ async fn cleanup_succeeds() {
         })
         .await
         .unwrap();
-    server.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn prepare_is_unimplemented() {
-    let server = start().await;
-    let mut client = connect(&server.socket).await.unwrap();
-
-    let status = client
-        .prepare(PrepareSnapshotRequest {
-            snapshotter: "revive".into(),
-            key: "k".into(),
-            parent: String::new(),
-            labels: Default::default(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    assert_eq!(
-        status.message(),
-        "revive-snapshotter: Prepare is not implemented yet"
-    );
-
     server.stop().await.unwrap();
 }
 
@@ -236,4 +235,572 @@ async fn shutdown_does_not_wait_forever_for_clients() {
         .unwrap();
     assert!(!socket.exists());
     drop((client, silent));
+}
+
+// ---------------------------------------------------------------------------
+// Full lifecycle through gRPC.
+
+const SNAPSHOTTER: &str = "revive";
+const PARENT_FILE: &str = "from-parent.txt";
+const PARENT_DATA: &[u8] = b"written into the committed layer\n";
+const UPPER_FILE: &str = "from-upper.txt";
+const UPPER_DATA: &[u8] = b"upper\n";
+
+type Client = SnapshotsClient<Channel>;
+
+fn labels(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+async fn prepare(
+    client: &mut Client,
+    key: &str,
+    parent: &str,
+) -> Result<Vec<Mount>, tonic::Status> {
+    let resp = client
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+            parent: parent.into(),
+            labels: labels(&[("origin", key)]),
+        })
+        .await?;
+    Ok(resp.into_inner().mounts)
+}
+
+async fn commit(client: &mut Client, name: &str, key: &str) -> Result<(), tonic::Status> {
+    client
+        .commit(CommitSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            name: name.into(),
+            key: key.into(),
+            labels: labels(&[("containerd.io/snapshot.ref", name)]),
+            parent: String::new(),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn mounts(client: &mut Client, key: &str) -> Result<Vec<Mount>, tonic::Status> {
+    let resp = client
+        .mounts(MountsRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+        })
+        .await?;
+    Ok(resp.into_inner().mounts)
+}
+
+async fn stat(client: &mut Client, key: &str) -> Result<Info, tonic::Status> {
+    let resp = client
+        .stat(StatSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+        })
+        .await?;
+    Ok(resp.into_inner().info.expect("stat returns info"))
+}
+
+async fn remove(client: &mut Client, key: &str) -> Result<(), tonic::Status> {
+    client
+        .remove(RemoveSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn usage(client: &mut Client, key: &str) -> Result<UsageResponse, tonic::Status> {
+    Ok(client
+        .usage(UsageRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+        })
+        .await?
+        .into_inner())
+}
+
+/// Names of the snapshots matching `filters`, sorted, and the number of
+/// messages they came in.
+async fn list(
+    client: &mut Client,
+    filters: &[&str],
+) -> Result<(Vec<String>, usize), tonic::Status> {
+    let mut stream = client
+        .list(ListSnapshotsRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+        })
+        .await?
+        .into_inner();
+    let mut names = Vec::new();
+    let mut messages = 0;
+    while let Some(msg) = stream.message().await? {
+        messages += 1;
+        names.extend(msg.info.into_iter().map(|i| i.name));
+    }
+    names.sort();
+    Ok((names, messages))
+}
+
+fn code<T: std::fmt::Debug>(res: Result<T, tonic::Status>) -> Code {
+    res.expect_err("expected an error").code()
+}
+
+fn option<'a>(mount: &'a Mount, prefix: &str) -> &'a str {
+    mount
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} option in {mount:?}"))
+}
+
+/// Unmounts (lazily, so nothing is left behind even if a test fails while
+/// something is open) when dropped.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("failed to unmount {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// Mounts `mount` (as containerd would) at `target`.
+fn mount_at(mount: &Mount, target: &Path) -> MountGuard {
+    use nix::mount::MsFlags;
+    std::fs::create_dir_all(target).unwrap();
+    let data = mount.options.join(",");
+    nix::mount::mount(
+        Some(mount.source.as_str()),
+        target,
+        Some(mount.r#type.as_str()),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .unwrap_or_else(|e| panic!("mount {mount:?} at {}: {e}", target.display()));
+    MountGuard(target.to_owned())
+}
+
+#[tokio::test]
+async fn full_lifecycle_survives_restart() {
+    let server = start().await;
+    let snapshots_dir = server.root.join("snapshots");
+    let mut client = connect(&server.socket).await.unwrap();
+
+    // Prepare a first layer: no parent, so a writable bind mount of its fs.
+    let m = prepare(&mut client, "layer-1-extract", "").await.unwrap();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0].r#type, "bind");
+    assert_eq!(m[0].options, ["rw", "rbind"]);
+    let layer_fs = PathBuf::from(&m[0].source);
+    assert!(layer_fs.starts_with(&snapshots_dir), "{layer_fs:?}");
+    assert!(layer_fs.ends_with("fs") && layer_fs.is_dir());
+    assert_eq!(mounts(&mut client, "layer-1-extract").await.unwrap(), m);
+
+    // "Unpack" into it and commit.
+    std::fs::write(layer_fs.join(PARENT_FILE), PARENT_DATA).unwrap();
+    commit(&mut client, "layer-1", "layer-1-extract")
+        .await
+        .unwrap();
+    assert_eq!(
+        code(stat(&mut client, "layer-1-extract").await),
+        Code::NotFound
+    );
+    let layer = stat(&mut client, "layer-1").await.unwrap();
+    assert_eq!(layer.kind, Kind::Committed as i32);
+    assert_eq!(layer.parent, "");
+    assert_eq!(
+        layer.labels,
+        labels(&[("containerd.io/snapshot.ref", "layer-1")])
+    );
+    assert!(layer.created_at.is_some() && layer.updated_at.is_some());
+    assert_eq!(
+        code(mounts(&mut client, "layer-1").await),
+        Code::FailedPrecondition,
+        "committed snapshots have no mounts"
+    );
+    assert!(
+        layer_fs.join(PARENT_FILE).exists(),
+        "commit keeps the directory"
+    );
+
+    // A container on top: overlay with the layer as lowerdir.
+    let m = prepare(&mut client, "container-1", "layer-1")
+        .await
+        .unwrap();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(
+        (m[0].r#type.as_str(), m[0].source.as_str()),
+        ("overlay", "overlay")
+    );
+    assert!(m[0].options.iter().any(|o| o == "index=off"), "{m:?}");
+    assert_eq!(Path::new(option(&m[0], "lowerdir=")), layer_fs);
+    let upper = PathBuf::from(option(&m[0], "upperdir="));
+    let work = PathBuf::from(option(&m[0], "workdir="));
+    assert!(upper.is_dir() && work.is_dir());
+    assert_ne!(upper, layer_fs);
+    let container = stat(&mut client, "container-1").await.unwrap();
+    assert_eq!(container.kind, Kind::Active as i32);
+    assert_eq!(container.parent, "layer-1");
+    assert_eq!(container.labels, labels(&[("origin", "container-1")]));
+    std::fs::write(upper.join(UPPER_FILE), UPPER_DATA).unwrap();
+
+    // Actually mount it, as containerd would, and see both layers.
+    if nix::unistd::Uid::effective().is_root() {
+        let mnt = tempfile::tempdir().unwrap();
+        let target = mnt.path().join("rootfs");
+        let guard = mount_at(&m[0], &target);
+        assert_eq!(
+            std::fs::read(target.join(PARENT_FILE)).unwrap(),
+            PARENT_DATA
+        );
+        assert_eq!(std::fs::read(target.join(UPPER_FILE)).unwrap(), UPPER_DATA);
+        drop(guard);
+        assert!(!target.join(PARENT_FILE).exists(), "unmounted");
+    } else {
+        eprintln!("SKIPPED (needs root): mounting the overlay");
+    }
+
+    // A view of the layer: read-only bind of the layer itself.
+    let view = client
+        .view(ViewSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: "view-1".into(),
+            parent: "layer-1".into(),
+            labels: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(view.len(), 1);
+    assert_eq!(view[0].r#type, "bind");
+    assert_eq!(PathBuf::from(&view[0].source), layer_fs);
+    assert_eq!(view[0].options, ["ro", "rbind"]);
+    assert_eq!(
+        stat(&mut client, "view-1").await.unwrap().kind,
+        Kind::View as i32
+    );
+
+    // Refusals.
+    assert_eq!(
+        code(prepare(&mut client, "container-1", "").await),
+        Code::AlreadyExists
+    );
+    assert_eq!(
+        code(prepare(&mut client, "x", "missing").await),
+        Code::NotFound
+    );
+    let c = code(prepare(&mut client, "x", "container-1").await);
+    assert!(
+        matches!(c, Code::InvalidArgument | Code::FailedPrecondition),
+        "parent must be committed: {c:?}"
+    );
+    assert_eq!(
+        code(prepare(&mut client, "", "").await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(remove(&mut client, "layer-1").await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(code(remove(&mut client, "missing").await), Code::NotFound);
+    assert_eq!(
+        code(commit(&mut client, "v", "view-1").await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(commit(&mut client, "layer-1", "container-1").await),
+        Code::AlreadyExists
+    );
+    assert_eq!(
+        code(commit(&mut client, "n", "missing").await),
+        Code::NotFound
+    );
+
+    // Update: only labels.
+    let updated = client
+        .update(UpdateSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            info: Some(Info {
+                name: "container-1".into(),
+                labels: labels(&[("team", "revive"), ("origin", "ignored")]),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["labels.team".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
+    assert_eq!(
+        updated.labels,
+        labels(&[("origin", "container-1"), ("team", "revive")])
+    );
+    assert_eq!(updated.parent, "layer-1", "parent is not changed by update");
+    let status = client
+        .update(UpdateSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            info: Some(Info {
+                name: "container-1".into(),
+                parent: "other".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["parent".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // List with filters.
+    let all = ["container-1", "layer-1", "view-1"];
+    assert_eq!(list(&mut client, &[]).await.unwrap().0, all);
+    assert_eq!(
+        list(&mut client, &["kind==committed"]).await.unwrap().0,
+        ["layer-1"]
+    );
+    assert_eq!(
+        list(&mut client, &["parent==layer-1"]).await.unwrap().0,
+        ["container-1", "view-1"]
+    );
+    assert_eq!(
+        list(&mut client, &["parent==layer-1,kind!=view"])
+            .await
+            .unwrap()
+            .0,
+        ["container-1"]
+    );
+    assert_eq!(
+        list(&mut client, &["name==view-1", "kind==committed"])
+            .await
+            .unwrap()
+            .0,
+        ["layer-1", "view-1"]
+    );
+    assert_eq!(
+        list(
+            &mut client,
+            &[r#"labels."containerd.io/snapshot.ref"==layer-1"#]
+        )
+        .await
+        .unwrap()
+        .0,
+        ["layer-1"]
+    );
+    assert_eq!(
+        list(&mut client, &["labels.team"]).await.unwrap().0,
+        ["container-1"]
+    );
+    assert_eq!(
+        list(&mut client, &["name~=^cont"]).await.unwrap().0,
+        ["container-1"]
+    );
+    assert_eq!(
+        code(list(&mut client, &["name=="]).await),
+        Code::InvalidArgument
+    );
+
+    // Usage: stored at commit for the layer, measured live for the container.
+    let u = usage(&mut client, "layer-1").await.unwrap();
+    assert_eq!((u.size, u.inodes), (PARENT_DATA.len() as i64, 2));
+    let u = usage(&mut client, "container-1").await.unwrap();
+    assert_eq!((u.size, u.inodes), (UPPER_DATA.len() as i64, 2));
+    std::fs::write(upper.join("more"), b"123").unwrap();
+    let u = usage(&mut client, "container-1").await.unwrap();
+    assert_eq!((u.size, u.inodes), (UPPER_DATA.len() as i64 + 3, 3));
+
+    // Restart on the same root: everything is still there.
+    drop(client);
+    let server = server.restart().await;
+    let mut client = connect(&server.socket).await.unwrap();
+    assert_eq!(stat(&mut client, "layer-1").await.unwrap(), layer);
+    assert_eq!(stat(&mut client, "container-1").await.unwrap(), updated);
+    assert_eq!(mounts(&mut client, "container-1").await.unwrap(), m);
+    assert_eq!(mounts(&mut client, "view-1").await.unwrap(), view);
+    assert_eq!(list(&mut client, &[]).await.unwrap().0, all);
+    let u = usage(&mut client, "layer-1").await.unwrap();
+    assert_eq!((u.size, u.inodes), (PARENT_DATA.len() as i64, 2));
+    assert_eq!(
+        code(remove(&mut client, "layer-1").await),
+        Code::FailedPrecondition
+    );
+
+    // Cleanup removes an orphan directory and a stale temp dir, nothing else.
+    let orphan = snapshots_dir.join("999");
+    std::fs::create_dir_all(orphan.join("fs")).unwrap();
+    std::fs::create_dir_all(snapshots_dir.join("new-leftover")).unwrap();
+    client.cleanup(CleanupRequest::default()).await.unwrap();
+    assert!(!orphan.exists());
+    assert!(!snapshots_dir.join("new-leftover").exists());
+    assert!(layer_fs.join(PARENT_FILE).exists());
+    assert!(upper.join(UPPER_FILE).exists());
+
+    // Remove children first, then the layer; directories go with them.
+    remove(&mut client, "container-1").await.unwrap();
+    assert!(!upper.exists() && !work.exists());
+    remove(&mut client, "view-1").await.unwrap();
+    remove(&mut client, "layer-1").await.unwrap();
+    assert!(!layer_fs.exists());
+    assert_eq!(code(stat(&mut client, "layer-1").await), Code::NotFound);
+    assert!(list(&mut client, &[]).await.unwrap().0.is_empty());
+    let left: Vec<_> = std::fs::read_dir(&snapshots_dir).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    drop(client);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn active_chain_mounts_nearest_parent_first() {
+    let server = start().await;
+    let mut client = connect(&server.socket).await.unwrap();
+
+    let mut fs_dirs = Vec::new();
+    let mut parent = String::new();
+    for i in 1..=3 {
+        let key = format!("extract-{i}");
+        let m = prepare(&mut client, &key, &parent).await.unwrap();
+        let fs = if parent.is_empty() {
+            m[0].source.clone()
+        } else {
+            option(&m[0], "upperdir=").to_owned()
+        };
+        std::fs::write(Path::new(&fs).join(format!("layer-{i}")), b"x").unwrap();
+        fs_dirs.push(fs);
+        parent = format!("layer-{i}");
+        commit(&mut client, &parent, &key).await.unwrap();
+    }
+    let m = prepare(&mut client, "rootfs", "layer-3").await.unwrap();
+    let lower: Vec<&str> = option(&m[0], "lowerdir=").split(':').collect();
+    assert_eq!(lower, [&fs_dirs[2], &fs_dirs[1], &fs_dirs[0]]);
+
+    // A view of several layers: overlay with only lower dirs.
+    let view = client
+        .view(ViewSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: "view".into(),
+            parent: "layer-2".into(),
+            labels: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(view[0].r#type, "overlay");
+    assert_eq!(
+        view[0].options,
+        [
+            "index=off".to_owned(),
+            format!("lowerdir={}:{}", fs_dirs[1], fs_dirs[0])
+        ]
+    );
+
+    if nix::unistd::Uid::effective().is_root() {
+        let mnt = tempfile::tempdir().unwrap();
+        let rootfs = mount_at(&m[0], &mnt.path().join("rootfs"));
+        let ro = mount_at(&view[0], &mnt.path().join("view"));
+        for i in 1..=3 {
+            assert!(rootfs.0.join(format!("layer-{i}")).exists());
+        }
+        assert!(ro.0.join("layer-2").exists() && !ro.0.join("layer-3").exists());
+        assert!(
+            std::fs::write(ro.0.join("new"), b"x").is_err(),
+            "view is read-only"
+        );
+        std::fs::write(rootfs.0.join("new"), b"x").unwrap();
+        assert!(Path::new(option(&m[0], "upperdir=")).join("new").exists());
+    } else {
+        eprintln!("SKIPPED (needs root): mounting the overlays");
+    }
+
+    drop(client);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn list_streams_in_batches() {
+    let server = start().await;
+    let mut client = connect(&server.socket).await.unwrap();
+    for i in 0..130 {
+        prepare(&mut client, &format!("k{i:03}"), "").await.unwrap();
+    }
+    let (names, messages) = list(&mut client, &[]).await.unwrap();
+    assert_eq!(names.len(), 130);
+    assert_eq!(messages, 2, "100 infos per message");
+    let (names, _) = list(&mut client, &["name~=^k00"]).await.unwrap();
+    assert_eq!(names.len(), 10);
+    drop(client);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn second_server_on_same_root_fails() {
+    let server = start().await;
+    let other_socket = server.socket.with_file_name("other.sock");
+    let err = Snapshotter::bind(Config::new(&other_socket, &server.root)).unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    assert!(
+        !other_socket.exists(),
+        "the failed instance removes its socket"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_requests() {
+    let server = start().await;
+    let client = connect(&server.socket).await.unwrap();
+
+    // Racing prepares of one key: exactly one wins.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut c = client.clone();
+        tasks.push(tokio::spawn(
+            async move { prepare(&mut c, "same", "").await },
+        ));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(s) => assert_eq!(s.code(), Code::AlreadyExists, "{s:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+
+    // Distinct keys with cleanups running meanwhile: all succeed and keep
+    // their directories.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let mut c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 4 == 0 {
+                c.cleanup(CleanupRequest::default()).await.map(|_| None)
+            } else {
+                prepare(&mut c, &format!("k{i}"), "").await.map(Some)
+            }
+        }));
+    }
+    let mut sources = std::collections::HashSet::new();
+    for t in tasks {
+        if let Some(m) = t.await.unwrap().unwrap() {
+            assert!(Path::new(&m[0].source).is_dir(), "{m:?}");
+            assert!(sources.insert(m[0].source.clone()), "ids are unique");
+        }
+    }
+    assert_eq!(sources.len(), 12);
+
+    drop(client);
+    server.stop().await.unwrap();
 }
