@@ -13,7 +13,15 @@ case "$version" in
     1.*) snippet="$share/containerd-1.7.toml" ;;
     *) snippet="$share/containerd-2.x.toml" ;;
 esac
-install -D -m 0644 "$snippet" "$dest"
+# The 2.x snippet's unpack platform is this machine's (containerd's names for Debian's).
+arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+case "$arch" in
+    armhf) arch=arm ;;
+    ppc64el) arch=ppc64le ;;
+esac
+install -d "$(dirname "$dest")"
+sed "s|\"linux/amd64\"|\"linux/$arch\"|" "$snippet" > "$dest"
+chmod 0644 "$dest"
 echo "revive: installed $dest for containerd $version"
 if ! grep -qs 'conf.d' /etc/containerd/config.toml; then
     echo "revive: make containerd read it: add  imports = [\"/etc/containerd/conf.d/*.toml\"]"

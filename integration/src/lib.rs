@@ -19,6 +19,7 @@ pub mod mounts;
 pub mod node;
 pub mod rootfs;
 pub mod scenario;
+pub mod snapshotter;
 
 pub use image::{Image, ImageBuilder};
 pub use node::{Node, NodeOptions};

@@ -84,6 +84,7 @@ pub struct Node {
     /// `<dir>/lock`, held from before the spec is written until teardown has finished: the
     /// sweep of another harness never takes a node that is starting or being torn down.
     lock: Option<FileLock>,
+    default_snapshotter: Option<String>,
     launcher: Option<Child>,
     init_pid: Pid,
     keep_logs: bool,
@@ -115,6 +116,9 @@ pub struct NodeOptions {
     pub label: String,
     /// Start revive-snapshotter before containerd.
     pub snapshotter: bool,
+    /// The snapshotter `ctr` uses when not told (`CONTAINERD_SNAPSHOTTER` in every command
+    /// run in the node); containerd's default (overlayfs) when None.
+    pub default_snapshotter: Option<String>,
 }
 
 impl Default for NodeOptions {
@@ -122,6 +126,7 @@ impl Default for NodeOptions {
         NodeOptions {
             label: "node".into(),
             snapshotter: true,
+            default_snapshotter: None,
         }
     }
 }
@@ -229,6 +234,7 @@ impl Node {
             rootfs,
             spec,
             lock: Some(lock),
+            default_snapshotter: options.default_snapshotter.clone(),
             launcher: Some(launcher),
             init_pid: Pid::from_raw(0),
             keep_logs: false,
@@ -339,6 +345,9 @@ impl Node {
             .env("HOME", "/root")
             .env("LANG", "C.UTF-8")
             .stdin(Stdio::null());
+        if let Some(snapshotter) = &self.default_snapshotter {
+            cmd.env("CONTAINERD_SNAPSHOTTER", snapshotter);
+        }
         if let Ok(files) = c_paths(&self.spec.cgroup.procs_files(true)) {
             // SAFETY: runs between fork and exec; only async-signal-safe libc calls on
             // memory prepared before the fork.
@@ -479,6 +488,19 @@ impl Node {
         out.trim()
             .parse()
             .with_context(|| format!("daemon {log} reported pid {out:?}"))
+    }
+
+    /// Stops revive-snapshotter (SIGTERM, as systemd would) and starts it again, waiting
+    /// until the old one has exited and the new one listens. (The kernel keeps 15 characters
+    /// of a process name: `revive-snapshot`.)
+    pub fn restart_snapshotter(&self) -> Result<()> {
+        self.sh(
+            "pkill -TERM -x revive-snapshot || exit 1; \
+             for i in $(seq 100); do pgrep -x revive-snapshot >/dev/null || exit 0; sleep 0.1; done; \
+             echo 'revive-snapshotter did not exit within 10 s' >&2; exit 1",
+        )
+        .context("stopping revive-snapshotter")?;
+        self.start_snapshotter()
     }
 
     fn start_snapshotter(&self) -> Result<()> {
