@@ -67,7 +67,9 @@ bench:
 
 # containerd's own integration/client tests, every one, for the Go shim and revive side by side
 # on both flavours (CONFORMANCE_FLAVOURS=next limits them), each with a timeout; the report to
-# target/conformance/report.md, every test's output to target/conformance/logs.
+# target/conformance/report.md, every test's output to target/conformance/logs. Then every
+# test again for revive on revive-snapshotter (TEST_SNAPSHOTTER=revive), reported in
+# target/conformance/report-revive-snapshotter.md.
 conformance: host-deps debug-build
 	@scripts/require-root.sh conformance
 	@rc=0; target/debug/revive-conformance \
@@ -79,7 +81,13 @@ conformance: host-deps debug-build
 		echo "*** revive (listed above; see target/conformance/report.md). The report is    ***"; \
 		echo "*** complete.                                                                 ***"; \
 		echo "*******************************************************************************"; \
-	fi; exit $$rc
+	fi; \
+	snap=0; target/debug/revive-conformance \
+		$(foreach f,$(or $(CONFORMANCE_FLAVOURS),next stable),--flavour $(f)) \
+		--runtime io.containerd.revive.v2 --snapshotter revive \
+		--out target/conformance/report-revive-snapshotter.md \
+		--logs target/conformance/logs-revive-snapshotter || snap=$$?; \
+	if [ $$rc -eq 0 ]; then rc=$$snap; fi; exit $$rc
 
 lint:
 	$(CARGO) fmt --all -- --check

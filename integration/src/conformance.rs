@@ -1284,6 +1284,9 @@ pub struct Settings {
     /// Runs of each test (`-test.count`); a test fails if any run fails. More than one
     /// hunts flakes.
     pub count: u32,
+    /// The suite's `TEST_SNAPSHOTTER`; containerd's default (overlayfs) when None. For
+    /// [`REVIVE_SNAPSHOTTER`] each test gets a revive-snapshotter of its own.
+    pub snapshotter: Option<String>,
 }
 
 impl Default for Settings {
@@ -1292,7 +1295,65 @@ impl Default for Settings {
             timeout: DEFAULT_TIMEOUT,
             log_dir: None,
             count: 1,
+            snapshotter: None,
         }
+    }
+}
+
+/// revive-snapshotter's name in the node's containerd config.
+pub const REVIVE_SNAPSHOTTER: &str = "revive";
+
+/// Where (below the suite's directory in the node) the `containerd` of
+/// [`CONTAINERD_WITH_REVIVE`] is installed.
+const WRAPPER_DIR: &str = "revive-bin";
+
+/// The suite starts containerd with a config file it writes itself, which knows nothing of
+/// revive's proxy plugin: this `containerd`, first on the PATH of a test on revive, adds the
+/// plugin to that file and runs the real one.
+const CONTAINERD_WITH_REVIVE: &str = r#"#!/bin/sh
+# Added by revive-conformance: registers revive-snapshotter in the suite's containerd config.
+next=
+for a in "$@"; do
+  f=
+  case "$a" in --config=*) f="${a#--config=}" ;; esac
+  [ -n "$next" ] && f="$a"
+  # Once: the suite restarts containerd on the same file.
+  [ -n "$f" ] && ! grep -qs '^\[proxy_plugins.revive\]' "$f" &&
+    printf '\n[proxy_plugins.revive]\n  type = "snapshot"\n  address = "/run/revive/snapshotter.sock"\n' >> "$f"
+  next=
+  [ "$a" = --config ] && next=1
+done
+exec /usr/bin/containerd "$@"
+"#;
+
+/// Installs [`CONTAINERD_WITH_REVIVE`] beside the suite in `node`.
+pub fn install_snapshotter_wrapper(node: &Node) -> Result<()> {
+    let dir = node.share_dir().join("conformance").join(WRAPPER_DIR);
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("containerd");
+    fs::write(&path, CONTAINERD_WITH_REVIVE)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// The lines of a test's script that choose its snapshotter. Every test starts its own
+/// containerd with a fresh root, so revive-snapshotter must start afresh too (its keys come
+/// from that containerd's database): one of its own, on a tmpfs over /run/revive (hiding the
+/// node's socket in the test's mount namespace) with its root on the test's /var/lib tmpfs,
+/// killed with the test's pid namespace.
+fn snapshotter_lines(snapshotter: Option<&str>) -> String {
+    match snapshotter {
+        None => String::new(),
+        Some(REVIVE_SNAPSHOTTER) => format!(
+            "mount -t tmpfs -o mode=0700 tmpfs /run/revive
+mkdir -m 0700 /var/lib/revive-test-snapshotter
+revive-snapshotter --root /var/lib/revive-test-snapshotter \\
+  >>/var/log/revive/conformance-snapshotter.log 2>&1 &
+for i in $(seq 100); do [ -S /run/revive/snapshotter.sock ] && break; sleep 0.1; done
+export PATH={NODE_DIR}/{WRAPPER_DIR}:$PATH TEST_SNAPSHOTTER={REVIVE_SNAPSHOTTER}
+"
+        ),
+        Some(other) => format!("export TEST_SNAPSHOTTER={other}\n"),
     }
 }
 
@@ -1301,7 +1362,13 @@ impl Default for Settings {
 /// waits), `/var/lib` a tmpfs there with the node's entries bound back in (the test daemon's
 /// overlay snapshots cannot live on the node's overlay root), then the test binary with
 /// `TEST_RUNTIME` and a timeout.
-pub fn test_script(test: &str, runtime: &str, timeout: Duration, count: u32) -> String {
+pub fn test_script(
+    test: &str,
+    runtime: &str,
+    timeout: Duration,
+    count: u32,
+    snapshotter: Option<&str>,
+) -> String {
     let count = count.max(1);
     let secs = timeout.as_secs().max(1) * u64::from(count);
     let inner = format!(
@@ -1315,12 +1382,13 @@ for e in /mnt/* /mnt/.[!.]*; do
   elif [ -d \"$e\" ]; then mkdir \"/var/lib/$n\"; mount --rbind \"$e\" \"/var/lib/$n\"
   else touch \"/var/lib/$n\"; mount --bind \"$e\" \"/var/lib/$n\"; fi
 done
-set +e
+{snapshotter}set +e
 cd /tmp
 TEST_RUNTIME={runtime} timeout -k 5 {hard} {NODE_DIR}/client.test -test.root -test.v \
   -test.count {count} -test.run '^{test}$' -test.timeout {secs}s
 echo \"revive-conformance: test binary exit status $?\" >&2",
         hard = secs + 30,
+        snapshotter = snapshotter_lines(snapshotter),
     );
     format!(
         "{CLEAN}
@@ -1342,7 +1410,13 @@ const CLEAN: &str =
 /// Runs one test for one runtime in `node` (the suite installed) and reads its outcome.
 pub fn run_test(node: &Node, test: &str, runtime: &str, settings: &Settings) -> TestResult {
     let started = Instant::now();
-    let script = test_script(test, runtime, settings.timeout, settings.count);
+    let script = test_script(
+        test,
+        runtime,
+        settings.timeout,
+        settings.count,
+        settings.snapshotter.as_deref(),
+    );
     let out = node.exec_timeout(
         &["sh", "-c", &script],
         settings.timeout * settings.count.max(1) + Duration::from_secs(90),
@@ -1495,6 +1569,9 @@ pub fn run_flavour(
         progress(&format!("node {} is up: {}", node.name(), run.versions));
         let suite = ensure_suite(node.rootfs(), progress)?;
         install_suite(&node, &suite)?;
+        if settings.snapshotter.as_deref() == Some(REVIVE_SNAPSHOTTER) {
+            install_snapshotter_wrapper(&node)?;
+        }
         let images = served_images(&node.rootfs().path)?;
         run.images = images
             .iter()
@@ -2032,7 +2109,23 @@ mod tests {
 
     #[test]
     fn the_test_script_quotes_and_isolates() {
-        let script = test_script("TestContainerStart", RUNC_V2, Duration::from_secs(60), 1);
+        let script = test_script(
+            "TestContainerStart",
+            RUNC_V2,
+            Duration::from_secs(60),
+            1,
+            None,
+        );
+        assert!(!script.contains("TEST_SNAPSHOTTER"));
+        let on_revive = test_script(
+            "TestSnapshotterClient",
+            REVIVE_V2,
+            Duration::from_secs(60),
+            1,
+            Some(REVIVE_SNAPSHOTTER),
+        );
+        assert!(on_revive.contains("/share/conformance/revive-bin:$PATH TEST_SNAPSHOTTER=revive"));
+        assert!(on_revive.contains("mount -t tmpfs -o mode=0700 tmpfs /run/revive"));
         assert!(script.contains("unshare --pid --fork --kill-child --mount"));
         assert!(script.contains("-test.run '\\''^TestContainerStart$'\\''"));
         assert!(script.contains("-test.timeout 60s"));

@@ -79,12 +79,17 @@ fn patterns() -> Vec<String> {
     }
 }
 
-fn run(flavour: Flavour, runtimes: &[&str]) -> FlavourRun {
+fn run(flavour: Flavour, runtimes: &[&str], snapshotter: Option<&str>) -> FlavourRun {
     let runtimes: Vec<String> = runtimes.iter().map(|s| s.to_string()).collect();
+    let logs = match snapshotter {
+        Some(name) => format!("conformance-on-{name}"),
+        None => "conformance".into(),
+    };
     let settings = Settings {
         timeout: Duration::from_secs(120),
-        log_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance")),
+        log_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(logs)),
         count: 1,
+        snapshotter: snapshotter.map(str::to_string),
     };
     let started = Instant::now();
     let mut progress = |line: &str| eprintln!("==> {line}");
@@ -111,7 +116,7 @@ fn subset(flavour: Flavour) {
     if !host::root_or_skip(&format!("conformance ({flavour})")) {
         return;
     }
-    let run = run(flavour, &[RUNC_V2, REVIVE_V2]);
+    let run = run(flavour, &[RUNC_V2, REVIVE_V2], None);
     if std::env::var_os("CONFORMANCE_TESTS").is_none() {
         let missing: Vec<&str> = known_good()
             .filter(|t| !run.results.contains_key(*t))
@@ -198,6 +203,7 @@ fn output_under_load() {
         timeout: Duration::from_secs(60),
         log_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("output-under-load")),
         count: RUNS_UNDER_LOAD,
+        ..Default::default()
     };
     let tests: Vec<String> = OUTPUT_TESTS.iter().map(|t| t.to_string()).collect();
     let mut progress = |line: &str| eprintln!("==> {line}");
@@ -224,6 +230,40 @@ fn output_under_load() {
             result.log
         );
     }
+}
+
+/// The subset for revive with revive-snapshotter as the suite's snapshotter
+/// (`TEST_SNAPSHOTTER=revive`, a fresh revive-snapshotter per test): each test passes, as it
+/// does for the Go shim on containerd's overlayfs.
+fn on_revive_snapshotter(flavour: Flavour) {
+    if !host::root_or_skip(&format!("conformance on revive-snapshotter ({flavour})")) {
+        return;
+    }
+    let run = run(flavour, &[REVIVE_V2], Some(conformance::REVIVE_SNAPSHOTTER));
+    let failed: Vec<String> = known_good()
+        .filter(|t| run.results.contains_key(*t))
+        .filter(|t| run.outcome(t, REVIVE_V2) != Some(Outcome::Pass))
+        .map(|t| {
+            let r = &run.results[t][0];
+            format!("{t}: {} {}", r.outcome, r.reason)
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "on {flavour}, with revive-snapshotter, {} test(s) did not pass:\n  {}",
+        failed.len(),
+        failed.join("\n  ")
+    );
+}
+
+#[test]
+fn conformance_on_revive_snapshotter_next() {
+    on_revive_snapshotter(Flavour::Next);
+}
+
+#[test]
+fn conformance_on_revive_snapshotter_stable() {
+    on_revive_snapshotter(Flavour::Stable);
 }
 
 #[test]

@@ -42,6 +42,10 @@ struct Cli {
     /// `--test TestTaskResize --count 300`.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10000))]
     count: u32,
+    /// The suite's TEST_SNAPSHOTTER (`revive`: a revive-snapshotter of its own per test);
+    /// containerd's overlayfs when not given.
+    #[arg(long)]
+    snapshotter: Option<String>,
     /// Where to write the markdown report.
     #[arg(long, default_value = "target/conformance/report.md")]
     out: PathBuf,
@@ -66,6 +70,9 @@ impl Cli {
         if self.count > 1 {
             cmd.push_str(&format!(" --count {}", self.count));
         }
+        if let Some(snapshotter) = &self.snapshotter {
+            cmd.push_str(&format!(" --snapshotter {snapshotter}"));
+        }
         cmd
     }
 }
@@ -89,6 +96,7 @@ fn run(cli: &Cli) -> Result<bool> {
         timeout: Duration::from_secs(cli.timeout),
         log_dir: Some(cli.logs.clone()),
         count: cli.count,
+        snapshotter: cli.snapshotter.clone(),
     };
     if cli.logs.exists() {
         std::fs::remove_dir_all(&cli.logs)
