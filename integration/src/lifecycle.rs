@@ -281,6 +281,15 @@ pub fn run_table(node: &Node, runtime: &str, filter: Option<&str>) -> Result<Vec
     Ok(results)
 }
 
+/// The names of the rows that failed.
+pub fn failed_rows(results: &[RowResult]) -> Vec<&'static str> {
+    results
+        .iter()
+        .filter(|r| r.result.is_err())
+        .map(|r| r.row.name)
+        .collect()
+}
+
 /// The table as text: one line per row, then the errors of failed rows in full.
 pub fn format_table(runtime: &str, results: &[RowResult]) -> String {
     let width = results.iter().map(|r| r.row.name.len()).max().unwrap_or(0);

@@ -243,23 +243,7 @@ pub fn checkpoint_restore_counter(
         "the restored container started afresh instead of continuing: {checkpointed} -> {restored}"
     );
     narrate(&format!("restored container continues: {restored}"));
-    // Written once at start into the rw layer, which `--rw` carried over.
-    let exec_id = format!("rw-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
-    let written = node.ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        &exec_id,
-        id,
-        "cat",
-        "/written-at-start",
-    ])?;
-    ensure!(
-        written.trim() == restored.token,
-        "the rw layer's /written-at-start holds {:?}, not the token {}",
-        written.trim(),
-        restored.token
-    );
+    check_written_at_start(node, id, &restored)?;
     narrate("the file written to the rw layer before the checkpoint is there");
 
     if options_reach_runtime {
@@ -333,6 +317,29 @@ pub fn default_task_checkpoint(
     remove_container(node, id)?;
     node.ctr(&["images", "rm", &name])?;
     Ok(name)
+}
+
+/// The counter of [`COUNTER_SCRIPT`] wrote its token into `/written-at-start`, in its rw
+/// layer, once when it started: after a restore with `--rw` the file must still hold the
+/// token of the restored process.
+pub fn check_written_at_start(node: &Node, id: &str, restored: &Counter) -> Result<()> {
+    let exec_id = format!("rw-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
+    let written = node.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        &exec_id,
+        id,
+        "cat",
+        "/written-at-start",
+    ])?;
+    ensure!(
+        written.trim() == restored.token,
+        "the rw layer's /written-at-start holds {:?}, not the token {}",
+        written.trim(),
+        restored.token
+    );
+    Ok(())
 }
 
 /// The cgroup paths of a process in the node (`/proc/<pid>/cgroup`, one line per hierarchy).

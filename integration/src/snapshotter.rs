@@ -7,7 +7,9 @@ use anyhow::{Context, Result, ensure};
 
 use crate::image::BUSYBOX;
 use crate::node::Node;
-use crate::scenario::{COUNTER_SCRIPT, Counter, read_counter, remove_container, wait_for_count};
+use crate::scenario::{
+    COUNTER_SCRIPT, Counter, check_written_at_start, read_counter, remove_container, wait_for_count,
+};
 
 /// The proxy snapshotter's name in containerd's config (`config/`).
 pub const SNAPSHOTTER: &str = "revive";
@@ -135,20 +137,7 @@ pub fn ordinary_image(node: &Node, runtime: &str, narrate: &mut dyn FnMut(&str))
         "the restored counter started afresh: {checkpointed} -> {restored}"
     );
     revive_rootfs_mount(node, id)?;
-    let written = node.ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        "rw",
-        id,
-        "cat",
-        "/written-at-start",
-    ])?;
-    ensure!(
-        written.trim() == restored.token,
-        "the restored rw layer holds {:?}, not the token",
-        written.trim()
-    );
+    check_written_at_start(node, id, &restored)?;
     narrate(&format!(
         "checkpointed at {checkpointed}, restored on revive: {restored}, rw layer kept"
     ));

@@ -31,11 +31,7 @@ fn table(flavour: Flavour, runtime: &str) {
         lifecycle::format_table(runtime, &results),
         started.elapsed()
     );
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| r.result.is_err())
-        .map(|r| r.row.name)
-        .collect();
+    let failed = lifecycle::failed_rows(&results);
     // Panicking while the node is alive prints its logs (containerd's carries the shims').
     assert!(
         failed.is_empty(),

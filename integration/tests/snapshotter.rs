@@ -66,11 +66,7 @@ fn lifecycle_table(flavour: Flavour) {
         lifecycle::format_table(REVIVE, &results),
         started.elapsed()
     );
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| r.result.is_err())
-        .map(|r| r.row.name)
-        .collect();
+    let failed = lifecycle::failed_rows(&results);
     assert!(
         failed.is_empty(),
         "{REVIVE} on revive-snapshotter, {flavour}: rows failed: {}",
