@@ -535,7 +535,7 @@ impl Default for Settings {
             runs: 20,
             settle: Duration::from_secs(2),
             checkpoint_mib: vec![64, 256, 1024],
-            checkpoint_runs: 5,
+            checkpoint_runs: 9,
         }
     }
 }

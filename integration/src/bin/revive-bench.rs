@@ -44,7 +44,7 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=16_384))]
     checkpoint_mib: Vec<u64>,
     /// Checkpoint and restore runs per size and runtime.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=100))]
     checkpoint_runs: u32,
     /// Where to write the markdown report.
     #[arg(long, default_value = "target/bench/results.md")]
