@@ -4,3 +4,4 @@
 
 pub mod criu;
 pub mod criulog;
+pub mod extract;
