@@ -517,10 +517,22 @@ impl Container {
 
     pub async fn pause(&self) -> Result<()> {
         self.init.check(Op::Pause).await?;
-        self.runtime
-            .pause(&self.id)
-            .await
-            .map_err(|e| self.runtime_error("pause", e))?;
+        let mut attempt = 0;
+        loop {
+            let Err(e) = self.runtime.pause(&self.id).await else {
+                break;
+            };
+            let err = self.runtime_error("pause", e);
+            attempt += 1;
+            if attempt > PAUSE_RETRIES || !freeze_gave_up(&err.to_string()) {
+                return Err(err);
+            }
+            warn!(
+                "pause of {}: the runtime could not freeze it (try {attempt}); trying again",
+                self.id
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+        }
         self.init.set_status(Status::Paused).await;
         Ok(())
     }
@@ -731,8 +743,26 @@ async fn read_pid(path: &Path) -> Result<u32> {
         .map_err(|_| Error::Internal(format!("{} holds no pid: {text:?}", path.display())))
 }
 
+/// More tries of a pause that failed only to freeze.
+const PAUSE_RETRIES: u64 = 3;
+
+/// runc 1.1's cgroup v1 freezer gives up ("unable to freeze") when the container's processes
+/// fork faster than they freeze, as happens under load; it thaws the cgroup again, so another
+/// try is safe (runc 1.2 retries longer itself).
+fn freeze_gave_up(message: &str) -> bool {
+    message.contains("unable to freeze")
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_a_freeze_that_gave_up_is_tried_again() {
+        assert!(freeze_gave_up(
+            "pause: runtime exited with exit status: 1: unable to freeze"
+        ));
+        assert!(!freeze_gave_up("pause: container \"c\" does not exist"));
+    }
     use super::*;
 
     #[test]
