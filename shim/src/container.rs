@@ -523,8 +523,15 @@ impl Container {
                 break;
             };
             let err = self.runtime_error("pause", e);
+            if !freeze_gave_up(&err.to_string()) {
+                return Err(err);
+            }
+            // Never leave the container half-frozen, whatever the runtime did.
+            if crate::cgroup::thaw_if_freezing(self.init.pid().await) {
+                warn!("pause of {}: thawed a freezer left in FREEZING", self.id);
+            }
             attempt += 1;
-            if attempt > PAUSE_RETRIES || !freeze_gave_up(&err.to_string()) {
+            if attempt > PAUSE_RETRIES {
                 return Err(err);
             }
             warn!(
@@ -747,8 +754,8 @@ async fn read_pid(path: &Path) -> Result<u32> {
 const PAUSE_RETRIES: u64 = 3;
 
 /// runc 1.1's cgroup v1 freezer gives up ("unable to freeze") when the container's processes
-/// fork faster than they freeze, as happens under load; it thaws the cgroup again, so another
-/// try is safe (runc 1.2 retries longer itself).
+/// fork faster than they freeze, as happens under load; with the freezer thawed (by the
+/// runtime or by `cgroup::thaw_if_freezing`), another try is safe.
 fn freeze_gave_up(message: &str) -> bool {
     message.contains("unable to freeze")
 }
