@@ -855,6 +855,28 @@ impl<'o> Extractor<'o> {
         Ok(fd)
     }
 
+    /// Gives `name` in `parent` the entry's owner, without following a symlink, when the
+    /// options keep owners.
+    fn chown_at(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        meta: &Meta,
+        path: &Path,
+    ) -> Result<(), ExtractError> {
+        if !self.options.keep_owner {
+            return Ok(());
+        }
+        fchownat(
+            parent,
+            name,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_error(path, e))
+    }
+
     /// Makes room for an entry: removes a non-directory, or an empty directory unless the
     /// entry is one too. Returns whether a directory is left there.
     fn make_room(
@@ -984,16 +1006,7 @@ impl<'o> Extractor<'o> {
         let name = OsStr::from_bytes(name);
         self.make_room(parent, name, false, path)?;
         symlinkat(OsStr::from_bytes(link), parent, name).map_err(|e| io_error(path, e))?;
-        if self.options.keep_owner {
-            fchownat(
-                parent,
-                name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| io_error(path, e))?;
-        }
+        self.chown_at(parent, name, meta, path)?;
         let time = TimeSpec::new(meta.mtime, 0);
         let _ = utimensat(parent, name, &time, &time, UtimensatFlags::NoFollowSymlink);
         Ok(())
@@ -1063,16 +1076,7 @@ impl<'o> Extractor<'o> {
             _ => mknodat(parent, name, SFlag::S_IFBLK, initial, dev),
         };
         made.map_err(|e| io_error(path, e))?;
-        if self.options.keep_owner {
-            fchownat(
-                parent,
-                name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| io_error(path, e))?;
-        }
+        self.chown_at(parent, name, meta, path)?;
         fchmodat(
             parent,
             name,

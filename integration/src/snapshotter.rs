@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use crate::image::BUSYBOX;
 use crate::node::Node;
 use crate::scenario::{
-    COUNTER_SCRIPT, Counter, check_written_at_start, read_counter, remove_container, wait_for_count,
+    Counter, check_written_at_start, read_counter, remove_container, run_counter, wait_for_count,
 };
 
 /// The proxy snapshotter's name in containerd's config (`config/`).
@@ -90,17 +90,7 @@ pub fn ordinary_image(node: &Node, runtime: &str, narrate: &mut dyn FnMut(&str))
     );
 
     let id = "snap-counter";
-    node.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        runtime,
-        BUSYBOX,
-        id,
-        "sh",
-        "-c",
-        COUNTER_SCRIPT,
-    ])?;
+    run_counter(node, runtime, id)?;
     let before_restart = wait_for_count(node, id, 3)?;
     narrate(&format!(
         "counter on {}",
