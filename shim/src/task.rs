@@ -214,12 +214,9 @@ impl Inner {
         // What the process wrote reaches the client before its exit does: containerd's
         // client stops reading a task's fifos once it sees the exit (cio.Cancel), so a late
         // copy would lose the output of a short-lived process. Children the process left
-        // may hold its stdout open for longer: they get OUTPUT_DRAIN, then the exit goes
-        // out and the copy goes on.
-        if tokio::time::timeout(OUTPUT_DRAIN, process.io.wait())
-            .await
-            .is_err()
-        {
+        // may hold its stdout open for longer: they get OUTPUT_DRAIN_NAPS naps, then the exit
+        // goes out and the copy goes on.
+        if !drained(&process.io).await {
             debug!("{container_id}/{exec_id}: output still open after the exit, not waiting");
         }
         if !process.set_exited(code as u32).await {
@@ -250,8 +247,29 @@ impl Inner {
     }
 }
 
-/// How long an exit waits for its process's output to be copied out (see `handle_exit`).
-const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// An exit waits for its process's output to be copied out (see `handle_exit`) for up to
+/// OUTPUT_DRAIN_NAPS naps of OUTPUT_DRAIN_NAP: about a second, but counted in the shim's own
+/// turns rather than wall time. A shim starved of CPU on a loaded machine wakes with its
+/// timer and the copy both ready; with a single deadline the timer could win before the copy
+/// ran (one run in 100 of containerd's TestTaskResize under load lost its output so), while
+/// a starved nap costs one nap and the copy still gets its turns.
+const OUTPUT_DRAIN_NAP: std::time::Duration = std::time::Duration::from_millis(100);
+const OUTPUT_DRAIN_NAPS: u32 = 10;
+
+/// Whether everything the process wrote was copied out within the naps.
+async fn drained(io: &crate::io::ProcessIo) -> bool {
+    let wait = io.wait();
+    tokio::pin!(wait);
+    for _ in 0..OUTPUT_DRAIN_NAPS {
+        if tokio::time::timeout(OUTPUT_DRAIN_NAP, &mut wait)
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    false
+}
 
 fn api_status(status: Status) -> ApiStatus {
     match status {
