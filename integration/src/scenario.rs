@@ -206,7 +206,11 @@ pub fn checkpoint_restore_counter(
         narrate(&format!(
             "ctr task checkpoint --image-path {task_dir} (the task keeps running)"
         ));
-        node.ctr(&["task", "checkpoint", "--image-path", &task_dir, id])?;
+        ctr_checkpoint(
+            node,
+            runtime,
+            &["task", "checkpoint", "--image-path", &task_dir, id],
+        )?;
         check_criu_dir(node, &task_dir, runtime)?;
         let after_task_checkpoint = wait_for_count(node, id, before.count + 3)?;
         ensure!(
@@ -228,7 +232,11 @@ pub fn checkpoint_restore_counter(
     narrate(&format!(
         "ctr container checkpoint --task --rw {id} {image}"
     ));
-    node.ctr(&["container", "checkpoint", "--task", "--rw", id, &image])?;
+    ctr_checkpoint(
+        node,
+        runtime,
+        &["container", "checkpoint", "--task", "--rw", id, &image],
+    )?;
     let checkpointed = read_counter(node, id)?;
     narrate(&format!(
         "checkpointed at {checkpointed}; removing the container"
@@ -251,14 +259,18 @@ pub fn checkpoint_restore_counter(
         narrate(&format!(
             "ctr task checkpoint --exit --image-path {exit_dir} of the restored task"
         ));
-        node.ctr(&[
-            "task",
-            "checkpoint",
-            "--exit",
-            "--image-path",
-            &exit_dir,
-            id,
-        ])?;
+        ctr_checkpoint(
+            node,
+            runtime,
+            &[
+                "task",
+                "checkpoint",
+                "--exit",
+                "--image-path",
+                &exit_dir,
+                id,
+            ],
+        )?;
         check_criu_dir(node, &exit_dir, runtime)?;
         wait_until_stopped(node, id)?;
     }
@@ -289,7 +301,9 @@ pub fn default_task_checkpoint(
     node.import_busybox()?;
     run_counter(node, runtime, id)?;
     let before = wait_for_count(node, id, 3)?;
-    let name = node.ctr(&["task", "checkpoint", id])?.trim().to_string();
+    let name = ctr_checkpoint(node, runtime, &["task", "checkpoint", id])?
+        .trim()
+        .to_string();
     ensure!(
         name.starts_with(&format!("containerd.io/checkpoint/{id}:")),
         "ctr task checkpoint printed {name:?}, not a checkpoint image name"
@@ -377,7 +391,11 @@ pub fn restored_copy_lives_apart(
     narrate(&format!(
         "ctr c checkpoint --task --rw {a} {image} (keeps running)"
     ));
-    node.ctr(&["container", "checkpoint", "--task", "--rw", &a, &image])?;
+    ctr_checkpoint(
+        node,
+        runtime,
+        &["container", "checkpoint", "--task", "--rw", &a, &image],
+    )?;
     narrate(&format!("ctr c restore --live --rw {b} {image}"));
     node.ctr(&["container", "restore", "--live", "--rw", &b, &image])?;
     let restored = wait_for_count(node, &b, 1)?;
@@ -459,7 +477,11 @@ pub fn loopback_server_after_restore(
     narrate(&format!(
         "server answers; ctr c checkpoint --task --rw {id} {image}"
     ));
-    node.ctr(&["container", "checkpoint", "--task", "--rw", id, &image])?;
+    ctr_checkpoint(
+        node,
+        runtime,
+        &["container", "checkpoint", "--task", "--rw", id, &image],
+    )?;
     remove_container(node, id)?;
     node.ctr(&["container", "restore", "--live", "--rw", id, &image])?;
     let exec_id = format!("lo-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
@@ -610,7 +632,11 @@ pub fn process_state_survives(
     };
     for round in 1..=rounds {
         let image = format!("revive.test/checkpoint/{id}:{round}");
-        node.ctr(&["container", "checkpoint", "--task", "--rw", id, &image])?;
+        ctr_checkpoint(
+            node,
+            runtime,
+            &["container", "checkpoint", "--task", "--rw", id, &image],
+        )?;
         let at = read_process_state(node, id)?;
         remove_container(node, id)?;
         node.ctr(&["container", "restore", "--live", "--rw", id, &image])?;
@@ -734,7 +760,11 @@ pub fn terminal_survives(
         "{id} has no terminal before the checkpoint: {tty_before:?}"
     );
     let image = format!("revive.test/checkpoint/{id}:1");
-    node.ctr(&["container", "checkpoint", "--task", "--rw", id, &image])?;
+    ctr_checkpoint(
+        node,
+        runtime,
+        &["container", "checkpoint", "--task", "--rw", id, &image],
+    )?;
     let checkpointed = read_counter(node, id)?;
     remove_container(node, id)?;
     narrate(&format!(
@@ -1002,6 +1032,31 @@ pub fn checkpoint_without_criu(
 /// ctr works), as its shim mounted it: readable when the task takes no exec (paused, stopped).
 pub(crate) fn rootfs_file(id: &str, file: &str) -> String {
     format!("/run/containerd/io.containerd.runtime.v2.task/default/{id}/rootfs/{file}")
+}
+
+/// `ctr <args>` for a checkpoint of a task on `runtime`. The Go shim's reference runs retry,
+/// loudly, when runc gave up freezing the container ("unable to freeze", runc's freezer
+/// timing out on a loaded machine; the container keeps running, so a retry is sound). revive
+/// retries its pause itself (see the README), so for revive a failure here is a failure.
+pub fn ctr_checkpoint(node: &Node, runtime: &str, args: &[&str]) -> Result<String> {
+    let mut attempt = 1;
+    loop {
+        match node.ctr(args) {
+            Err(e)
+                if attempt < 3
+                    && runtime != "io.containerd.revive.v2"
+                    && format!("{e:#}").contains("unable to freeze") =>
+            {
+                eprintln!(
+                    "*** {runtime}: `ctr {}` attempt {attempt}: runc could not freeze the container; retrying",
+                    args.join(" ")
+                );
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Kills (if needed) and deletes task and container `id`.

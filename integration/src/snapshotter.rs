@@ -8,7 +8,8 @@ use anyhow::{Context, Result, ensure};
 use crate::image::BUSYBOX;
 use crate::node::Node;
 use crate::scenario::{
-    Counter, check_written_at_start, read_counter, remove_container, run_counter, wait_for_count,
+    Counter, check_written_at_start, ctr_checkpoint, read_counter, remove_container, run_counter,
+    wait_for_count,
 };
 
 /// The proxy snapshotter's name in containerd's config (`config/`).
@@ -117,7 +118,11 @@ pub fn ordinary_image(node: &Node, runtime: &str, narrate: &mut dyn FnMut(&str))
     ));
 
     let image = format!("revive.test/checkpoint/{id}:1");
-    node.ctr(&["container", "checkpoint", "--task", "--rw", id, &image])?;
+    ctr_checkpoint(
+        node,
+        runtime,
+        &["container", "checkpoint", "--task", "--rw", id, &image],
+    )?;
     let checkpointed = read_counter(node, id)?;
     remove_container(node, id)?;
     node.ctr(&["container", "restore", "--live", "--rw", id, &image])?;
