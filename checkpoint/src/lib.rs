@@ -2,6 +2,8 @@
 //! a checkpoint may come from anywhere, so parsers bound what they read and fail with an
 //! error, never a panic.
 
+pub mod archive;
 pub mod criu;
 pub mod criulog;
 pub mod extract;
+pub mod handoff;

@@ -1056,6 +1056,10 @@ pub fn checkpoint_container(
         "after CheckpointContainer the container holds {:?}, not its token {token}",
         after.stdout
     );
+    if let Ok(keep) = std::env::var("REVIVE_KEEP_ARCHIVE_TMP") {
+        node.run(&["cp", &location, "/share/kept.tar"])?;
+        std::fs::copy(node.share_dir().join("kept.tar"), keep)?;
+    }
     node.run(&["rm", "-f", &location])?;
     Ok(CheckpointOutcome::Archive {
         entries,

@@ -153,6 +153,11 @@ impl Layer {
 pub struct ImageBuilder {
     name: String,
     layer: Layer,
+    /// A ready-made layer tar used instead of `layer`.
+    raw_layer: Option<Vec<u8>>,
+    /// Annotations of the index and of the manifest.
+    index_annotations: BTreeMap<String, String>,
+    manifest_annotations: BTreeMap<String, String>,
     cmd: Vec<String>,
     entrypoint: Vec<String>,
     env: Vec<String>,
@@ -164,6 +169,9 @@ impl ImageBuilder {
         ImageBuilder {
             name: name.into(),
             layer: Layer::new(),
+            raw_layer: None,
+            index_annotations: BTreeMap::new(),
+            manifest_annotations: BTreeMap::new(),
             cmd: Vec::new(),
             entrypoint: Vec::new(),
             env: vec![IMAGE_PATH.into()],
@@ -192,6 +200,24 @@ impl ImageBuilder {
         self
     }
 
+    /// Uses `tar` (uncompressed) as the layer, as `buildah add <archive.tar> /` makes a
+    /// layer of an archive: how checkpoint images are built from checkpoint archives.
+    pub fn raw_layer(mut self, tar: Vec<u8>) -> Self {
+        self.raw_layer = Some(tar);
+        self
+    }
+
+    /// Annotates the image index (`on_index`) or the manifest.
+    pub fn annotation(mut self, on_index: bool, key: &str, value: &str) -> Self {
+        let map = if on_index {
+            &mut self.index_annotations
+        } else {
+            &mut self.manifest_annotations
+        };
+        map.insert(key.into(), value.into());
+        self
+    }
+
     pub fn cmd(mut self, cmd: &[&str]) -> Self {
         self.cmd = cmd.iter().map(|s| s.to_string()).collect();
         self
@@ -215,6 +241,9 @@ impl ImageBuilder {
     /// The layer as an uncompressed tar, entries sorted, owned by root, mtime 0; a path
     /// added twice is a mistake in the test.
     fn layer_tar(&self) -> Result<Vec<u8>> {
+        if let Some(tar) = &self.raw_layer {
+            return Ok(tar.clone());
+        }
         if let Some(path) = self.layer.duplicate() {
             bail!("image {}: {path} is added twice", self.name);
         }
@@ -254,12 +283,17 @@ impl ImageBuilder {
         let mut blobs: Vec<(Digest, Vec<u8>)> = Vec::new();
         let layer_desc = descriptor(MediaType::ImageLayerGzip, &layer_gz)?;
         let config_desc = descriptor(MediaType::ImageConfig, &config_json)?;
-        let manifest = ImageManifestBuilder::default()
+        let mut manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
             .config(config_desc.clone())
             .layers(vec![layer_desc.clone()])
             .build()?;
+        if !self.manifest_annotations.is_empty() {
+            manifest.set_annotations(Some(
+                self.manifest_annotations.clone().into_iter().collect(),
+            ));
+        }
         let manifest_json = canonical_json(&manifest)?;
         let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest_json)?;
         let tag = self
@@ -267,23 +301,45 @@ impl ImageBuilder {
             .rsplit_once(':')
             .map(|(_, t)| t)
             .unwrap_or("latest");
-        manifest_desc.set_annotations(Some(
-            [
-                ("io.containerd.image.name".to_string(), self.name.clone()),
-                (
-                    "org.opencontainers.image.ref.name".to_string(),
-                    tag.to_string(),
-                ),
-            ]
-            .into(),
-        ));
+        let names: std::collections::HashMap<String, String> = [
+            ("io.containerd.image.name".to_string(), self.name.clone()),
+            (
+                "org.opencontainers.image.ref.name".to_string(),
+                tag.to_string(),
+            ),
+        ]
+        .into();
         blobs.push((layer_desc.digest().clone(), layer_gz));
         blobs.push((config_desc.digest().clone(), config_json));
         blobs.push((manifest_desc.digest().clone(), manifest_json));
+        // The image is its manifest, or with index annotations an index (a blob of its own,
+        // annotated, holding the manifest) as multi-platform images are.
+        let top = if self.index_annotations.is_empty() {
+            manifest_desc
+        } else {
+            manifest_desc.set_platform(Some(
+                oci_spec::image::PlatformBuilder::default()
+                    .architecture(host_arch())
+                    .os(Os::Linux)
+                    .build()?,
+            ));
+            let mut image_index = ImageIndexBuilder::default()
+                .schema_version(2u32)
+                .media_type(MediaType::ImageIndex)
+                .manifests(vec![manifest_desc])
+                .build()?;
+            image_index.set_annotations(Some(self.index_annotations.clone().into_iter().collect()));
+            let index_blob = canonical_json(&image_index)?;
+            let desc = descriptor(MediaType::ImageIndex, &index_blob)?;
+            blobs.push((desc.digest().clone(), index_blob));
+            desc
+        };
+        let mut top = top;
+        top.set_annotations(Some(names));
         let index = ImageIndexBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageIndex)
-            .manifests(vec![manifest_desc])
+            .manifests(vec![top])
             .build()?;
         let index_json = canonical_json(&index)?;
 

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod cgroup;
+pub mod checkpoint_image;
 pub mod conformance;
 pub mod containerd;
 pub mod cri;

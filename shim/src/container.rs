@@ -89,6 +89,11 @@ impl Container {
             .into_iter()
             .find(|p| !p.is_empty())
             .map(PathBuf::from);
+        // Or a container created from a checkpoint image on revive-snapshotter.
+        let restore_image = match restore_image {
+            Some(image) => Some(image),
+            None => from_checkpoint_image(&req.id, &req.rootfs, &bundle)?,
+        };
         let restore = restore_image.map(|image| Restore {
             image,
             work: (!options.criu_work_path.is_empty())
@@ -609,6 +614,47 @@ impl Container {
         self.init.set_status(Status::Deleted).await;
         Ok(())
     }
+}
+
+/// If revive-snapshotter made the container's rootfs from a checkpoint image (its handoff
+/// lies beside the overlay's upper directory, see `revive_checkpoint::handoff`): checks the
+/// checkpoint's CRIU images, reconciles the bundle's spec with the checkpoint's (see
+/// [`crate::reconcile`]) and returns the images to restore from. `None` for any other
+/// container.
+fn from_checkpoint_image(
+    id: &str,
+    rootfs: &[containerd_shim_protos::api::Mount],
+    bundle: &Path,
+) -> Result<Option<PathBuf>> {
+    use revive_checkpoint::{archive, handoff};
+    let Some(upper) = rootfs
+        .iter()
+        .filter(|m| m.type_ == "overlay")
+        .find_map(|m| handoff::upperdir(&m.options))
+    else {
+        return Ok(None);
+    };
+    let Some(handoff) = handoff::find(upper).map_err(Error::InvalidArgument)? else {
+        return Ok(None);
+    };
+    let refuse = |what: String| {
+        Error::InvalidArgument(format!(
+            "{id} is created from a checkpoint image (of a container of {}), but cannot be \
+             restored: {what}",
+            handoff.base_image
+        ))
+    };
+    let images = archive::validate(&handoff.archive).map_err(|e| refuse(e.to_string()))?;
+    let dumped = archive::read_spec(&handoff.archive).map_err(|e| refuse(e.to_string()))?;
+    let mut spec = read_spec(bundle)?;
+    let notes = crate::reconcile::reconcile(&mut spec, &dumped).map_err(refuse)?;
+    write_spec(bundle, &spec)?;
+    info!(
+        "{id}: created from a checkpoint image: restoring from {} ({})",
+        images.display(),
+        notes.join("; ")
+    );
+    Ok(Some(images))
 }
 
 /// Mounts CreateTaskRequest's rootfs mounts on `<bundle>/rootfs`; `None` when there are none

@@ -27,6 +27,7 @@ mod oom;
 mod options;
 mod preflight;
 mod process;
+mod reconcile;
 mod runtime;
 mod service;
 mod spec;

@@ -17,6 +17,7 @@
 //! language, [`server`] maps the gRPC service onto them, and [`Snapshotter`]
 //! ties everything together.
 
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod filter;
@@ -26,10 +27,12 @@ pub mod socket;
 pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use log::{info, warn};
 use tokio_stream::wrappers::UnixListenerStream;
 
+use checkpoint::BaseSource;
 pub use config::Config;
 pub use error::{Error, Result, SnapshotError};
 use server::SnapshotService;
@@ -60,9 +63,18 @@ impl Snapshotter {
     ///
     /// Must be called within a tokio runtime.
     pub fn bind(config: Config) -> Result<Self> {
+        Self::bind_with_bases(config, None)
+    }
+
+    /// [`Snapshotter::bind`], finding checkpoints' base images in `bases` (none: containers
+    /// are not created from checkpoint images).
+    pub fn bind_with_bases(config: Config, bases: Option<Arc<dyn BaseSource>>) -> Result<Self> {
         socket::create_private_dir(&config.root)?;
         let socket = BoundSocket::bind(&config.address)?;
-        let service = SnapshotService::open(&config.root)?;
+        let mut service = SnapshotService::open(&config.root)?;
+        if let Some(bases) = bases {
+            service = service.with_bases(bases);
+        }
         Ok(Snapshotter {
             config,
             socket,

@@ -23,11 +23,12 @@ use std::fs::{self, DirBuilder};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use log::{debug, info, warn};
 use revive_proto::types::Mount;
 
+use crate::checkpoint::{self, Base, Layer, Layers, Rebuilt};
 use crate::error::SnapshotError;
 use crate::filter::Filter;
 use crate::store::{Info, Kind, Labels, Snapshot, Store, Usage};
@@ -57,6 +58,8 @@ pub struct Overlay {
     /// and exclusively by Cleanup, so Cleanup never deletes a directory that
     /// is about to be renamed into place.
     dirs: RwLock<()>,
+    /// Checkpoint layers (see [`checkpoint`]).
+    layers: Layers,
 }
 
 impl Overlay {
@@ -85,6 +88,7 @@ impl Overlay {
             snapshots,
             store,
             dirs: RwLock::new(()),
+            layers: Layers::default(),
         })
     }
 
@@ -116,10 +120,21 @@ impl Overlay {
         let mut dir = NewDir::create(&self.snapshots, kind)?;
         let snapshot = self.store.create(kind, key, parent, labels, |s| {
             if let Some(&parent) = s.parent_ids.first() {
+                let layer = self.layer_dirs(parent);
+                if kind == Kind::Active
+                    && let Some(rebuilt) = self.layers.rebuilt(parent, &self.snapshot_dir(parent))
+                {
+                    let layer = Layer {
+                        id: parent,
+                        dir: self.snapshot_dir(parent),
+                        namespace: String::new(),
+                    };
+                    checkpoint::write_handoff(&dir.path, &layer, &rebuilt)?;
+                }
                 // Like containerd: the new layer's root directory gets the
                 // owner of the parent's, or the overlay's root would turn
                 // root-owned in images whose `/` belongs to another user.
-                let parent_fs = self.fs_dir(parent);
+                let parent_fs = layer[0].clone();
                 let meta = fs::metadata(&parent_fs)
                     .map_err(|e| SnapshotError::io("failed to stat", &parent_fs, e))?;
                 let fs_path = dir.path.join("fs");
@@ -147,19 +162,24 @@ impl Overlay {
             target: String::new(),
             options: vec![mode.into(), "rbind".into()],
         };
-        let mount = match (s.kind, s.parent_ids.as_slice()) {
+        let lower: Vec<PathBuf> = s
+            .parent_ids
+            .iter()
+            .flat_map(|&id| self.layer_dirs(id))
+            .collect();
+        let mount = match (s.kind, lower.as_slice()) {
             // No parent: overlayfs needs a lower layer, so bind the layer.
             (Kind::View, []) => bind(self.fs_dir(s.id), "ro"),
             (_, []) => bind(self.fs_dir(s.id), "rw"),
             // overlayfs refuses a single lower dir without an upper dir.
-            (Kind::View, [parent]) => bind(self.fs_dir(*parent), "ro"),
-            (kind, parents) => {
+            (Kind::View, [single]) => bind(single.clone(), "ro"),
+            (kind, lower) => {
                 let mut options = vec!["index=off".to_owned()];
                 if kind == Kind::Active {
                     options.push(format!("workdir={}", path(self.work_dir(s.id))));
                     options.push(format!("upperdir={}", path(self.fs_dir(s.id))));
                 }
-                let lower: Vec<String> = parents.iter().map(|&id| path(self.fs_dir(id))).collect();
+                let lower: Vec<String> = lower.iter().map(|p| path(p.clone())).collect();
                 options.push(format!("lowerdir={}", lower.join(":")));
                 Mount {
                     r#type: "overlay".into(),
@@ -170,6 +190,52 @@ impl Overlay {
             }
         };
         vec![mount]
+    }
+
+    /// The directories committed snapshot `id` contributes to a mount, topmost first: its
+    /// layer, or for a rebuilt checkpoint layer the rebuilt rootfs over the base's layers
+    /// (the archive itself is in no mount).
+    fn layer_dirs(&self, id: u64) -> Vec<PathBuf> {
+        match self.layers.rebuilt(id, &self.snapshot_dir(id)) {
+            Some(rebuilt) => std::iter::once(self.snapshot_dir(id).join(checkpoint::ROOTFS_DIR))
+                .chain(rebuilt.base_lowers.iter().cloned())
+                .collect(),
+            None => vec![self.fs_dir(id)],
+        }
+    }
+
+    /// The checkpoint layer `parent` is, if it is one: a committed snapshot without a parent
+    /// whose content is a checkpoint archive. With its rebuild, if done.
+    pub fn checkpoint_layer(&self, parent: &str) -> Result<Option<(Layer, Option<Arc<Rebuilt>>)>> {
+        let entry = self.store.entry(parent)?;
+        if entry.info.kind != Kind::Committed || entry.info.parent.is_some() {
+            return Ok(None);
+        }
+        let dir = self.snapshot_dir(entry.id);
+        let rebuilt = self.layers.rebuilt(entry.id, &dir);
+        if rebuilt.is_none() && !revive_checkpoint::archive::is_checkpoint(&dir.join("fs")) {
+            return Ok(None);
+        }
+        let namespace = checkpoint::namespace_of(parent).ok_or_else(|| {
+            SnapshotError::InvalidArgument(format!(
+                "snapshot {parent:?} holds a checkpoint, but its name is not one containerd made \
+                 (<namespace>/<n>/<name>): create containers from checkpoint images through \
+                 containerd"
+            ))
+        })?;
+        Ok(Some((
+            Layer {
+                id: entry.id,
+                dir,
+                namespace: namespace.to_string(),
+            },
+            rebuilt,
+        )))
+    }
+
+    /// Rebuilds the root filesystem of checkpoint layer `layer` on `base`.
+    pub fn rebuild(&self, layer: &Layer, base: &Base) -> Result<Arc<Rebuilt>> {
+        self.layers.rebuild(layer, base)
     }
 
     /// Commits active snapshot `key` as `name`. Usage is measured before
@@ -197,6 +263,7 @@ impl Overlay {
     /// Removes snapshot `key`: the record first, then its directory.
     pub fn remove(&self, key: &str) -> Result<()> {
         let (id, _) = self.store.remove(key)?;
+        self.layers.forget(id);
         let dir = self.snapshot_dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => debug!("removed snapshot {key:?} ({})", dir.display()),

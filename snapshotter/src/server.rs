@@ -25,6 +25,7 @@ use revive_proto::snapshots::v1::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::checkpoint::BaseSource;
 use crate::error::SnapshotError;
 use crate::filter::Filter;
 use crate::overlay::Overlay;
@@ -42,6 +43,8 @@ pub const LIST_BATCH: usize = 100;
 #[derive(Debug, Clone)]
 pub struct SnapshotService {
     overlay: Arc<Overlay>,
+    /// Where checkpoint layers find their base images; none: checkpoint images are refused.
+    bases: Option<Arc<dyn BaseSource>>,
 }
 
 impl SnapshotService {
@@ -49,7 +52,51 @@ impl SnapshotService {
     pub fn open(root: &Path) -> Result<Self, SnapshotError> {
         Ok(SnapshotService {
             overlay: Arc::new(Overlay::open(root)?),
+            bases: None,
         })
+    }
+
+    /// Restores containers created from checkpoint images, finding their base images in
+    /// `bases`.
+    pub fn with_bases(mut self, bases: Arc<dyn BaseSource>) -> Self {
+        self.bases = Some(bases);
+        self
+    }
+
+    /// Before a snapshot is made on `parent`: if `parent` is a checkpoint image's layer not
+    /// rebuilt yet, finds its base image and rebuilds its root filesystem (see
+    /// [`crate::checkpoint`]). A failure here fails the Prepare or View, leaving nothing.
+    async fn rebuild_if_checkpoint(&self, parent: &str) -> Result<(), Status> {
+        let name = parent.to_string();
+        let Some((layer, None)) = self.run(move |o| o.checkpoint_layer(&name)).await? else {
+            return Ok(());
+        };
+        let Some(bases) = &self.bases else {
+            return Err(Status::failed_precondition(format!(
+                "snapshot {parent:?} is a checkpoint image's layer, and this snapshotter was \
+                 started without access to containerd, so it cannot find the checkpoint's base \
+                 image"
+            )));
+        };
+        let archive = layer.archive();
+        let config =
+            tokio::task::spawn_blocking(move || revive_checkpoint::archive::read_config(&archive))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| {
+                    Status::invalid_argument(format!("{e}; refusing to restore from it"))
+                })?;
+        let refs = config.base_image_refs();
+        if refs.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "checkpoint image: {} names no base image (rootfsImageName, rootfsImage, \
+                 rootfsImageRef are empty); it cannot be restored",
+                revive_checkpoint::archive::CONFIG_DUMP
+            )));
+        }
+        let base = bases.base(&layer.namespace, &refs).await.map_err(status)?;
+        self.run(move |o| o.rebuild(&layer, &base).map(|_| ()))
+            .await
     }
 
     /// Wraps the service for `tonic::transport::Server::add_service`.
@@ -128,6 +175,9 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<PrepareSnapshotResponse>, Status> {
         let req = request.into_inner();
         debug!("Prepare key={:?} parent={:?}", req.key, req.parent);
+        if !req.parent.is_empty() {
+            self.rebuild_if_checkpoint(&req.parent).await?;
+        }
         let mounts = self
             .run(move |o| {
                 o.create(
@@ -147,6 +197,9 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<ViewSnapshotResponse>, Status> {
         let req = request.into_inner();
         debug!("View key={:?} parent={:?}", req.key, req.parent);
+        if !req.parent.is_empty() {
+            self.rebuild_if_checkpoint(&req.parent).await?;
+        }
         let mounts = self
             .run(move |o| {
                 o.create(

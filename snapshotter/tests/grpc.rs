@@ -14,7 +14,9 @@ use revive_proto::snapshots::v1::{
     UsageRequest, UsageResponse, ViewSnapshotRequest,
 };
 use revive_proto::types::Mount;
+use revive_snapshotter::checkpoint::{Base, BaseFuture, BaseSource};
 use revive_snapshotter::{Config, Error, Snapshotter};
+use std::sync::Arc;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -62,10 +64,15 @@ async fn start() -> Running {
 /// Starts a server whose socket and root live in `dir`; the same `dir`
 /// gives the same root, as after a restart.
 fn start_in(dir: tempfile::TempDir) -> Running {
+    start_with_bases(dir, None)
+}
+
+/// [`start_in`], with a source of checkpoints' base images.
+fn start_with_bases(dir: tempfile::TempDir, bases: Option<Arc<dyn BaseSource>>) -> Running {
     // Nested, not-yet-existing directories exercise directory creation.
     let socket = dir.path().join("run/revive/snapshotter.sock");
     let root = dir.path().join("lib/revive/snapshotter");
-    let snapshotter = Snapshotter::bind(Config::new(&socket, &root)).unwrap();
+    let snapshotter = Snapshotter::bind_with_bases(Config::new(&socket, &root), bases).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(snapshotter.serve(async {
         let _ = stopped.await;
@@ -802,5 +809,210 @@ async fn concurrent_requests() {
     assert_eq!(sources.len(), 12);
 
     drop(client);
+    server.stop().await.unwrap();
+}
+
+/// Base images for checkpoint tests: one image, `docker.io/revive/base:1`, whose single
+/// layer is a directory of the test.
+#[derive(Debug)]
+struct FakeBases {
+    layer: PathBuf,
+}
+
+impl BaseSource for FakeBases {
+    fn base<'a>(&'a self, namespace: &'a str, refs: &'a [String]) -> BaseFuture<'a> {
+        Box::pin(async move {
+            assert_eq!(namespace, "default");
+            match refs.iter().find(|r| *r == "docker.io/revive/base:1") {
+                Some(image) => Ok(Base {
+                    image: image.clone(),
+                    lowers: vec![self.layer.clone()],
+                }),
+                None => Err(
+                    revive_snapshotter::error::SnapshotError::FailedPrecondition(format!(
+                        "the checkpoint's base image {refs:?} is not in containerd"
+                    )),
+                ),
+            }
+        })
+    }
+}
+
+/// Writes a checkpoint archive's layout into `dir`: CRIU images, metadata naming `base`, a
+/// rootfs diff adding `/token` and `/tmp/new` (without listing `/tmp`), deleting `/etc/gone`
+/// through deleted.files and `/old` through a whiteout.
+fn write_archive(dir: &Path, base: &str) {
+    std::fs::create_dir(dir.join("checkpoint")).unwrap();
+    for img in ["inventory.img", "pstree.img", "pages-1.img"] {
+        std::fs::write(dir.join("checkpoint").join(img), b"criu").unwrap();
+    }
+    std::fs::write(
+        dir.join("config.dump"),
+        format!(r#"{{"id":"c1","name":"c1","rootfsImageName":"{base}"}}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("spec.dump"),
+        br#"{"process":{"args":["sh"]},"linux":{},"mounts":[]}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("deleted.files"), br#"["/etc/gone"]"#).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data) in [("token", &b"t-1"[..]), ("tmp/new", b"n"), (".wh.old", b"")] {
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(data.len() as u64);
+        tar.append_data(&mut header, path, data).unwrap();
+    }
+    std::fs::write(dir.join("rootfs-diff.tar"), tar.into_inner().unwrap()).unwrap();
+}
+
+/// The directory a bind mount of a fresh snapshot names.
+fn bound_dir(mounts: &[Mount]) -> PathBuf {
+    assert_eq!(mounts[0].r#type, "bind");
+    PathBuf::from(&mounts[0].source)
+}
+
+#[tokio::test]
+async fn a_checkpoint_layer_becomes_its_containers_rootfs() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED a_checkpoint_layer_becomes_its_containers_rootfs: needs root (whiteouts are devices)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base-layer");
+    std::fs::create_dir_all(base.join("tmp")).unwrap();
+    std::fs::set_permissions(base.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::create_dir_all(base.join("etc")).unwrap();
+    std::fs::write(base.join("etc/gone"), b"x").unwrap();
+    let bases: Arc<dyn BaseSource> = Arc::new(FakeBases {
+        layer: base.clone(),
+    });
+    let server = start_with_bases(dir, Some(Arc::clone(&bases)));
+    let mut client = connect(&server.socket).await.unwrap();
+
+    // The checkpoint image's layer, unpacked as containerd does, and a hostile one.
+    let layer = bound_dir(
+        &prepare(&mut client, "default/1/extract-1", "")
+            .await
+            .unwrap(),
+    );
+    write_archive(&layer, "docker.io/revive/base:1");
+    commit(&mut client, "default/2/sha256:ck", "default/1/extract-1")
+        .await
+        .unwrap();
+    let hostile = bound_dir(
+        &prepare(&mut client, "default/3/extract-2", "")
+            .await
+            .unwrap(),
+    );
+    write_archive(&hostile, "docker.io/revive/base:1");
+    std::fs::remove_file(hostile.join("checkpoint/pages-1.img")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", hostile.join("checkpoint/pages-1.img")).unwrap();
+    commit(
+        &mut client,
+        "default/4/sha256:hostile",
+        "default/3/extract-2",
+    )
+    .await
+    .unwrap();
+    let missing = bound_dir(
+        &prepare(&mut client, "default/5/extract-3", "")
+            .await
+            .unwrap(),
+    );
+    write_archive(&missing, "docker.io/revive/elsewhere:1");
+    commit(
+        &mut client,
+        "default/6/sha256:missing",
+        "default/5/extract-3",
+    )
+    .await
+    .unwrap();
+
+    // A container on the checkpoint layer: the rebuilt rootfs over the base.
+    let ctr_mounts = prepare(&mut client, "default/7/ctr", "default/2/sha256:ck")
+        .await
+        .unwrap();
+    let snapshot_dir = layer.parent().unwrap();
+    let rootfs = snapshot_dir.join("rootfs");
+    assert_eq!(
+        option(&ctr_mounts[0], "lowerdir="),
+        format!("{}:{}", rootfs.display(), base.display())
+    );
+    let upper = PathBuf::from(option(&ctr_mounts[0], "upperdir="));
+    let handoff = revive_checkpoint::handoff::find(&upper).unwrap().unwrap();
+    assert_eq!(handoff.archive, layer);
+    assert_eq!(handoff.base_image, "docker.io/revive/base:1");
+    assert_eq!(std::fs::read(rootfs.join("token")).unwrap(), b"t-1");
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode();
+    assert_eq!(
+        mode(&rootfs.join("tmp")) & 0o7777,
+        0o1777,
+        "/tmp keeps the base's mode"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    for whiteout in ["etc/gone", "old"] {
+        let meta = std::fs::symlink_metadata(rootfs.join(whiteout)).unwrap();
+        assert!(
+            meta.file_type().is_char_device(),
+            "{whiteout} is a whiteout"
+        );
+    }
+    assert_eq!(mode(&layer) & 0o777, 0o700, "the archive is root-only");
+
+    // A view on it has both lowers too, and no handoff.
+    let view = client
+        .view(ViewSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: "default/8/view".into(),
+            parent: "default/2/sha256:ck".into(),
+            labels: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(
+        option(&view[0], "lowerdir="),
+        option(&ctr_mounts[0], "lowerdir=")
+    );
+
+    // Hostile and incomplete checkpoints fail the Prepare and leave nothing.
+    let err = prepare(&mut client, "default/9/ctr2", "default/4/sha256:hostile")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("pages-1.img is a symlink"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        code(stat(&mut client, "default/9/ctr2").await),
+        Code::NotFound
+    );
+    assert!(!hostile.parent().unwrap().join("new-rootfs").exists());
+    assert!(!hostile.parent().unwrap().join("rootfs").exists());
+    let err = prepare(&mut client, "default/10/ctr3", "default/6/sha256:missing")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("elsewhere"), "{}", err.message());
+
+    // After a restart the container's mounts are the same.
+    let (dir, res) = server.stop_keep_dir().await;
+    res.unwrap();
+    let server = start_with_bases(dir, Some(bases));
+    let mut client = connect(&server.socket).await.unwrap();
+    assert_eq!(
+        mounts(&mut client, "default/7/ctr").await.unwrap(),
+        ctr_mounts
+    );
     server.stop().await.unwrap();
 }

@@ -1,0 +1,235 @@
+//! Checkpoint images (issue 6): a container created from one, on revive-snapshotter and the
+//! revive shim, is restored instead of started, whoever creates it.
+//!
+//! The archive-in-layer formats all hold a checkpoint archive (the layout kubelet, CRI-O,
+//! Podman and checkpointctl write) as the image's single layer and differ in the annotations
+//! that name it a checkpoint: [`Format`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::image::{BUSYBOX, Image, ImageBuilder};
+use crate::node::Node;
+use crate::scenario::{
+    COUNTER_SCRIPT, Counter, check_written_at_start, read_counter, remove_container, wait_for_count,
+};
+use crate::snapshotter::SNAPSHOTTER;
+
+/// The Go shim, which makes the checkpoints restored here: made by stock containerd and
+/// runc, restored by revive.
+pub const GO_SHIM: &str = "io.containerd.runc.v2";
+/// revive's shim.
+pub const REVIVE: &str = "io.containerd.revive.v2";
+
+/// How a checkpoint image says what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// checkpointctl and containerd 2.1-2.3: `org.criu.checkpoint.*`, on the index.
+    Criu,
+    /// CRI-O (kubelet checkpoints built with buildah): `io.kubernetes.cri-o.annotations.
+    /// checkpoint.*`, on the manifest.
+    CriO,
+    /// Podman (`podman container checkpoint --create-image`):
+    /// `io.podman.annotations.checkpoint.*`, on the manifest.
+    Podman,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Criu, Format::CriO, Format::Podman];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Criu => "criu",
+            Format::CriO => "cri-o",
+            Format::Podman => "podman",
+        }
+    }
+
+    /// Where the annotations go (true: the index) and their prefix.
+    fn annotations(self) -> (bool, &'static str) {
+        match self {
+            Format::Criu => (true, "org.criu.checkpoint."),
+            Format::CriO => (false, "io.kubernetes.cri-o.annotations.checkpoint."),
+            Format::Podman => (false, "io.podman.annotations.checkpoint."),
+        }
+    }
+
+    /// A checkpoint image of this format named `name` whose layer is `archive` (a tar of
+    /// the archive's layout), of container `container` of image `base`.
+    pub fn image(self, name: &str, archive: Vec<u8>, container: &str, base: &str) -> Result<Image> {
+        let (on_index, prefix) = self.annotations();
+        let mut builder = ImageBuilder::new(name).raw_layer(archive);
+        let fields: BTreeMap<&str, &str> = match self {
+            Format::Criu => [
+                ("container.name", container),
+                ("rootfsImageName", base),
+                ("engine", "containerd"),
+            ]
+            .into(),
+            Format::CriO => [("name", container), ("rootfsImageName", base)].into(),
+            Format::Podman => [
+                ("name", container),
+                ("runtime.name", "runc"),
+                ("rootfsImageName", base),
+            ]
+            .into(),
+        };
+        for (key, value) in fields {
+            builder = builder.annotation(on_index, &format!("{prefix}{key}"), value);
+        }
+        builder.build()
+    }
+}
+
+/// The tar of the directory `dir` (its content at the archive's root), as a checkpoint
+/// archive is made: entries in name order, owners and modes kept.
+pub fn tar_dir(dir: &Path) -> Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", dir)
+        .with_context(|| format!("archiving {}", dir.display()))?;
+    Ok(tar.into_inner()?)
+}
+
+/// The overlay upper directory of container `id`'s rootfs on containerd's overlayfs
+/// snapshotter (`ctr snapshots mounts`).
+fn upperdir(node: &Node, id: &str) -> Result<String> {
+    let mounts = node.ctr(&["snapshots", "mounts", "/unused", id])?;
+    mounts
+        .split([',', ' '])
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .map(str::to_string)
+        .with_context(|| format!("no upperdir in the mounts of {id}: {mounts}"))
+}
+
+/// Makes a checkpoint archive of counter container `id` (on the Go shim, overlayfs) the way
+/// an engine does, in `/share/<id>-archive` of the node (`<share dir>/<id>-archive` on the
+/// host): `ctr task checkpoint --exit --image-path` for CRIU's images, the container's spec
+/// as `spec.dump`, its rw layer as `rootfs-diff.tar`, a `config.dump` naming its image. The
+/// container is removed. Returns the host directory and the counter at the checkpoint.
+pub fn archive_of(node: &Node, id: &str) -> Result<(std::path::PathBuf, Counter)> {
+    let dir = format!("/share/{id}-archive");
+    node.run(&["mkdir", "-p", &format!("{dir}/checkpoint")])?;
+    let at = read_counter(node, id)?;
+    node.ctr(&[
+        "task",
+        "checkpoint",
+        "--exit",
+        "--image-path",
+        &format!("{dir}/checkpoint"),
+        id,
+    ])?;
+    let info: serde_json::Value = serde_json::from_str(&node.ctr(&["containers", "info", id])?)
+        .context("ctr containers info")?;
+    let host = node.share_dir().join(format!("{id}-archive"));
+    std::fs::write(host.join("spec.dump"), serde_json::to_vec(&info["Spec"])?)?;
+    let config = serde_json::json!({
+        "id": id,
+        "name": id,
+        "rootfsImage": BUSYBOX,
+        "rootfsImageName": BUSYBOX,
+        "runtime": GO_SHIM,
+        "restored": false,
+    });
+    std::fs::write(host.join("config.dump"), serde_json::to_vec(&config)?)?;
+    let upper = upperdir(node, id)?;
+    node.run(&[
+        "tar",
+        "-C",
+        &upper,
+        "-cf",
+        &format!("{dir}/rootfs-diff.tar"),
+        ".",
+    ])?;
+    remove_container(node, id)?;
+    Ok((host, at))
+}
+
+/// `ctr run -d --snapshotter revive --runtime revive <image> <id>`, with no command: the
+/// container must come up restored.
+pub fn run_image(node: &Node, image: &str, id: &str) -> Result<String> {
+    node.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        SNAPSHOTTER,
+        "--runtime",
+        REVIVE,
+        image,
+        id,
+    ])
+}
+
+/// What [`ctr_run_restores`] saw.
+#[derive(Debug)]
+pub struct Report {
+    pub checkpointed: Counter,
+    /// Per format: the restored counter.
+    pub restored: Vec<(Format, Counter)>,
+}
+
+/// A counter checkpointed by stock containerd becomes a checkpoint image in every
+/// [`Format`]; `ctr run` of each (revive-snapshotter, revive shim, no command) comes up
+/// restored: the same token, counting on from the checkpoint, its rw-layer file there, and
+/// none of the archive's files in its root.
+pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Report> {
+    node.import_busybox()?;
+    let id = "original";
+    node.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        GO_SHIM,
+        BUSYBOX,
+        id,
+        "sh",
+        "-c",
+        COUNTER_SCRIPT,
+    ])?;
+    let before = wait_for_count(node, id, 3)?;
+    narrate(&format!("counter {id} on the Go shim: {before}"));
+    let (archive_dir, _) = archive_of(node, id)?;
+    let archive = tar_dir(&archive_dir)?;
+    let checkpointed = before.clone();
+    let mut restored = Vec::new();
+    for format in Format::ALL {
+        let name = format!("revive.test/checkpoint-image/{}:1", format.name());
+        let image = format.image(&name, archive.clone(), id, BUSYBOX)?;
+        node.import_image(&image)?;
+        let new = format!("restored-{}", format.name());
+        narrate(&format!("ctr run {name} {new} (format {})", format.name()));
+        run_image(node, &name, &new)?;
+        let counter = wait_for_count(node, &new, before.count + 3)?;
+        ensure!(
+            counter.token == before.token,
+            "{new} started afresh instead of being restored: {before} -> {counter}"
+        );
+        check_written_at_start(node, &new, &counter)?;
+        let leaked = node.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &format!("ls-{new}"),
+            &new,
+            "ls",
+            "-a",
+            "/",
+        ])?;
+        ensure!(
+            !leaked.lines().any(
+                |l| ["checkpoint", "spec.dump", "config.dump", "rootfs-diff.tar"]
+                    .contains(&l.trim())
+            ),
+            "the archive's files are visible in {new}'s root:\n{leaked}"
+        );
+        narrate(&format!("{new} is restored: {counter}"));
+        remove_container(node, &new)?;
+        restored.push((format, counter));
+    }
+    Ok(Report {
+        checkpointed,
+        restored,
+    })
+}

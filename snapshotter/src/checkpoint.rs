@@ -1,0 +1,296 @@
+//! Checkpoint images: a container created from one is restored, not started.
+//!
+//! A checkpoint image (kubelet/CRI, CRI-O, Podman, checkpointctl) has one layer holding a
+//! checkpoint archive: CRIU's images under `checkpoint/`, `config.dump`, `spec.dump`,
+//! `rootfs-diff.tar`, `deleted.files` (see `revive_checkpoint::archive`). containerd tells a
+//! snapshotter nothing about images when it prepares a container's root filesystem: the
+//! parent is the image's top layer. So the snapshotter recognises such a layer by its
+//! content, the first time a snapshot is prepared on it, and then:
+//!
+//! 1. resolves the checkpointed container's base image (named in `config.dump`) through
+//!    containerd and unpacks it into directories of its own ([`BaseSource`]);
+//! 2. builds `<snapshot dir>/rootfs`: the archive's rootfs diff, its deletions as overlayfs
+//!    whiteouts, directories it needed but did not list given the base's modes and owners;
+//! 3. records that in `<snapshot dir>/rebuilt.json` (written last, so a crash leaves
+//!    nothing that looks complete).
+//!
+//! From then on the layer's mounts are `rootfs` over the base's layers: the container sees
+//! the checkpointed container's files and never the archive (the layer's own `fs`, made
+//! root-only, is in no mount). Every active snapshot prepared on it gets a [`HANDOFF_FILE`]
+//! naming the archive, which the revive shim finds beside the overlay's upper directory and
+//! restores from instead of starting the container.
+
+use std::collections::HashMap;
+use std::fs;
+use std::future::Future;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use log::{info, warn};
+use revive_checkpoint::archive::{self, ArchiveError};
+use revive_checkpoint::extract::{self, ExtractError};
+use revive_checkpoint::handoff::{HANDOFF_FILE, Handoff};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SnapshotError;
+
+type Result<T, E = SnapshotError> = std::result::Result<T, E>;
+
+/// The rebuilt root filesystem of a checkpoint layer.
+pub const ROOTFS_DIR: &str = "rootfs";
+/// The record of a finished rebuild.
+pub const REBUILT_FILE: &str = "rebuilt.json";
+/// Where a rebuild is assembled.
+const NEW_ROOTFS_DIR: &str = "new-rootfs";
+
+/// What a finished rebuild recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rebuilt {
+    /// The base image, as resolved in containerd.
+    pub base_image: String,
+    /// The base image's layer directories, topmost first.
+    pub base_lowers: Vec<PathBuf>,
+}
+
+/// The base image of a checkpoint, ready to be a lower layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// The name it was found under.
+    pub image: String,
+    /// Its layer directories, topmost first.
+    pub lowers: Vec<PathBuf>,
+}
+
+/// Boxed future of a [`BaseSource`].
+pub type BaseFuture<'a> = Pin<Box<dyn Future<Output = Result<Base>> + Send + 'a>>;
+
+/// Finds a checkpoint's base image and makes its layers available as directories.
+pub trait BaseSource: Send + Sync + std::fmt::Debug {
+    /// The first of `refs` (names or ids, best first) that names an image in containerd's
+    /// namespace `namespace`, unpacked. An error names the image and what to do.
+    fn base<'a>(&'a self, namespace: &'a str, refs: &'a [String]) -> BaseFuture<'a>;
+}
+
+/// A committed snapshot holding a checkpoint archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// The snapshot's id.
+    pub id: u64,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// containerd's namespace it belongs to (from its name, `<namespace>/<n>/<chain id>`).
+    pub namespace: String,
+}
+
+impl Layer {
+    /// The archive: the layer as unpacked.
+    pub fn archive(&self) -> PathBuf {
+        self.dir.join("fs")
+    }
+}
+
+/// containerd's namespace of a snapshot name made by its metadata store.
+pub fn namespace_of(name: &str) -> Option<&str> {
+    let mut parts = name.splitn(3, '/');
+    let namespace = parts.next().filter(|n| !n.is_empty())?;
+    parts.next().filter(|n| n.parse::<u64>().is_ok())?;
+    parts.next()?;
+    Some(namespace)
+}
+
+fn archive_error(e: ArchiveError) -> SnapshotError {
+    SnapshotError::InvalidArgument(format!(
+        "{e}; this checkpoint image cannot be restored (was it built from a complete checkpoint archive?)"
+    ))
+}
+
+fn extract_error(what: &str, e: ExtractError) -> SnapshotError {
+    SnapshotError::InvalidArgument(format!(
+        "checkpoint image: {what}: {e}; refusing to restore from it"
+    ))
+}
+
+/// The checkpoint layers this snapshotter knows, by snapshot id: `Some` once rebuilt,
+/// `None` for snapshots known not to be checkpoint layers. Committed snapshots never change
+/// and ids are never reused, so entries stay true until the snapshot is removed.
+#[derive(Debug, Default)]
+pub struct Layers {
+    known: Mutex<HashMap<u64, Option<Arc<Rebuilt>>>>,
+    /// Held while a rootfs is rebuilt, so concurrent prepares rebuild it once.
+    rebuilding: Mutex<()>,
+}
+
+impl Layers {
+    /// The rebuild of snapshot `id` (directory `dir`), if it was rebuilt.
+    pub fn rebuilt(&self, id: u64, dir: &Path) -> Option<Arc<Rebuilt>> {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = known.get(&id) {
+            return entry.clone();
+        }
+        let entry = read_rebuilt(dir).map(Arc::new);
+        known.insert(id, entry.clone());
+        entry
+    }
+
+    /// Forgets snapshot `id` (removed).
+    pub fn forget(&self, id: u64) {
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Builds the root filesystem of checkpoint layer `layer` on `base` (see the module's
+    /// documentation), unless done already. On failure nothing is left but the archive.
+    pub fn rebuild(&self, layer: &Layer, base: &Base) -> Result<Arc<Rebuilt>> {
+        let _one = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(done) = read_rebuilt(&layer.dir) {
+            return Ok(self.remember(layer.id, done));
+        }
+        let archive = layer.archive();
+        archive::validate(&archive).map_err(archive_error)?;
+        // Root only from now on: the archive holds every memory page of the container.
+        fs::set_permissions(&archive, fs::Permissions::from_mode(0o700))
+            .map_err(|e| SnapshotError::io("failed to restrict", &archive, e))?;
+        let new = layer.dir.join(NEW_ROOTFS_DIR);
+        remove_if_present(&new)?;
+        let result = build_rootfs(&archive, &new, &base.lowers);
+        if let Err(e) = result {
+            let _ = remove_if_present(&new);
+            return Err(e);
+        }
+        let rootfs = layer.dir.join(ROOTFS_DIR);
+        remove_if_present(&rootfs)?;
+        fs::rename(&new, &rootfs).map_err(|e| SnapshotError::io("failed to rename", &new, e))?;
+        let rebuilt = Rebuilt {
+            base_image: base.image.clone(),
+            base_lowers: base.lowers.clone(),
+        };
+        write_atomically(
+            &layer.dir.join(REBUILT_FILE),
+            &serde_json::to_vec(&rebuilt).expect("a record serializes"),
+        )?;
+        info!(
+            "checkpoint layer {}: root filesystem rebuilt on {} ({} layers)",
+            layer.dir.display(),
+            base.image,
+            base.lowers.len()
+        );
+        Ok(self.remember(layer.id, rebuilt))
+    }
+
+    fn remember(&self, id: u64, rebuilt: Rebuilt) -> Arc<Rebuilt> {
+        let rebuilt = Arc::new(rebuilt);
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Some(Arc::clone(&rebuilt)));
+        rebuilt
+    }
+}
+
+/// The record of a finished rebuild in `dir`, if there is one (and it is readable).
+fn read_rebuilt(dir: &Path) -> Option<Rebuilt> {
+    let path = dir.join(REBUILT_FILE);
+    match fs::read(&path) {
+        Ok(data) => match serde_json::from_slice(&data) {
+            Ok(rebuilt) => Some(rebuilt),
+            Err(e) => {
+                warn!("ignoring unreadable {}: {e}", path.display());
+                None
+            }
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => {
+            warn!("ignoring unreadable {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(SnapshotError::io("failed to remove", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes `data` to `path` through a temporary file renamed over it, mode 0600.
+pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| SnapshotError::io("failed to create a file in", dir, e))?;
+    std::io::Write::write_all(&mut tmp, data)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| SnapshotError::io("failed to write", path, e))?;
+    tmp.persist(path)
+        .map_err(|e| SnapshotError::io("failed to write", path, e.error))?;
+    Ok(())
+}
+
+/// Builds the rootfs of `archive` in the new directory `target`, over `lowers`.
+fn build_rootfs(archive: &Path, target: &Path, lowers: &[PathBuf]) -> Result<()> {
+    fs::create_dir(target).map_err(|e| SnapshotError::io("failed to create", target, e))?;
+    extract::copy_dir_attrs(target, Path::new("."), lowers)
+        .map_err(|e| extract_error("the root directory", e))?;
+    let mut implicit = Vec::new();
+    if let Some(diff) = archive::open_rootfs_diff(archive).map_err(archive_error)? {
+        let options = extract::Options {
+            // The container may have made setuid files, as image layers may hold them;
+            // they stay as the container left them. Device nodes are not restored.
+            keep_setid: true,
+            keep_owner: true,
+            allow_devices: false,
+            overlay_whiteouts: true,
+            ..extract::Options::default()
+        };
+        let report = extract::extract(std::io::BufReader::new(diff), target, &options)
+            .map_err(|e| extract_error(archive::ROOTFS_DIFF, e))?;
+        implicit.extend(report.implicit_dirs);
+    }
+    let deleted = archive::read_deleted(archive).map_err(archive_error)?;
+    let made = extract::make_whiteouts(target, &deleted)
+        .map_err(|e| extract_error(archive::DELETED_FILES, e))?;
+    implicit.extend(made.implicit_dirs);
+    for dir in &implicit {
+        extract::copy_dir_attrs(target, dir, lowers)
+            .map_err(|e| extract_error("a directory of the rootfs", e))?;
+    }
+    Ok(())
+}
+
+/// Writes the handoff for the shim into the new active snapshot's directory `dir`.
+pub fn write_handoff(dir: &Path, layer: &Layer, rebuilt: &Rebuilt) -> Result<()> {
+    let handoff = Handoff {
+        version: Handoff::VERSION,
+        archive: layer.archive(),
+        base_image: rebuilt.base_image.clone(),
+    };
+    write_atomically(
+        &dir.join(HANDOFF_FILE),
+        &serde_json::to_vec(&handoff).expect("a handoff serializes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_come_from_containerd_names() {
+        assert_eq!(namespace_of("default/12/sha256:ab"), Some("default"));
+        assert_eq!(namespace_of("k8s.io/3/ctr"), Some("k8s.io"));
+        assert_eq!(namespace_of("plain"), None);
+        assert_eq!(namespace_of("default/x/sha256:ab"), None);
+        assert_eq!(namespace_of("/1/a"), None);
+    }
+}
