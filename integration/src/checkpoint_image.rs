@@ -233,3 +233,98 @@ pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Re
         restored,
     })
 }
+
+/// The pod a checkpoint is restored into under CRI: the CRI scenario's pod shape (host
+/// network, its own pid namespace, the pod's ipc namespace), a pod of its own.
+fn restore_pod(name: &str) -> crate::cri::api::PodSandboxConfig {
+    crate::cri::host_network_pod(name, "5e0d1c2b-0000-4000-8000-00000000000b")
+}
+
+/// A Kubernetes checkpoint archive (`archive`, of the CRI scenario's workload, which holds
+/// `token`) becomes a checkpoint image in each of `formats`; a pod on RuntimeClass handler
+/// `revive` (revive shim, revive-snapshotter) creating a container from it comes up with the
+/// workload restored: its token, its processes answering, without anyone calling restore.
+/// The pod must set a command (a checkpoint image has none); the workload checkpointed is
+/// what runs. Then the pod is removed and nothing is left.
+pub fn cri_restores(
+    node: &Node,
+    archive: &[u8],
+    token: &str,
+    formats: &[Format],
+    narrate: &mut dyn FnMut(&str),
+) -> Result<()> {
+    use crate::cri::{self, Cri};
+    let config = cri::cri_config(node)?;
+    cri::import_image(node, &cri::pause_image(node, &config.sandbox_image)?)?;
+    cri::import_image(node, &Image::busybox(&node.rootfs().path)?)?;
+    let mut client = Cri::connect(node)?;
+    client.wait_for_image(&config.sandbox_image)?;
+    client.wait_for_image(BUSYBOX)?;
+    for format in formats {
+        let name = format!("revive.test/cri-checkpoint/{}:1", format.name());
+        let image = format.image(&name, archive.to_vec(), "workload", BUSYBOX)?;
+        cri::import_image(node, &image)?;
+        client.wait_for_image(&name)?;
+        let pod = restore_pod(&format!("restore-{}", format.name()));
+        node.run(&["mkdir", "-p", &pod.log_directory])?;
+        let pod_id = client.run_pod_sandbox(&pod, "revive")?;
+        let ctr = cri::container("workload", &name, &["/bin/sh"]);
+        let id = client.create_container(&pod_id, &ctr, &pod)?;
+        client.start_container(&id)?;
+        client.wait_for_state(&id, cri::api::ContainerState::ContainerRunning)?;
+        let seen = client.exec_sync(&id, &["cat", "/token"], 30)?;
+        ensure!(
+            seen.exit_code == 0 && seen.stdout.trim() == token,
+            "the pod's container from {name} is not the checkpointed workload: /token {seen:?}, \
+             expected {token}"
+        );
+        let ps = client.exec_sync(&id, &["ps", "-o", "args"], 30)?;
+        ensure!(
+            ps.stdout.contains(cri::WORKLOAD_MARKER),
+            "the checkpointed workload is not running in the restored container:\n{}",
+            ps.stdout
+        );
+        narrate(&format!(
+            "pod from {name} ({}): restored, token {token}",
+            format.name()
+        ));
+        client.stop_container(&id, 10)?;
+        client.remove_container(&id)?;
+        client.stop_pod_sandbox(&pod_id)?;
+        client.remove_pod_sandbox(&pod_id)?;
+    }
+    let tasks = node.ctr(&["-n", cri::NAMESPACE, "tasks", "ls", "-q"])?;
+    ensure!(tasks.trim().is_empty(), "containerd tasks left: {tasks}");
+    Ok(())
+}
+
+/// `ctr run` of a checkpoint image made from a pod's container cannot restore it (it joined
+/// the pod's namespaces, had CRI's bind mounts): it must fail naming why, leaving no task
+/// and no mount, and the container record must remove cleanly.
+pub fn ctr_run_of_pod_checkpoint_is_refused(node: &Node, archive: &[u8]) -> Result<String> {
+    node.import_busybox()?;
+    let name = "revive.test/cri-checkpoint/for-ctr:1";
+    let image = Format::CriO.image(name, archive.to_vec(), "workload", BUSYBOX)?;
+    node.import_image(&image)?;
+    let id = "from-pod";
+    let err = match run_image(node, name, id) {
+        Ok(out) => anyhow::bail!("ctr run of a pod's checkpoint succeeded: {out}"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("pod") || err.contains("mounted at"),
+        "ctr run of a pod's checkpoint failed without saying why: {err}"
+    );
+    let tasks = node.ctr(&["tasks", "ls", "-q"])?;
+    ensure!(
+        tasks.trim().is_empty(),
+        "a refused restore left a task: {tasks}"
+    );
+    let mounts = node.run(&["cat", "/proc/mounts"])?;
+    ensure!(
+        !mounts.contains(&format!("/{id}/rootfs")),
+        "a refused restore left its rootfs mounted:\n{mounts}"
+    );
+    let _ = node.ctr(&["containers", "rm", id]);
+    Ok(err)
+}

@@ -941,6 +941,8 @@ pub enum CheckpointOutcome {
         /// `checkpointctl show` and `checkpointctl inspect --stats --ps-tree`.
         show: String,
         inspect: String,
+        /// The archive itself, as the kubelet stores it.
+        archive: Vec<u8>,
     },
 }
 
@@ -952,6 +954,7 @@ impl fmt::Display for CheckpointOutcome {
                 entries,
                 show,
                 inspect,
+                ..
             } => write!(
                 f,
                 "archive with {}\ncheckpointctl show:\n{show}\ncheckpointctl inspect:\n{inspect}",
@@ -1056,15 +1059,14 @@ pub fn checkpoint_container(
         "after CheckpointContainer the container holds {:?}, not its token {token}",
         after.stdout
     );
-    if let Ok(keep) = std::env::var("REVIVE_KEEP_ARCHIVE_TMP") {
-        node.run(&["cp", &location, "/share/kept.tar"])?;
-        std::fs::copy(node.share_dir().join("kept.tar"), keep)?;
-    }
-    node.run(&["rm", "-f", &location])?;
+    let kept = format!("checkpoint-{id}.tar");
+    node.run(&["mv", &location, &format!("/share/{kept}")])?;
+    let archive = std::fs::read(node.share_dir().join(&kept))?;
     Ok(CheckpointOutcome::Archive {
         entries,
         show,
         inspect,
+        archive,
     })
 }
 

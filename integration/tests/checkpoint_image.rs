@@ -31,3 +31,58 @@ fn ctr_run_restores_checkpoint_images_next() {
 fn ctr_run_restores_checkpoint_images_stable() {
     ctr_run_restores(Flavour::Stable);
 }
+
+/// A pod's container is checkpointed through CRI (containerd 2.x; the kubelet's checkpoint
+/// API), and the archive becomes checkpoint images: a pod using one comes up restored on the
+/// same node (2.x) and, migrated, on a containerd 1.7 node, which has no checkpoint API of
+/// its own. `ctr run` of such an image is refused with the reason.
+///
+/// On containerd 2.1 the `org.criu.checkpoint.*` format is left out of the CRI part:
+/// containerd 2.1's own restore-in-CreateContainer (removed in 2.4, no off switch in 2.1)
+/// claims images annotated `org.criu.checkpoint.container.name` before any runtime sees them.
+#[test]
+fn pod_restores_from_a_kubernetes_checkpoint() {
+    use checkpoint_image::Format;
+    use revive_integration::cri;
+    if !host::root_or_skip("pods from checkpoint images") {
+        return;
+    }
+    let node = Node::start(Flavour::Next, "ckpod").expect("node starts");
+    let say = &mut |step: &str| eprintln!("  {step}");
+    let report = cri::cri_scenario(&node, "revive").expect("CRI scenario");
+    let cri::CheckpointOutcome::Archive { archive, .. } = &report.checkpoint else {
+        panic!(
+            "containerd 2.x wrote no checkpoint archive: {}",
+            report.checkpoint
+        );
+    };
+    checkpoint_image::cri_restores(
+        &node,
+        archive,
+        &report.token,
+        &[Format::CriO, Format::Podman],
+        say,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "pods from checkpoint images on next: {e:#}\n{}",
+            node.log_tails()
+        )
+    });
+    let refused = checkpoint_image::ctr_run_of_pod_checkpoint_is_refused(&node, archive)
+        .unwrap_or_else(|e| panic!("ctr run of a pod's checkpoint: {e:#}\n{}", node.log_tails()));
+    eprintln!("ctr run of a pod's checkpoint: {refused}");
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+
+    let stable = Node::start(Flavour::Stable, "ckpod").expect("node starts");
+    checkpoint_image::cri_restores(&stable, archive, &report.token, &Format::ALL, say)
+        .unwrap_or_else(|e| {
+            panic!(
+                "pods from checkpoint images on stable: {e:#}\n{}",
+                stable.log_tails()
+            )
+        });
+    let left = stable.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+}
