@@ -328,3 +328,233 @@ pub fn ctr_run_of_pod_checkpoint_is_refused(node: &Node, archive: &[u8]) -> Resu
     let _ = node.ctr(&["containers", "rm", id]);
     Ok(err)
 }
+
+/// One entry of a hand-made tar: names are written as given (`..` and all), which a tar
+/// library would refuse to write.
+pub enum RawEntry<'a> {
+    File(&'a str, &'a [u8]),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+    /// A file whose header claims `size` bytes, followed by none.
+    Claimed(&'a str, u64),
+}
+
+/// A tar of `entries`, names and link targets verbatim, root-owned.
+pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        let (name, kind, data, size): (&str, tar::EntryType, &[u8], u64) = match entry {
+            RawEntry::File(name, data) => (name, tar::EntryType::Regular, data, data.len() as u64),
+            RawEntry::Dir(name) => (name, tar::EntryType::Directory, b"", 0),
+            RawEntry::Symlink(name, _) => (name, tar::EntryType::Symlink, b"", 0),
+            RawEntry::Claimed(name, size) => (name, tar::EntryType::Regular, b"", *size),
+        };
+        {
+            let gnu = header.as_gnu_mut().expect("a GNU header");
+            gnu.name = [0; 100];
+            gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+            if let RawEntry::Symlink(_, target) = entry {
+                gnu.linkname = [0; 100];
+                gnu.linkname[..target.len()].copy_from_slice(target.as_bytes());
+            }
+        }
+        header.set_entry_type(kind);
+        header.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(size);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    if !entries.iter().any(|e| matches!(e, RawEntry::Claimed(..))) {
+        out.extend_from_slice(&[0; 1024]);
+    }
+    out
+}
+
+/// A checkpoint archive's layout as a tar: CRIU image files (content irrelevant here: every
+/// case fails before CRIU runs), config.dump naming `base`, a minimal spec.dump, and
+/// `rootfs_diff` as rootfs-diff.tar; `twist` edits the entries first.
+fn hostile_archive(
+    base: &str,
+    rootfs_diff: &[u8],
+    twist: impl FnOnce(&mut Vec<(String, Vec<u8>, Option<String>)>),
+) -> Vec<u8> {
+    let config = format!(r#"{{"id":"h","name":"h","rootfsImageName":"{base}"}}"#);
+    let spec = br#"{"process":{"args":["sh"],"cwd":"/"},"linux":{"namespaces":[]},"mounts":[]}"#;
+    // (name, data, symlink target)
+    let mut entries: Vec<(String, Vec<u8>, Option<String>)> = vec![
+        ("checkpoint/inventory.img".into(), b"x".to_vec(), None),
+        ("checkpoint/pstree.img".into(), b"x".to_vec(), None),
+        ("checkpoint/pages-1.img".into(), b"x".to_vec(), None),
+        ("config.dump".into(), config.into_bytes(), None),
+        ("spec.dump".into(), spec.to_vec(), None),
+        ("rootfs-diff.tar".into(), rootfs_diff.to_vec(), None),
+    ];
+    twist(&mut entries);
+    let mut raw: Vec<RawEntry> = vec![RawEntry::Dir("checkpoint/")];
+    for (name, data, link) in &entries {
+        raw.push(match link {
+            Some(target) => RawEntry::Symlink(name, target),
+            None => RawEntry::File(name, data),
+        });
+    }
+    raw_tar(&raw)
+}
+
+/// What a hostile checkpoint image must get: an error containing `expect`.
+pub struct HostileCase {
+    pub name: &'static str,
+    pub layer: Vec<u8>,
+    pub expect: &'static str,
+}
+
+/// The hostile checkpoint images (each one's layer), and the words their refusal must hold.
+pub fn hostile_cases() -> Vec<HostileCase> {
+    let ok_diff = raw_tar(&[RawEntry::File("token", b"t")]);
+    let case = |name, layer, expect| HostileCase {
+        name,
+        layer,
+        expect,
+    };
+    let mut truncated = raw_tar(&[RawEntry::File("big", &[7u8; 8192])]);
+    truncated.truncate(3000);
+    vec![
+        case(
+            "traversal",
+            hostile_archive(
+                BUSYBOX,
+                &raw_tar(&[RawEntry::File(
+                    "../../../../../../tmp/escaped-traversal",
+                    b"x",
+                )]),
+                |_| {},
+            ),
+            "`..`",
+        ),
+        case(
+            "symlink-escape",
+            hostile_archive(
+                BUSYBOX,
+                &raw_tar(&[
+                    RawEntry::Symlink("etc", "/etc"),
+                    RawEntry::File("etc/escaped-symlink", b"x"),
+                ]),
+                |_| {},
+            ),
+            "symlink",
+        ),
+        case(
+            "image-symlink",
+            hostile_archive(BUSYBOX, &ok_diff, |e| {
+                e.retain(|(n, _, _)| n != "checkpoint/pages-1.img");
+                e.push((
+                    "checkpoint/pages-1.img".into(),
+                    Vec::new(),
+                    Some("/etc/shadow".into()),
+                ));
+            }),
+            "pages-1.img is a symlink",
+        ),
+        case(
+            "giant-file",
+            hostile_archive(
+                BUSYBOX,
+                &raw_tar(&[RawEntry::Claimed("big", 1 << 40)]),
+                |_| {},
+            ),
+            "limit",
+        ),
+        case(
+            "truncated-diff",
+            hostile_archive(BUSYBOX, &truncated, |_| {}),
+            "rootfs-diff.tar",
+        ),
+        case(
+            "bad-config-json",
+            hostile_archive(BUSYBOX, &ok_diff, |e| {
+                e.retain(|(n, _, _)| n != "config.dump");
+                e.push(("config.dump".into(), b"{\"name\": ".to_vec(), None));
+            }),
+            "config.dump",
+        ),
+        case(
+            "bad-spec-json",
+            hostile_archive(BUSYBOX, &ok_diff, |e| {
+                e.retain(|(n, _, _)| n != "spec.dump");
+                e.push(("spec.dump".into(), b"[1, 2".to_vec(), None));
+            }),
+            "spec.dump",
+        ),
+        case(
+            "missing-criu-images",
+            hostile_archive(BUSYBOX, &ok_diff, |e| {
+                e.retain(|(n, _, _)| !n.starts_with("checkpoint/"));
+            }),
+            "no CRIU images",
+        ),
+        case(
+            "missing-base-image",
+            hostile_archive("docker.io/revive/absent:1", &ok_diff, |_| {}),
+            "docker.io/revive/absent:1",
+        ),
+    ]
+}
+
+/// Every [`hostile_cases`] image, run with `ctr run` on revive: refused with its reason,
+/// no task, no rootfs mount, no snapshot or container left once the record is removed,
+/// nothing written outside the snapshotter's root. Returns each case's error.
+pub fn hostile_images_are_refused(node: &Node) -> Result<Vec<(String, String)>> {
+    node.import_busybox()?;
+    let mut refusals = Vec::new();
+    for case in hostile_cases() {
+        let name = format!("revive.test/hostile/{}:1", case.name);
+        let image = Format::CriO.image(&name, case.layer, "h", BUSYBOX)?;
+        node.import_image(&image)?;
+        let id = format!("hostile-{}", case.name);
+        let err = match run_image(node, &name, &id) {
+            Ok(out) => anyhow::bail!("hostile image {} was run: {out}", case.name),
+            Err(e) => format!("{e:#}"),
+        };
+        ensure!(
+            err.contains(case.expect),
+            "hostile image {}: the error does not say {:?}: {err}",
+            case.name,
+            case.expect
+        );
+        let tasks = node.ctr(&["tasks", "ls", "-q"])?;
+        ensure!(
+            tasks.trim().is_empty(),
+            "{}: a task was left: {tasks}",
+            case.name
+        );
+        let mounts = node.run(&["cat", "/proc/mounts"])?;
+        ensure!(
+            !mounts.contains(&format!("/{id}/rootfs")),
+            "{}: its rootfs is still mounted",
+            case.name
+        );
+        let _ = node.ctr(&["containers", "rm", &id]);
+        let snapshots = crate::snapshotter::snapshots(node)?;
+        ensure!(
+            !snapshots.iter().any(|(key, _)| key == &id),
+            "{}: its snapshot was left: {snapshots:?}",
+            case.name
+        );
+        refusals.push((case.name.to_string(), err));
+    }
+    let escaped = node.sh("ls -d /tmp/escaped-* /etc/escaped-* 2>/dev/null; true")?;
+    ensure!(
+        escaped.trim().is_empty(),
+        "hostile images wrote outside the snapshotter's root: {escaped}"
+    );
+    Ok(refusals)
+}

@@ -86,3 +86,27 @@ fn pod_restores_from_a_kubernetes_checkpoint() {
     let left = stable.stop().expect("node stops");
     assert!(left.is_empty(), "node left behind: {left:?}");
 }
+
+fn hostile_images(flavour: Flavour) {
+    if !host::root_or_skip(&format!("hostile checkpoint images ({flavour})")) {
+        return;
+    }
+    let node = Node::start(flavour, "hostile").expect("node starts");
+    let refusals = checkpoint_image::hostile_images_are_refused(&node)
+        .unwrap_or_else(|e| panic!("hostile images on {flavour}: {e:#}\n{}", node.log_tails()));
+    for (case, err) in &refusals {
+        eprintln!("  {case}: {err}");
+    }
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+}
+
+#[test]
+fn hostile_checkpoint_images_are_refused_next() {
+    hostile_images(Flavour::Next);
+}
+
+#[test]
+fn hostile_checkpoint_images_are_refused_stable() {
+    hostile_images(Flavour::Stable);
+}

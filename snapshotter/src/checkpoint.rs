@@ -156,6 +156,8 @@ impl Layers {
         }
         let archive = layer.archive();
         archive::validate(&archive).map_err(archive_error)?;
+        // The shim reads the spec; a broken one is refused here, before any container.
+        archive::read_spec(&archive).map_err(archive_error)?;
         // Root only from now on: the archive holds every memory page of the container.
         fs::set_permissions(&archive, fs::Permissions::from_mode(0o700))
             .map_err(|e| SnapshotError::io("failed to restrict", &archive, e))?;
