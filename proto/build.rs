@@ -11,6 +11,8 @@ const PROTOS: &[&str] = &[
     "containerd/types/descriptor.proto",
     "containerd/services/snapshots/v1/snapshots.proto",
     "containerd/services/tasks/v1/tasks.proto",
+    "containerd/services/images/v1/images.proto",
+    "containerd/services/content/v1/content.proto",
     "containerd/runc/options/oci.proto",
 ];
 

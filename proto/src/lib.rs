@@ -31,6 +31,32 @@ pub mod services {
         }
     }
 
+    /// `containerd.services.images`
+    pub mod images {
+        /// `containerd.services.images.v1`: containerd's image records (name -> target
+        /// descriptor), which revive's snapshotter reads to find a checkpoint's base image.
+        pub mod v1 {
+            #![allow(clippy::all, clippy::pedantic, missing_docs)]
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/containerd.services.images.v1.rs"
+            ));
+        }
+    }
+
+    /// `containerd.services.content`
+    pub mod content {
+        /// `containerd.services.content.v1`: containerd's content store (blobs by digest),
+        /// from which revive's snapshotter reads a base image's manifests and layers.
+        pub mod v1 {
+            #![allow(clippy::all, clippy::pedantic, missing_docs)]
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/containerd.services.content.v1.rs"
+            ));
+        }
+    }
+
     /// `containerd.services.tasks`
     pub mod tasks {
         /// `containerd.services.tasks.v1`: the calls of containerd's tasks service that
@@ -42,6 +68,10 @@ pub mod services {
     }
 }
 
+/// Short path to [`services::content`], e.g. `revive_proto::content::v1`.
+pub use services::content;
+/// Short path to [`services::images`], e.g. `revive_proto::images::v1`.
+pub use services::images;
 /// Short path to [`services::snapshots`], e.g. `revive_proto::snapshots::v1`.
 pub use services::snapshots;
 /// Short path to [`services::tasks`], e.g. `revive_proto::tasks::v1`.
@@ -120,5 +150,40 @@ mod tests {
     fn grpc_service_name() {
         use super::snapshots::v1::snapshots_server::SERVICE_NAME;
         assert_eq!(SERVICE_NAME, "containerd.services.snapshots.v1.Snapshots");
+        use super::content::v1::content_server::SERVICE_NAME as CONTENT;
+        assert_eq!(CONTENT, "containerd.services.content.v1.Content");
+        use super::images::v1::images_server::SERVICE_NAME as IMAGES;
+        assert_eq!(IMAGES, "containerd.services.images.v1.Images");
+    }
+
+    /// An image's target is field 3 and a Descriptor's digest field 2, as containerd sends.
+    #[test]
+    fn image_target_wire_format() {
+        use super::images::v1::Image;
+        let bytes = [
+            0x0a, 0x01, b'n', // name
+            0x1a, 0x07, // target, 7 bytes
+            0x12, 0x01, b'd', // digest
+            0x18, 0x2a, // size 42
+            0x0a, 0x00, // media_type ""  (out of order: decoders accept any order)
+        ];
+        let image = Image::decode(&bytes[..]).unwrap();
+        assert_eq!(image.name, "n");
+        let target = image.target.unwrap();
+        assert_eq!((target.digest.as_str(), target.size), ("d", 42));
+    }
+
+    #[test]
+    fn read_content_request_fields() {
+        use super::content::v1::ReadContentRequest;
+        let req = ReadContentRequest {
+            digest: "d".into(),
+            offset: 1,
+            size: 2,
+        };
+        assert_eq!(
+            req.encode_to_vec(),
+            [0x0a, 0x01, b'd', 0x10, 0x01, 0x18, 0x02]
+        );
     }
 }
