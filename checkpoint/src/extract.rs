@@ -20,7 +20,12 @@
 //!   archive, and the length and depth of names. Archive metadata (GNU long names, PAX
 //!   records) is bounded too, before it is read.
 //! - Overlay whiteouts (`.wh.<name>`, `.wh..wh..opq`, and 0:0 character devices) are reported
-//!   in the [`Report`], never created; applying them is the caller's decision.
+//!   in the [`Report`]; they are only created when [`Options::overlay_whiteouts`] asks for
+//!   overlayfs' own form (a 0:0 character device, the `trusted.overlay.opaque` xattr), as
+//!   when a layer is unpacked to be an overlay lower or upper directory.
+//! - Directories the extraction creates for entries whose parents the archive does not list
+//!   are reported ([`Report::implicit_dirs`]), so that a caller building an overlay layer can
+//!   give them the attributes of the layers below ([`copy_dir_attrs`]).
 //!
 //! An error stops the extraction where it happened: what was extracted before stays in the
 //! target, which the caller should then discard.
@@ -31,7 +36,7 @@ use std::fmt;
 use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -41,8 +46,8 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::libc;
 use nix::sys::stat::{
-    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, makedev,
-    mkdirat, mknodat, utimensat,
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstat, fstatat, futimens,
+    makedev, mkdirat, mknodat, utimensat,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{
@@ -58,6 +63,8 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 /// The prefix of aufs metadata (`.wh..wh.plnk`, `.wh..wh.aufs`): never extracted.
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+/// The xattr overlayfs reads to tell that a directory hides the lower layers' content.
+const OVERLAY_OPAQUE_XATTR: &std::ffi::CStr = c"trusted.overlay.opaque";
 /// Mode of the directories created for entries whose parents the archive does not list.
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 /// Size of the buffer file contents are copied through.
@@ -108,6 +115,13 @@ pub struct Options {
     /// Give entries the archive's uid and gid (needs CAP_CHOWN); otherwise they belong to
     /// the extracting process.
     pub keep_owner: bool,
+    /// Turn the archive's whiteouts into overlayfs whiteouts (they are still reported): a
+    /// `.wh.<name>` (or a 0:0 character device) becomes a 0:0 character device `<name>`,
+    /// replacing whatever the archive put there before (a directory with its content), and
+    /// `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory. Needs
+    /// CAP_MKNOD and CAP_SYS_ADMIN (for the `trusted.` xattr namespace). For OCI image
+    /// layers unpacked as overlay lower directories; off by default.
+    pub overlay_whiteouts: bool,
 }
 
 impl Default for Options {
@@ -117,6 +131,7 @@ impl Default for Options {
             allow_devices: false,
             keep_setid: false,
             keep_owner: true,
+            overlay_whiteouts: false,
         }
     }
 }
@@ -128,10 +143,17 @@ pub struct Report {
     pub entries: u64,
     /// Bytes written to regular files.
     pub bytes: u64,
-    /// Paths the archive's whiteouts delete, not applied.
+    /// Paths the archive's whiteouts delete (applied only with
+    /// [`Options::overlay_whiteouts`]).
     pub whiteouts: Vec<PathBuf>,
-    /// Directories the archive marks opaque, not applied.
+    /// Directories the archive marks opaque (applied only with
+    /// [`Options::overlay_whiteouts`]).
     pub opaque_dirs: Vec<PathBuf>,
+    /// Directories the extraction created (mode 0755, owned by the extracting process)
+    /// because an entry needed a parent the archive did not list, and that the archive
+    /// did not list later either; in creation order, parents first. Only those still
+    /// directories at the end.
+    pub implicit_dirs: Vec<PathBuf>,
 }
 
 /// Why an extraction (or a deletion) stopped. `path` is the entry's name as the archive
@@ -259,6 +281,17 @@ enum Beneath {
 /// Opens the directory at `components` beneath `root`, one component at a time without
 /// following symlinks, creating missing ones if `create`.
 fn open_beneath(root: &OwnedFd, components: &[&[u8]], create: bool) -> io::Result<Beneath> {
+    open_beneath_created(root, components, create, &mut Vec::new())
+}
+
+/// [`open_beneath`], which also appends to `created` the index of each component it
+/// created.
+fn open_beneath_created(
+    root: &OwnedFd,
+    components: &[&[u8]],
+    create: bool,
+    created: &mut Vec<usize>,
+) -> io::Result<Beneath> {
     let mut current: Option<OwnedFd> = None;
     for (i, component) in components.iter().enumerate() {
         let name = OsStr::from_bytes(component);
@@ -268,11 +301,17 @@ fn open_beneath(root: &OwnedFd, components: &[&[u8]], create: bool) -> io::Resul
             if !create {
                 return Ok(Beneath::Missing);
             }
-            match mkdirat(at, name, Mode::from_bits_truncate(IMPLICIT_DIR_MODE)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+            let made = match mkdirat(at, name, Mode::from_bits_truncate(IMPLICIT_DIR_MODE)) {
+                Ok(()) => true,
+                Err(Errno::EEXIST) => false,
                 Err(e) => return Err(e.into()),
-            }
+            };
             opened = open_dir(at, name);
+            if made && let Ok(fd) = &opened {
+                // The mode is the same whatever the umask.
+                fchmod(fd, Mode::from_bits_truncate(IMPLICIT_DIR_MODE))?;
+                created.push(i);
+            }
         }
         match opened {
             Ok(fd) => current = Some(fd),
@@ -455,6 +494,10 @@ struct Extractor<'o> {
     retained: usize,
     /// Directories' modification times, set at the end (their entries change them).
     dir_times: Vec<(Vec<u8>, i64)>,
+    /// Directories created for entries whose parents the archive did not list, in order
+    /// (maybe repeated), and the ids of those the archive has not listed since.
+    implicit: Vec<Vec<u8>>,
+    implicit_ids: HashSet<(u64, u64)>,
     report: Report,
     /// Entry data bytes seen, for `max_total_bytes`.
     total: u64,
@@ -471,6 +514,8 @@ impl<'o> Extractor<'o> {
             hashers: (RandomState::new(), RandomState::new()),
             retained: 0,
             dir_times: Vec::new(),
+            implicit: Vec::new(),
+            implicit_ids: HashSet::new(),
             report: Report::default(),
             total: 0,
             buffer: Vec::new(),
@@ -536,7 +581,23 @@ impl<'o> Extractor<'o> {
             return Err(self.malformed(&last, "metadata entries at the end describe no entry"));
         }
         self.set_dir_times();
+        self.report_implicit_dirs();
         Ok(())
+    }
+
+    /// Fills [`Report::implicit_dirs`]: the implicit directories not listed later, once
+    /// each, if they are still directories.
+    fn report_implicit_dirs(&mut self) {
+        let implicit = std::mem::take(&mut self.implicit);
+        for key in implicit {
+            if !self.implicit_ids.remove(&self.path_id(&key)) {
+                continue;
+            }
+            let components: Vec<&[u8]> = key.split(|b| *b == b'/').collect();
+            if let Ok(Beneath::Dir(_)) = open_beneath(&self.root, &components, false) {
+                self.report.implicit_dirs.push(bytes_path(&key));
+            }
+        }
     }
 
     fn count_bytes(&mut self, size: u64, path: &Path) -> Result<(), ExtractError> {
@@ -679,6 +740,10 @@ impl<'o> Extractor<'o> {
             self.retain(&path, raw_name.len())?;
             if name == OPAQUE_WHITEOUT {
                 self.report.opaque_dirs.push(relative(parent));
+                if self.options.overlay_whiteouts {
+                    let dir = self.parent(parent, &path)?;
+                    set_opaque(&dir).map_err(|e| io_error(&path, e))?;
+                }
             } else if name.starts_with(AUFS_META_PREFIX) {
                 // aufs bookkeeping: nothing to extract or report.
             } else if deleted.is_empty() || deleted == b"." || deleted == b".." {
@@ -686,6 +751,9 @@ impl<'o> Extractor<'o> {
             } else {
                 let mut whiteout = parent.to_vec();
                 whiteout.push(deleted);
+                if self.options.overlay_whiteouts {
+                    self.overlay_whiteout(&whiteout, &path)?;
+                }
                 self.report.whiteouts.push(relative(&whiteout));
             }
             return Ok(Some(path));
@@ -697,6 +765,8 @@ impl<'o> Extractor<'o> {
             _ if is_directory => {
                 let parent = self.parent(parent, &path)?;
                 self.directory(&parent, name, &meta, &path)?;
+                let id = self.path_id(&key);
+                self.implicit_ids.remove(&id);
                 // Times are best effort: past the memory bound, directories keep theirs.
                 if self.retain(&path, key.len()).is_ok() {
                     self.dir_times.push((key, meta.mtime));
@@ -740,6 +810,9 @@ impl<'o> Extractor<'o> {
                     if kind.as_byte() == b'3' && major == 0 && minor == 0 {
                         // Overlay's own whiteout, as in a tar of an upper directory.
                         self.retain(&path, raw_name.len())?;
+                        if self.options.overlay_whiteouts {
+                            self.overlay_whiteout(&components, &path)?;
+                        }
                         self.report.whiteouts.push(relative(&components));
                         return Ok(Some(path));
                     }
@@ -764,6 +837,24 @@ impl<'o> Extractor<'o> {
         let id = self.path_id(&key);
         self.extracted.insert(id);
         Ok(Some(path))
+    }
+
+    /// Makes an overlayfs whiteout at `components` (not empty), replacing what is there.
+    fn overlay_whiteout(&mut self, components: &[&[u8]], path: &Path) -> Result<(), ExtractError> {
+        let Some((name, parent)) = components.split_last() else {
+            return Err(escape(path, "the whiteout names the target itself"));
+        };
+        let dir = self.parent(parent, path)?;
+        let removed_dir =
+            make_whiteout(&dir, OsStr::from_bytes(name)).map_err(|e| io_error(path, e))?;
+        if removed_dir {
+            // The cached descriptor may be that directory or one beneath it.
+            self.cache = None;
+        }
+        // A hard link may not point at what the whiteout replaced.
+        let id = self.path_id(&join(components));
+        self.extracted.remove(&id);
+        Ok(())
     }
 
     fn count_entry(&mut self, path: &Path) -> Result<(), ExtractError> {
@@ -831,7 +922,17 @@ impl<'o> Extractor<'o> {
         {
             return Ok(fd.clone());
         }
-        let fd = match open_beneath(&self.root, components, true) {
+        let mut created = Vec::new();
+        let walked = open_beneath_created(&self.root, components, true, &mut created);
+        for i in created {
+            let dir = join(&components[..=i]);
+            let id = self.path_id(&dir);
+            if self.implicit_ids.insert(id) {
+                self.retain(path, dir.len())?;
+                self.implicit.push(dir);
+            }
+        }
+        let fd = match walked {
             Ok(Beneath::Dir(fd)) => Rc::new(fd),
             Ok(Beneath::Symlink(i)) => {
                 return Err(escape(
@@ -1137,6 +1238,163 @@ fn type_name(kind: u8) -> String {
         b'N' => "old GNU long name".into(),
         other => format!("type {:?}", char::from(other)),
     }
+}
+
+/// Replaces `name` in `parent` (a directory with its content) with an overlayfs whiteout:
+/// a character device 0:0 of mode 0. Returns whether a directory was removed.
+fn make_whiteout(parent: &OwnedFd, name: &OsStr) -> io::Result<bool> {
+    let removed_dir = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_dir(st.st_mode) => {
+            remove_tree(parent, name)?;
+            true
+        }
+        Ok(_) => {
+            match unlinkat(parent, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+            false
+        }
+        Err(Errno::ENOENT) => false,
+        Err(e) => return Err(e.into()),
+    };
+    mknodat(parent, name, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))?;
+    Ok(removed_dir)
+}
+
+/// Marks the directory `dir` opaque for overlayfs (`trusted.overlay.opaque=y`).
+fn set_opaque(dir: &OwnedFd) -> io::Result<()> {
+    let value = b"y";
+    // SAFETY: the name is a NUL-terminated string and the value a live buffer of the length
+    // given; the descriptor is open for as long as the call lasts.
+    let rc = unsafe {
+        libc::fsetxattr(
+            dir.as_raw_fd(),
+            OVERLAY_OPAQUE_XATTR.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What [`make_whiteouts`] did. Paths are relative to the target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Whiteouts {
+    /// The whiteouts made, in the order of the paths given.
+    pub whiteouts: Vec<PathBuf>,
+    /// The directories created (mode 0755, owned by the calling process) to hold them,
+    /// parents first; see [`Report::implicit_dirs`] and [`copy_dir_attrs`].
+    pub implicit_dirs: Vec<PathBuf>,
+}
+
+/// Makes an overlayfs whiteout (a character device 0:0) at each of `paths` beneath
+/// `target`, for a checkpoint's `deleted.files` applied as an overlay upper layer: missing
+/// parents are created, never through a symlink (a path through a symlink is an error, as
+/// is a `..` component or the target itself); an existing entry is replaced, a directory
+/// with its content. A path beneath a non-directory (for instance beneath a whiteout made
+/// for an earlier path) is hidden already and skipped. Needs CAP_MKNOD.
+pub fn make_whiteouts(target: &Path, paths: &[String]) -> Result<Whiteouts, ExtractError> {
+    let root = open(
+        target,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_error(target, e))?;
+    let mut made = Whiteouts::default();
+    let mut implicit: Vec<Vec<u8>> = Vec::new();
+    for raw in paths {
+        let path = Path::new(raw);
+        let components = normalise(raw.as_bytes()).map_err(|reason| escape(path, reason))?;
+        let Some((name, parent)) = components.split_last() else {
+            return Err(escape(path, "the path is the target itself"));
+        };
+        let mut created = Vec::new();
+        let walked = open_beneath_created(&root, parent, true, &mut created);
+        implicit.extend(created.iter().map(|&i| join(&parent[..=i])));
+        let dir = match walked.map_err(|e| io_error(path, e))? {
+            Beneath::Dir(fd) => fd,
+            Beneath::Symlink(i) => {
+                return Err(escape(
+                    path,
+                    format!("{:?} is a symlink", relative(&components[..=i])),
+                ));
+            }
+            Beneath::NotDir(_) | Beneath::Missing => continue,
+        };
+        let removed_dir =
+            make_whiteout(&dir, OsStr::from_bytes(name)).map_err(|e| io_error(path, e))?;
+        if removed_dir {
+            let key = join(&components);
+            implicit.retain(|dir| {
+                !(dir.starts_with(&key) && matches!(dir.get(key.len()), None | Some(b'/')))
+            });
+        }
+        made.whiteouts.push(relative(&components));
+    }
+    made.implicit_dirs = implicit.iter().map(|dir| bytes_path(dir)).collect();
+    Ok(made)
+}
+
+/// Gives the directory `rel` beneath `target` the mode, owner and group of the same
+/// directory in the first of `from_lowers` (overlay lower directories, topmost first) that
+/// has it, for the directories an extraction created implicitly in an overlay upper
+/// directory (so that e.g. `/tmp` keeps its 1777 mode). Nothing is followed: a symlink on
+/// the way beneath `target` is an error; in a lower, a symlink or another non-directory on
+/// the way hides the lowers below it, so the search stops there. Opaque directories of the
+/// lowers are not considered. Returns whether attributes were copied (false when no lower
+/// has the directory, or `rel` is not a directory beneath `target`).
+pub fn copy_dir_attrs(
+    target: &Path,
+    rel: &Path,
+    from_lowers: &[PathBuf],
+) -> Result<bool, ExtractError> {
+    let components = normalise(rel.as_os_str().as_bytes()).map_err(|reason| escape(rel, reason))?;
+    let open_root = |dir: &Path| {
+        open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_error(dir, e))
+    };
+    let root = open_root(target)?;
+    let dir = match open_beneath(&root, &components, false).map_err(|e| io_error(rel, e))? {
+        Beneath::Dir(fd) => fd,
+        Beneath::Symlink(i) => {
+            return Err(escape(
+                rel,
+                format!("{:?} is a symlink", relative(&components[..=i])),
+            ));
+        }
+        Beneath::Missing | Beneath::NotDir(_) => return Ok(false),
+    };
+    for lower in from_lowers {
+        let lower_root = open_root(lower)?;
+        let found = open_beneath(&lower_root, &components, false)
+            .map_err(|e| io_error(&lower.join(rel), e))?;
+        let from = match found {
+            Beneath::Dir(fd) => fd,
+            Beneath::Missing => continue,
+            Beneath::Symlink(_) | Beneath::NotDir(_) => return Ok(false),
+        };
+        let st = fstat(&from).map_err(|e| io_error(&lower.join(rel), e))?;
+        fchown(
+            &dir,
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+        )
+        .map_err(|e| io_error(rel, e))?;
+        // After chown, which clears setgid.
+        fchmod(&dir, Mode::from_bits_truncate(st.st_mode & 0o7777))
+            .map_err(|e| io_error(rel, e))?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Removes the paths of a checkpoint's `deleted.files` from `target`, beneath it and
@@ -2136,6 +2394,284 @@ mod tests {
         let err = sandbox.extract(&archive).unwrap_err();
         assert!(matches!(err, ExtractError::Malformed { .. }), "{err}");
         assert!(!sandbox.at("a").exists());
+    }
+
+    fn is_root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        eprintln!("!!! SKIPPED: this test needs root (mknod, trusted.* xattrs, chown) !!!");
+        false
+    }
+
+    /// The value of the xattr `name` of `path` (not following a symlink), if set.
+    fn xattr(path: &Path, name: &std::ffi::CStr) -> Option<Vec<u8>> {
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let mut value = vec![0u8; 256];
+        // SAFETY: NUL-terminated strings and a live buffer of the length given.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        let n = usize::try_from(n).ok()?;
+        value.truncate(n);
+        Some(value)
+    }
+
+    fn is_overlay_whiteout(path: &Path) -> bool {
+        let meta = fs::symlink_metadata(path).unwrap();
+        meta.file_type().is_char_device() && meta.rdev() == 0
+    }
+
+    fn overlay_options() -> Options {
+        Options {
+            overlay_whiteouts: true,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn overlay_whiteouts_are_created() {
+        if !is_root() {
+            return;
+        }
+        let sandbox = Sandbox::new();
+        let archive = Tar::new()
+            .file(b"x", b"replaced", 0o644)
+            .dir(b"d", 0o755)
+            .file(b"d/y", b"", 0o644)
+            .file(b"d/sub/z", b"", 0o644)
+            .file(b".wh.x", b"", 0o644)
+            .file(b".wh.d", b"", 0o644)
+            .file(b"lib/.wh.gone", b"", 0o644)
+            .file(b"e/.wh..wh..opq", b"", 0o644)
+            .file(b"e/kept", b"k", 0o644)
+            .dir(b"e", 0o711)
+            .file(b".wh..wh..opq", b"", 0o644)
+            .node(b"c", EntryType::Char, 0, 0)
+            .file(b".wh.back", b"", 0o644)
+            .file(b"back", b"again", 0o644)
+            .file(b".wh..wh.plnk/.wh.aufs", b"", 0o644)
+            .bytes();
+        let report = sandbox.extract_with(&archive, &overlay_options()).unwrap();
+        assert_eq!(
+            report.whiteouts,
+            ["x", "d", "lib/gone", "c", "back"].map(PathBuf::from)
+        );
+        assert_eq!(report.opaque_dirs, ["e", "."].map(PathBuf::from));
+        for whiteout in ["x", "d", "lib/gone", "c"] {
+            assert!(is_overlay_whiteout(&sandbox.at(whiteout)), "{whiteout}");
+            assert_eq!(mode(&sandbox.at(whiteout)), 0, "{whiteout}");
+        }
+        assert_eq!(fs::read(sandbox.at("back")).unwrap(), b"again");
+        assert_eq!(fs::read(sandbox.at("e/kept")).unwrap(), b"k");
+        assert_eq!(mode(&sandbox.at("e")), 0o711);
+        let opaque = OVERLAY_OPAQUE_XATTR;
+        assert_eq!(xattr(&sandbox.at("e"), opaque).as_deref(), Some(&b"y"[..]));
+        assert_eq!(xattr(&sandbox.target, opaque).as_deref(), Some(&b"y"[..]));
+        assert_eq!(xattr(&sandbox.at("lib"), opaque), None);
+        assert!(!sandbox.at(".wh..wh.plnk").exists());
+        assert_eq!(report.implicit_dirs, [PathBuf::from("lib")]);
+        sandbox.assert_contained();
+
+        // A hard link may not point at what a whiteout replaced.
+        let sandbox = Sandbox::new();
+        let archive = Tar::new()
+            .file(b"f", b"", 0o644)
+            .file(b".wh.f", b"", 0o644)
+            .hardlink(b"h", b"f")
+            .bytes();
+        let err = sandbox
+            .extract_with(&archive, &overlay_options())
+            .unwrap_err();
+        assert!(matches!(err, ExtractError::LinkEscape { .. }), "{err}");
+
+        // A whiteout through a symlink is refused like any other entry.
+        let outside = sandbox.outside_str();
+        let archive = Tar::new()
+            .symlink(b"out", &outside)
+            .file(b"out/.wh.secret", b"", 0o644)
+            .file(b"out/.wh..wh..opq", b"", 0o644)
+            .bytes();
+        let err = sandbox
+            .extract_with(&archive, &overlay_options())
+            .unwrap_err();
+        assert!(matches!(err, ExtractError::PathEscape { .. }), "{err}");
+        let archive = Tar::new()
+            .symlink(b"out2", &outside)
+            .file(b"out2/.wh..wh..opq", b"", 0o644)
+            .bytes();
+        let err = sandbox
+            .extract_with(&archive, &overlay_options())
+            .unwrap_err();
+        assert!(matches!(err, ExtractError::PathEscape { .. }), "{err}");
+        assert_eq!(xattr(&sandbox.outside, OVERLAY_OPAQUE_XATTR), None);
+        sandbox.assert_contained();
+    }
+
+    #[test]
+    fn implicit_dirs_are_reported() {
+        let sandbox = Sandbox::new();
+        let archive = Tar::new()
+            .file(b"a/b/f", b"", 0o644)
+            .file(b"c/d/e/f", b"", 0o644)
+            .dir(b"a", 0o700)
+            .dir(b"c/d", 0o750)
+            .dir(b"x", 0o755)
+            .file(b"x/y/f", b"", 0o644)
+            .file(b"a/b/g", b"", 0o644)
+            .bytes();
+        let report = sandbox.extract(&archive).unwrap();
+        assert_eq!(
+            report.implicit_dirs,
+            ["a/b", "c", "c/d/e", "x/y"].map(PathBuf::from)
+        );
+        assert_eq!(mode(&sandbox.at("a/b")), IMPLICIT_DIR_MODE);
+        assert_eq!(mode(&sandbox.at("a")), 0o700);
+        assert_eq!(mode(&sandbox.at("c/d")), 0o750);
+
+        // Directories a whiteout removed are not reported.
+        if is_root() {
+            let sandbox = Sandbox::new();
+            let archive = Tar::new()
+                .file(b"p/q/f", b"", 0o644)
+                .file(b"r/s/f", b"", 0o644)
+                .file(b"p/.wh.q", b"", 0o644)
+                .bytes();
+            let report = sandbox.extract_with(&archive, &overlay_options()).unwrap();
+            assert_eq!(report.implicit_dirs, ["p", "r", "r/s"].map(PathBuf::from));
+        }
+    }
+
+    #[test]
+    fn make_whiteouts_stays_inside() {
+        if !is_root() {
+            return;
+        }
+        let sandbox = Sandbox::new();
+        fs::write(sandbox.at("f"), b"").unwrap();
+        fs::create_dir_all(sandbox.at("tree/a/b")).unwrap();
+        fs::write(sandbox.at("tree/a/b/c"), b"").unwrap();
+        std::os::unix::fs::symlink(&sandbox.outside, sandbox.at("tree/a/out")).unwrap();
+        std::os::unix::fs::symlink(&sandbox.outside, sandbox.at("sym")).unwrap();
+
+        for bad in [
+            "sym/secret",
+            "../outside/secret",
+            "/",
+            "a/../../x",
+            "sym/new/x",
+        ] {
+            let err = make_whiteouts(&sandbox.target, &[bad.to_string()]).unwrap_err();
+            assert!(
+                matches!(err, ExtractError::PathEscape { .. }),
+                "{bad}: {err}"
+            );
+        }
+        sandbox.assert_contained();
+        assert!(
+            fs::symlink_metadata(sandbox.at("sym"))
+                .unwrap()
+                .is_symlink()
+        );
+
+        let paths = [
+            "/f",
+            "tree",
+            "tree/a/b",
+            "./new/deep/g",
+            "sym",
+            "gone/away/h",
+            "gone",
+            "solo",
+        ]
+        .map(String::from);
+        let made = make_whiteouts(&sandbox.target, &paths).unwrap();
+        assert_eq!(
+            made.whiteouts,
+            [
+                "f",
+                "tree",
+                "new/deep/g",
+                "sym",
+                "gone/away/h",
+                "gone",
+                "solo"
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(made.implicit_dirs, ["new", "new/deep"].map(PathBuf::from));
+        for whiteout in ["f", "tree", "new/deep/g", "sym", "gone", "solo"] {
+            assert!(is_overlay_whiteout(&sandbox.at(whiteout)), "{whiteout}");
+        }
+        assert_eq!(mode(&sandbox.at("new/deep")), IMPLICIT_DIR_MODE);
+        sandbox.assert_contained();
+    }
+
+    #[test]
+    fn dir_attrs_come_from_the_first_lower_that_has_them() {
+        if !is_root() {
+            return;
+        }
+        let sandbox = Sandbox::new();
+        let lowers: Vec<PathBuf> = (0..4)
+            .map(|i| sandbox.dir.path().join(format!("lower{i}")))
+            .collect();
+        for lower in &lowers {
+            fs::create_dir(lower).unwrap();
+        }
+        let set = |path: &Path, mode: u32, owner: u32| {
+            fs::create_dir_all(path).unwrap();
+            fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+            std::os::unix::fs::lchown(path, Some(owner), Some(owner + 1)).unwrap();
+        };
+        // lower0 lacks tmp; lower1 has it 1777; lower2 too, 0700.
+        set(&lowers[1].join("tmp"), 0o1777, 5);
+        set(&lowers[2].join("tmp"), 0o700, 6);
+        set(&lowers[2].join("var/cache"), 0o2775, 7);
+        // lower1 has a symlink where lower2 has var/cache's parent: it hides lower2.
+        std::os::unix::fs::symlink("/elsewhere", lowers[1].join("var")).unwrap();
+        set(&lowers[3].join("opt/x"), 0o750, 8);
+
+        let archive = Tar::new()
+            .file(b"tmp/f", b"", 0o644)
+            .file(b"var/cache/f", b"", 0o644)
+            .file(b"opt/x/f", b"", 0o644)
+            .file(b"none/f", b"", 0o644)
+            .bytes();
+        let report = sandbox.extract(&archive).unwrap();
+        let mut copied = Vec::new();
+        for dir in &report.implicit_dirs {
+            if copy_dir_attrs(&sandbox.target, dir, &lowers).unwrap() {
+                copied.push(dir.clone());
+            }
+        }
+        assert_eq!(copied, ["tmp", "opt", "opt/x"].map(PathBuf::from));
+        let meta = fs::symlink_metadata(sandbox.at("tmp")).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o1777, 5, 6)
+        );
+        let meta = fs::symlink_metadata(sandbox.at("opt/x")).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o750, 8, 9)
+        );
+        assert_eq!(mode(&sandbox.at("var/cache")), IMPLICIT_DIR_MODE);
+        assert_eq!(mode(&sandbox.at("none")), IMPLICIT_DIR_MODE);
+
+        // Beneath the target, nothing is followed.
+        std::os::unix::fs::symlink(&sandbox.outside, sandbox.at("link")).unwrap();
+        let err = copy_dir_attrs(&sandbox.target, Path::new("link"), &lowers).unwrap_err();
+        assert!(matches!(err, ExtractError::PathEscape { .. }), "{err}");
+        let err = copy_dir_attrs(&sandbox.target, Path::new("../outside"), &lowers).unwrap_err();
+        assert!(matches!(err, ExtractError::PathEscape { .. }), "{err}");
+        assert!(!copy_dir_attrs(&sandbox.target, Path::new("missing"), &lowers).unwrap());
+        assert_eq!(mode(&sandbox.outside), 0o755);
     }
 
     #[test]
