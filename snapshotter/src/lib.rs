@@ -18,6 +18,7 @@
 //! ties everything together.
 
 pub mod config;
+pub mod containerd;
 pub mod error;
 pub mod filter;
 pub mod overlay;
