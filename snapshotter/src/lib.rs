@@ -17,6 +17,7 @@
 //! language, [`server`] maps the gRPC service onto them, and [`Snapshotter`]
 //! ties everything together.
 
+pub mod base;
 pub mod config;
 pub mod containerd;
 pub mod error;
