@@ -7,6 +7,9 @@ use std::time::Duration;
 pub const DEFAULT_ADDRESS: &str = "/run/revive/snapshotter.sock";
 /// Default directory holding snapshot data and metadata.
 pub const DEFAULT_ROOT: &str = "/var/lib/revive/snapshotter";
+/// Default socket of containerd's own gRPC API (images, content), from which base images
+/// of checkpoints are read.
+pub const DEFAULT_CONTAINERD_SOCKET: &str = crate::containerd::DEFAULT_SOCKET;
 /// How long a graceful shutdown waits for open gRPC connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -19,15 +22,18 @@ pub struct Config {
     pub root: PathBuf,
     /// Upper bound for waiting on connections during shutdown.
     pub shutdown_grace: Duration,
+    /// containerd's own gRPC socket (to read checkpoints' base images).
+    pub containerd_socket: PathBuf,
 }
 
 impl Config {
-    /// Configuration with the given socket and root and default timeouts.
+    /// Configuration with the given socket and root, and defaults for the rest.
     pub fn new(address: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
         Config {
             address: address.into(),
             root: root.into(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            containerd_socket: PathBuf::from(DEFAULT_CONTAINERD_SOCKET),
         }
     }
 }

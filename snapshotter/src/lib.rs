@@ -17,8 +17,10 @@
 //! language, [`server`] maps the gRPC service onto them, and [`Snapshotter`]
 //! ties everything together.
 
+pub mod base;
 pub mod checkpoint;
 pub mod config;
+pub mod containerd;
 pub mod error;
 pub mod filter;
 pub mod overlay;

@@ -20,6 +20,10 @@ struct Cli {
     #[arg(long, default_value = config::DEFAULT_ROOT)]
     root: PathBuf,
 
+    /// containerd's own gRPC socket, from which checkpoints' base images are read.
+    #[arg(long, default_value = config::DEFAULT_CONTAINERD_SOCKET)]
+    containerd_socket: PathBuf,
+
     /// Log level: off, error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: LevelFilter,
@@ -58,7 +62,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
-    let config = Config::new(cli.address, cli.root);
+    let mut config = Config::new(cli.address, cli.root);
+    config.containerd_socket = cli.containerd_socket;
     let snapshotter = Snapshotter::bind(config)?;
     info!(
         "revive-snapshotter {VERSION} listening on {} (root {})",

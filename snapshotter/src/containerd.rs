@@ -1,0 +1,1035 @@
+//! A small client of containerd's own gRPC API (images and content services), with which
+//! the snapshotter finds a checkpoint's base image and reads its layers.
+//!
+//! containerd keeps images as records (name -> target descriptor) in its metadata store and
+//! their manifests, configs and layers as blobs in its content store. [`Client::image_layers`]
+//! resolves an image to the layers of the host's platform: target (an index or a manifest),
+//! the manifest for linux on this machine's architecture, its config and the config's
+//! `rootfs.diff_ids`, and computes the layers' chain IDs as containerd does.
+//! [`Client::read_blob`] streams a blob.
+//!
+//! Every request carries the namespace in the `containerd-namespace` header. The connection
+//! is made lazily, at the first call, so a snapshotter may start before containerd (which
+//! usually waits for its proxy plugins).
+//!
+//! What containerd returns is trusted no more than a checkpoint: manifests, indexes and
+//! configs are read up to [`MAX_JSON_BYTES`], checked against their digests, parsed into
+//! typed structures, and every digest is checked to be `sha256:` and 64 hex digits before
+//! it is used (chain IDs name directories).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use log::debug;
+use revive_proto::content::v1::content_client::ContentClient;
+use revive_proto::content::v1::{InfoRequest, ReadContentRequest};
+use revive_proto::images::v1::images_client::ImagesClient;
+use revive_proto::images::v1::{GetImageRequest, ListImagesRequest};
+use revive_proto::types::Descriptor as ProtoDescriptor;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::UnixStream;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Code, Status};
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+/// containerd's default socket.
+pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
+/// The gRPC header that names the containerd namespace of a request.
+pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+/// Largest manifest, index or config read (containerd's own limit for manifests is 4 MiB).
+pub const MAX_JSON_BYTES: u64 = 4 << 20;
+/// Most layers an image may have (Docker stops at 127; overlayfs' mount options would
+/// overflow a page long before this).
+pub const MAX_LAYERS: usize = 500;
+/// How deep indexes may nest (an index of indexes of manifests is depth 2).
+const MAX_INDEX_DEPTH: usize = 4;
+/// How long a unary call (Get, List, Info) may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long connecting to containerd's socket may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// OCI and Docker media types of the documents resolved.
+pub mod media_types {
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+    pub const DOCKER_SCHEMA1_SIGNED: &str =
+        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+}
+
+/// Why a call to containerd failed. The messages say what the operator can do.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerdError {
+    /// No image record by that name or id.
+    #[error(
+        "the checkpoint's base image {name} is not in containerd (namespace {namespace}): \
+         import or pull it, then create the container again"
+    )]
+    ImageNotFound { name: String, namespace: String },
+    /// A blob the image needs is missing from the content store.
+    #[error(
+        "{what} {digest} is not in containerd's content store (namespace {namespace}): pull \
+         the image again, then create the container again (containerd removes layer blobs \
+         after unpacking when its CRI plugin has discard_unpacked_layers = true)"
+    )]
+    BlobNotFound {
+        /// What the blob is, e.g. "layer 2 of docker.io/library/busybox:latest".
+        what: String,
+        digest: String,
+        namespace: String,
+    },
+    /// containerd's socket cannot be reached.
+    #[error(
+        "cannot reach containerd at {}: {message} (is containerd running, and is \
+         --containerd-socket right?)",
+        socket.display()
+    )]
+    Unavailable { socket: PathBuf, message: String },
+    /// A call failed for another reason.
+    #[error("containerd {call} failed: {code:?}: {message}")]
+    Rpc {
+        call: String,
+        code: Code,
+        message: String,
+    },
+    /// The image's documents are malformed, unsupported or do not match their digests.
+    #[error("image {image}: {reason}")]
+    Invalid { image: String, reason: String },
+    /// The image has no manifest for this machine.
+    #[error("image {image} has no manifest for linux/{arch} (it has: {available})")]
+    NoPlatform {
+        image: String,
+        arch: String,
+        available: String,
+    },
+    /// The namespace cannot be sent (containerd's names are short ASCII identifiers).
+    #[error("invalid containerd namespace {0:?}")]
+    Namespace(String),
+    /// Reading a blob's stream failed.
+    #[error("reading {what} {digest} from containerd: {source}")]
+    Read {
+        what: String,
+        digest: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ContainerdError {
+    /// Names the blob of a [`ContainerdError::BlobNotFound`] or
+    /// [`ContainerdError::Read`] error (e.g. "layer 2 of <image>").
+    pub fn describing_blob(self, description: impl Into<String>) -> Self {
+        match self {
+            ContainerdError::BlobNotFound {
+                digest, namespace, ..
+            } => ContainerdError::BlobNotFound {
+                what: description.into(),
+                digest,
+                namespace,
+            },
+            ContainerdError::Read { digest, source, .. } => ContainerdError::Read {
+                what: description.into(),
+                digest,
+                source,
+            },
+            other => other,
+        }
+    }
+}
+
+pub type Result<T, E = ContainerdError> = std::result::Result<T, E>;
+
+/// How the checkpoint names its base image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageRef {
+    /// An image name (`docker.io/library/busybox:latest`, or short: `busybox`).
+    Name(String),
+    /// An image id: the digest of its config or of its target (manifest or index), with or
+    /// without the `sha256:` prefix.
+    Id(String),
+    /// Both, as a checkpoint's config.dump records them (`rootfsImageName`,
+    /// `rootfsImageRef`): the name is tried first, then the id.
+    NameOrId { name: String, id: String },
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageRef::Name(name) => f.write_str(name),
+            ImageRef::Id(id) => f.write_str(id),
+            ImageRef::NameOrId { name, id } => write!(f, "{name} ({id})"),
+        }
+    }
+}
+
+/// One layer of a base image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// The blob's media type (from the manifest).
+    pub media_type: String,
+    /// The blob's (compressed) digest, `sha256:<hex>`.
+    pub digest: String,
+    /// The blob's size in bytes.
+    pub size: u64,
+    /// The digest of the uncompressed tar, `sha256:<hex>` (from the config).
+    pub diff_id: String,
+    /// The chain ID of this layer and those below it, `sha256:<hex>`.
+    pub chain_id: String,
+}
+
+impl Layer {
+    /// How the blob is compressed, from its media type.
+    pub fn compression(&self) -> std::result::Result<Compression, String> {
+        Compression::of_media_type(&self.media_type)
+    }
+
+    /// The chain ID's hex digits (a directory name).
+    pub fn chain_id_hex(&self) -> &str {
+        self.chain_id
+            .strip_prefix("sha256:")
+            .unwrap_or(&self.chain_id)
+    }
+}
+
+/// A base image resolved for this machine's platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseImage {
+    /// The name of containerd's image record.
+    pub name: String,
+    /// The digest of the image record's target (an index or a manifest).
+    pub target_digest: String,
+    /// The digest of the manifest chosen for this platform.
+    pub manifest_digest: String,
+    /// The digest of the image's config (the image id of CRI and Docker).
+    pub config_digest: String,
+    /// The layers, bottom first, as in the manifest.
+    pub layers: Vec<Layer>,
+}
+
+impl BaseImage {
+    /// The layers' diff IDs, bottom first.
+    pub fn diff_ids(&self) -> Vec<&str> {
+        self.layers.iter().map(|l| l.diff_id.as_str()).collect()
+    }
+
+    /// The layers' chain IDs, bottom first.
+    pub fn chain_ids(&self) -> Vec<&str> {
+        self.layers.iter().map(|l| l.chain_id.as_str()).collect()
+    }
+}
+
+/// How a layer blob is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// The compression of a layer media type: OCI's `...layer.v1.tar[+gzip|+zstd]` (and the
+    /// non-distributable variants), Docker's `...rootfs.diff.tar[.gzip]` (and foreign).
+    pub fn of_media_type(media_type: &str) -> std::result::Result<Compression, String> {
+        const LAYER_PREFIXES: &[&str] = &[
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar",
+            "application/vnd.docker.image.rootfs.diff.tar",
+            "application/vnd.docker.image.rootfs.foreign.diff.tar",
+        ];
+        for prefix in LAYER_PREFIXES {
+            if let Some(rest) = media_type.strip_prefix(prefix) {
+                return match rest {
+                    "" => Ok(Compression::None),
+                    "+gzip" | ".gzip" => Ok(Compression::Gzip),
+                    "+zstd" | ".zstd" => Ok(Compression::Zstd),
+                    _ => Err(format!("unsupported layer media type {media_type:?}")),
+                };
+            }
+        }
+        Err(format!("unsupported layer media type {media_type:?}"))
+    }
+}
+
+/// Whether `digest` is `sha256:` followed by 64 lowercase hex digits.
+pub fn is_sha256_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// The `sha256:<hex>` digest of `data`.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Chain IDs of layers with the diff IDs `diff_ids` (bottom first), as containerd and the
+/// OCI image spec define them: chainID(1) = diffID(1), chainID(n) = sha256 of
+/// "chainID(n-1) diffID(n)", written `sha256:<hex>`.
+pub fn chain_ids<S: AsRef<str>>(diff_ids: &[S]) -> Vec<String> {
+    let mut chain: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match chain.last() {
+            None => diff_id.as_ref().to_string(),
+            Some(parent) => sha256_digest(format!("{parent} {}", diff_id.as_ref()).as_bytes()),
+        };
+        chain.push(next);
+    }
+    chain
+}
+
+/// The architecture name OCI uses for this machine (`GOARCH`).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+/// The fully qualified form of a short image name, as Docker and containerd's CRI
+/// normalise them: `busybox` -> `docker.io/library/busybox:latest`,
+/// `revive/busybox:1` -> `docker.io/revive/busybox:1`, `quay.io/x/y` -> `quay.io/x/y:latest`.
+/// None when `name` is already in that form (or is not a name).
+pub fn normalise_name(name: &str) -> Option<String> {
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return None;
+    }
+    let (repo, suffix) = match name.find('@') {
+        Some(at) => (&name[..at], &name[at..]),
+        None => (name, ""),
+    };
+    let (domain, path) = match repo.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first, rest.to_string())
+        }
+        _ => ("docker.io", repo.to_string()),
+    };
+    let path = if domain == "docker.io" && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    let last = path.rsplit('/').next().unwrap_or_default();
+    let tag = if suffix.is_empty() && !last.contains(':') {
+        ":latest"
+    } else {
+        ""
+    };
+    let normalised = format!("{domain}/{path}{tag}{suffix}");
+    (normalised != name).then_some(normalised)
+}
+
+/// A blob being read from containerd's content store.
+pub struct Blob {
+    /// The blob's size, as the content store reports it.
+    pub size: u64,
+    /// The blob's bytes. Fails (`InvalidData`) if containerd sends more than `size` bytes
+    /// or sends them out of order, (`UnexpectedEof`) if it sends fewer.
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+impl fmt::Debug for Blob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Blob").field("size", &self.size).finish()
+    }
+}
+
+/// A client of containerd's images and content services on a unix socket.
+#[derive(Clone, Debug)]
+pub struct Client {
+    socket: PathBuf,
+    channel: Channel,
+}
+
+impl Client {
+    /// A client of the containerd listening on `socket`. Connects at the first call (and
+    /// again after a failure), so containerd need not be running yet.
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        let socket = socket.into();
+        let path = socket.clone();
+        // The URI is only a placeholder: the connector always dials the socket.
+        let channel = Endpoint::from_static("http://[::]:50051")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+            }));
+        Client { socket, channel }
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// A request in `namespace`.
+    fn request<T>(&self, namespace: &str, message: T) -> Result<tonic::Request<T>> {
+        let valid = !namespace.is_empty()
+            && namespace.len() <= 76
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(ContainerdError::Namespace(namespace.to_string()));
+        }
+        let mut request = tonic::Request::new(message);
+        let value = namespace
+            .parse()
+            .map_err(|_| ContainerdError::Namespace(namespace.to_string()))?;
+        request.metadata_mut().insert(NAMESPACE_HEADER, value);
+        Ok(request)
+    }
+
+    fn rpc_error(&self, call: impl Into<String>, status: &Status) -> ContainerdError {
+        let message = status.message().to_string();
+        if status.code() == Code::Unavailable {
+            return ContainerdError::Unavailable {
+                socket: self.socket.clone(),
+                message,
+            };
+        }
+        ContainerdError::Rpc {
+            call: call.into(),
+            code: status.code(),
+            message,
+        }
+    }
+
+    /// The target descriptor of the image record `name`, or None if there is none.
+    async fn get_image(&self, namespace: &str, name: &str) -> Result<Option<ProtoDescriptor>> {
+        let mut request = self.request(
+            namespace,
+            GetImageRequest {
+                name: name.to_string(),
+            },
+        )?;
+        request.set_timeout(CALL_TIMEOUT);
+        match ImagesClient::new(self.channel.clone()).get(request).await {
+            Ok(response) => Ok(response.into_inner().image.and_then(|i| i.target)),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(self.rpc_error(format!("Images.Get {name}"), &status)),
+        }
+    }
+
+    /// All image records of `namespace`: (name, target).
+    async fn list_images(&self, namespace: &str) -> Result<Vec<(String, ProtoDescriptor)>> {
+        let mut request = self.request(namespace, ListImagesRequest::default())?;
+        request.set_timeout(CALL_TIMEOUT);
+        let images = ImagesClient::new(self.channel.clone())
+            .list(request)
+            .await
+            .map_err(|status| self.rpc_error("Images.List", &status))?
+            .into_inner()
+            .images;
+        Ok(images
+            .into_iter()
+            .filter_map(|i| i.target.map(|t| (i.name, t)))
+            .collect())
+    }
+
+    /// The size of blob `digest`.
+    pub async fn blob_size(&self, namespace: &str, digest: &str) -> Result<u64> {
+        let mut request = self.request(
+            namespace,
+            InfoRequest {
+                digest: digest.to_string(),
+            },
+        )?;
+        request.set_timeout(CALL_TIMEOUT);
+        let not_found = || ContainerdError::BlobNotFound {
+            what: "blob".into(),
+            digest: digest.to_string(),
+            namespace: namespace.to_string(),
+        };
+        let info = match ContentClient::new(self.channel.clone()).info(request).await {
+            Ok(response) => response.into_inner().info.ok_or_else(not_found)?,
+            Err(status) if status.code() == Code::NotFound => return Err(not_found()),
+            Err(status) => return Err(self.rpc_error(format!("Content.Info {digest}"), &status)),
+        };
+        u64::try_from(info.size).map_err(|_| ContainerdError::Rpc {
+            call: format!("Content.Info {digest}"),
+            code: Code::Internal,
+            message: format!("negative size {}", info.size),
+        })
+    }
+
+    /// Streams blob `digest` from the content store (Content.Info, then Content.Read).
+    /// A missing blob is [`ContainerdError::BlobNotFound`].
+    pub async fn read_blob(&self, namespace: &str, digest: &str) -> Result<Blob> {
+        let size = self.blob_size(namespace, digest).await?;
+        let request = self.request(
+            namespace,
+            ReadContentRequest {
+                digest: digest.to_string(),
+                offset: 0,
+                size: 0,
+            },
+        )?;
+        let stream = match ContentClient::new(self.channel.clone()).read(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == Code::NotFound => {
+                return Err(ContainerdError::BlobNotFound {
+                    what: "blob".into(),
+                    digest: digest.to_string(),
+                    namespace: namespace.to_string(),
+                });
+            }
+            Err(status) => return Err(self.rpc_error(format!("Content.Read {digest}"), &status)),
+        };
+        let mut offset: u64 = 0;
+        let chunks = stream.map(move |message| {
+            let message = message.map_err(|status| {
+                io::Error::other(format!("{:?}: {}", status.code(), status.message()))
+            })?;
+            if u64::try_from(message.offset).ok() != Some(offset) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "containerd sent data at offset {} where {offset} was expected",
+                        message.offset
+                    ),
+                ));
+            }
+            offset += message.data.len() as u64;
+            if offset > size {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("containerd sent more than the blob's {size} bytes"),
+                ));
+            }
+            Ok(io::Cursor::new(message.data))
+        });
+        let reader = tokio_util::io::StreamReader::new(chunks);
+        Ok(Blob {
+            size,
+            reader: Box::pin(ExactSize {
+                inner: reader,
+                left: size,
+            }),
+        })
+    }
+
+    /// Reads a whole JSON document (manifest, index, config) of at most [`MAX_JSON_BYTES`]
+    /// and checks it against its descriptor's digest and size.
+    async fn read_document(
+        &self,
+        namespace: &str,
+        image: &str,
+        what: &str,
+        descriptor: &Descriptor,
+    ) -> Result<Vec<u8>> {
+        let invalid = |reason: String| ContainerdError::Invalid {
+            image: image.to_string(),
+            reason: format!("{what} {}: {reason}", descriptor.digest),
+        };
+        if descriptor.size > MAX_JSON_BYTES {
+            return Err(invalid(format!(
+                "its size ({} bytes) is over the limit of {MAX_JSON_BYTES}",
+                descriptor.size
+            )));
+        }
+        let blob = self
+            .read_blob(namespace, &descriptor.digest)
+            .await
+            .map_err(|e| e.describing_blob(format!("the {what} of image {image}")))?;
+        if blob.size != descriptor.size {
+            return Err(invalid(format!(
+                "the content store has {} bytes, the descriptor says {}",
+                blob.size, descriptor.size
+            )));
+        }
+        let mut data = Vec::with_capacity(usize::try_from(blob.size).unwrap_or(0));
+        blob.reader
+            .take(MAX_JSON_BYTES + 1)
+            .read_to_end(&mut data)
+            .await
+            .map_err(|source| ContainerdError::Read {
+                what: format!("the {what} of image {image}"),
+                digest: descriptor.digest.clone(),
+                source,
+            })?;
+        let actual = sha256_digest(&data);
+        if actual != descriptor.digest {
+            return Err(invalid(format!("its content has the digest {actual}")));
+        }
+        Ok(data)
+    }
+
+    /// Finds the image record named by `reference` and resolves it to its layers for this
+    /// machine's platform (linux, [`host_arch`]).
+    pub async fn image_layers(&self, namespace: &str, reference: &ImageRef) -> Result<BaseImage> {
+        let not_found = || ContainerdError::ImageNotFound {
+            name: reference.to_string(),
+            namespace: namespace.to_string(),
+        };
+        let found = match reference {
+            ImageRef::Name(name) => self.find_by_name(namespace, name).await?,
+            ImageRef::Id(id) => self.find_by_id(namespace, id).await?,
+            ImageRef::NameOrId { name, id } => match self.find_by_name(namespace, name).await? {
+                Some(found) => Some(found),
+                None => self.find_by_id(namespace, id).await?,
+            },
+        };
+        let (name, target) = found.ok_or_else(not_found)?;
+        self.resolve(namespace, &name, &target).await
+    }
+
+    /// The image named `name`, or its normalised form.
+    async fn find_by_name(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<(String, ProtoDescriptor)>> {
+        let mut names = vec![name.to_string()];
+        names.extend(normalise_name(name));
+        for name in names {
+            if let Some(target) = self.get_image(namespace, &name).await? {
+                return Ok(Some((name, target)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The image whose target or config digest is `id`.
+    async fn find_by_id(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<(String, ProtoDescriptor)>> {
+        let digest = if id.starts_with("sha256:") {
+            id.to_string()
+        } else {
+            format!("sha256:{id}")
+        };
+        if !is_sha256_digest(&digest) {
+            return Ok(None);
+        }
+        // containerd's CRI plugin names each image by its id too.
+        if let Some(target) = self.get_image(namespace, &digest).await? {
+            return Ok(Some((digest, target)));
+        }
+        let images = self.list_images(namespace).await?;
+        if let Some((name, target)) = images.iter().find(|(_, t)| t.digest == digest) {
+            return Ok(Some((name.clone(), target.clone())));
+        }
+        for (name, target) in images {
+            match self.resolve(namespace, &name, &target).await {
+                Ok(image) if image.config_digest == digest => return Ok(Some((name, target))),
+                Ok(_) => {}
+                // Images of other platforms, or whose content is gone, are not the one.
+                Err(e) => debug!("looking for image {digest}: skipping {name}: {e}"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resolves the image `name` whose target is `target`.
+    async fn resolve(
+        &self,
+        namespace: &str,
+        name: &str,
+        target: &ProtoDescriptor,
+    ) -> Result<BaseImage> {
+        let invalid = |reason: String| ContainerdError::Invalid {
+            image: name.to_string(),
+            reason,
+        };
+        let mut descriptor = Descriptor::from_proto(target).map_err(invalid)?;
+        let target_digest = descriptor.digest.clone();
+        let arch = host_arch();
+        for _ in 0..=MAX_INDEX_DEPTH {
+            let data = self
+                .read_document(namespace, name, "manifest", &descriptor)
+                .await?;
+            match parse_document(&descriptor.media_type, &data)
+                .map_err(|r| invalid(format!("the document {}: {r}", descriptor.digest)))?
+            {
+                Document::Index(index) => {
+                    descriptor = choose_manifest(&index, "linux", arch).map_err(|available| {
+                        ContainerdError::NoPlatform {
+                            image: name.to_string(),
+                            arch: arch.to_string(),
+                            available,
+                        }
+                    })?;
+                }
+                Document::Manifest(manifest) => {
+                    let config_data = self
+                        .read_document(namespace, name, "config", &manifest.config)
+                        .await?;
+                    let config = parse_config(&config_data).map_err(|r| {
+                        invalid(format!("the config {}: {r}", manifest.config.digest))
+                    })?;
+                    let other = |value: &Option<String>, ours: &str| {
+                        value.as_deref().is_some_and(|v| !v.is_empty() && v != ours)
+                    };
+                    if other(&config.os, "linux") || other(&config.architecture, arch) {
+                        return Err(ContainerdError::NoPlatform {
+                            image: name.to_string(),
+                            arch: arch.to_string(),
+                            available: format!(
+                                "{}/{}",
+                                config.os.as_deref().unwrap_or("?"),
+                                config.architecture.as_deref().unwrap_or("?")
+                            ),
+                        });
+                    }
+                    let layers = layers_of(&manifest, &config).map_err(invalid)?;
+                    return Ok(BaseImage {
+                        name: name.to_string(),
+                        target_digest,
+                        manifest_digest: descriptor.digest,
+                        config_digest: manifest.config.digest,
+                        layers,
+                    });
+                }
+            }
+        }
+        Err(invalid(format!(
+            "indexes nest more than {MAX_INDEX_DEPTH} deep"
+        )))
+    }
+}
+
+/// Makes a reader fail with `UnexpectedEof` if it ends before `left` bytes.
+struct ExactSize<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ExactSize<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &result {
+            let n = (buf.filled().len() - before) as u64;
+            if n == 0 && self.left > 0 {
+                let left = self.left;
+                return std::task::Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the stream ended {left} bytes before the blob's end"),
+                )));
+            }
+            self.left = self.left.saturating_sub(n);
+        }
+        result
+    }
+}
+
+/// A content descriptor, checked: a sha256 digest, a size that fits.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    #[serde(default)]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+impl Descriptor {
+    fn from_proto(proto: &ProtoDescriptor) -> std::result::Result<Descriptor, String> {
+        let descriptor = Descriptor {
+            media_type: proto.media_type.clone(),
+            digest: proto.digest.clone(),
+            size: u64::try_from(proto.size)
+                .map_err(|_| format!("the target's size {} is negative", proto.size))?,
+            platform: None,
+        };
+        descriptor.check()?;
+        Ok(descriptor)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if !is_sha256_digest(&self.digest) {
+            return Err(format!(
+                "unsupported digest {:?} (only sha256 is)",
+                truncated(&self.digest)
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+struct Platform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// An index or Docker manifest list.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Index {
+    #[serde(default)]
+    media_type: Option<String>,
+    manifests: Vec<Descriptor>,
+}
+
+/// An image manifest (OCI or Docker schema 2).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    #[serde(default)]
+    media_type: Option<String>,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+/// The parts of an image config used here.
+#[derive(Debug, Deserialize)]
+struct Config {
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    architecture: Option<String>,
+    rootfs: RootFs,
+}
+
+#[derive(Debug, Deserialize)]
+struct RootFs {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    diff_ids: Vec<String>,
+}
+
+/// What a target or index entry is.
+#[derive(Debug)]
+enum Document {
+    Index(Index),
+    Manifest(Manifest),
+}
+
+/// An untrusted string, cut for an error message.
+fn truncated(s: &str) -> String {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < s.len() {
+        format!("{}...", &s[..end])
+    } else {
+        s.to_string()
+    }
+}
+
+/// Parses a manifest or an index of media type `media_type` (or, if the descriptor has
+/// none, of the type the document says or its fields show).
+fn parse_document(media_type: &str, data: &[u8]) -> std::result::Result<Document, String> {
+    use media_types::*;
+    let parse_index = || -> std::result::Result<Document, String> {
+        let index: Index = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        if let Some(kind) = &index.media_type
+            && kind != OCI_INDEX
+            && kind != DOCKER_MANIFEST_LIST
+        {
+            return Err(format!("an index whose mediaType is {:?}", truncated(kind)));
+        }
+        for manifest in &index.manifests {
+            manifest.check()?;
+        }
+        Ok(Document::Index(index))
+    };
+    let parse_manifest = || -> std::result::Result<Document, String> {
+        let manifest: Manifest = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        if let Some(kind) = &manifest.media_type
+            && kind != OCI_MANIFEST
+            && kind != DOCKER_MANIFEST
+        {
+            return Err(format!(
+                "a manifest whose mediaType is {:?}",
+                truncated(kind)
+            ));
+        }
+        manifest.config.check()?;
+        if manifest.layers.len() > MAX_LAYERS {
+            return Err(format!(
+                "{} layers, over the limit of {MAX_LAYERS}",
+                manifest.layers.len()
+            ));
+        }
+        for layer in &manifest.layers {
+            layer.check()?;
+        }
+        Ok(Document::Manifest(manifest))
+    };
+    match media_type {
+        OCI_INDEX | DOCKER_MANIFEST_LIST => parse_index(),
+        OCI_MANIFEST | DOCKER_MANIFEST => parse_manifest(),
+        DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(
+            "Docker schema 1 manifests are not supported (pull the image again from a \
+             registry that serves schema 2 or OCI)"
+                .into(),
+        ),
+        "" => {
+            // Sniff: what the document says, else whether it lists manifests or layers.
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Probe {
+                #[serde(default)]
+                media_type: Option<String>,
+                #[serde(default)]
+                manifests: Option<serde::de::IgnoredAny>,
+            }
+            let probe: Probe = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+            match probe.media_type.as_deref() {
+                Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => parse_index(),
+                Some(OCI_MANIFEST | DOCKER_MANIFEST) => parse_manifest(),
+                Some(other) => Err(format!("unsupported media type {:?}", truncated(other))),
+                None if probe.manifests.is_some() => parse_index(),
+                None => parse_manifest(),
+            }
+        }
+        other => Err(format!("unsupported media type {:?}", truncated(other))),
+    }
+}
+
+fn parse_config(data: &[u8]) -> std::result::Result<Config, String> {
+    let config: Config = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    if let Some(kind) = &config.rootfs.kind
+        && kind != "layers"
+    {
+        return Err(format!(
+            "rootfs type {:?} (not \"layers\")",
+            truncated(kind)
+        ));
+    }
+    if config.rootfs.diff_ids.len() > MAX_LAYERS {
+        return Err(format!(
+            "{} diff_ids, over the limit of {MAX_LAYERS}",
+            config.rootfs.diff_ids.len()
+        ));
+    }
+    for diff_id in &config.rootfs.diff_ids {
+        if !is_sha256_digest(diff_id) {
+            return Err(format!(
+                "unsupported diff_id {:?} (only sha256 is)",
+                truncated(diff_id)
+            ));
+        }
+    }
+    Ok(config)
+}
+
+/// The manifest of `index` for `os`/`arch`: an exact match (preferring no variant or, on
+/// arm64, v8), else the only manifest that names no platform. The error lists the
+/// platforms there are.
+fn choose_manifest(index: &Index, os: &str, arch: &str) -> std::result::Result<Descriptor, String> {
+    use media_types::*;
+    let is_document = |d: &&Descriptor| {
+        matches!(
+            d.media_type.as_str(),
+            OCI_INDEX | OCI_MANIFEST | DOCKER_MANIFEST_LIST | DOCKER_MANIFEST | ""
+        )
+    };
+    let matching: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(is_document)
+        .filter(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == os && p.architecture == arch)
+        })
+        .collect();
+    let preferred = matching.iter().find(|d| {
+        let variant = d.platform.as_ref().and_then(|p| p.variant.as_deref());
+        matches!(variant, None | Some("")) || (arch == "arm64" && variant == Some("v8"))
+    });
+    if let Some(chosen) = preferred.or(matching.first()) {
+        return Ok((*chosen).clone());
+    }
+    let unnamed: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(is_document)
+        .filter(|d| d.platform.is_none())
+        .collect();
+    if let [only] = unnamed.as_slice() {
+        return Ok((*only).clone());
+    }
+    let mut available: Vec<String> = index
+        .manifests
+        .iter()
+        .take(32)
+        .map(|d| match &d.platform {
+            Some(p) => truncated(&format!(
+                "{}/{}{}",
+                p.os,
+                p.architecture,
+                p.variant
+                    .as_deref()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default()
+            )),
+            None => "no platform".into(),
+        })
+        .collect();
+    available.dedup();
+    if available.is_empty() {
+        available.push("no manifests".into());
+    }
+    Err(available.join(", "))
+}
+
+/// The layers of `manifest` with their diff IDs from `config` and their chain IDs.
+fn layers_of(manifest: &Manifest, config: &Config) -> std::result::Result<Vec<Layer>, String> {
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(format!(
+            "the manifest has {} layers but the config {} diff_ids",
+            manifest.layers.len(),
+            diff_ids.len()
+        ));
+    }
+    let chain = chain_ids(diff_ids);
+    manifest
+        .layers
+        .iter()
+        .zip(diff_ids.iter().zip(chain))
+        .map(|(layer, (diff_id, chain_id))| {
+            Compression::of_media_type(&layer.media_type)?;
+            Ok(Layer {
+                media_type: layer.media_type.clone(),
+                digest: layer.digest.clone(),
+                size: layer.size,
+                diff_id: diff_id.clone(),
+                chain_id,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
