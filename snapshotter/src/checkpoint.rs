@@ -73,6 +73,13 @@ pub trait BaseSource: Send + Sync + std::fmt::Debug {
     /// The first of `refs` (names or ids, best first) that names an image in containerd's
     /// namespace `namespace`, unpacked. An error names the image and what to do.
     fn base<'a>(&'a self, namespace: &'a str, refs: &'a [String]) -> BaseFuture<'a>;
+
+    /// Removes the unpacked base layers not among `in_use` (layer directories); blocks.
+    /// Returns what it removed.
+    fn remove_unused(&self, in_use: &[PathBuf]) -> Result<Vec<String>> {
+        let _ = in_use;
+        Ok(Vec::new())
+    }
 }
 
 /// A committed snapshot holding a checkpoint archive.
@@ -281,6 +288,69 @@ pub fn write_handoff(dir: &Path, layer: &Layer, rebuilt: &Rebuilt) -> Result<()>
         &dir.join(HANDOFF_FILE),
         &serde_json::to_vec(&handoff).expect("a handoff serializes"),
     )
+}
+
+/// The base images of checkpoints, found in containerd and unpacked into
+/// [`crate::base::Bases`].
+#[derive(Debug)]
+pub struct ContainerdBases {
+    client: crate::containerd::Client,
+    bases: crate::base::Bases,
+}
+
+impl ContainerdBases {
+    pub fn new(client: crate::containerd::Client, bases: crate::base::Bases) -> Self {
+        ContainerdBases { client, bases }
+    }
+
+    /// The unpacked layers' directories.
+    pub fn bases(&self) -> &crate::base::Bases {
+        &self.bases
+    }
+}
+
+impl BaseSource for ContainerdBases {
+    fn base<'a>(&'a self, namespace: &'a str, refs: &'a [String]) -> BaseFuture<'a> {
+        use crate::base::BaseError;
+        use crate::containerd::{ContainerdError, ImageRef};
+        Box::pin(async move {
+            for reference in refs {
+                let image = if crate::containerd::is_sha256_digest(reference)
+                    || reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    ImageRef::Id(reference.clone())
+                } else {
+                    ImageRef::Name(reference.clone())
+                };
+                match self.bases.ensure(&self.client, namespace, &image).await {
+                    Ok(lowers) => {
+                        return Ok(Base {
+                            image: reference.clone(),
+                            lowers,
+                        });
+                    }
+                    Err(BaseError::Containerd(ContainerdError::ImageNotFound { .. })) => continue,
+                    Err(e) => return Err(SnapshotError::FailedPrecondition(e.to_string())),
+                }
+            }
+            Err(SnapshotError::FailedPrecondition(format!(
+                "the checkpoint's base image {} is not in containerd (namespace {namespace}): \
+                 import or pull it, then create the container again",
+                refs.join(", also known as ")
+            )))
+        })
+    }
+
+    fn remove_unused(&self, in_use: &[PathBuf]) -> Result<Vec<String>> {
+        // Layer directories are `<bases>/<chain id hex>/fs`.
+        let chains: std::collections::HashSet<String> = in_use
+            .iter()
+            .filter_map(|fs| fs.parent()?.file_name()?.to_str().map(str::to_string))
+            .collect();
+        self.bases
+            .remove_unused(&chains)
+            .map_err(|e| SnapshotError::FailedPrecondition(e.to_string()))
+    }
 }
 
 #[cfg(test)]

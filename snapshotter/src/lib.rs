@@ -65,7 +65,12 @@ impl Snapshotter {
     ///
     /// Must be called within a tokio runtime.
     pub fn bind(config: Config) -> Result<Self> {
-        Self::bind_with_bases(config, None)
+        socket::create_private_dir(&config.root)?;
+        let bases = base::Bases::open(&config.root)
+            .map_err(|e| Error::Store(error::SnapshotError::FailedPrecondition(e.to_string())))?;
+        let client = containerd::Client::new(&config.containerd_socket);
+        let source: Arc<dyn BaseSource> = Arc::new(checkpoint::ContainerdBases::new(client, bases));
+        Self::bind_with_bases(config, Some(source))
     }
 
     /// [`Snapshotter::bind`], finding checkpoints' base images in `bases` (none: containers

@@ -233,6 +233,17 @@ impl Overlay {
         )))
     }
 
+    /// The base layer directories rebuilt checkpoint layers stand on.
+    pub fn bases_in_use(&self) -> Result<Vec<PathBuf>> {
+        let mut in_use = Vec::new();
+        for id in self.store.ids()? {
+            if let Some(rebuilt) = self.layers.rebuilt(id, &self.snapshot_dir(id)) {
+                in_use.extend(rebuilt.base_lowers.iter().cloned());
+            }
+        }
+        Ok(in_use)
+    }
+
     /// Rebuilds the root filesystem of checkpoint layer `layer` on `base`.
     pub fn rebuild(&self, layer: &Layer, base: &Base) -> Result<Arc<Rebuilt>> {
         self.layers.rebuild(layer, base)

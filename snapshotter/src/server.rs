@@ -45,6 +45,9 @@ pub struct SnapshotService {
     overlay: Arc<Overlay>,
     /// Where checkpoint layers find their base images; none: checkpoint images are refused.
     bases: Option<Arc<dyn BaseSource>>,
+    /// Held shared from finding a base image to recording the rebuild that uses it, and
+    /// exclusively while unused base layers are removed.
+    rebuilds: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl SnapshotService {
@@ -53,6 +56,7 @@ impl SnapshotService {
         Ok(SnapshotService {
             overlay: Arc::new(Overlay::open(root)?),
             bases: None,
+            rebuilds: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
 
@@ -316,6 +320,17 @@ impl Snapshots for SnapshotService {
     async fn cleanup(&self, _request: Request<CleanupRequest>) -> Result<Response<()>, Status> {
         debug!("Cleanup");
         self.run(|o| o.cleanup().map(drop)).await?;
+        if let Some(bases) = self.bases.clone() {
+            let _removing = self.rebuilds.write().await;
+            let in_use = self.run(|o| o.bases_in_use()).await?;
+            let removed = tokio::task::spawn_blocking(move || bases.remove_unused(&in_use))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(status)?;
+            if !removed.is_empty() {
+                log::info!("cleanup: removed {} unused base layers", removed.len());
+            }
+        }
         Ok(Response::new(()))
     }
 }
