@@ -156,14 +156,15 @@ pub fn read_bounded(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>, Archive
 
 /// Parses config.dump.
 pub fn parse_config(data: &[u8]) -> Result<ContainerConfig, ArchiveError> {
-    serde_json::from_slice(data).map_err(|e| invalid(Path::new(CONFIG_DUMP), format!("{e}")))
+    serde_json::from_slice(data)
+        .map_err(|e| invalid(Path::new(CONFIG_DUMP), format!("is not valid JSON: {e}")))
 }
 
 /// Parses spec.dump: a JSON object with a `process` object (the restored process) and a
 /// `linux` object.
 pub fn parse_spec(data: &[u8]) -> Result<serde_json::Value, ArchiveError> {
-    let spec: serde_json::Value =
-        serde_json::from_slice(data).map_err(|e| invalid(Path::new(SPEC_DUMP), format!("{e}")))?;
+    let spec: serde_json::Value = serde_json::from_slice(data)
+        .map_err(|e| invalid(Path::new(SPEC_DUMP), format!("is not valid JSON: {e}")))?;
     for field in ["process", "linux"] {
         if !spec[field].is_object() {
             return Err(invalid(

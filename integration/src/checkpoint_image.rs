@@ -499,7 +499,7 @@ pub fn hostile_cases() -> Vec<HostileCase> {
             hostile_archive(BUSYBOX, &ok_diff, |e| {
                 e.retain(|(n, _, _)| !n.starts_with("checkpoint/"));
             }),
-            "no CRIU images",
+            "CRIU images",
         ),
         case(
             "missing-base-image",
@@ -549,7 +549,12 @@ pub fn hostile_images_are_refused(node: &Node) -> Result<Vec<(String, String)>> 
             "{}: its snapshot was left: {snapshots:?}",
             case.name
         );
-        refusals.push((case.name.to_string(), err));
+        let said = err
+            .lines()
+            .find_map(|l| l.strip_prefix("stderr: "))
+            .unwrap_or(&err)
+            .to_string();
+        refusals.push((case.name.to_string(), said));
     }
     let escaped = node.sh("ls -d /tmp/escaped-* /etc/escaped-* 2>/dev/null; true")?;
     ensure!(
