@@ -241,13 +241,14 @@ fn restore_pod(name: &str) -> crate::cri::api::PodSandboxConfig {
 }
 
 /// A Kubernetes checkpoint archive (`archive`, of the CRI scenario's workload, which holds
-/// `token`) becomes a checkpoint image in each of `formats`; a pod on RuntimeClass handler
+/// `token`, from image `base`: imported here, as a migration brings its image along) becomes a checkpoint image in each of `formats`; a pod on RuntimeClass handler
 /// `revive` (revive shim, revive-snapshotter) creating a container from it comes up with the
 /// workload restored: its token, its processes answering, without anyone calling restore.
 /// The pod must set a command (a checkpoint image has none); the workload checkpointed is
 /// what runs. Then the pod is removed and nothing is left.
 pub fn cri_restores(
     node: &Node,
+    base: &Image,
     archive: &[u8],
     token: &str,
     formats: &[Format],
@@ -256,7 +257,7 @@ pub fn cri_restores(
     use crate::cri::{self, Cri};
     let config = cri::cri_config(node)?;
     cri::import_image(node, &cri::pause_image(node, &config.sandbox_image)?)?;
-    cri::import_image(node, &Image::busybox(&node.rootfs().path)?)?;
+    cri::import_image(node, base)?;
     let mut client = Cri::connect(node)?;
     client.wait_for_image(&config.sandbox_image)?;
     client.wait_for_image(BUSYBOX)?;
@@ -270,7 +271,12 @@ pub fn cri_restores(
         let pod_id = client.run_pod_sandbox(&pod, "revive")?;
         let ctr = cri::container("workload", &name, &["/bin/sh"]);
         let id = client.create_container(&pod_id, &ctr, &pod)?;
-        client.start_container(&id)?;
+        if let Err(e) = client.start_container(&id) {
+            let log = node
+                .sh("for f in $(find /run/containerd -name criu-restore.log); do tail -40 $f; done")
+                .unwrap_or_default();
+            return Err(e.context(format!("CRIU's restore log:\n{log}")));
+        }
         client.wait_for_state(&id, cri::api::ContainerState::ContainerRunning)?;
         let seen = client.exec_sync(&id, &["cat", "/token"], 30)?;
         ensure!(
@@ -326,7 +332,11 @@ pub fn ctr_run_of_pod_checkpoint_is_refused(node: &Node, archive: &[u8]) -> Resu
         "a refused restore left its rootfs mounted:\n{mounts}"
     );
     let _ = node.ctr(&["containers", "rm", id]);
-    Ok(err)
+    Ok(err
+        .lines()
+        .find_map(|l| l.strip_prefix("stderr: "))
+        .unwrap_or(&err)
+        .to_string())
 }
 
 /// One entry of a hand-made tar: names are written as given (`..` and all), which a tar

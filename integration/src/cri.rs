@@ -272,6 +272,18 @@ pub mod api {
         pub stdin_once: bool,
         #[prost(bool, tag = "14")]
         pub tty: bool,
+        #[prost(message, optional, tag = "15")]
+        pub linux: Option<LinuxContainerConfig>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LinuxContainerConfig {
+        #[prost(message, optional, tag = "2")]
+        pub security_context: Option<LinuxContainerSecurityContext>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LinuxContainerSecurityContext {
+        #[prost(message, optional, tag = "3")]
+        pub namespace_options: Option<NamespaceOption>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct CreateContainerRequest {
@@ -1113,6 +1125,18 @@ pub fn container(name: &str, image: &str, command: &[&str]) -> api::ContainerCon
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}/0.log"),
         labels: [("io.kubernetes.container.name".to_string(), name.to_string())].into(),
+        // What the kubelet sends for a container of a host-network pod without
+        // shareProcessNamespace: the node's network, a pid namespace of its own, the pod's ipc.
+        linux: Some(api::LinuxContainerConfig {
+            security_context: Some(api::LinuxContainerSecurityContext {
+                namespace_options: Some(api::NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    target_id: String::new(),
+                }),
+            }),
+        }),
         ..Default::default()
     }
 }

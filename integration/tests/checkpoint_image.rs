@@ -56,8 +56,11 @@ fn pod_restores_from_a_kubernetes_checkpoint() {
             report.checkpoint
         );
     };
+    // The base image goes wherever the checkpoint goes: CRIU checks the files it maps.
+    let base = revive_integration::image::Image::busybox(&node.rootfs().path).expect("busybox");
     checkpoint_image::cri_restores(
         &node,
+        &base,
         archive,
         &report.token,
         &[Format::CriO, Format::Podman],
@@ -76,7 +79,7 @@ fn pod_restores_from_a_kubernetes_checkpoint() {
     assert!(left.is_empty(), "node left behind: {left:?}");
 
     let stable = Node::start(Flavour::Stable, "ckpod").expect("node starts");
-    checkpoint_image::cri_restores(&stable, archive, &report.token, &Format::ALL, say)
+    checkpoint_image::cri_restores(&stable, &base, archive, &report.token, &Format::ALL, say)
         .unwrap_or_else(|e| {
             panic!(
                 "pods from checkpoint images on stable: {e:#}\n{}",
