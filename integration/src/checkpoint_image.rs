@@ -228,6 +228,46 @@ pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Re
         remove_container(node, &new)?;
         restored.push((format, counter));
     }
+    // A restored container outlives a restart of the snapshotter, and is itself
+    // checkpointed and restored (its rw layer diffed against the checkpoint's rootfs).
+    let name = format!("revive.test/checkpoint-image/{}:1", Format::CriO.name());
+    let again = "restored-again";
+    run_image(node, &name, again)?;
+    let running = wait_for_count(node, again, before.count + 3)?;
+    let mounts = |id: &str| {
+        node.ctr(&[
+            "snapshots",
+            "--snapshotter",
+            SNAPSHOTTER,
+            "mounts",
+            "/x",
+            id,
+        ])
+    };
+    let before_restart = mounts(again)?;
+    node.restart_snapshotter()?;
+    let after = wait_for_count(node, again, running.count + 3)?;
+    ensure!(
+        after.token == before.token && mounts(again)? == before_restart,
+        "across the snapshotter's restart: {running} -> {after}, mounts {before_restart} -> {}",
+        mounts(again)?
+    );
+    narrate(&format!(
+        "revive-snapshotter restarted under {again}: {after}"
+    ));
+    let image = "revive.test/checkpoint/restored-again:1";
+    node.ctr(&["container", "checkpoint", "--task", "--rw", again, image])?;
+    let at = read_counter(node, again)?;
+    remove_container(node, again)?;
+    node.ctr(&["container", "restore", "--live", "--rw", again, image])?;
+    let last = wait_for_count(node, again, at.count + 3)?;
+    ensure!(
+        last.token == before.token,
+        "the restored container, checkpointed and restored again, started afresh: {last}"
+    );
+    check_written_at_start(node, again, &last)?;
+    narrate(&format!("{again} checkpointed and restored again: {last}"));
+    remove_container(node, again)?;
     Ok(Report {
         checkpointed,
         restored,

@@ -89,11 +89,12 @@ impl Container {
             .into_iter()
             .find(|p| !p.is_empty())
             .map(PathBuf::from);
-        // Or a container created from a checkpoint image on revive-snapshotter.
-        let restore_image = match restore_image {
-            Some(image) => Some(image),
-            None => from_checkpoint_image(&req.id, &req.rootfs, &bundle)?,
-        };
+        // Or a container created from a checkpoint image on revive-snapshotter. Its spec is
+        // reconciled with the checkpoint's even when containerd names a checkpoint of its own
+        // (`ctr c restore` of a container that was restored from an image: its spec is still
+        // the image's, with no command).
+        let from_image = from_checkpoint_image(&req.id, &req.rootfs, &bundle)?;
+        let restore_image = restore_image.or(from_image);
         let restore = restore_image.map(|image| Restore {
             image,
             work: (!options.criu_work_path.is_empty())
