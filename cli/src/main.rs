@@ -78,7 +78,8 @@ enum ImageCommand {
     #[command(
         long_about = "Convert containerd's own checkpoint into a checkpoint image.\n\n\
         NATIVE is the export of a checkpoint made by `ctr container checkpoint --task --rw \
-        ID REF` (`ctr images export NATIVE.tar REF`). No client can create a container from \
+        ID REF` (`ctr images export --skip-manifest-json NATIVE.tar REF`; without \
+        --skip-manifest-json, containerd 2.x's ctr fails on a checkpoint). No client can create a container from \
         such an image; the checkpoint image written to OUT can be (ctr run on \
         revive-snapshotter with the revive runtime, or a pod on RuntimeClass revive). It \
         holds CRIU's images in checkpoint/, the container's spec as spec.dump, the rw layer \
@@ -86,7 +87,7 @@ enum ImageCommand {
         names, or --base-image), which must be present where it is restored.\n\n\
         Example:\n  \
         ctr container checkpoint --task --rw app native/app:1\n  \
-        ctr images export native.tar native/app:1\n  \
+        ctr images export --skip-manifest-json native.tar native/app:1\n  \
         revive image convert native.tar registry.example/checkpoints/app:1 -o app.tar\n  \
         ctr images import app.tar"
     )]
