@@ -200,10 +200,9 @@ fn copy_criu_images<W: io::Write>(
     let mut tar = tar::Archive::new(stream);
     let mut seen = HashSet::new();
     let (mut count, mut bytes) = (0u64, 0u64);
-    for entry in tar.entries().context("CRIU's tar is not a tar archive")? {
-        let entry = entry.context("CRIU's tar is malformed")?;
-        let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
+    let entries = tar.entries().context("CRIU's tar is not a tar archive")?;
+    layout::for_each_member(entries, |raw, entry| {
+        let shown = String::from_utf8_lossy(raw).into_owned();
         ensure!(raw.len() <= 4096, "CRIU's tar: a name is too long");
         let parts: Vec<&[u8]> = raw
             .split(|b| *b == b'/')
@@ -219,7 +218,7 @@ fn copy_criu_images<W: io::Write>(
                 parts.is_empty(),
                 "CRIU's tar holds a directory {shown:?}; CRIU's image directory is flat"
             );
-            continue;
+            return Ok(());
         }
         ensure!(
             kind.is_file() || kind == tar::EntryType::Continuous,
@@ -254,7 +253,9 @@ fn copy_criu_images<W: io::Write>(
                 ExactReader::new(entry, size),
             )
             .with_context(|| format!("copying CRIU image {name}"))?;
-    }
+        Ok(())
+    })
+    .context("CRIU's tar")?;
     // Read to the end, so that the blob's digest is checked.
     let mut rest = tar.into_inner();
     io::copy(&mut rest, &mut io::sink()).context("reading CRIU's tar")?;

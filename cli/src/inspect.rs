@@ -137,15 +137,15 @@ pub fn scan_layer(archive: &OciArchive, desc: &Descriptor) -> Result<LayerConten
     let mut tar = tar::Archive::new(stream);
     let mut content = LayerContent::default();
     let mut seen_required = 0;
-    for (n, entry) in tar.entries()?.enumerate() {
+    let mut n = 0u64;
+    let entries = tar.entries()?;
+    layout::for_each_member(entries, |raw, entry| {
+        n += 1;
         ensure!(
-            (n as u64) < MAX_LAYER_MEMBERS,
-            "layer {} has more than {MAX_LAYER_MEMBERS} members",
-            desc.digest
+            n <= MAX_LAYER_MEMBERS,
+            "more than {MAX_LAYER_MEMBERS} members"
         );
-        let mut entry = entry.with_context(|| format!("layer {} is malformed", desc.digest))?;
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw);
+        let name = String::from_utf8_lossy(raw);
         let parts: Vec<&str> = name
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
@@ -159,7 +159,7 @@ pub fn scan_layer(archive: &OciArchive, desc: &Descriptor) -> Result<LayerConten
                     content.config_error = Some(format!("config.dump is {size} bytes"));
                 } else {
                     let mut data = Vec::new();
-                    (&mut entry).take(size).read_to_end(&mut data)?;
+                    entry.take(size).read_to_end(&mut data)?;
                     match archive::parse_config(&data) {
                         Ok(config) => content.config = Some(config),
                         Err(e) => content.config_error = Some(e.to_string()),
@@ -178,7 +178,9 @@ pub fn scan_layer(archive: &OciArchive, desc: &Descriptor) -> Result<LayerConten
             }
             _ => {}
         }
-    }
+        Ok(())
+    })
+    .with_context(|| format!("layer {}", desc.digest))?;
     let mut rest = tar.into_inner();
     io::copy(&mut rest, &mut io::sink())
         .with_context(|| format!("reading layer {}", desc.digest))?;

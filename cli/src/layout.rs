@@ -159,27 +159,17 @@ impl OciArchive {
             let entries = archive
                 .entries_with_seek()
                 .with_context(|| format!("{}: not a tar archive", path.display()))?;
-            for (n, entry) in entries.enumerate() {
-                let entry = entry.with_context(|| {
-                    format!("{}: malformed tar (member {})", path.display(), n + 1)
-                })?;
-                ensure!(
-                    n < MAX_MEMBERS,
-                    "{}: more than {MAX_MEMBERS} members",
-                    path.display()
-                );
+            let mut n = 0usize;
+            for_each_member(entries, |raw, entry| {
+                n += 1;
+                ensure!(n <= MAX_MEMBERS, "more than {MAX_MEMBERS} members");
                 let kind = entry.header().entry_type();
                 if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-                    continue;
+                    return Ok(());
                 }
-                let raw = entry.path_bytes();
-                ensure!(
-                    raw.len() <= 4096,
-                    "{}: a member name is too long",
-                    path.display()
-                );
-                let Some(name) = normalise(&raw) else {
-                    continue;
+                ensure!(raw.len() <= 4096, "a member name is too long");
+                let Some(name) = normalise(raw) else {
+                    return Ok(());
                 };
                 let member = Member {
                     offset: entry.raw_file_position(),
@@ -190,16 +180,14 @@ impl OciArchive {
                         .offset
                         .checked_add(member.size)
                         .is_some_and(|end| end <= meta.len()),
-                    "{}: member {name} extends beyond the end of the file (truncated?)",
-                    path.display()
+                    "member {name} extends beyond the end of the file (truncated?)"
                 );
                 if members.insert(name.clone(), member).is_some() {
-                    bail!(
-                        "{}: member {name} appears twice; refusing an ambiguous archive",
-                        path.display()
-                    );
+                    bail!("member {name} appears twice; refusing an ambiguous archive");
                 }
-            }
+                Ok(())
+            })
+            .with_context(|| format!("{}", path.display()))?;
         }
         let archive = OciArchive {
             path: path.to_path_buf(),
@@ -371,6 +359,98 @@ impl<R: Read> Read for Verified<R> {
 /// The SHA-256 digest of `data`, as `sha256:<hex>`.
 pub fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Largest GNU long name or PAX header read (the tar crate would read them whole, of any
+/// size, so members are walked raw and metadata bounded here).
+const MAX_TAR_META_BYTES: u64 = 1 << 20;
+
+/// Parses the `path` and `size` of PAX records (`<len> <key>=<value>\n`).
+fn parse_pax(data: &[u8]) -> Result<(Option<Vec<u8>>, Option<u64>)> {
+    let (mut path, mut size) = (None, None);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let space = rest
+            .iter()
+            .take(21)
+            .position(|b| *b == b' ')
+            .context("malformed PAX record")?;
+        let len: usize = std::str::from_utf8(&rest[..space])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .context("malformed PAX record length")?;
+        ensure!(
+            len > space + 1 && len <= rest.len() && rest[len - 1] == b'\n',
+            "malformed PAX record"
+        );
+        let record = &rest[space + 1..len - 1];
+        rest = &rest[len..];
+        let Some(eq) = record.iter().position(|b| *b == b'=') else {
+            bail!("malformed PAX record");
+        };
+        let (key, value) = (&record[..eq], &record[eq + 1..]);
+        match key {
+            b"path" if !value.is_empty() => path = Some(value.to_vec()),
+            b"size" if !value.is_empty() => {
+                size = Some(
+                    std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .context("malformed PAX size")?,
+                )
+            }
+            _ => {}
+        }
+    }
+    Ok((path, size))
+}
+
+/// Walks the members of a tar with bounded metadata: GNU long names and PAX headers are read
+/// here (at most [`MAX_TAR_META_BYTES`]), and `visit` gets each member with its full name.
+/// A PAX size that differs from the header's (members over 8 GiB) is refused.
+pub fn for_each_member<'a, R: Read + 'a>(
+    entries: tar::Entries<'a, R>,
+    mut visit: impl FnMut(&[u8], &mut tar::Entry<'a, R>) -> Result<()>,
+) -> Result<()> {
+    let (mut long_name, mut pax_path, mut pax_size) = (None, None, None);
+    for (n, entry) in entries.raw(true).enumerate() {
+        let mut entry = entry.with_context(|| format!("malformed tar (member {})", n + 1))?;
+        let kind = entry.header().entry_type().as_byte();
+        let size = entry.size();
+        if matches!(kind, b'L' | b'K' | b'x' | b'g') {
+            ensure!(
+                size <= MAX_TAR_META_BYTES,
+                "a tar metadata member is {size} bytes, more than the {MAX_TAR_META_BYTES} \
+                 accepted"
+            );
+            let mut data = Vec::new();
+            (&mut entry).take(size).read_to_end(&mut data)?;
+            match kind {
+                b'L' => {
+                    while data.last() == Some(&0) {
+                        data.pop();
+                    }
+                    long_name = Some(data);
+                }
+                b'x' => (pax_path, pax_size) = parse_pax(&data)?,
+                _ => {}
+            }
+            continue;
+        }
+        let name = pax_path
+            .take()
+            .or(long_name.take())
+            .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+        if let Some(pax) = pax_size.take() {
+            ensure!(
+                pax == size,
+                "a member's PAX size differs from its header's (members over 8 GiB are not \
+                 supported)"
+            );
+        }
+        visit(&name, &mut entry)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -53,6 +53,14 @@ impl Tar {
         self.0.append(&h, data).unwrap();
         self
     }
+    /// A GNU long name member of `size` bytes (for the next member).
+    fn long_name(mut self, size: usize) -> Tar {
+        let mut h = Tar::header(tar::EntryType::GNULongName, 0o644, size as u64);
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_cksum();
+        self.0.append(&h, vec![b'a'; size].as_slice()).unwrap();
+        self
+    }
     fn symlink(mut self, name: &str, target: &str) -> Tar {
         let mut h = Tar::header(tar::EntryType::Symlink, 0o777, 0);
         self.0.append_link(&mut h, name, target).unwrap();
@@ -607,6 +615,17 @@ fn convert_refuses_incomplete_and_hostile_checkpoints() {
             "{err}"
         );
     }
+    // Metadata (a GNU long name) too large to be read whole, in CRIU's tar and in the export.
+    let huge = Tar::new()
+        .long_name(2 << 20)
+        .file("inventory.img", b"i")
+        .bytes();
+    let err = convert_err(&native_export(&native_entries(Some(huge)), |_| {}));
+    assert!(err.contains("metadata"), "{err}");
+    let mut export = Tar::new().long_name(2 << 20).file("x", b"").bytes();
+    export.extend(native_export(&native_entries(Some(criu_tar())), |_| {}));
+    let err = convert_err(&export);
+    assert!(err.contains("metadata"), "{err}");
     // A blob that is not what its descriptor says.
     let err = convert_err(&native_export(&native_entries(Some(criu_tar())), |blob| {
         if blob.len() > 100 {
