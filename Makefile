@@ -44,6 +44,7 @@ rootfs: host-deps debug-build
 install: build
 	install -D -m 0755 target/release/containerd-shim-revive-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-revive-v2
 	install -D -m 0755 target/release/revive-snapshotter $(DESTDIR)$(PREFIX)/bin/revive-snapshotter
+	install -D -m 0755 target/release/revive $(DESTDIR)$(PREFIX)/bin/revive
 	install -D -m 0644 config/revive-snapshotter.service $(DESTDIR)/etc/systemd/system/revive-snapshotter.service
 	install -D -m 0644 config/containerd-1.7.toml $(DESTDIR)$(SHARE)/containerd-1.7.toml
 	install -D -m 0644 config/containerd-2.x.toml $(DESTDIR)$(SHARE)/containerd-2.x.toml

@@ -613,3 +613,104 @@ pub fn hostile_images_are_refused(node: &Node) -> Result<Vec<(String, String)>> 
     );
     Ok(refusals)
 }
+
+/// What [`cli_convert_restores`] saw.
+#[derive(Debug)]
+pub struct ConvertReport {
+    pub checkpointed: Counter,
+    pub restored: Counter,
+    /// `revive image inspect` of the export and of the converted image.
+    pub inspect_native: String,
+    pub inspect_converted: String,
+}
+
+/// containerd's own checkpoint, converted by the `revive` CLI, restores: a counter on the Go
+/// shim is checkpointed with `ctr container checkpoint --task --rw` (an image no client can
+/// create a container from) and removed; the checkpoint is exported with `ctr images
+/// export`, converted with `revive image convert`, imported, and `ctr run` of the result
+/// (revive-snapshotter, revive shim, no command) comes up restored: the same token, counting
+/// on, its rw-layer file there.
+pub fn cli_convert_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<ConvertReport> {
+    node.import_busybox()?;
+    let id = "native";
+    let native = "revive.test/native/ck:1";
+    let converted = "revive.test/cli/converted:1";
+    node.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        GO_SHIM,
+        BUSYBOX,
+        id,
+        "sh",
+        "-c",
+        COUNTER_SCRIPT,
+    ])?;
+    let before = wait_for_count(node, id, 3)?;
+    narrate(&format!("counter {id} on the Go shim: {before}"));
+    node.ctr(&["container", "checkpoint", "--task", "--rw", id, native])?;
+    let checkpointed = read_counter(node, id)?;
+    remove_container(node, id)?;
+    narrate(&format!(
+        "ctr container checkpoint --task --rw {id} {native}; container removed"
+    ));
+    // containerd 2.x's ctr fails to write the Docker manifest.json of a checkpoint ("unable
+    // to create manifests file"): its entries are not manifests.
+    node.ctr(&[
+        "images",
+        "export",
+        "--skip-manifest-json",
+        "/share/native.tar",
+        native,
+    ])?;
+    let inspect_native = node.run(&["revive", "image", "inspect", "/share/native.tar"])?;
+    narrate(&format!(
+        "revive image inspect /share/native.tar:\n{inspect_native}"
+    ));
+    ensure!(
+        inspect_native.contains("containerd checkpoint")
+            && inspect_native.contains("revive image convert"),
+        "revive image inspect does not say the export is containerd's checkpoint:\n\
+         {inspect_native}"
+    );
+    let out = node.run(&[
+        "revive",
+        "image",
+        "convert",
+        "/share/native.tar",
+        converted,
+        "-o",
+        "/share/converted.tar",
+    ])?;
+    narrate(out.trim());
+    let mode = node.run(&["stat", "-c", "%a", "/share/converted.tar"])?;
+    ensure!(
+        mode.trim() == "600",
+        "the converted image is mode {}, not 600",
+        mode.trim()
+    );
+    let inspect_converted = node.run(&["revive", "image", "inspect", "/share/converted.tar"])?;
+    ensure!(
+        inspect_converted.contains("format criu") && inspect_converted.contains(BUSYBOX),
+        "revive image inspect of the converted image:\n{inspect_converted}"
+    );
+    node.ctr(&["images", "import", "/share/converted.tar"])?;
+    let new = "converted";
+    narrate(&format!("ctr run {converted} {new}"));
+    run_image(node, converted, new)?;
+    // The checkpoint was taken between `before` and `checkpointed`.
+    let restored = wait_for_count(node, new, before.count + 3)?;
+    ensure!(
+        restored.token == before.token,
+        "{new} started afresh instead of being restored: {before} -> {restored}"
+    );
+    check_written_at_start(node, new, &restored)?;
+    narrate(&format!("{new} is restored: {restored}"));
+    remove_container(node, new)?;
+    Ok(ConvertReport {
+        checkpointed,
+        restored,
+        inspect_native,
+        inspect_converted,
+    })
+}

@@ -31,7 +31,8 @@ pub fn nodes_dir() -> PathBuf {
 }
 
 /// The project binaries a node gets in /usr/local/bin.
-pub const PROJECT_BINARIES: &[&str] = &["containerd-shim-revive-v2", "revive-snapshotter"];
+pub const PROJECT_BINARIES: &[&str] =
+    &["containerd-shim-revive-v2", "revive-snapshotter", "revive"];
 
 /// Where the project's binaries are: `$REVIVE_BIN_DIR`, else next to the running
 /// executable (cargo's target/<profile>, also for test executables in target/<profile>/deps).

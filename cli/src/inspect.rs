@@ -1,0 +1,490 @@
+//! `revive image inspect`: what an OCI image archive holds, as far as checkpoints go.
+//!
+//! For each image: whether it is a checkpoint image (by its annotations, in which format
+//! and where, and by its layer's content), the container's name, the base image, CRIU's
+//! images and the rootfs diff; or, for one of containerd's own checkpoints, what it holds
+//! and how to convert it. Layers are read as streams (never unpacked), bounded, and every
+//! blob is checked against its digest.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use revive_checkpoint::archive;
+use serde::Serialize;
+
+use crate::convert::Native;
+use crate::format::Format;
+use crate::layout::{self, Descriptor, OciArchive};
+use crate::write::host_arch;
+
+/// Most members read from one layer.
+const MAX_LAYER_MEMBERS: u64 = 2_000_000;
+
+/// What a layer holds that matters to a checkpoint.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LayerContent {
+    pub has_config_dump: bool,
+    pub has_spec_dump: bool,
+    pub criu_images: u64,
+    pub criu_bytes: u64,
+    pub required_images: bool,
+    pub rootfs_diff_bytes: Option<u64>,
+    pub has_deleted_files: bool,
+    /// config.dump, if it parsed.
+    #[serde(skip)]
+    pub config: Option<archive::ContainerConfig>,
+    pub config_error: Option<String>,
+}
+
+impl LayerContent {
+    /// Whether the layer is a checkpoint archive's layout (as the snapshotter tells one).
+    pub fn is_checkpoint(&self) -> bool {
+        self.has_config_dump && self.has_spec_dump
+    }
+}
+
+/// One image of the archive.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ImageReport {
+    /// A checkpoint image (by annotation, by content, or both).
+    Checkpoint {
+        name: String,
+        /// The annotation format, and whether on the index or the manifest.
+        format: Option<Format>,
+        annotated_on: Option<String>,
+        recognised_by_content: bool,
+        container: Option<String>,
+        base_image: Option<String>,
+        runtime: Option<String>,
+        /// The image config's platform (CRIU restores on the architecture it dumped on).
+        platform: Option<String>,
+        criu_images: u64,
+        criu_bytes: u64,
+        rootfs_diff_bytes: Option<u64>,
+        deleted_files: bool,
+        problems: Vec<String>,
+    },
+    /// containerd's own checkpoint (`ctr container checkpoint`).
+    ContainerdCheckpoint {
+        name: String,
+        base_image: Option<String>,
+        runtime: Option<String>,
+        snapshotter: Option<String>,
+        criu_tar_bytes: Option<u64>,
+        rw_diff_bytes: Option<u64>,
+        image_included: bool,
+        convertible: bool,
+        how: String,
+    },
+    /// Any other image.
+    Image { name: String, layers: usize },
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub archive: String,
+    pub images: Vec<ImageReport>,
+}
+
+/// The manifest of `top` (itself, or the host's entry of its index) and the annotations of
+/// the index on the way.
+fn resolve(
+    archive: &OciArchive,
+    top: &Descriptor,
+) -> Result<Option<(Descriptor, BTreeMap<String, String>)>> {
+    if layout::is_manifest(&top.media_type) {
+        return Ok(Some((top.clone(), BTreeMap::new())));
+    }
+    if !layout::is_index(&top.media_type) {
+        return Ok(None);
+    }
+    let index = archive.index_blob(top)?;
+    let manifests: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| layout::is_manifest(&d.media_type) && archive.has_blob(d))
+        .collect();
+    let host = manifests
+        .iter()
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
+        })
+        .or(manifests.first());
+    Ok(host.map(|d| ((*d).clone(), index.annotations.clone())))
+}
+
+/// Reads a layer (tar or gzip) as a stream, noting what a checkpoint archive has.
+pub fn scan_layer(archive: &OciArchive, desc: &Descriptor) -> Result<LayerContent> {
+    let mut reader = BufReader::new(archive.blob(desc)?);
+    let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    ensure!(
+        gzip || desc.media_type.ends_with(".tar") || desc.media_type.ends_with("tar"),
+        "layer {} has media type {}, which revive cannot read",
+        desc.digest,
+        desc.media_type
+    );
+    let stream: Box<dyn Read + '_> = if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    };
+    let mut tar = tar::Archive::new(stream);
+    let mut content = LayerContent::default();
+    let mut seen_required = 0;
+    let mut n = 0u64;
+    let entries = tar.entries()?;
+    layout::for_each_member(entries, |raw, entry| {
+        n += 1;
+        ensure!(
+            n <= MAX_LAYER_MEMBERS,
+            "more than {MAX_LAYER_MEMBERS} members"
+        );
+        let name = String::from_utf8_lossy(raw);
+        let parts: Vec<&str> = name
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        let regular = entry.header().entry_type().is_file();
+        match parts.as_slice() {
+            [archive::CONFIG_DUMP] if regular => {
+                content.has_config_dump = true;
+                let size = entry.size();
+                if size > archive::MAX_CONFIG_BYTES {
+                    content.config_error = Some(format!("config.dump is {size} bytes"));
+                } else {
+                    let mut data = Vec::new();
+                    entry.take(size).read_to_end(&mut data)?;
+                    match archive::parse_config(&data) {
+                        Ok(config) => content.config = Some(config),
+                        Err(e) => content.config_error = Some(e.to_string()),
+                    }
+                }
+            }
+            [archive::SPEC_DUMP] if regular => content.has_spec_dump = true,
+            [archive::ROOTFS_DIFF] if regular => content.rootfs_diff_bytes = Some(entry.size()),
+            [archive::DELETED_FILES] if regular => content.has_deleted_files = true,
+            [archive::CHECKPOINT_DIR, image] if regular => {
+                content.criu_images += 1;
+                content.criu_bytes = content.criu_bytes.saturating_add(entry.size());
+                if archive::REQUIRED_IMAGES.contains(image) {
+                    seen_required += 1;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+    .with_context(|| format!("layer {}", desc.digest))?;
+    let mut rest = tar.into_inner();
+    io::copy(&mut rest, &mut io::sink())
+        .with_context(|| format!("reading layer {}", desc.digest))?;
+    content.required_images = seen_required == archive::REQUIRED_IMAGES.len();
+    Ok(content)
+}
+
+/// The size of CRIU's tar, if it is in the archive.
+fn blob_size(archive: &OciArchive, desc: &Option<Descriptor>) -> Option<u64> {
+    desc.as_ref()
+        .filter(|d| archive.has_blob(d))
+        .map(|d| d.size)
+}
+
+fn native_report(archive: &OciArchive, name: String, native: Native, file: &Path) -> ImageReport {
+    let convertible = native.criu.is_some() && native.spec.is_some();
+    let how = if native.criu.is_none() {
+        "cannot be converted: it holds no CRIU images (checkpointed without --task); \
+         checkpoint the container with `ctr container checkpoint --task --rw ID REF`"
+            .to_string()
+    } else {
+        format!(
+            "no client can create a container from it; convert it: `revive image convert {} \
+             NEW-REF -o OUT.tar`, then `ctr images import OUT.tar`",
+            file.display()
+        )
+    };
+    ImageReport::ContainerdCheckpoint {
+        name,
+        base_image: native.base_image.clone(),
+        runtime: native.runtime.clone(),
+        snapshotter: native.snapshotter.clone(),
+        criu_tar_bytes: blob_size(archive, &native.criu),
+        rw_diff_bytes: blob_size(archive, &native.rw),
+        image_included: native.image_included,
+        convertible,
+        how,
+    }
+}
+
+/// Inspects one top-level image.
+fn inspect_image(archive: &OciArchive, top: &Descriptor, file: &Path) -> Result<ImageReport> {
+    let name = top
+        .annotations
+        .get(layout::ANNOTATION_IMAGE_NAME)
+        .or(top.annotations.get(layout::ANNOTATION_REF_NAME))
+        .cloned()
+        .unwrap_or_else(|| top.digest.clone());
+    if layout::is_index(&top.media_type)
+        && let Some(native) = Native::of(&archive.index_blob(top)?)
+    {
+        return Ok(native_report(archive, name, native, file));
+    }
+    let Some((manifest_desc, index_annotations)) = resolve(archive, top)? else {
+        return Ok(ImageReport::Image { name, layers: 0 });
+    };
+    let manifest = archive.manifest(&manifest_desc)?;
+    let by_annotation = Format::detect(&index_annotations)
+        .map(|(f, n)| (f, n, "index"))
+        .or_else(|| Format::detect(&manifest.annotations).map(|(f, n)| (f, n, "manifest")));
+    let content = match manifest.layers.as_slice() {
+        [layer] => Some(scan_layer(archive, layer)?),
+        _ => None,
+    };
+    let by_content = content.as_ref().is_some_and(LayerContent::is_checkpoint);
+    if by_annotation.is_none() && !by_content {
+        return Ok(ImageReport::Image {
+            name,
+            layers: manifest.layers.len(),
+        });
+    }
+    let content = content.unwrap_or_default();
+    let mut problems = Vec::new();
+    if manifest.layers.len() != 1 {
+        problems.push(format!(
+            "it has {} layers; a checkpoint image has exactly one",
+            manifest.layers.len()
+        ));
+    } else if !by_content {
+        problems.push(
+            "its layer is not a checkpoint archive (no config.dump and spec.dump at its root)"
+                .into(),
+        );
+    } else if !content.required_images {
+        problems.push(format!(
+            "its CRIU images are incomplete (checkpoint/ lacks {})",
+            archive::REQUIRED_IMAGES.join(" or ")
+        ));
+    }
+    if let Some(e) = &content.config_error {
+        problems.push(e.clone());
+    }
+    let annotations = if index_annotations.is_empty() {
+        &manifest.annotations
+    } else {
+        &index_annotations
+    };
+    let annotation = |suffix: &str| {
+        by_annotation
+            .as_ref()
+            .and_then(|(f, _, _)| annotations.get(&format!("{}{suffix}", f.prefix())).cloned())
+    };
+    let image_config: serde_json::Value = archive.json(&manifest.config)?;
+    let platform = image_config["architecture"]
+        .as_str()
+        .map(|arch| format!("{}/{arch}", image_config["os"].as_str().unwrap_or("?")));
+    let config = content.config.clone();
+    Ok(ImageReport::Checkpoint {
+        name,
+        format: by_annotation.as_ref().map(|(f, _, _)| *f),
+        annotated_on: by_annotation.as_ref().map(|(_, _, on)| on.to_string()),
+        recognised_by_content: by_content,
+        container: config
+            .as_ref()
+            .map(|c| c.name.clone())
+            .filter(|n| !n.is_empty())
+            .or(by_annotation.as_ref().and_then(|(_, n, _)| n.clone())),
+        base_image: config
+            .as_ref()
+            .and_then(|c| c.base_image_refs().into_iter().next())
+            .or_else(|| annotation("rootfsImageName")),
+        runtime: config
+            .as_ref()
+            .map(|c| c.runtime.clone())
+            .filter(|r| !r.is_empty())
+            .or_else(|| annotation("runtime.name")),
+        platform,
+        criu_images: content.criu_images,
+        criu_bytes: content.criu_bytes,
+        rootfs_diff_bytes: content.rootfs_diff_bytes,
+        deleted_files: content.has_deleted_files,
+        problems,
+    })
+}
+
+/// Inspects the image archive `file`.
+pub fn inspect(file: &Path) -> Result<Report> {
+    let archive = OciArchive::open(file)?;
+    let index = archive.index()?;
+    if index.manifests.is_empty() {
+        bail!(
+            "{} holds no image (its index.json is empty)",
+            file.display()
+        );
+    }
+    let images = index
+        .manifests
+        .iter()
+        .map(|top| inspect_image(&archive, top, file))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Report {
+        archive: file.display().to_string(),
+        images,
+    })
+}
+
+/// The checkpoint format of the first checkpoint image in `archive`, for messages.
+pub fn checkpoint_format_of(archive: &OciArchive) -> Result<Option<String>> {
+    for top in archive.index()?.manifests {
+        if let Ok(ImageReport::Checkpoint { format, .. }) =
+            inspect_image(archive, &top, archive.path())
+        {
+            return Ok(Some(match format {
+                Some(f) => format!("format {}", f.name()),
+                None => "recognised by its layer".into(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Bytes for people.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn or_none(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("(not recorded)")
+}
+
+/// The report as text.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| out.push_str(&format!("  {label:<14}{value}\n"));
+    for image in &report.images {
+        match image {
+            ImageReport::Checkpoint {
+                name,
+                format,
+                annotated_on,
+                recognised_by_content,
+                container,
+                base_image,
+                runtime,
+                platform,
+                criu_images,
+                criu_bytes,
+                rootfs_diff_bytes,
+                deleted_files,
+                problems,
+            } => {
+                line("image", name);
+                let kind = match (format, recognised_by_content) {
+                    (Some(f), true) => format!(
+                        "checkpoint image, format {} ({}* on the {})",
+                        f.name(),
+                        f.prefix(),
+                        annotated_on.as_deref().unwrap_or("?")
+                    ),
+                    (Some(f), false) => format!(
+                        "annotated as a checkpoint image (format {}), but see the problems",
+                        f.name()
+                    ),
+                    (None, _) => {
+                        "checkpoint image, not annotated (recognised by its layer's content)".into()
+                    }
+                };
+                line("kind", &kind);
+                line("container", or_none(container));
+                line("base image", or_none(base_image));
+                line("runtime", or_none(runtime));
+                line("platform", or_none(platform));
+                line(
+                    "CRIU images",
+                    &format!("{criu_images} files, {}", human(*criu_bytes)),
+                );
+                line(
+                    "rootfs diff",
+                    &rootfs_diff_bytes.map_or("none".into(), human),
+                );
+                line(
+                    "deleted files",
+                    if *deleted_files { "listed" } else { "none" },
+                );
+                if problems.is_empty() {
+                    line(
+                        "restorable",
+                        "yes (by revive: ctr run or a pod on runtime revive)",
+                    );
+                } else {
+                    for p in problems {
+                        line("problem", p);
+                    }
+                }
+            }
+            ImageReport::ContainerdCheckpoint {
+                name,
+                base_image,
+                runtime,
+                snapshotter,
+                criu_tar_bytes,
+                rw_diff_bytes,
+                image_included,
+                how,
+                ..
+            } => {
+                line("image", name);
+                line(
+                    "kind",
+                    "containerd checkpoint (ctr container checkpoint), not a checkpoint image",
+                );
+                line("base image", or_none(base_image));
+                line(
+                    "runtime",
+                    &format!(
+                        "{} (snapshotter {})",
+                        or_none(runtime),
+                        or_none(snapshotter)
+                    ),
+                );
+                line(
+                    "CRIU images",
+                    &criu_tar_bytes.map_or("none (checkpointed without --task)".into(), |b| {
+                        format!("{} (one tar)", human(b))
+                    }),
+                );
+                line(
+                    "rootfs diff",
+                    &rw_diff_bytes.map_or("none (checkpointed without --rw)".into(), human),
+                );
+                if *image_included {
+                    line("base included", "yes (--image)");
+                }
+                line("next", how);
+            }
+            ImageReport::Image { name, layers } => {
+                line("image", name);
+                line(
+                    "kind",
+                    &format!("not a checkpoint image ({layers} layer(s))"),
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,484 @@
+//! Reading OCI image archives (an OCI image layout in a tar: `oci-layout`, `index.json`,
+//! `blobs/sha256/<hex>`), as `ctr images export` writes them, without unpacking them.
+//!
+//! The archive is hostile: it is scanned once for its regular files (names normalised, no
+//! duplicates, counts and name lengths bounded), and every blob is read through a reader that
+//! checks its size and its SHA-256 digest, so a blob is used only if it is what its
+//! descriptor says. JSON documents are read whole only below [`MAX_JSON_BYTES`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Largest JSON document (index, manifest, image config) or small blob read whole.
+pub const MAX_JSON_BYTES: u64 = 4 << 20;
+/// Most members accepted in an image archive.
+const MAX_MEMBERS: usize = 1_000_000;
+/// Most descriptors accepted in one index or manifest.
+pub const MAX_DESCRIPTORS: usize = 10_000;
+
+pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// The name containerd gives an image in `index.json` (`ctr images export`/`import`).
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+/// OCI's reference name: in `index.json` the tag; on a containerd checkpoint's index, the
+/// base image's full name.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// An OCI platform.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// An OCI content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An OCI image index (also `index.json`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An OCI image manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub config: Descriptor,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+pub fn is_index(media_type: &str) -> bool {
+    media_type == MEDIA_INDEX || media_type == MEDIA_DOCKER_LIST
+}
+
+pub fn is_manifest(media_type: &str) -> bool {
+    media_type == MEDIA_MANIFEST || media_type == MEDIA_DOCKER_MANIFEST
+}
+
+/// The hex part of a `sha256:<64 lowercase hex>` digest; anything else is an error (a digest
+/// names a file, so it must not be able to name any other).
+pub fn sha256_hex(digest: &str) -> Result<&str> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .with_context(|| format!("unsupported digest {digest:?} (only sha256 is)"))?;
+    ensure!(
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "malformed digest {digest:?}"
+    );
+    Ok(hex)
+}
+
+/// Where a regular file of the archive's tar is.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    offset: u64,
+    size: u64,
+}
+
+/// An OCI image archive, scanned.
+#[derive(Debug)]
+pub struct OciArchive {
+    path: PathBuf,
+    file: File,
+    members: HashMap<String, Member>,
+}
+
+/// A member name made relative: leading `/` and `./` dropped, `.` components dropped; `..`
+/// refused (such a member is ignored: nothing here could name it).
+fn normalise(raw: &[u8]) -> Option<String> {
+    let name = std::str::from_utf8(raw).ok()?;
+    let mut parts = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return None,
+            p => parts.push(p),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+impl OciArchive {
+    /// Scans the tar at `path` for its regular files.
+    pub fn open(path: &Path) -> Result<OciArchive> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let meta = file.metadata()?;
+        ensure!(
+            meta.is_file(),
+            "{} is not a regular file (an OCI image archive is read from a file)",
+            path.display()
+        );
+        let mut members = HashMap::new();
+        {
+            let mut magic = [0u8; 2];
+            let mut probe = file.try_clone()?;
+            let got = probe.read(&mut magic)?;
+            ensure!(
+                !(got == 2 && magic == [0x1f, 0x8b]),
+                "{} is gzip-compressed; an OCI image archive (`ctr images export`) is a plain \
+                 tar: decompress it first",
+                path.display()
+            );
+            probe.seek(SeekFrom::Start(0))?;
+            let mut archive = tar::Archive::new(probe);
+            let entries = archive
+                .entries_with_seek()
+                .with_context(|| format!("{}: not a tar archive", path.display()))?;
+            let mut n = 0usize;
+            for_each_member(entries, |raw, entry| {
+                n += 1;
+                ensure!(n <= MAX_MEMBERS, "more than {MAX_MEMBERS} members");
+                let kind = entry.header().entry_type();
+                if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+                    return Ok(());
+                }
+                ensure!(raw.len() <= 4096, "a member name is too long");
+                let Some(name) = normalise(raw) else {
+                    return Ok(());
+                };
+                let member = Member {
+                    offset: entry.raw_file_position(),
+                    size: entry.size(),
+                };
+                ensure!(
+                    member
+                        .offset
+                        .checked_add(member.size)
+                        .is_some_and(|end| end <= meta.len()),
+                    "member {name} extends beyond the end of the file (truncated?)"
+                );
+                if members.insert(name.clone(), member).is_some() {
+                    bail!("member {name} appears twice; refusing an ambiguous archive");
+                }
+                Ok(())
+            })
+            .with_context(|| format!("{}", path.display()))?;
+        }
+        let archive = OciArchive {
+            path: path.to_path_buf(),
+            file,
+            members,
+        };
+        ensure!(
+            archive.members.contains_key("index.json"),
+            "{} is not an OCI image archive: it has no index.json (make one with `ctr images \
+             export FILE REF`)",
+            path.display()
+        );
+        Ok(archive)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open_member(&self, name: &str) -> Result<(io::Take<File>, u64)> {
+        let member = self
+            .members
+            .get(name)
+            .with_context(|| format!("{}: {name} is missing", self.path.display()))?;
+        let mut file = self.file.try_clone()?;
+        file.seek(SeekFrom::Start(member.offset))?;
+        Ok((file.take(member.size), member.size))
+    }
+
+    /// `index.json`.
+    pub fn index(&self) -> Result<Index> {
+        let (reader, size) = self.open_member("index.json")?;
+        ensure!(
+            size <= MAX_JSON_BYTES,
+            "{}: index.json is {size} bytes, more than the {MAX_JSON_BYTES} accepted",
+            self.path.display()
+        );
+        let data = read_all(reader, size)?;
+        let index: Index = serde_json::from_slice(&data)
+            .with_context(|| format!("{}: index.json is not an OCI index", self.path.display()))?;
+        ensure!(
+            index.manifests.len() <= MAX_DESCRIPTORS,
+            "{}: index.json lists too many images",
+            self.path.display()
+        );
+        Ok(index)
+    }
+
+    /// Whether the archive holds the blob of `desc`.
+    pub fn has_blob(&self, desc: &Descriptor) -> bool {
+        sha256_hex(&desc.digest)
+            .is_ok_and(|hex| self.members.contains_key(&format!("blobs/sha256/{hex}")))
+    }
+
+    /// A reader of the blob `desc` names, which fails unless the blob is exactly
+    /// `desc.size` bytes with digest `desc.digest`.
+    pub fn blob(&self, desc: &Descriptor) -> Result<Verified<io::Take<File>>> {
+        let hex = sha256_hex(&desc.digest)?;
+        let (reader, size) = self
+            .open_member(&format!("blobs/sha256/{hex}"))
+            .with_context(|| format!("blob {} ({})", desc.digest, desc.media_type))?;
+        ensure!(
+            size == desc.size,
+            "blob {} is {size} bytes, its descriptor says {}",
+            desc.digest,
+            desc.size
+        );
+        Ok(Verified::new(reader, desc))
+    }
+
+    /// The blob `desc` names, read whole (at most `max` bytes) and verified.
+    pub fn blob_bytes(&self, desc: &Descriptor, max: u64) -> Result<Vec<u8>> {
+        ensure!(
+            desc.size <= max,
+            "blob {} ({}) is {} bytes, more than the {max} accepted",
+            desc.digest,
+            desc.media_type,
+            desc.size
+        );
+        let reader = self.blob(desc)?;
+        read_all(reader, desc.size)
+            .with_context(|| format!("reading blob {} ({})", desc.digest, desc.media_type))
+    }
+
+    /// The JSON blob `desc` names, parsed.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, desc: &Descriptor) -> Result<T> {
+        let data = self.blob_bytes(desc, MAX_JSON_BYTES)?;
+        serde_json::from_slice(&data)
+            .with_context(|| format!("blob {} is not a valid {}", desc.digest, desc.media_type))
+    }
+
+    /// The index `desc` names, bounded.
+    pub fn index_blob(&self, desc: &Descriptor) -> Result<Index> {
+        let index: Index = self.json(desc)?;
+        ensure!(
+            index.manifests.len() <= MAX_DESCRIPTORS,
+            "index {} lists too many descriptors",
+            desc.digest
+        );
+        Ok(index)
+    }
+
+    /// The manifest `desc` names, bounded.
+    pub fn manifest(&self, desc: &Descriptor) -> Result<Manifest> {
+        let manifest: Manifest = self.json(desc)?;
+        ensure!(
+            manifest.layers.len() <= MAX_DESCRIPTORS,
+            "manifest {} lists too many layers",
+            desc.digest
+        );
+        Ok(manifest)
+    }
+}
+
+fn read_all(reader: impl Read, size: u64) -> Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 20));
+    reader.take(size + 1).read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// Reads a blob and checks, when it ends, that it had its descriptor's size and digest; a
+/// mismatch is an error from the read that reaches the end.
+pub struct Verified<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+    size: u64,
+    digest: String,
+    checked: bool,
+}
+
+impl<R: Read> Verified<R> {
+    pub fn new(inner: R, desc: &Descriptor) -> Verified<R> {
+        Verified {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+            size: desc.size,
+            digest: desc.digest.clone(),
+            checked: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Verified<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        // Checked as soon as the blob's size is reached (a reader bounded to that size never
+        // asks for more), and at its end.
+        if (self.read >= self.size || (n == 0 && !buf.is_empty())) && !self.checked {
+            self.checked = true;
+            let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+            if self.read != self.size || got != self.digest {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "blob {} is corrupt: {} bytes with digest {got}",
+                        self.digest, self.read
+                    ),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The SHA-256 digest of `data`, as `sha256:<hex>`.
+pub fn digest_of(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Largest GNU long name or PAX header read (the tar crate would read them whole, of any
+/// size, so members are walked raw and metadata bounded here).
+const MAX_TAR_META_BYTES: u64 = 1 << 20;
+
+/// Parses the `path` and `size` of PAX records (`<len> <key>=<value>\n`).
+fn parse_pax(data: &[u8]) -> Result<(Option<Vec<u8>>, Option<u64>)> {
+    let (mut path, mut size) = (None, None);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let space = rest
+            .iter()
+            .take(21)
+            .position(|b| *b == b' ')
+            .context("malformed PAX record")?;
+        let len: usize = std::str::from_utf8(&rest[..space])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .context("malformed PAX record length")?;
+        ensure!(
+            len > space + 1 && len <= rest.len() && rest[len - 1] == b'\n',
+            "malformed PAX record"
+        );
+        let record = &rest[space + 1..len - 1];
+        rest = &rest[len..];
+        let Some(eq) = record.iter().position(|b| *b == b'=') else {
+            bail!("malformed PAX record");
+        };
+        let (key, value) = (&record[..eq], &record[eq + 1..]);
+        match key {
+            b"path" if !value.is_empty() => path = Some(value.to_vec()),
+            b"size" if !value.is_empty() => {
+                size = Some(
+                    std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .context("malformed PAX size")?,
+                )
+            }
+            _ => {}
+        }
+    }
+    Ok((path, size))
+}
+
+/// Walks the members of a tar with bounded metadata: GNU long names and PAX headers are read
+/// here (at most [`MAX_TAR_META_BYTES`]), and `visit` gets each member with its full name.
+/// A PAX size that differs from the header's (members over 8 GiB) is refused.
+pub fn for_each_member<'a, R: Read + 'a>(
+    entries: tar::Entries<'a, R>,
+    mut visit: impl FnMut(&[u8], &mut tar::Entry<'a, R>) -> Result<()>,
+) -> Result<()> {
+    let (mut long_name, mut pax_path, mut pax_size) = (None, None, None);
+    for (n, entry) in entries.raw(true).enumerate() {
+        let mut entry = entry.with_context(|| format!("malformed tar (member {})", n + 1))?;
+        let kind = entry.header().entry_type().as_byte();
+        let size = entry.size();
+        if matches!(kind, b'L' | b'K' | b'x' | b'g') {
+            ensure!(
+                size <= MAX_TAR_META_BYTES,
+                "a tar metadata member is {size} bytes, more than the {MAX_TAR_META_BYTES} \
+                 accepted"
+            );
+            let mut data = Vec::new();
+            (&mut entry).take(size).read_to_end(&mut data)?;
+            match kind {
+                b'L' => {
+                    while data.last() == Some(&0) {
+                        data.pop();
+                    }
+                    long_name = Some(data);
+                }
+                b'x' => (pax_path, pax_size) = parse_pax(&data)?,
+                _ => {}
+            }
+            continue;
+        }
+        let name = pax_path
+            .take()
+            .or(long_name.take())
+            .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+        if let Some(pax) = pax_size.take() {
+            ensure!(
+                pax == size,
+                "a member's PAX size differs from its header's (members over 8 GiB are not \
+                 supported)"
+            );
+        }
+        visit(&name, &mut entry)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_name_nothing_else() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        assert!(sha256_hex(&good).is_ok());
+        for bad in [
+            "sha256:../../etc/passwd",
+            "sha512:abc",
+            &format!("sha256:{}", "A".repeat(64)),
+            &format!("sha256:{}/x", "a".repeat(62)),
+        ] {
+            assert!(sha256_hex(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_normalised() {
+        assert_eq!(
+            normalise(b"./blobs//sha256/x").as_deref(),
+            Some("blobs/sha256/x")
+        );
+        assert_eq!(normalise(b"/index.json").as_deref(), Some("index.json"));
+        assert_eq!(normalise(b"../index.json"), None);
+        assert_eq!(normalise(b"./"), None);
+    }
+}

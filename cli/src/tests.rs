@@ -1,0 +1,673 @@
+//! The commands on synthetic archives: a checkpoint archive as kubelet writes one, and an
+//! export of containerd's own checkpoint, built here; hostile variants of both.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::json;
+
+use crate::convert::{self, ConvertOptions};
+use crate::format::Format;
+use crate::inspect::{self, ImageReport};
+use crate::layout::{self, Descriptor, OciArchive, digest_of};
+
+const BASE: &str = "docker.io/revive/busybox:latest";
+
+/// A tar built member by member.
+struct Tar(tar::Builder<Vec<u8>>);
+
+impl Tar {
+    fn new() -> Tar {
+        Tar(tar::Builder::new(Vec::new()))
+    }
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+    fn dir(mut self, name: &str) -> Tar {
+        let mut h = Tar::header(tar::EntryType::Directory, 0o755, 0);
+        self.0.append_data(&mut h, name, std::io::empty()).unwrap();
+        self
+    }
+    fn file(mut self, name: &str, data: &[u8]) -> Tar {
+        let mut h = Tar::header(tar::EntryType::Regular, 0o600, data.len() as u64);
+        self.0.append_data(&mut h, name, data).unwrap();
+        self
+    }
+    /// A member whose name is written raw into the header (no checks by the tar crate).
+    fn raw_file(mut self, name: &[u8], data: &[u8]) -> Tar {
+        let mut h = Tar::header(tar::EntryType::Regular, 0o600, data.len() as u64);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        self.0.append(&h, data).unwrap();
+        self
+    }
+    /// A GNU long name member of `size` bytes (for the next member).
+    fn long_name(mut self, size: usize) -> Tar {
+        let mut h = Tar::header(tar::EntryType::GNULongName, 0o644, size as u64);
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_cksum();
+        self.0.append(&h, vec![b'a'; size].as_slice()).unwrap();
+        self
+    }
+    fn symlink(mut self, name: &str, target: &str) -> Tar {
+        let mut h = Tar::header(tar::EntryType::Symlink, 0o777, 0);
+        self.0.append_link(&mut h, name, target).unwrap();
+        self
+    }
+    fn bytes(self) -> Vec<u8> {
+        self.0.into_inner().unwrap()
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+const SPEC: &[u8] = br#"{"ociVersion":"1.2.0","process":{"args":["sh","-c","count"]},"root":{"path":"rootfs"},"linux":{"cgroupsPath":"/default/counter"},"mounts":[]}"#;
+
+fn config_dump() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": "4be9", "name": "counter", "rootfsImage": "busybox",
+        "rootfsImageRef": "sha256:ab", "rootfsImageName": BASE,
+        "runtime": "io.containerd.runc.v2", "restored": false,
+    }))
+    .unwrap()
+}
+
+fn rootfs_diff() -> Vec<u8> {
+    gzip(
+        &Tar::new()
+            .file("written-at-start", b"token\n")
+            .file("etc/.wh.motd", b"")
+            .bytes(),
+    )
+}
+
+/// A checkpoint archive as kubelet writes one, its members in `extra` first.
+fn archive_with(extra: impl FnOnce(Tar) -> Tar) -> Vec<u8> {
+    extra(Tar::new())
+        .dir("checkpoint")
+        .file("checkpoint/inventory.img", b"inventory")
+        .file("checkpoint/pstree.img", b"pstree")
+        .file("checkpoint/pages-1.img", &[7u8; 8192])
+        .file("config.dump", &config_dump())
+        .file("spec.dump", SPEC)
+        .file("rootfs-diff.tar", &rootfs_diff())
+        .file("deleted.files", br#"["/etc/motd"]"#)
+        .file("dump.log", b"log")
+        .bytes()
+}
+
+fn archive() -> Vec<u8> {
+    archive_with(|t| t)
+}
+
+/// The names of the members of a tar (plain or gzip).
+fn members(data: &[u8]) -> Vec<String> {
+    let plain = if data.starts_with(&[0x1f, 0x8b]) {
+        gunzip(data)
+    } else {
+        data.to_vec()
+    };
+    let mut tar = tar::Archive::new(plain.as_slice());
+    tar.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+fn member(data: &[u8], name: &str) -> Vec<u8> {
+    let plain = gunzip(data);
+    let mut tar = tar::Archive::new(plain.as_slice());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some(name) {
+            let mut out = Vec::new();
+            entry.read_to_end(&mut out).unwrap();
+            return out;
+        }
+    }
+    panic!("no {name} in the layer");
+}
+
+/// The files of `dir` (names), to check nothing is left behind.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// What a built image archive holds: its top descriptor, the index blob's annotations (if
+/// any), the manifest, the config, and the layer blob.
+struct Parsed {
+    top: Descriptor,
+    index_annotations: Option<BTreeMap<String, String>>,
+    manifest: layout::Manifest,
+    config: serde_json::Value,
+    layer: Vec<u8>,
+}
+
+fn parse(path: &Path) -> Parsed {
+    let archive = OciArchive::open(path).unwrap();
+    let index = archive.index().unwrap();
+    assert_eq!(index.manifests.len(), 1);
+    let top = index.manifests[0].clone();
+    let (manifest_desc, index_annotations) = if layout::is_index(&top.media_type) {
+        let index = archive.index_blob(&top).unwrap();
+        assert_eq!(index.manifests.len(), 1);
+        (index.manifests[0].clone(), Some(index.annotations))
+    } else {
+        (top.clone(), None)
+    };
+    let manifest = archive.manifest(&manifest_desc).unwrap();
+    let config = archive.json(&manifest.config).unwrap();
+    assert_eq!(manifest.layers.len(), 1);
+    let layer = archive.blob_bytes(&manifest.layers[0], 1 << 30).unwrap();
+    Parsed {
+        top,
+        index_annotations,
+        manifest,
+        config,
+        layer,
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn build_makes_a_criu_image_holding_exactly_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("checkpoint.tar");
+    let tar = archive();
+    fs::write(&input, &tar).unwrap();
+    let out = dir.path().join("out.tar");
+    let built = crate::build::build(&input, "revive.test/ck:1", &out, Format::Criu).unwrap();
+    assert_eq!(mode(&out), 0o600);
+    assert_eq!(listing(dir.path()), ["checkpoint.tar", "out.tar"]);
+    assert_eq!(built.summary.container, "counter");
+    assert_eq!(built.summary.base_image.as_deref(), Some(BASE));
+    assert_eq!(built.summary.criu_images, 3);
+    assert_eq!(built.summary.deleted_files, 1);
+
+    let image = parse(&out);
+    assert_eq!(
+        image.top.annotations["io.containerd.image.name"],
+        "revive.test/ck:1"
+    );
+    assert_eq!(
+        image.top.annotations["org.opencontainers.image.ref.name"],
+        "1"
+    );
+    let annotations = image.index_annotations.expect("criu images have an index");
+    assert_eq!(annotations["org.criu.checkpoint.container.name"], "counter");
+    assert_eq!(annotations["org.criu.checkpoint.rootfsImageName"], BASE);
+    assert_eq!(
+        annotations["org.criu.checkpoint.rootfsImageID"],
+        "sha256:ab"
+    );
+    assert!(image.manifest.annotations.is_empty());
+    assert_eq!(image.config["os"], "linux");
+    assert_eq!(image.config["architecture"], crate::write::host_arch());
+    assert!(image.config["config"].get("Cmd").is_none());
+    // The layer is the archive, byte for byte, compressed.
+    let layer = gunzip(&image.layer);
+    assert!(layer == tar, "the layer differs from the archive");
+    assert_eq!(image.config["rootfs"]["diff_ids"][0], digest_of(&tar));
+    assert_eq!(
+        image.manifest.layers[0].media_type,
+        layout::MEDIA_LAYER_GZIP
+    );
+
+    let report = inspect::inspect(&out).unwrap();
+    let ImageReport::Checkpoint {
+        format,
+        annotated_on,
+        recognised_by_content,
+        container,
+        base_image,
+        criu_images,
+        criu_bytes,
+        rootfs_diff_bytes,
+        problems,
+        ..
+    } = &report.images[0]
+    else {
+        panic!("not recognised: {report:?}");
+    };
+    assert_eq!(*format, Some(Format::Criu));
+    assert_eq!(annotated_on.as_deref(), Some("index"));
+    assert!(recognised_by_content);
+    assert_eq!(container.as_deref(), Some("counter"));
+    assert_eq!(base_image.as_deref(), Some(BASE));
+    assert_eq!((*criu_images, *criu_bytes), (3, 9 + 6 + 8192));
+    assert_eq!(*rootfs_diff_bytes, Some(rootfs_diff().len() as u64));
+    assert!(problems.is_empty(), "{problems:?}");
+    let text = inspect::render(&report);
+    assert!(text.contains("format criu"), "{text}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["images"][0]["kind"], "checkpoint");
+    assert_eq!(json["images"][0]["format"], "criu");
+}
+
+#[test]
+fn build_puts_cri_o_and_podman_annotations_on_the_manifest_and_takes_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("checkpoint.tar.gz");
+    let tar = archive();
+    fs::write(&input, gzip(&tar)).unwrap();
+    for (format, key) in [
+        (
+            Format::CriO,
+            "io.kubernetes.cri-o.annotations.checkpoint.name",
+        ),
+        (Format::Podman, "io.podman.annotations.checkpoint.name"),
+    ] {
+        let out = dir.path().join(format!("{}.tar", format.name()));
+        crate::build::build(&input, "revive.test/ck:2", &out, format).unwrap();
+        let image = parse(&out);
+        assert!(image.index_annotations.is_none());
+        assert_eq!(image.manifest.annotations[key], "counter");
+        assert!(gunzip(&image.layer) == tar);
+        let report = inspect::inspect(&out).unwrap();
+        assert!(
+            matches!(&report.images[0], ImageReport::Checkpoint { format: f, annotated_on: Some(on), .. } if *f == Some(format) && on == "manifest"),
+            "{report:?}"
+        );
+    }
+}
+
+fn build_err(tar: Vec<u8>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("checkpoint.tar");
+    fs::write(&input, tar).unwrap();
+    let out = dir.path().join("out.tar");
+    let err = crate::build::build(&input, "revive.test/ck:1", &out, Format::Criu).unwrap_err();
+    assert_eq!(
+        listing(dir.path()),
+        ["checkpoint.tar"],
+        "a refused archive left files"
+    );
+    format!("{err:#}")
+}
+
+#[test]
+fn build_refuses_hostile_and_incomplete_archives() {
+    let err = build_err(archive_with(|t| t.raw_file(b"../escaped", b"x")));
+    assert!(err.contains("escape"), "{err}");
+    // A symlink, then a member through it.
+    let err = build_err(
+        Tar::new()
+            .symlink("checkpoint", "/etc")
+            .file("checkpoint/inventory.img", b"i")
+            .bytes(),
+    );
+    assert!(err.contains("escape"), "{err}");
+    // A symlink among CRIU's images (CRIU, as root, would read the host's file).
+    let err = build_err(
+        Tar::new()
+            .dir("checkpoint")
+            .file("checkpoint/inventory.img", b"i")
+            .file("checkpoint/pstree.img", b"p")
+            .symlink("checkpoint/pages-1.img", "/etc/shadow")
+            .file("config.dump", &config_dump())
+            .file("spec.dump", SPEC)
+            .bytes(),
+    );
+    assert!(err.contains("pages-1.img is a symlink"), "{err}");
+    let err = build_err(
+        Tar::new()
+            .file("config.dump", b"{\"name\": 3")
+            .file("spec.dump", SPEC)
+            .bytes(),
+    );
+    assert!(err.contains("config.dump"), "{err}");
+    let err = build_err(
+        Tar::new()
+            .file("config.dump", &config_dump())
+            .file("spec.dump", SPEC)
+            .bytes(),
+    );
+    assert!(err.contains("no CRIU images"), "{err}");
+    let err = build_err(
+        Tar::new()
+            .file("config.dump", &config_dump())
+            .file("spec.dump", b"[]")
+            .bytes(),
+    );
+    assert!(err.contains("not an OCI runtime spec"), "{err}");
+    let err = build_err(Tar::new().file("hello", b"world").bytes());
+    assert!(err.contains("not a checkpoint archive"), "{err}");
+    let err = build_err(b"this is not a tar archive at all, just text".repeat(20));
+    assert!(
+        err.contains("refused") || err.contains("checkpoint"),
+        "{err}"
+    );
+    // A rootfs diff the snapshotter would refuse.
+    let hostile_diff = gzip(&Tar::new().raw_file(b"../../etc/cron.d/x", b"pwn").bytes());
+    let tar = Tar::new()
+        .dir("checkpoint")
+        .file("checkpoint/inventory.img", b"i")
+        .file("checkpoint/pstree.img", b"p")
+        .file("config.dump", &config_dump())
+        .file("spec.dump", SPEC)
+        .file("rootfs-diff.tar", &hostile_diff)
+        .bytes();
+    let err = build_err(tar);
+    assert!(err.contains("rootfs-diff.tar"), "{err}");
+    // Compressed twice.
+    let err = build_err(gzip(&gzip(&archive())));
+    assert!(err.contains("compressed twice"), "{err}");
+}
+
+/// containerd's `Any` holding the spec, encoded by hand (field 1: type URL, 2: value).
+fn spec_any(type_url: &str, value: &[u8]) -> Vec<u8> {
+    fn field(tag: u8, data: &[u8], out: &mut Vec<u8>) {
+        out.push(tag << 3 | 2);
+        let mut len = data.len();
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(data);
+    }
+    let mut out = Vec::new();
+    field(1, type_url.as_bytes(), &mut out);
+    field(2, value, &mut out);
+    out
+}
+
+fn desc(media_type: &str, data: &[u8], platform: bool) -> serde_json::Value {
+    let mut d = json!({"mediaType": media_type, "digest": digest_of(data), "size": data.len()});
+    if platform {
+        d["platform"] = json!({"architecture": crate::write::host_arch(), "os": "linux"});
+    }
+    d
+}
+
+/// An export (`ctr images export`) of containerd's checkpoint, as containerd writes one:
+/// the index's entries (media type, data) given, and `mangle` applied to the blobs.
+fn native_export(entries: &[(&str, Vec<u8>)], mangle: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = entries.iter().map(|(m, d)| desc(m, d, true)).collect();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "manifests": manifests,
+        "annotations": {
+            "io.containerd.checkpoint.runtime": "io.containerd.runc.v2",
+            "io.containerd.checkpoint.snapshotter": "overlayfs",
+            "org.opencontainers.image.ref.name": BASE,
+        },
+    }))
+    .unwrap();
+    let mut top = desc(layout::MEDIA_INDEX, &index, false);
+    top["annotations"] = json!({
+        "io.containerd.image.name": "native/ck:1",
+        "org.opencontainers.image.ref.name": "1",
+    });
+    let index_json = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [top]})).unwrap();
+    let mut tar = Tar::new()
+        .file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .file("index.json", &index_json)
+        .dir("blobs")
+        .dir("blobs/sha256");
+    let mut blobs: Vec<Vec<u8>> = entries.iter().map(|(_, d)| d.clone()).collect();
+    blobs.push(index);
+    for blob in blobs {
+        let name = format!("blobs/sha256/{}", &digest_of(&blob)[7..]);
+        let mut data = blob;
+        mangle(&mut data);
+        tar = tar.file(&name, &data);
+    }
+    tar.bytes()
+}
+
+fn criu_tar() -> Vec<u8> {
+    Tar::new()
+        .file("inventory.img", b"inventory")
+        .file("pstree.img", b"pstree")
+        .file("pages-1.img", &[9u8; 4096])
+        .bytes()
+}
+
+fn native_entries(criu: Option<Vec<u8>>) -> Vec<(&'static str, Vec<u8>)> {
+    let spec = spec_any(
+        "types.containerd.io/opencontainers/runtime-spec/1/Spec",
+        SPEC,
+    );
+    let mut entries = vec![(layout::MEDIA_LAYER_GZIP, rootfs_diff())];
+    if let Some(criu) = criu {
+        entries.push((convert::MEDIA_CRIU_TAR, criu));
+    }
+    entries.push((convert::MEDIA_CONFIG_PROTO, spec));
+    entries.push((convert::MEDIA_OPTIONS_PROTO, b"\x08\x01".to_vec()));
+    entries
+}
+
+fn write_native(dir: &Path, data: &[u8]) -> PathBuf {
+    let path = dir.join("native.tar");
+    fs::write(&path, data).unwrap();
+    path
+}
+
+#[test]
+fn convert_turns_a_containerd_checkpoint_into_a_checkpoint_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = write_native(
+        dir.path(),
+        &native_export(&native_entries(Some(criu_tar())), |_| {}),
+    );
+    let report = inspect::inspect(&native).unwrap();
+    let ImageReport::ContainerdCheckpoint {
+        name,
+        base_image,
+        convertible,
+        how,
+        rw_diff_bytes,
+        ..
+    } = &report.images[0]
+    else {
+        panic!("not recognised as containerd's: {report:?}");
+    };
+    assert_eq!(name, "native/ck:1");
+    assert_eq!(base_image.as_deref(), Some(BASE));
+    assert!(convertible);
+    assert!(how.contains("revive image convert"), "{how}");
+    assert_eq!(*rw_diff_bytes, Some(rootfs_diff().len() as u64));
+
+    let out = dir.path().join("out.tar");
+    let converted = convert::convert(
+        &native,
+        "revive.test/converted:1",
+        &out,
+        Format::Podman,
+        &ConvertOptions::default(),
+    )
+    .unwrap();
+    assert!(converted.warnings.is_empty());
+    assert_eq!(mode(&out), 0o600);
+    assert_eq!(listing(dir.path()), ["native.tar", "out.tar"]);
+    let image = parse(&out);
+    assert_eq!(
+        image.manifest.annotations["io.podman.annotations.checkpoint.name"],
+        "counter"
+    );
+    assert_eq!(
+        members(&image.layer),
+        [
+            "checkpoint/",
+            "checkpoint/inventory.img",
+            "checkpoint/pstree.img",
+            "checkpoint/pages-1.img",
+            "config.dump",
+            "spec.dump",
+            "rootfs-diff.tar"
+        ]
+    );
+    assert_eq!(member(&image.layer, "spec.dump"), SPEC);
+    assert_eq!(member(&image.layer, "rootfs-diff.tar"), rootfs_diff());
+    assert_eq!(member(&image.layer, "checkpoint/pages-1.img"), [9u8; 4096]);
+    let config: serde_json::Value =
+        serde_json::from_slice(&member(&image.layer, "config.dump")).unwrap();
+    assert_eq!(config["rootfsImageName"], BASE);
+    assert_eq!(config["name"], "counter");
+    assert_eq!(config["runtime"], "io.containerd.runc.v2");
+
+    // The converted image is a complete checkpoint image: revive image build accepts its
+    // layer as an archive.
+    let again = dir.path().join("layer.tar");
+    fs::write(&again, gunzip(&image.layer)).unwrap();
+    let rebuilt = dir.path().join("rebuilt.tar");
+    let built =
+        crate::build::build(&again, "revive.test/rebuilt:1", &rebuilt, Format::Criu).unwrap();
+    assert_eq!(built.summary.base_image.as_deref(), Some(BASE));
+    assert_eq!(built.summary.criu_images, 3);
+    let report = inspect::inspect(&out).unwrap();
+    assert!(
+        matches!(&report.images[0], ImageReport::Checkpoint { problems, recognised_by_content: true, .. } if problems.is_empty()),
+        "{report:?}"
+    );
+
+    // Converting a checkpoint image again is refused, with the reason.
+    let err = format!(
+        "{:#}",
+        convert::convert(
+            &out,
+            "x:1",
+            &dir.path().join("x.tar"),
+            Format::Criu,
+            &ConvertOptions::default()
+        )
+        .unwrap_err()
+    );
+    assert!(err.contains("already a checkpoint image"), "{err}");
+}
+
+fn convert_err(data: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let native = write_native(dir.path(), data);
+    let out = dir.path().join("out.tar");
+    let err = convert::convert(
+        &native,
+        "revive.test/c:1",
+        &out,
+        Format::Criu,
+        &ConvertOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        listing(dir.path()),
+        ["native.tar"],
+        "a refused conversion left files"
+    );
+    format!("{err:#}")
+}
+
+#[test]
+fn convert_refuses_incomplete_and_hostile_checkpoints() {
+    let err = convert_err(&native_export(&native_entries(None), |_| {}));
+    assert!(err.contains("--task"), "{err}");
+    let err = convert_err(&native_export(
+        &native_entries(Some(Tar::new().file("inventory.img", b"i").bytes())),
+        |_| {},
+    ));
+    assert!(err.contains("pstree.img"), "{err}");
+    for hostile in [
+        Tar::new().raw_file(b"../inventory.img", b"i").bytes(),
+        Tar::new()
+            .file("inventory.img", b"i")
+            .symlink("pstree.img", "/etc/shadow")
+            .bytes(),
+        Tar::new()
+            .file("inventory.img", b"i")
+            .file("sub/pstree.img", b"p")
+            .bytes(),
+    ] {
+        let err = convert_err(&native_export(&native_entries(Some(hostile)), |_| {}));
+        assert!(
+            err.contains("escape") || err.contains("regular file") || err.contains("flat"),
+            "{err}"
+        );
+    }
+    // Metadata (a GNU long name) too large to be read whole, in CRIU's tar and in the export.
+    let huge = Tar::new()
+        .long_name(2 << 20)
+        .file("inventory.img", b"i")
+        .bytes();
+    let err = convert_err(&native_export(&native_entries(Some(huge)), |_| {}));
+    assert!(err.contains("metadata"), "{err}");
+    let mut export = Tar::new().long_name(2 << 20).file("x", b"").bytes();
+    export.extend(native_export(&native_entries(Some(criu_tar())), |_| {}));
+    let err = convert_err(&export);
+    assert!(err.contains("metadata"), "{err}");
+    // A blob that is not what its descriptor says.
+    let err = convert_err(&native_export(&native_entries(Some(criu_tar())), |blob| {
+        if blob.len() > 100 {
+            let at = blob.len() / 2;
+            blob[at] ^= 1;
+        }
+    }));
+    assert!(err.contains("corrupt") || err.contains("digest"), "{err}");
+    // A spec that is not one.
+    let mut entries = native_entries(Some(criu_tar()));
+    entries[2].1 = spec_any(
+        "types.containerd.io/opencontainers/runtime-spec/1/Spec",
+        b"{",
+    );
+    let err = convert_err(&native_export(&entries, |_| {}));
+    assert!(err.contains("spec.dump"), "{err}");
+    entries[2].1 = b"\xff\xff\xff".to_vec();
+    let err = convert_err(&native_export(&entries, |_| {}));
+    assert!(err.contains("protobuf"), "{err}");
+    // Not an image archive at all, and an ordinary image.
+    let err = convert_err(b"garbage");
+    assert!(err.contains("index.json") || err.contains("tar"), "{err}");
+    let err = convert_err(&Tar::new().file("index.json", b"{\"manifests\": 5}").bytes());
+    assert!(err.contains("index.json"), "{err}");
+}
+
+#[test]
+fn inspect_says_what_ordinary_and_broken_images_are() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checkpoint archive made an image by a layer of its own, but missing its CRIU images,
+    // annotated: reported with the problem.
+    let input = dir.path().join("checkpoint.tar");
+    fs::write(&input, archive()).unwrap();
+    let out = dir.path().join("out.tar");
+    crate::build::build(&input, "revive.test/ck:1", &out, Format::CriO).unwrap();
+    let report = inspect::render(&inspect::inspect(&out).unwrap());
+    assert!(report.contains("restorable"), "{report}");
+
+    let missing = Path::new("/nonexistent/revive-test.tar");
+    assert!(inspect::inspect(missing).is_err());
+    let garbage = dir.path().join("garbage.tar");
+    fs::write(&garbage, b"\x1f\x8b garbage").unwrap();
+    let err = format!("{:#}", inspect::inspect(&garbage).unwrap_err());
+    assert!(err.contains("gzip"), "{err}");
+}
