@@ -13,7 +13,7 @@ use anyhow::{Context, Result, ensure};
 use crate::image::{BUSYBOX, Image, ImageBuilder};
 use crate::node::Node;
 use crate::scenario::{
-    COUNTER_SCRIPT, Counter, check_written_at_start, read_counter, remove_container, wait_for_count,
+    Counter, check_written_at_start, read_counter, remove_container, run_counter, wait_for_count,
 };
 use crate::snapshotter::SNAPSHOTTER;
 
@@ -177,17 +177,7 @@ pub struct Report {
 pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Report> {
     node.import_busybox()?;
     let id = "original";
-    node.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        GO_SHIM,
-        BUSYBOX,
-        id,
-        "sh",
-        "-c",
-        COUNTER_SCRIPT,
-    ])?;
+    run_counter(node, GO_SHIM, id)?;
     let before = wait_for_count(node, id, 3)?;
     narrate(&format!("counter {id} on the Go shim: {before}"));
     let (archive_dir, _) = archive_of(node, id)?;
@@ -635,17 +625,7 @@ pub fn cli_convert_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Resul
     let id = "native";
     let native = "revive.test/native/ck:1";
     let converted = "revive.test/cli/converted:1";
-    node.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        GO_SHIM,
-        BUSYBOX,
-        id,
-        "sh",
-        "-c",
-        COUNTER_SCRIPT,
-    ])?;
+    run_counter(node, GO_SHIM, id)?;
     let before = wait_for_count(node, id, 3)?;
     narrate(&format!("counter {id} on the Go shim: {before}"));
     node.ctr(&["container", "checkpoint", "--task", "--rw", id, native])?;
