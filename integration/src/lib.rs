@@ -23,5 +23,5 @@ pub mod scenario;
 pub mod snapshotter;
 
 pub use image::{Image, ImageBuilder};
-pub use node::{Node, NodeOptions};
+pub use node::{Node, NodeOptions, on_node};
 pub use rootfs::Flavour;

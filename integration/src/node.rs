@@ -881,6 +881,27 @@ pub fn parse_task_list(text: &str) -> Vec<TaskEntry> {
         .collect()
 }
 
+/// The usual shape of an end-to-end test: as root (else skips loudly, naming `what`), starts
+/// a node of `flavour` labelled `label`, runs `scenario` on it with a narrator printing each
+/// step, fails with the node's logs if the scenario fails and if the node leaves anything
+/// behind. The scenario's result, or None when skipped.
+pub fn on_node<T>(
+    flavour: Flavour,
+    label: &str,
+    what: &str,
+    scenario: impl FnOnce(&Node, &mut dyn FnMut(&str)) -> Result<T>,
+) -> Option<T> {
+    if !crate::host::root_or_skip(&format!("{what} ({flavour})")) {
+        return None;
+    }
+    let node = Node::start(flavour, label).expect("node starts");
+    let result = scenario(&node, &mut |step| eprintln!("  {step}"))
+        .unwrap_or_else(|e| panic!("{what} on {flavour}: {e:#}\n{}", node.log_tails()));
+    let left = node.stop().expect("node stops");
+    assert!(left.is_empty(), "node left behind: {left:?}");
+    Some(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

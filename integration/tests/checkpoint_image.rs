@@ -3,23 +3,18 @@
 //! revive-snapshotter and the revive shim, with no command, comes up restored.
 
 use revive_integration::checkpoint_image;
-use revive_integration::{Flavour, Node, host};
+use revive_integration::{Flavour, Node, host, on_node};
 
 fn ctr_run_restores(flavour: Flavour) {
-    if !host::root_or_skip(&format!("ctr run of checkpoint images ({flavour})")) {
-        return;
+    let report = on_node(
+        flavour,
+        "ckimage",
+        "ctr run of checkpoint images",
+        |node, say| checkpoint_image::ctr_run_restores(node, say),
+    );
+    if let Some(report) = report {
+        assert_eq!(report.restored.len(), checkpoint_image::Format::ALL.len());
     }
-    let node = Node::start(flavour, "ckimage").expect("node starts");
-    let report = checkpoint_image::ctr_run_restores(&node, &mut |step| eprintln!("  {step}"))
-        .unwrap_or_else(|e| {
-            panic!(
-                "checkpoint images on {flavour}: {e:#}\n{}",
-                node.log_tails()
-            )
-        });
-    assert_eq!(report.restored.len(), checkpoint_image::Format::ALL.len());
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
 #[test]
@@ -91,17 +86,15 @@ fn pod_restores_from_a_kubernetes_checkpoint() {
 }
 
 fn hostile_images(flavour: Flavour) {
-    if !host::root_or_skip(&format!("hostile checkpoint images ({flavour})")) {
-        return;
-    }
-    let node = Node::start(flavour, "hostile").expect("node starts");
-    let refusals = checkpoint_image::hostile_images_are_refused(&node)
-        .unwrap_or_else(|e| panic!("hostile images on {flavour}: {e:#}\n{}", node.log_tails()));
-    for (case, err) in &refusals {
+    let refusals = on_node(
+        flavour,
+        "hostile",
+        "hostile checkpoint images",
+        |node, _| checkpoint_image::hostile_images_are_refused(node),
+    );
+    for (case, err) in refusals.iter().flatten() {
         eprintln!("  {case}: {err}");
     }
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
 #[test]

@@ -4,27 +4,19 @@
 //! restores.
 
 use revive_integration::checkpoint_image;
-use revive_integration::{Flavour, Node, host};
+use revive_integration::{Flavour, on_node};
 
 fn convert_restores(flavour: Flavour) {
-    if !host::root_or_skip(&format!("revive image convert ({flavour})")) {
+    let Some(report) = on_node(flavour, "cli", "revive image convert", |node, say| {
+        checkpoint_image::cli_convert_restores(node, say)
+    }) else {
         return;
-    }
-    let node = Node::start(flavour, "cli").expect("node starts");
-    let report = checkpoint_image::cli_convert_restores(&node, &mut |step| eprintln!("  {step}"))
-        .unwrap_or_else(|e| {
-            panic!(
-                "revive image convert on {flavour}: {e:#}\n{}",
-                node.log_tails()
-            )
-        });
+    };
     eprintln!(
         "revive image inspect of the export:\n{}\nof the converted image:\n{}",
         report.inspect_native, report.inspect_converted
     );
     assert_eq!(report.restored.token, report.checkpointed.token);
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
 #[test]

@@ -2,30 +2,10 @@
 //! against real containerd, runc and CRIU.
 
 use revive_integration::scenario::{self, Remove};
-use revive_integration::{Flavour, Node, host};
+use revive_integration::{Flavour, on_node};
 
 const REVIVE: &str = "io.containerd.revive.v2";
 const RUNC: &str = "io.containerd.runc.v2";
-
-/// Runs `scenario` (given the node and a narrator) on a fresh node of `flavour` named
-/// `name`, as root (else skips loudly, naming `what`); fails with the node's logs if the
-/// scenario fails, and if the node leaves anything behind. None when skipped.
-fn on_node<T>(
-    flavour: Flavour,
-    name: &str,
-    what: &str,
-    scenario: impl FnOnce(&Node, &mut dyn FnMut(&str)) -> anyhow::Result<T>,
-) -> Option<T> {
-    if !host::root_or_skip(&format!("{what} ({flavour})")) {
-        return None;
-    }
-    let node = Node::start(flavour, name).expect("node starts");
-    let result = scenario(&node, &mut |step| eprintln!("  {step}"))
-        .unwrap_or_else(|e| panic!("{what} on {flavour}: {e:#}\n{}", node.log_tails()));
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
-    Some(result)
-}
 
 /// A copy restored beside its running original lives in a cgroup of its own: removing
 /// either leaves the other running (containerd issue 9691; the Go shim restores into the
