@@ -125,6 +125,20 @@ fn demo(flavour: Flavour, runtime: &str) -> Result<()> {
         println!("==> {step}")
     })?;
     println!("{report}");
+    if runtime == revive_integration::checkpoint_image::REVIVE {
+        println!(
+            "==> and a checkpoint made by stock containerd, as a checkpoint image: `ctr run` \
+             of it on revive-snapshotter restores it"
+        );
+        let images = revive_integration::checkpoint_image::ctr_run_restores(&node, &mut |step| {
+            println!("==> {step}")
+        })?;
+        println!(
+            "==> checkpointed at {}; restored from {} checkpoint images, each continuing",
+            images.checkpointed,
+            images.restored.len()
+        );
+    }
     let left = node.stop()?;
     if !left.is_empty() {
         anyhow::bail!("the node left things behind: {left:?}");
