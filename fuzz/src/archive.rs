@@ -3,6 +3,11 @@
 //! types, sizes and metadata entries a hostile archive would use: `..`, absolute paths,
 //! symlinks to the canary followed by writes through them, hard links out, devices,
 //! whiteouts, huge sizes, GNU long names and PAX records, gzip or not.
+//!
+//! Most members are ordinary (a name, a type, data) and some carry the header's other
+//! fields and metadata entries, so that archives of several members that all get through
+//! are common; a symlink followed by a write beneath it is one step ([`Step`]), since the
+//! fuzzer takes minutes to put the two together by itself.
 
 use std::io::Write;
 use std::path::Path;
@@ -13,15 +18,17 @@ use tar::{EntryType, Header};
 
 use crate::sandbox::Sandbox;
 
-/// An archive and how to extract it.
+/// An archive and how to extract it. (Where the input runs out, `arbitrary` gives zeros:
+/// the first variant of each enum, false, empty. So the first variants are the ordinary
+/// cases, and a short input makes a well-formed archive.)
 #[derive(Arbitrary, Debug)]
 pub struct Input {
-    pub archive: Archive,
     pub options: Opts,
     /// Extract a second time into the same target (entries meet what the first made).
     pub twice: bool,
     /// Largest read the extractor gets from the reader (0: as much as it asks for).
     pub chunk: u8,
+    pub archive: Archive,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -70,9 +77,21 @@ impl Opts {
 
 #[derive(Arbitrary, Debug)]
 pub struct Archive {
-    pub members: Vec<Member>,
-    pub ending: Ending,
     pub compression: Compression,
+    pub ending: Ending,
+    pub members: Vec<Step>,
+}
+
+/// One member, or the members of an attack the fuzzer would take long to put together.
+#[derive(Arbitrary, Debug)]
+pub enum Step {
+    Member(Member),
+    /// A symlink named `name` to `to`, then `then` beneath it (its name after `name/`).
+    ThroughSymlink {
+        name: Name,
+        to: Link,
+        then: Member,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -93,32 +112,42 @@ pub enum Compression {
     GzipTruncated(u8),
 }
 
+/// A member: a name, a type and data, and, in some, the header's other fields and
+/// metadata entries (without them: a GNU header, mode 0644 or 0755, owned by root, with
+/// GNU long names where needed).
 #[derive(Arbitrary, Debug)]
 pub struct Member {
     pub name: Name,
+    pub kind: Kind,
+    pub data: Data,
+    pub header: Option<Box<Fields>>,
+}
+
+/// The rest of a member's header, and metadata entries before it.
+#[derive(Arbitrary, Debug)]
+pub struct Fields {
     pub naming: Naming,
     pub format: Format,
-    pub kind: Kind,
     pub mode: u16,
     pub uid: Id,
     pub gid: Id,
     pub mtime: u64,
     pub size: Size,
-    pub data: Data,
     pub pax: Vec<PaxRecord>,
-    /// Breaks the header's checksum when 0 (rarely, so most archives get past it).
+    /// Breaks the header's checksum when 0xff (so a few archives end there).
     pub checksum: u8,
 }
 
 /// Where the member's name (and link) is written.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Naming {
-    /// The header's 100-byte field, cut there.
+    /// A GNU long name (and long link) entry before the header, when they are longer than
+    /// its 100-byte fields.
+    GnuLong,
+    /// The header's 100-byte fields, cut there.
     Field,
     /// The ustar prefix and name fields.
     Prefix,
-    /// A GNU long name (and long link) entry before the header.
-    GnuLong,
     /// PAX `path` (and `linkpath`) records.
     Pax,
     /// Both GNU long names and PAX records (PAX wins).
@@ -151,9 +180,9 @@ pub enum Kind {
 /// Where a link points.
 #[derive(Arbitrary, Debug)]
 pub enum Link {
-    Name(Name),
     /// The canary directory beside the target, by its absolute path.
     Canary,
+    Name(Name),
     /// The canary's file, by its absolute path.
     Secret,
     /// The target's parent, by its absolute path.
@@ -262,11 +291,12 @@ pub enum Part {
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub enum Word {
+    Link,
+    Secret,
     A,
     B,
     D,
     F,
-    Link,
     Canary,
     Target,
     Whiteout,
@@ -279,11 +309,12 @@ pub enum Word {
 impl Word {
     fn bytes(self) -> &'static [u8] {
         match self {
+            Word::Link => b"link",
+            Word::Secret => b"secret",
             Word::A => b"a",
             Word::B => b"b",
             Word::D => b"d",
             Word::F => b"f",
-            Word::Link => b"link",
             Word::Canary => b"canary",
             Word::Target => b"target",
             Word::Whiteout => b".wh.a",
@@ -297,6 +328,10 @@ impl Word {
 
 impl Name {
     pub fn bytes(&self) -> Vec<u8> {
+        if !self.absolute && self.parts.is_empty() && !self.trailing_slash {
+            // Where the input ran out; empty names come from `Part::Empty`.
+            return b"f".to_vec();
+        }
         let mut out = Vec::new();
         if self.absolute {
             out.push(b'/');
@@ -407,15 +442,42 @@ fn meta_member(out: &mut Vec<u8>, kind: EntryType, data: &[u8]) {
     copy_field(&mut header.as_old_mut().name, b"././@LongLink");
     header.set_entry_type(kind);
     header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
     header.set_size(data.len() as u64);
     header.set_cksum();
     out.extend_from_slice(header.as_bytes());
     push_block_padded(out, data);
 }
 
+/// An ordinary symlink member, with GNU long names where needed.
+fn symlink(out: &mut Vec<u8>, name: &[u8], target: &[u8]) {
+    for (kind, value) in [
+        (EntryType::GNULongName, name),
+        (EntryType::GNULongLink, target),
+    ] {
+        if value.len() > 100 {
+            meta_member(out, kind, &[value, b"\0"].concat());
+        }
+    }
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header.set_size(0);
+    copy_field(&mut header.as_old_mut().name, name);
+    copy_field(&mut header.as_old_mut().linkname, target);
+    header.set_cksum();
+    out.extend_from_slice(header.as_bytes());
+}
+
 impl Member {
-    fn write(&self, out: &mut Vec<u8>, sandbox: &Sandbox, allow_devices: bool) {
-        let name = self.name.bytes();
+    /// Appends the member, its name after `prefix`.
+    fn write(&self, out: &mut Vec<u8>, prefix: &[u8], sandbox: &Sandbox, allow_devices: bool) {
+        let name = [prefix, &self.name.bytes()].concat();
         let link = match &self.kind {
             Kind::Symlink(l) | Kind::Hardlink(l) => Some(l.bytes(sandbox)),
             _ => None,
@@ -424,20 +486,36 @@ impl Member {
             Data::Bytes(b) => b.clone(),
             Data::Fill(byte, len) => vec![*byte; usize::from(*len)],
         };
+        let ordinary = Fields {
+            naming: Naming::GnuLong,
+            format: Format::Gnu,
+            mode: if matches!(self.kind, Kind::Dir) {
+                0o755
+            } else {
+                0o644
+            },
+            uid: Id::Root,
+            gid: Id::Root,
+            mtime: 1_700_000_000,
+            size: Size::Exact,
+            pax: Vec::new(),
+            checksum: 0,
+        };
+        let fields = self.header.as_deref().unwrap_or(&ordinary);
 
         let mut pax: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
-        if matches!(self.naming, Naming::Pax | Naming::Both) {
+        if matches!(fields.naming, Naming::Pax | Naming::Both) {
             pax.push((b"path".to_vec(), name.clone(), false));
             if let Some(link) = &link {
                 pax.push((b"linkpath".to_vec(), link.clone(), false));
             }
         }
-        for (id, key) in [(self.uid, &b"uid"[..]), (self.gid, &b"gid"[..])] {
+        for (id, key) in [(fields.uid, &b"uid"[..]), (fields.gid, &b"gid"[..])] {
             if let Id::Huge(n) = id {
                 pax.push((key.to_vec(), n.to_string().into_bytes(), false));
             }
         }
-        for record in &self.pax {
+        for record in &fields.pax {
             let key = match &record.key {
                 PaxKey::Path => b"path".to_vec(),
                 PaxKey::Linkpath => b"linkpath".to_vec(),
@@ -462,7 +540,7 @@ impl Member {
         if !pax.is_empty() {
             meta_member(out, EntryType::XHeader, &pax_data(&pax));
         }
-        if matches!(self.naming, Naming::GnuLong | Naming::Both) {
+        if matches!(fields.naming, Naming::GnuLong | Naming::Both) {
             if name.len() > 100 {
                 meta_member(
                     out,
@@ -479,7 +557,7 @@ impl Member {
             }
         }
 
-        let mut header = match self.format {
+        let mut header = match fields.format {
             Format::Gnu => Header::new_gnu(),
             Format::Ustar => Header::new_ustar(),
             Format::Old => Header::new_old(),
@@ -498,11 +576,11 @@ impl Member {
             Kind::Other(b) => EntryType::new(*b),
         };
         header.set_entry_type(kind);
-        header.set_mode(u32::from(self.mode) & 0o7777);
-        header.set_uid(self.uid.header_value());
-        header.set_gid(self.gid.header_value());
-        header.set_mtime(self.mtime);
-        header.set_size(match self.size {
+        header.set_mode(u32::from(fields.mode) & 0o7777);
+        header.set_uid(fields.uid.header_value());
+        header.set_gid(fields.gid.header_value());
+        header.set_mtime(fields.mtime);
+        header.set_size(match fields.size {
             Size::Exact => data.len() as u64,
             Size::Claim(n) => n.into(),
             Size::Huge => 1 << 60,
@@ -519,7 +597,7 @@ impl Member {
             let _ = header.set_device_major(major);
             let _ = header.set_device_minor(minor);
         }
-        match (self.naming, self.format) {
+        match (fields.naming, fields.format) {
             (Naming::Prefix, Format::Ustar) if name.len() > 100 => {
                 let split = name.len() - 100;
                 let ustar = header.as_ustar_mut().expect("a ustar header");
@@ -532,7 +610,7 @@ impl Member {
             copy_field(&mut header.as_old_mut().linkname, link);
         }
         header.set_cksum();
-        if self.checksum == 0 {
+        if fields.checksum == 0xff {
             header.as_old_mut().cksum[0] ^= 1;
         }
         out.extend_from_slice(header.as_bytes());
@@ -544,8 +622,16 @@ impl Archive {
     /// The archive's bytes; links to the sandbox's own directories use its paths.
     pub fn bytes(&self, sandbox: &Sandbox, allow_devices: bool) -> Vec<u8> {
         let mut tar = Vec::new();
-        for member in &self.members {
-            member.write(&mut tar, sandbox, allow_devices);
+        for step in &self.members {
+            match step {
+                Step::Member(member) => member.write(&mut tar, b"", sandbox, allow_devices),
+                Step::ThroughSymlink { name, to, then } => {
+                    let name = name.bytes();
+                    symlink(&mut tar, &name, &to.bytes(sandbox));
+                    let prefix = [name, b"/".to_vec()].concat();
+                    then.write(&mut tar, &prefix, sandbox, allow_devices);
+                }
+            }
         }
         match &self.ending {
             Ending::Zeros => tar.extend_from_slice(&[0; 1024]),
