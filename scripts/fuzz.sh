@@ -12,7 +12,7 @@
 #   FUZZ_TARGET_DIR  build directory (default fuzz/target)
 #   FUZZ_SCRATCH     where the extraction targets make their sandboxes (default: a directory
 #                    in /dev/shm when that is writable, else in FUZZ_TARGET_DIR; on a
-#                    disk, removing each input's files makes fuzzing 10 to 100 times slower)
+#                    disk, removing each input's files makes fuzzing 10 to 50 times slower)
 #   FUZZ_REQUIRED=1  fail, instead of skipping, when a prerequisite is missing
 #
 # Inputs that reached new code are kept in fuzz/corpus/<target> for the next run; crashes
@@ -64,9 +64,10 @@ echo "==> building ${#targets[@]} fuzz targets (release, coverage-instrumented) 
 started=$(date +%s)
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
-# --target keeps the instrumentation out of build scripts and proc macros.
+# --target keeps the instrumentation out of build scripts and proc macros. Not --locked:
+# fuzz/Cargo.lock takes in a dependency the parsers' crates gain (commit it then).
 if ! env -u CARGO_ENCODED_RUSTFLAGS RUSTFLAGS="$flags" CARGO_TARGET_DIR="$work" \
-    cargo build --manifest-path fuzz/Cargo.toml --locked --release --target "$host" "${bins[@]}"; then
+    cargo build --manifest-path fuzz/Cargo.toml --release --target "$host" "${bins[@]}"; then
     echo "revive: the fuzz targets did not build" >&2
     exit 1
 fi
@@ -83,7 +84,8 @@ else
     mkdir -p "$work/scratch"
     scratch_root=$(mktemp -d "$work/scratch/revive-fuzz.XXXXXX")
 fi
-trap 'chmod -R u+rwx "$scratch_root" 2>/dev/null; rm -rf "$scratch_root"' EXIT
+# Not before the fuzzers are done, whatever ends this script: they work in it.
+trap 'wait; chmod -R u+rwx "$scratch_root" 2>/dev/null; rm -rf "$scratch_root"' EXIT
 
 # run TARGET: fuzzes one target; its exit code goes to logs/TARGET.rc.
 run() {
@@ -120,21 +122,32 @@ for t in "${targets[@]}"; do
 done
 wait
 
+# new_artifacts TARGET: the reproducers libFuzzer wrote for TARGET in this run.
+new_artifacts() {
+    find "fuzz/artifacts/$1" -type f -newer "$work/logs/$1.start" \
+        \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) 2>/dev/null
+}
+
 failed=()
 for t in "${targets[@]}"; do
     log="$work/logs/$t.log"
     rc=$(cat "$work/logs/$t.rc" 2>/dev/null || echo "?")
-    found=$(find "fuzz/artifacts/$t" -type f -newer "$work/logs/$t.start" \
-        \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) 2>/dev/null)
+    found=$(new_artifacts "$t")
+    if [ "$rc" != 0 ] || [ -n "$found" ]; then
+        failed+=("$t")
+        echo "    $t: FAILED"
+        continue
+    fi
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n1)
     corp=$(grep -o 'corp: [0-9]*/[0-9a-zA-Z]*' "$log" | tail -n1)
-    if [ "$rc" = 0 ] && [ -z "$found" ]; then
-        echo "    $t: ok, ${runs:-?} inputs (${rate:-?}/s), ${cov:-cov: ?}, ${corp:-corp: ?}"
-        continue
-    fi
-    failed+=("$t")
+    echo "    $t: ok, ${runs:-?} inputs (${rate:-?}/s), ${cov:-cov: ?}, ${corp:-corp: ?}"
+done
+for t in "${failed[@]}"; do
+    log="$work/logs/$t.log"
+    rc=$(cat "$work/logs/$t.rc" 2>/dev/null || echo "?")
+    found=$(new_artifacts "$t")
     echo ""
     echo "---- $t: the last lines of $log"
     tail -n 40 "$log"
