@@ -1,12 +1,12 @@
 # revive. On a fresh Debian or Ubuntu machine, as root:
 #   make demo    build, start a node, checkpoint and restore a container, show its memory survived
-#   make test    every test: unit tests, then end-to-end tests on both node flavours
+#   make test    every test: unit tests, fuzzing, then end-to-end tests on both node flavours
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
 FLAVOUR ?= next
 SHARE   := $(PREFIX)/share/revive
 
-.PHONY: all build debug-build test unit e2e demo node install bench conformance lint host-deps rootfs clean-nodes clean-cache
+.PHONY: all build debug-build test unit fuzz fuzz-test e2e demo node install bench conformance lint host-deps rootfs clean-nodes clean-cache
 
 all: build
 
@@ -20,11 +20,23 @@ host-deps:
 	@scripts/require-root.sh $(firstword $(MAKECMDGOALS) host-deps)
 	@scripts/host-deps.sh
 
-# Unit tests first (fast), then the end-to-end tests, which start real nodes.
-test: host-deps debug-build unit e2e
+# Unit tests first (fast), then a short fuzzing of every parser of untrusted input, then the
+# end-to-end tests, which start real nodes.
+test: host-deps debug-build unit fuzz-test e2e
 
 unit:
 	$(CARGO) test --workspace --lib --bins
+
+# Every fuzz target for FUZZ_SECONDS each (scripts/fuzz.sh; README, "Fuzzing").
+FUZZ_SECONDS ?= 20
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# What make test fuzzes: every target, TEST_FUZZ_SECONDS each, two at a time (so the time is
+# bounded whatever the machine: 10 s per pair of targets, after the build).
+TEST_FUZZ_SECONDS ?= 10
+fuzz-test:
+	@FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_JOBS=2 scripts/fuzz.sh
 
 e2e:
 	@scripts/require-root.sh e2e
@@ -90,9 +102,17 @@ conformance: host-deps debug-build
 		--logs target/conformance/logs-revive-snapshotter || snap=$$?; \
 	if [ $$rc -eq 0 ]; then rc=$$snap; fi; exit $$rc
 
+# The fuzz crate too (its own workspace); its clippy builds libFuzzer, so it needs C++.
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@if command -v $${CXX:-c++} >/dev/null 2>&1; then \
+		echo "$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings"; \
+		$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings; \
+	else \
+		echo "*** revive: make lint: the fuzz crate NOT linted: no C++ compiler (apt-get install g++) ***"; \
+	fi
 
 # Node directories kept by failed tests (their logs); the root filesystem cache stays.
 clean-nodes:

@@ -1,11 +1,13 @@
 #!/bin/sh
 # Installs, from Debian's (or Ubuntu's) archive, what the host needs to build and run test
-# nodes, and says what it installs. Everything else lives inside the node root filesystems.
+# nodes and the fuzz targets, and says what it installs. Everything else lives inside the node
+# root filesystems.
 set -eu
 
-# nsenter and unshare (util-linux), debootstrap, and the Debian archive keys debootstrap
-# verifies trixie and sid with (not preinstalled on Ubuntu).
-packages="debootstrap util-linux debian-archive-keyring ca-certificates"
+# nsenter and unshare (util-linux), debootstrap, the Debian archive keys debootstrap
+# verifies trixie and sid with (not preinstalled on Ubuntu), and a C++ compiler for the
+# libFuzzer the fuzz targets link (make fuzz).
+packages="debootstrap util-linux debian-archive-keyring ca-certificates g++"
 
 missing=""
 for p in $packages; do

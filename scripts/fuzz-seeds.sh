@@ -1,0 +1,94 @@
+#!/bin/sh
+# Writes the fuzz targets' seed inputs into DIR/<target>/, afresh: small archives made by
+# GNU tar (plain, gzip, every header format, with the hostile names tar can be made to
+# write) and the text and bytes of the other formats. Generated at each run, so nothing
+# binary is committed. Targets that build their input with `arbitrary` get no seeds.
+#
+#   scripts/fuzz-seeds.sh DIR
+set -eu
+
+out=${1:?usage: scripts/fuzz-seeds.sh DIR}
+rm -rf "$out"
+mkdir -p "$out"
+
+# seed TARGET NAME: the seed's bytes from stdin.
+seed() {
+    mkdir -p "$out/$1"
+    cat >"$out/$1/$2"
+}
+
+# extract: archives. Reproducible: fixed times and owners, sorted, 512-byte records.
+if tar --version 2>/dev/null | grep -q 'GNU tar'; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    mkdir -p "$work/tree/d/sub" "$work/tree/o" "$work/hostile/x" "$work/up/in"
+    (
+        cd "$work/tree"
+        printf 'data' >d/f
+        printf 'setuid' >d/suid
+        chmod 4755 d/suid
+        ln -s f d/s
+        ln -s ../../canary d/out
+        ln d/f d/h
+        mkfifo d/p
+        printf 'long' >"d/sub/$(printf '%0120d' 0)"
+        printf '' >.wh.gone
+        printf '' >o/.wh..wh..opq
+    )
+    tar_() { tar -b 1 --mtime=@1700000000 --owner=0 --group=0 --numeric-owner --sort=name "$@"; }
+    for format in gnu pax ustar v7; do
+        # ustar and v7 cannot hold the 120-byte name, v7 no FIFO either.
+        case $format in
+        ustar) set -- --exclude='./d/sub/0*' ;;
+        v7) set -- --exclude='./d/sub/0*' --exclude=./d/p ;;
+        pax) set -- --pax-option=delete=atime,delete=ctime ;;
+        *) set -- ;;
+        esac
+        tar_ --format=$format "$@" -C "$work/tree" -cf "$work/$format.tar" .
+        seed extract "tree-$format.tar" <"$work/$format.tar"
+    done
+    gzip -n -c "$work/gnu.tar" | seed extract tree-gnu.tar.gz
+    gzip -n -c "$work/pax.tar" | seed extract tree-pax.tar.gz
+    # A symlink out of the target, then a file written through it.
+    (
+        cd "$work/hostile"
+        ln -s ../canary link
+        printf 'pwned' >x/secret
+    )
+    tar_ --format=gnu -C "$work/hostile" --transform 's,^x/,link/,' -cf - link x/secret |
+        seed extract through-symlink.tar
+    # `..` and absolute names (-P keeps them).
+    printf 'up' >"$work/up/f"
+    (cd "$work/up/in" && tar_ --format=ustar -P -cf - ../f) | seed extract dotdot.tar
+    tar_ --format=gnu -P -cf - "$work/up/f" | seed extract absolute.tar
+fi
+
+# deleted_files: the first byte chooses the limits (even: the defaults), then the JSON.
+printf '0["a/f","a/sub","/file","link","abs","empty/"]' | seed deleted_files paths.json
+printf '0["link/secret"]' | seed deleted_files through-symlink.json
+printf '0["../canary/secret","a/../x"]' | seed deleted_files dotdot.json
+printf '\041["a/sub/deep/h","up/canary"]' | seed deleted_files small-limits.json
+
+# criu_stats: a stats-dump CRIU 4.2.1 wrote, and a stats-restore without the service magic.
+printf '\100\131\020\125\006\063\011\127\042\000\000\000\012\040\010\212\003\020\300\305\006\030\264\002\040\104\050\057\060\000\070\041\100\000\110\000\120\010\130\010\140\000\150\000\160\000' |
+    seed criu_stats stats-dump
+printf '\006\063\011\127\012\000\000\000\022\010\010\001\030\005\040\007\050\003' |
+    seed criu_stats stats-restore
+
+# criu_log: the first byte is how many errors to keep ('5'), then lines of a real dump.log.
+seed criu_log dump.log <<'EOF'
+5(00.004407) Error (criu/tun.c:85): tun: Unable to create tun: No such file or directory
+(00.152000) Dumping path for 3 fd via self 12 [/]
+(00.152017) Error (criu/sk-inet.c:200): inet: Connected TCP socket, consider using --tcp-established option.
+(00.152022) Error (criu/cr-dump.c:1545): Dump files (pid: 84) failed with -1
+(10.0) Error (compel/src/lib/infect.c:160): Unseizable non-zombie 423 found, state D, err -1/4
+(00.231148) Error (criu/cr-dump.c:1975): Dumping FAILED.
+EOF
+
+# snapshot_filter: one filter string per line.
+seed snapshot_filter filters <<'EOF'
+name==sha256:abc,kind==committed
+parent!=x,labels."containerd.io/gc.root"
+labels.x~=/^1$/,name~="a.c",name~=|k\/1|
+name=="a b\t\"c\"\u00e9\x41\101",kind!=view
+EOF
