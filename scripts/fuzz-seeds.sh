@@ -92,3 +92,16 @@ parent!=x,labels."containerd.io/gc.root"
 labels.x~=/^1$/,name~="a.c",name~=|k\/1|
 name=="a b\t\"c\"\u00e9\x41\101",kind!=view
 EOF
+
+# checkpoint_metadata: a config.dump and a spec.dump as containerd's CRI wrote them.
+printf '%s' '{"id":"4be9","name":"workload","rootfsImage":"docker.io/revive/busybox:latest","rootfsImageRef":"sha256:eabc","rootfsImageName":"docker.io/revive/busybox:latest","runtime":"io.containerd.revive.v2","createdTime":"2026-12-01T06:58:14Z","restored":false}' |
+    seed checkpoint_metadata config.dump
+printf '%s' '{"process":{"args":["sh"],"cwd":"/","terminal":false},"linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/proc/7/ns/net"}],"maskedPaths":["/proc/kcore"]},"mounts":[{"destination":"/proc","type":"proc","source":"proc"}]}' |
+    seed checkpoint_metadata spec.dump
+
+# reconcile: the new container's spec, a NUL, the checkpoint's spec.dump.
+{
+    printf '%s' '{"process":{"args":[],"terminal":false},"linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]},"mounts":[{"destination":"/proc","type":"proc"}]}'
+    printf '\0'
+    printf '%s' '{"process":{"args":["sh"],"terminal":false},"linux":{"namespaces":[{"type":"pid"},{"type":"mount"}],"maskedPaths":["/proc/keys"]},"mounts":[{"destination":"/proc","type":"proc"},{"destination":"/dev/mqueue","type":"mqueue"},{"destination":"/etc/hosts","type":"bind","source":"/x"}]}'
+} | seed reconcile specs

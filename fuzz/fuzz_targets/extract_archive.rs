@@ -30,5 +30,6 @@ fuzz_target!(|input: Input| {
     sandbox.check(Allowed {
         devices: options.allow_devices,
         setid: options.keep_setid,
+        whiteouts: options.overlay_whiteouts,
     });
 });

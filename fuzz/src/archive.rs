@@ -34,6 +34,7 @@ pub struct Input {
 #[derive(Arbitrary, Debug)]
 pub struct Opts {
     pub allow_devices: bool,
+    pub overlay_whiteouts: bool,
     pub keep_setid: bool,
     pub keep_owner: bool,
     pub limits: Option<SmallLimits>,
@@ -69,6 +70,7 @@ impl Opts {
         Options {
             limits,
             allow_devices: self.allow_devices,
+            overlay_whiteouts: self.overlay_whiteouts,
             keep_setid: self.keep_setid,
             keep_owner: self.keep_owner,
         }

@@ -36,6 +36,8 @@ const SECRET: &[u8] = b"secret";
 pub struct Allowed {
     pub devices: bool,
     pub setid: bool,
+    /// Overlayfs whiteouts (0:0 character devices) asked for (`Options::overlay_whiteouts`).
+    pub whiteouts: bool,
 }
 
 /// Metadata of the sandbox's own files, compared before and after.
@@ -248,6 +250,7 @@ impl Drop for Sandbox {
                     allowed: Allowed {
                         devices: true,
                         setid: true,
+                        whiteouts: true,
                     },
                     links: HashMap::new(),
                     problems: Vec::new(),
@@ -303,6 +306,7 @@ impl Walk {
                 .push(format!("{path:?}: a whiteout was created, not reported"));
         }
         match kind {
+            libc::S_IFCHR if self.allowed.whiteouts && st.st_rdev == 0 => {}
             libc::S_IFCHR | libc::S_IFBLK if !self.allowed.devices => {
                 self.problems
                     .push(format!("{path:?}: a device was created"));

@@ -27,6 +27,8 @@ const KERNEL_FS: &[&str] = &[
 /// the module's documentation). Returns what it changed, for the log; an error says what
 /// differs and what to do.
 pub fn reconcile(spec: &mut Value, dumped: &Value) -> Result<Vec<String>, String> {
+    shape(spec, "the container's spec")?;
+    shape(dumped, "the checkpoint's spec.dump")?;
     let mut notes = Vec::new();
     process(spec, dumped)?;
     notes.push("process from the checkpoint".to_string());
@@ -37,6 +39,30 @@ pub fn reconcile(spec: &mut Value, dumped: &Value) -> Result<Vec<String>, String
         spec["linux"]["readonlyPaths"] = readonly.clone();
     }
     Ok(notes)
+}
+
+/// Checks the fields reconciling reads and writes have the types the OCI spec gives them, so
+/// that no malformed spec can make it index a string or a number.
+fn shape(spec: &Value, what: &str) -> Result<(), String> {
+    let wrong = |field: &str, kind: &str| Err(format!("{what}: `{field}` is not {kind}"));
+    if !spec.is_object() {
+        return wrong("(the spec)", "an object");
+    }
+    for field in ["process", "linux"] {
+        if !spec.get(field).is_none_or(Value::is_object) {
+            return wrong(field, "an object");
+        }
+    }
+    if !spec.get("mounts").is_none_or(Value::is_array) {
+        return wrong("mounts", "an array");
+    }
+    let linux = &spec["linux"];
+    for field in ["namespaces", "maskedPaths", "readonlyPaths"] {
+        if !linux.get(field).is_none_or(Value::is_array) {
+            return wrong(&format!("linux.{field}"), "an array");
+        }
+    }
+    Ok(())
 }
 
 fn process(spec: &mut Value, dumped: &Value) -> Result<(), String> {
@@ -283,5 +309,22 @@ mod tests {
     #[test]
     fn a_spec_dump_without_process_is_an_error() {
         assert!(reconcile(&mut ctr_spec(&[]), &json!({"linux": {}})).is_err());
+    }
+
+    #[test]
+    fn malformed_specs_are_errors_not_panics() {
+        for bad in [
+            json!([]),
+            json!({"process": "sh"}),
+            json!({"process": {}, "linux": 3}),
+            json!({"process": {}, "mounts": {}}),
+            json!({"process": {}, "linux": {"maskedPaths": "x"}}),
+        ] {
+            assert!(
+                reconcile(&mut bad.clone(), &ctr_spec(&["sh"])).is_err(),
+                "{bad}"
+            );
+            assert!(reconcile(&mut ctr_spec(&[]), &bad).is_err(), "{bad}");
+        }
     }
 }

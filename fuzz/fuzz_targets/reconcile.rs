@@ -1,0 +1,31 @@
+//! The shim's reconciliation of a new container's spec with a checkpoint's `spec.dump`
+//! (`shim/src/reconcile.rs`), on two JSON documents separated by a NUL byte: it must answer
+//! with a spec or an error, never panic, whatever either holds.
+//!
+//! The shim is a binary crate, so the module is compiled here on its own (it needs only
+//! serde_json).
+#![no_main]
+
+#[path = "../../shim/src/reconcile.rs"]
+mod reconcile;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut halves = data.splitn(2, |b| *b == 0);
+    let (Some(new), Some(dumped)) = (halves.next(), halves.next()) else {
+        return;
+    };
+    let (Ok(mut spec), Ok(dumped)) = (
+        serde_json::from_slice::<serde_json::Value>(new),
+        serde_json::from_slice::<serde_json::Value>(dumped),
+    ) else {
+        return;
+    };
+    if reconcile::reconcile(&mut spec, &dumped).is_ok() {
+        // What it made is a spec the shim can write and read back.
+        let text = serde_json::to_vec(&spec).expect("a JSON value serializes");
+        let back: serde_json::Value = serde_json::from_slice(&text).expect("and parses");
+        assert!(back["process"].is_object() || back.get("process").is_none());
+    }
+});
