@@ -45,6 +45,11 @@ const FILL_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a restored container may take from the command to its answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What containerd's tasks service leaves behind after each restore from its checkpoint
+/// image: the CRIU images it extracted into `os.MkdirTemp($XDG_RUNTIME_DIR, "ctrd-checkpoint")`,
+/// in /tmp when that is unset, as in the node (a tmpfs there, so N MiB of memory per restore).
+const CONTAINERD_LEFTOVERS: &str = "/tmp/ctrd-checkpoint*";
+
 /// The workload answers a question within this many seconds of it being asked.
 const TICK: &str = "0.02";
 
@@ -220,8 +225,16 @@ impl Checkpoints {
             Ok(())
         });
         let removed = scenario::remove_container(node, id);
+        // containerd's tasks service extracts a checkpoint image's CRIU images into a
+        // temporary directory for the restore and never removes it.
+        let swept = if runtime == RUNC_V2 {
+            node.sh(&format!("rm -rf {CONTAINERD_LEFTOVERS}")).map(drop)
+        } else {
+            Ok(())
+        };
         answer?;
         removed?;
+        swept?;
         Ok(Timing { command, answered })
     }
 
@@ -352,7 +365,10 @@ impl Benchmark for ImageRestore {
                  exec ... sh -c <ask>`, retried until the task takes it; the answer must carry \
                  the checkpointed token. \"command\" is the part until the command returned \
                  (for both, once the task has started). A `sync` comes before each, the \
-                 container is removed after each (untimed)."
+                 container is removed after each (untimed); so are the CRIU images containerd \
+                 extracts from its checkpoint image for each `ctr c restore` into \
+                 `{CONTAINERD_LEFTOVERS}` and leaves there (on the node's tmpfs they would fill \
+                 its memory within 8 rounds at these sizes)."
             ),
             "First run: the first restore of each image, every size in turn, the two taking \
              turns; for revive it includes containerd unpacking the image's layer into \
