@@ -119,14 +119,18 @@ pub fn archive_of(node: &Node, id: &str) -> Result<(std::path::PathBuf, Counter)
 pub fn archive_dir_of(node: &Node, id: &str) -> Result<std::path::PathBuf> {
     let dir = format!("/share/{id}-archive");
     node.run(&["mkdir", "-p", &format!("{dir}/checkpoint")])?;
-    node.ctr(&[
-        "task",
-        "checkpoint",
-        "--exit",
-        "--image-path",
-        &format!("{dir}/checkpoint"),
-        id,
-    ])?;
+    crate::scenario::ctr_checkpoint(
+        node,
+        GO_SHIM,
+        &[
+            "task",
+            "checkpoint",
+            "--exit",
+            "--image-path",
+            &format!("{dir}/checkpoint"),
+            id,
+        ],
+    )?;
     let info: serde_json::Value = serde_json::from_str(&node.ctr(&["containers", "info", id])?)
         .context("ctr containers info")?;
     let host = node.share_dir().join(format!("{id}-archive"));
