@@ -427,6 +427,7 @@ impl Benchmark for ImageRestore {
                     checkpoints.push(ck);
                 }
                 Err(err) => {
+                    eprintln!("revive-bench: image restore: {err:#}");
                     setup_failed = Some(format!(
                         "making the {} checkpoints: {err:#}",
                         size_label(*mib)
