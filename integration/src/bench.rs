@@ -21,6 +21,7 @@ use crate::image::BUSYBOX;
 use crate::node::{Node, parse_task_list};
 
 mod checkpoint;
+mod image_restore;
 
 /// containerd's Go shim, the baseline.
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
@@ -526,6 +527,8 @@ pub struct Settings {
     pub checkpoint_mib: Vec<u64>,
     /// Checkpoint and restore runs per size.
     pub checkpoint_runs: usize,
+    /// Repeated runs per size of the image restore benchmark (after each image's first run).
+    pub image_restore_runs: usize,
 }
 
 impl Default for Settings {
@@ -536,12 +539,15 @@ impl Default for Settings {
             settle: Duration::from_secs(2),
             checkpoint_mib: vec![64, 256, 1024],
             checkpoint_runs: 9,
+            image_restore_runs: 9,
         }
     }
 }
 
 /// One benchmark: declares its rows, measures one runtime at a time in a node.
 pub trait Benchmark {
+    /// A short name to select it by (`revive-bench --bench <name>`).
+    fn name(&self) -> &'static str;
     fn title(&self, settings: &Settings) -> String;
     fn rows(&self, settings: &Settings) -> Vec<String>;
     fn method(&self, settings: &Settings) -> Vec<String>;
@@ -576,6 +582,7 @@ pub fn all() -> Vec<Box<dyn Benchmark>> {
         Box::new(ShimMemory),
         Box::new(StartLatency),
         Box::new(checkpoint::CheckpointRestore),
+        Box::new(image_restore::ImageRestore),
     ]
 }
 
@@ -848,6 +855,9 @@ impl ShimMemory {
 }
 
 impl Benchmark for ShimMemory {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
     fn title(&self, s: &Settings) -> String {
         format!(
             "Shim memory per running container ({} idle busybox containers)",
@@ -947,6 +957,9 @@ impl StartLatency {
 }
 
 impl Benchmark for StartLatency {
+    fn name(&self) -> &'static str {
+        "start"
+    }
     fn title(&self, s: &Settings) -> String {
         format!("`ctr run --rm` latency ({} runs after one warm-up)", s.runs)
     }

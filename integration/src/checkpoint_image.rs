@@ -110,17 +110,27 @@ fn upperdir(node: &Node, id: &str) -> Result<String> {
 /// as `spec.dump`, its rw layer as `rootfs-diff.tar`, a `config.dump` naming its image. The
 /// container is removed. Returns the host directory and the counter at the checkpoint.
 pub fn archive_of(node: &Node, id: &str) -> Result<(std::path::PathBuf, Counter)> {
+    let at = read_counter(node, id)?;
+    Ok((archive_dir_of(node, id)?, at))
+}
+
+/// [`archive_of`] for any running container `id` on the Go shim and overlayfs (the
+/// benchmark's workload keeps no counter): the archive's host directory.
+pub fn archive_dir_of(node: &Node, id: &str) -> Result<std::path::PathBuf> {
     let dir = format!("/share/{id}-archive");
     node.run(&["mkdir", "-p", &format!("{dir}/checkpoint")])?;
-    let at = read_counter(node, id)?;
-    node.ctr(&[
-        "task",
-        "checkpoint",
-        "--exit",
-        "--image-path",
-        &format!("{dir}/checkpoint"),
-        id,
-    ])?;
+    crate::scenario::ctr_checkpoint(
+        node,
+        GO_SHIM,
+        &[
+            "task",
+            "checkpoint",
+            "--exit",
+            "--image-path",
+            &format!("{dir}/checkpoint"),
+            id,
+        ],
+    )?;
     let info: serde_json::Value = serde_json::from_str(&node.ctr(&["containers", "info", id])?)
         .context("ctr containers info")?;
     let host = node.share_dir().join(format!("{id}-archive"));
@@ -144,7 +154,7 @@ pub fn archive_of(node: &Node, id: &str) -> Result<(std::path::PathBuf, Counter)
         ".",
     ])?;
     remove_container(node, id)?;
-    Ok((host, at))
+    Ok(host)
 }
 
 /// `ctr run -d --snapshotter revive --runtime revive <image> <id>`, with no command: the

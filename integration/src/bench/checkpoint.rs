@@ -223,7 +223,7 @@ impl<'a> Samples<'a> {
     }
 }
 
-fn size_label(mib: u64) -> String {
+pub(super) fn size_label(mib: u64) -> String {
     if mib >= 1024 && mib.is_multiple_of(1024) {
         format!("{} GiB", mib / 1024)
     } else {
@@ -232,6 +232,9 @@ fn size_label(mib: u64) -> String {
 }
 
 impl Benchmark for CheckpointRestore {
+    fn name(&self) -> &'static str {
+        "checkpoint"
+    }
     fn title(&self, s: &Settings) -> String {
         format!(
             "checkpoint and restore of a container holding touched memory ({} runs per size)",

@@ -21,7 +21,7 @@ use revive_integration::{Flavour, Node, host, rootfs};
 #[command(
     name = "revive-bench",
     version,
-    about = "Shim memory per container, `ctr run --rm` latency, and checkpoint/restore time: revive against containerd-shim-runc-v2"
+    about = "Shim memory per container, `ctr run --rm` latency, checkpoint/restore time, and `ctr run` of a checkpoint image against `ctr c restore`: revive against containerd-shim-runc-v2"
 )]
 struct Cli {
     /// Node flavour(s) to benchmark on (repeatable; each gets its own node and section).
@@ -46,10 +46,21 @@ struct Cli {
     /// Checkpoint and restore runs per size and runtime.
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=100))]
     checkpoint_runs: u32,
+    /// Repeated restores per size and side in the image restore benchmark, after each
+    /// image's first run (the sizes are --checkpoint-mib's).
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=100))]
+    image_restore_runs: u32,
+    /// Run only these benchmarks (repeatable): memory, start, checkpoint, image-restore.
+    /// All of them when not given.
+    #[arg(long = "bench", value_parser = clap::builder::PossibleValuesParser::new(BENCHMARKS))]
+    benches: Vec<String>,
     /// Where to write the markdown report.
     #[arg(long, default_value = "target/bench/results.md")]
     out: PathBuf,
 }
+
+/// The names of [`bench::all`]'s benchmarks, in order (checked by a test).
+const BENCHMARKS: [&str; 4] = ["memory", "start", "checkpoint", "image-restore"];
 
 impl Cli {
     /// The command line that reproduces this run, every setting explicit.
@@ -72,10 +83,13 @@ impl Cli {
             cmd.push_str(&format!(" --checkpoint-mib {mib}"));
         }
         cmd.push_str(&format!(
-            " --checkpoint-runs {} --out {}",
-            self.checkpoint_runs,
-            self.out.display()
+            " --checkpoint-runs {} --image-restore-runs {}",
+            self.checkpoint_runs, self.image_restore_runs
         ));
+        for b in &self.benches {
+            cmd.push_str(&format!(" --bench {b}"));
+        }
+        cmd.push_str(&format!(" --out {}", self.out.display()));
         cmd
     }
 }
@@ -105,8 +119,12 @@ fn run(cli: &Cli) -> Result<bool> {
         settle: Duration::from_secs(cli.settle),
         checkpoint_mib: cli.checkpoint_mib.clone(),
         checkpoint_runs: cli.checkpoint_runs as usize,
+        image_restore_runs: cli.image_restore_runs as usize,
     };
-    let benchmarks = bench::all();
+    let benchmarks: Vec<_> = bench::all()
+        .into_iter()
+        .filter(|b| cli.benches.is_empty() || cli.benches.iter().any(|n| n == b.name()))
+        .collect();
     let mut flavours = Vec::new();
     for &flavour in &cli.flavours {
         flavours.push(run_flavour(flavour, cli, &settings, &benchmarks));
@@ -205,5 +223,34 @@ fn revive_version() -> String {
         format!("{version} (commit {commit} plus uncommitted changes)")
     } else {
         format!("{version} (commit {commit})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_benchmark_can_be_selected() {
+        let names: Vec<&str> = bench::all().iter().map(|b| b.name()).collect();
+        assert_eq!(names, BENCHMARKS);
+    }
+
+    #[test]
+    fn the_command_line_reproduces_the_selection() {
+        let cli = Cli::parse_from([
+            "revive-bench",
+            "--bench",
+            "image-restore",
+            "--checkpoint-mib",
+            "64",
+        ]);
+        let cmd = cli.reproduce();
+        assert!(cmd.contains(" --checkpoint-mib 64 "), "{cmd}");
+        assert!(
+            cmd.contains(" --image-restore-runs 9 --bench image-restore --out "),
+            "{cmd}"
+        );
+        assert!(Cli::try_parse_from(["revive-bench", "--bench", "nope"]).is_err());
     }
 }
