@@ -353,16 +353,16 @@ impl Pending {
     }
 }
 
-/// The PAX records this extractor uses.
-#[derive(Default)]
-struct Pax {
-    path: Option<Vec<u8>>,
-    linkpath: Option<Vec<u8>>,
-    size: Option<u64>,
-    uid: Option<u64>,
-    gid: Option<u64>,
-    mtime: Option<i64>,
-    sparse: bool,
+/// The PAX records this extractor uses (and the CLI's archive reader).
+#[derive(Debug, Default)]
+pub struct Pax {
+    pub path: Option<Vec<u8>>,
+    pub linkpath: Option<Vec<u8>>,
+    pub size: Option<u64>,
+    pub uid: Option<u64>,
+    pub gid: Option<u64>,
+    pub mtime: Option<i64>,
+    pub sparse: bool,
 }
 
 fn parse_decimal(value: &[u8]) -> Option<u64> {
@@ -374,7 +374,7 @@ fn parse_decimal(value: &[u8]) -> Option<u64> {
 
 /// Parses PAX extended header records: `<length> <key>=<value>\n`, the length counting the
 /// whole record.
-fn parse_pax(data: &[u8]) -> Result<Pax, String> {
+pub fn parse_pax(data: &[u8]) -> Result<Pax, String> {
     let mut pax = Pax::default();
     let mut rest = data;
     while !rest.is_empty() {

@@ -365,46 +365,6 @@ pub fn digest_of(data: &[u8]) -> String {
 /// size, so members are walked raw and metadata bounded here).
 const MAX_TAR_META_BYTES: u64 = 1 << 20;
 
-/// Parses the `path` and `size` of PAX records (`<len> <key>=<value>\n`).
-fn parse_pax(data: &[u8]) -> Result<(Option<Vec<u8>>, Option<u64>)> {
-    let (mut path, mut size) = (None, None);
-    let mut rest = data;
-    while !rest.is_empty() {
-        let space = rest
-            .iter()
-            .take(21)
-            .position(|b| *b == b' ')
-            .context("malformed PAX record")?;
-        let len: usize = std::str::from_utf8(&rest[..space])
-            .ok()
-            .and_then(|l| l.parse().ok())
-            .context("malformed PAX record length")?;
-        ensure!(
-            len > space + 1 && len <= rest.len() && rest[len - 1] == b'\n',
-            "malformed PAX record"
-        );
-        let record = &rest[space + 1..len - 1];
-        rest = &rest[len..];
-        let Some(eq) = record.iter().position(|b| *b == b'=') else {
-            bail!("malformed PAX record");
-        };
-        let (key, value) = (&record[..eq], &record[eq + 1..]);
-        match key {
-            b"path" if !value.is_empty() => path = Some(value.to_vec()),
-            b"size" if !value.is_empty() => {
-                size = Some(
-                    std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .context("malformed PAX size")?,
-                )
-            }
-            _ => {}
-        }
-    }
-    Ok((path, size))
-}
-
 /// Walks the members of a tar with bounded metadata: GNU long names and PAX headers are read
 /// here (at most [`MAX_TAR_META_BYTES`]), and `visit` gets each member with its full name.
 /// A PAX size that differs from the header's (members over 8 GiB) is refused.
@@ -432,7 +392,11 @@ pub fn for_each_member<'a, R: Read + 'a>(
                     }
                     long_name = Some(data);
                 }
-                b'x' => (pax_path, pax_size) = parse_pax(&data)?,
+                b'x' => {
+                    let pax = revive_checkpoint::extract::parse_pax(&data)
+                        .map_err(|e| anyhow::anyhow!("malformed PAX header: {e}"))?;
+                    (pax_path, pax_size) = (pax.path, pax.size);
+                }
                 _ => {}
             }
             continue;
