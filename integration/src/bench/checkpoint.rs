@@ -15,6 +15,8 @@
 //! the machine (page cache, disk write-back) weighs on both columns alike. Page cache is flushed (`sync`) before each, so one
 //! runtime's write-back does not slow the next. The image's size over the checkpoint time
 //! gives MB/s, next to the disk's own sequential write speed measured in the same directory.
+//! CRIU's own `stats-dump` of each checkpoint (in the work directory both runtimes are given)
+//! splits the time: how long the freezer took, and how long the processes stayed frozen.
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +50,28 @@ fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
 
+/// One checkpoint and restore, as measured.
+struct Run {
+    checkpoint: f64,
+    restore: f64,
+    /// Bytes of the image's memory pages.
+    bytes: u64,
+    /// CRIU's freezing and frozen times of the checkpoint, in seconds.
+    freezing: f64,
+    frozen: f64,
+}
+
+/// CRIU's dump statistics from a checkpoint's work directory, read on the host through the
+/// node's root.
+fn dump_stats(node: &Node, work: &str) -> Result<revive_checkpoint::criu::DumpStats> {
+    let path = format!("/proc/{}/root{work}/stats-dump", node.init_pid());
+    let data = std::fs::read(&path).with_context(|| format!("reading CRIU's {path}"))?;
+    revive_checkpoint::criu::parse_stats(&data)
+        .with_context(|| format!("parsing CRIU's {path}"))?
+        .dump
+        .with_context(|| format!("{path} holds no dump statistics"))
+}
+
 /// Checkpoint and restore of containers holding 64 MiB, 256 MiB and 1 GiB (by default).
 pub struct CheckpointRestore;
 
@@ -57,6 +81,14 @@ impl CheckpointRestore {
         for mib in &settings.checkpoint_mib {
             rows.push(format!("{}: checkpoint (exit), median", size_label(*mib)));
             rows.push(format!("{}: restore, median", size_label(*mib)));
+            rows.push(format!(
+                "{}: checkpoint, of which CRIU freezing the cgroup, median",
+                size_label(*mib)
+            ));
+            rows.push(format!(
+                "{}: checkpoint, of which processes frozen, median",
+                size_label(*mib)
+            ));
         }
         rows
     }
@@ -81,17 +113,11 @@ impl CheckpointRestore {
         Ok(Cell::number(format!("{speed:.0} MB/s"), speed))
     }
 
-    /// One checkpoint and restore of container `id` holding `mib` MiB: (checkpoint s,
-    /// restore s, image bytes).
-    fn once(
-        node: &Node,
-        api: &Containerd,
-        runtime: &str,
-        id: &str,
-        mib: u64,
-    ) -> Result<(f64, f64, u64)> {
+    /// One checkpoint and restore of container `id` holding `mib` MiB.
+    fn once(node: &Node, api: &Containerd, runtime: &str, id: &str, mib: u64) -> Result<Run> {
         let dir = format!("{DIR}/{id}");
-        node.run(&["rm", "-rf", &dir])?;
+        let work = format!("{DIR}/{id}.work");
+        node.run(&["rm", "-rf", &dir, &work])?;
         scenario::run_shell(node, runtime, id, &workload(mib))?;
         let ready = scenario::rootfs_file(id, "ready");
         let deadline = Instant::now() + FILL_TIMEOUT;
@@ -109,10 +135,12 @@ impl CheckpointRestore {
             &CheckpointOptions {
                 exit: true,
                 image_path: dir.clone(),
+                work_path: work.clone(),
                 ..Default::default()
             },
         )?;
         let checkpoint = started.elapsed().as_secs_f64();
+        let stats = dump_stats(node, &work)?;
         scenario::wait_until_stopped(node, id)?;
         let bytes: u64 = node
             .sh(&format!("cat {dir}/pages-*.img | wc -c"))?
@@ -133,8 +161,14 @@ impl CheckpointRestore {
             "the restored {id} is not running"
         );
         scenario::remove_container(node, id)?;
-        node.run(&["rm", "-rf", &dir])?;
-        Ok((checkpoint, restore, bytes))
+        node.run(&["rm", "-rf", &dir, &work])?;
+        Ok(Run {
+            checkpoint,
+            restore,
+            bytes,
+            freezing: f64::from(stats.freezing_time) / 1e6,
+            frozen: f64::from(stats.frozen_time) / 1e6,
+        })
     }
 }
 
@@ -146,6 +180,8 @@ struct Samples<'a> {
     disk: Option<Cell>,
     checkpoints: Vec<Vec<f64>>,
     restores: Vec<Vec<f64>>,
+    freezing: Vec<Vec<f64>>,
+    frozen: Vec<Vec<f64>>,
     bytes: Vec<u64>,
     failed: Option<anyhow::Error>,
 }
@@ -164,6 +200,8 @@ impl<'a> Samples<'a> {
             disk: None,
             checkpoints: vec![Vec::new(); n],
             restores: vec![Vec::new(); n],
+            freezing: vec![Vec::new(); n],
+            frozen: vec![Vec::new(); n],
             bytes: vec![0; n],
             failed: None,
         }
@@ -188,10 +226,12 @@ impl<'a> Samples<'a> {
         }
         let (mib, id) = &self.ids[size];
         match CheckpointRestore::once(node, api, self.runtime, id, *mib) {
-            Ok((checkpoint, restore, bytes)) => {
-                self.checkpoints[size].push(checkpoint);
-                self.restores[size].push(restore);
-                self.bytes[size] = bytes;
+            Ok(run) => {
+                self.checkpoints[size].push(run.checkpoint);
+                self.restores[size].push(run.restore);
+                self.freezing[size].push(run.freezing);
+                self.frozen[size].push(run.frozen);
+                self.bytes[size] = run.bytes;
             }
             Err(err) => {
                 self.failed = Some(err.context(format!("{} run {}", size_label(*mib), round + 1)));
@@ -214,6 +254,18 @@ impl<'a> Samples<'a> {
                         mb_per_s(self.bytes[size], s.median),
                         s.min,
                         s.max
+                    ),
+                    s.median,
+                ));
+            }
+            for samples in [&self.freezing[size], &self.frozen[size]] {
+                let s = Summary::of(samples).context("no runs")?;
+                cells.push(Cell::number(
+                    format!(
+                        "{:.0} ms ({:.0}–{:.0} ms)",
+                        s.median * 1e3,
+                        s.min * 1e3,
+                        s.max * 1e3
                     ),
                     s.median,
                 ));
@@ -262,6 +314,11 @@ impl Benchmark for CheckpointRestore {
                  take turns, every size in each round, first one and then the other going \
                  first."
             ),
+            "The checkpoint's work directory (`work_path`, beside the image) holds CRIU's \
+             `stats-dump`: its freezing time (from asking the cgroup freezer to freeze until \
+             every process is seized) and frozen time (until they run again or are killed) are \
+             part of the checkpoint time and are shown below it."
+                .into(),
             "MB/s is the size of the image's memory pages (`pages-*.img`, checked to hold at \
              least N MiB) over the median time. The checkpoint writes into the page cache \
              without fsync, as runc and CRIU do, so it can beat the disk's own speed (first \
@@ -270,8 +327,10 @@ impl Benchmark for CheckpointRestore {
         ]
     }
     fn targets(&self, settings: &Settings) -> Vec<Target> {
-        // Row 0 is the disk; then a checkpoint and a restore row per size.
-        (1..Self::rows_for(settings).len())
+        // Row 0 is the disk; then per size a checkpoint and a restore row (the targets), and
+        // CRIU's freezing and frozen times (what the checkpoint time is made of).
+        (0..settings.checkpoint_mib.len())
+            .flat_map(|size| [1 + 4 * size, 2 + 4 * size])
             .map(|row| Target {
                 row,
                 goal: Goal::NoWorse,
@@ -354,9 +413,16 @@ mod tests {
             ..Settings::default()
         };
         let rows = CheckpointRestore::rows_for(&settings);
-        assert_eq!(rows.len(), 5);
-        assert_eq!(rows[3], "1 GiB: checkpoint (exit), median");
-        assert_eq!(rows[4], "1 GiB: restore, median");
+        assert_eq!(rows.len(), 9);
+        assert_eq!(rows[5], "1 GiB: checkpoint (exit), median");
+        assert_eq!(rows[6], "1 GiB: restore, median");
+        assert!(rows[7].contains("freezing"), "{}", rows[7]);
+        let targets: Vec<usize> = CheckpointRestore
+            .targets(&settings)
+            .iter()
+            .map(|t| t.row)
+            .collect();
+        assert_eq!(targets, [1, 2, 5, 6]);
     }
 
     #[test]
