@@ -864,6 +864,22 @@ pub fn tcp_connection_survives(
             node.run(&["test", "!", "-e", &dir]).is_ok(),
             "the failed checkpoint left {dir} behind"
         );
+        // A checkpoint with exit freezes the cgroup before runc starts, so CRIU's first
+        // look at the freezer (its kept log) finds it frozen; CRIU then hands the
+        // processes back frozen and the shim thaws them (checked below: still running).
+        let log = node.run(&[
+            "cat",
+            &format!("{}/default/{id}/criu-dump.log", crate::lifecycle::TASK_DIR),
+        ])?;
+        let first = log.lines().find_map(|l| {
+            l.split_once("freezer.state=")
+                .map(|(_, state)| state.trim())
+        });
+        ensure!(
+            first == Some("FROZEN"),
+            "CRIU did not find the cgroup frozen by the shim: first freezer state {first:?}"
+        );
+        narrate("CRIU found the cgroup frozen by the shim");
     }
     ensure!(
         task_status(node, id)? == "RUNNING",

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use log::info;
 
 use crate::error::{Error, Result};
-use crate::stats::{cgroup_dir, cgroup_mounts};
+use crate::freezer::Freezer;
+use crate::stats::cgroup_mounts;
 
 /// If the spec names a cgroup that already exists (in any hierarchy), changes it to a
 /// sibling named `id`. Returns the (old, new) paths when it did.
@@ -74,39 +75,14 @@ fn sibling(path: &str, id: &str) -> Option<String> {
 }
 
 /// After a pause the runtime gave up on ("unable to freeze"), makes sure the container's
-/// cgroup v1 freezer is not left in FREEZING: some runc versions thaw it back before they
+/// cgroup freezer is not left in FREEZING: some runc versions thaw it back before they
 /// give up, others do not. Best effort; true when it had to thaw.
 pub fn thaw_if_freezing(pid: u32) -> bool {
-    let Some(dir) = cgroup_mounts()
-        .ok()
-        .and_then(|mounts| cgroup_dir(pid, "freezer", &mounts))
-    else {
-        return false;
-    };
-    thaw_dir_if_freezing(&dir)
-}
-
-fn thaw_dir_if_freezing(dir: &std::path::Path) -> bool {
-    let state = dir.join("freezer.state");
-    let freezing = std::fs::read_to_string(&state).is_ok_and(|s| s.trim() == "FREEZING");
-    freezing && std::fs::write(&state, "THAWED").is_ok()
+    Freezer::of(pid).is_some_and(|freezer| freezer.thaw_if_freezing())
 }
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn only_a_freezer_stuck_freezing_is_thawed() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("freezer.state");
-        std::fs::write(&state, "FREEZING\n").unwrap();
-        assert!(thaw_dir_if_freezing(dir.path()));
-        assert_eq!(std::fs::read_to_string(&state).unwrap(), "THAWED");
-        std::fs::write(&state, "FROZEN\n").unwrap();
-        assert!(!thaw_dir_if_freezing(dir.path()));
-        assert_eq!(std::fs::read_to_string(&state).unwrap(), "FROZEN\n");
-        assert!(!thaw_dir_if_freezing(&dir.path().join("missing")));
-    }
     use super::*;
 
     #[test]

@@ -341,10 +341,7 @@ impl Container {
         let work = self.criu_work(asked_work.as_ref())?;
         let image_existed = config.image_path.exists();
         let log = self.bundle.join("checkpoint-log.json");
-        let mut result = self
-            .raw
-            .run("checkpoint", &config.args(&self.id, &work), &log, None)
-            .await;
+        let mut result = self.dump(config, &work, &log).await;
         // A process caught in uninterruptible sleep fails the dump; the container goes on
         // running, and a second attempt a moment later usually finds it awake.
         if result.is_err()
@@ -359,10 +356,7 @@ impl Container {
                 let _ = std::fs::remove_dir_all(&config.image_path);
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            result = self
-                .raw
-                .run("checkpoint", &config.args(&self.id, &work), &log, None)
-                .await;
+            result = self.dump(config, &work, &log).await;
         }
         if let Err(e) = result {
             let kept = keep_criu_log(&work.join("dump.log"), &self.bundle.join("criu-dump.log"));
@@ -390,6 +384,63 @@ impl Container {
             restrict(&work);
         }
         Ok(())
+    }
+
+    /// `runc checkpoint`. One that ends the container freezes its cgroup first, which spares
+    /// CRIU's 100 ms freezer step (see [`crate::freezer`]); a failed one leaves it running.
+    async fn dump(&self, config: &CheckpointConfig, work: &Path, log: &Path) -> Result<()> {
+        let freezer = if config.exit && self.raw.is_runc() {
+            self.freeze_early().await
+        } else {
+            None
+        };
+        let result = self
+            .raw
+            .run("checkpoint", &config.args(&self.id, work), log, None)
+            .await;
+        if let Some(freezer) = freezer {
+            // After a dump that failed CRIU hands the processes back frozen, as it found
+            // them; after one that succeeded they are gone and the cgroup with them.
+            if let Err(e) = tokio::task::spawn_blocking(move || freezer.thaw())
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+            {
+                warn!("checkpoint of {}: thawing its cgroup: {e}", self.id);
+            }
+        }
+        result
+    }
+
+    /// Freezes the container's cgroup for a checkpoint with exit; None (and nothing changed)
+    /// when there is no freezer, the container is already paused, or it did not freeze
+    /// within [`crate::freezer::BUDGET`], leaving the freezing to CRIU as usual.
+    async fn freeze_early(&self) -> Option<crate::freezer::Freezer> {
+        let pid = self.init.pid().await;
+        let id = self.id.clone();
+        tokio::task::spawn_blocking(move || {
+            let freezer = crate::freezer::Freezer::of(pid)?;
+            match freezer.freeze(crate::freezer::BUDGET) {
+                Ok(Some(took)) => {
+                    info!(
+                        "checkpoint of {id}: froze its cgroup in {} us",
+                        took.as_micros()
+                    );
+                    Some(freezer)
+                }
+                Ok(None) => {
+                    info!("checkpoint of {id}: cgroup not frozen early; CRIU freezes it");
+                    None
+                }
+                Err(e) => {
+                    warn!("checkpoint of {id}: freezing its cgroup early: {e}; CRIU freezes it");
+                    None
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// CRIU's work directory (logs, stats): the one asked for, else `criu-work` in

@@ -21,6 +21,7 @@ mod cgroup;
 mod container;
 mod daemon;
 mod error;
+mod freezer;
 mod io;
 mod network;
 mod oom;

@@ -130,6 +130,12 @@ impl RuntimeConfig {
 }
 
 impl RawRuntime {
+    /// Whether the binary is runc, which hands CRIU the container's freezer cgroup (see
+    /// [`crate::freezer`]).
+    pub fn is_runc(&self) -> bool {
+        self.binary.file_name().is_some_and(|name| name == "runc")
+    }
+
     /// Runs `<binary> --root R [--systemd-cgroup] --log LOG --log-format json ARGS`, with `io`
     /// as the process's stdio if given. Fails with the runtime's last logged error.
     pub async fn run(
