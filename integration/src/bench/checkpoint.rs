@@ -50,6 +50,24 @@ fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
 
+/// Rows per size: checkpoint, restore, CRIU's freezing and frozen times, and checkpoint and
+/// restore round by round against the first column.
+const ROWS_PER_SIZE: usize = 6;
+
+/// `other` against `reference`, round by round (the i-th samples were taken in the same
+/// round, one right after the other): the median of other/reference, and in how many rounds
+/// `other` was faster, of how many. None without a common round.
+fn paired(reference: &[f64], other: &[f64]) -> Option<(f64, usize, usize)> {
+    let ratios: Vec<f64> = reference
+        .iter()
+        .zip(other)
+        .map(|(theirs, ours)| ours / theirs)
+        .collect();
+    let median = Summary::of(&ratios)?.median;
+    let faster = ratios.iter().filter(|r| **r < 1.0).count();
+    Some((median, faster, ratios.len()))
+}
+
 /// One checkpoint and restore, as measured.
 struct Run {
     checkpoint: f64,
@@ -89,6 +107,12 @@ impl CheckpointRestore {
                 "{}: checkpoint, of which processes frozen, median",
                 size_label(*mib)
             ));
+            for what in ["checkpoint", "restore"] {
+                rows.push(format!(
+                    "{}: {what}, round by round against the first column: median ratio",
+                    size_label(*mib)
+                ));
+            }
         }
         rows
     }
@@ -239,11 +263,14 @@ impl<'a> Samples<'a> {
         }
     }
 
-    fn cells(self) -> Result<Vec<Cell>> {
-        if let Some(err) = self.failed {
-            return Err(err);
+    /// The column's cells; `reference` is the first column, which the round-by-round rows
+    /// compare with.
+    fn cells(&self, reference: &Samples) -> Result<Vec<Cell>> {
+        if let Some(err) = &self.failed {
+            return Err(anyhow::anyhow!("{err:#}"));
         }
-        let mut cells = vec![self.disk.context("no disk measurement")?];
+        let is_reference = std::ptr::eq(self, reference);
+        let mut cells = vec![self.disk.clone().context("no disk measurement")?];
         for size in 0..self.ids.len() {
             for samples in [&self.checkpoints[size], &self.restores[size]] {
                 let s = Summary::of(samples).context("no runs")?;
@@ -269,6 +296,22 @@ impl<'a> Samples<'a> {
                     ),
                     s.median,
                 ));
+            }
+            for (ours, theirs) in [
+                (&self.checkpoints[size], &reference.checkpoints[size]),
+                (&self.restores[size], &reference.restores[size]),
+            ] {
+                cells.push(if is_reference {
+                    Cell::text("(the reference)")
+                } else if reference.failed.is_some() {
+                    Cell::text("(no reference)")
+                } else {
+                    let (ratio, faster, n) = paired(theirs, ours).context("no common rounds")?;
+                    Cell::number(
+                        format!("{ratio:.2}× (faster in {faster} of {n} rounds)"),
+                        ratio,
+                    )
+                });
             }
         }
         Ok(cells)
@@ -319,6 +362,11 @@ impl Benchmark for CheckpointRestore {
              every process is seized) and frozen time (until they run again or are killed) are \
              part of the checkpoint time and are shown below it."
                 .into(),
+            "Round by round: in each round the runtimes run one right after the other, so \
+             the ratio of their times in that round leaves out what drifts between rounds; \
+             the median of those ratios against the first column, and in how many rounds the \
+             column was the faster."
+                .into(),
             "MB/s is the size of the image's memory pages (`pages-*.img`, checked to hold at \
              least N MiB) over the median time. The checkpoint writes into the page cache \
              without fsync, as runc and CRIU do, so it can beat the disk's own speed (first \
@@ -327,10 +375,11 @@ impl Benchmark for CheckpointRestore {
         ]
     }
     fn targets(&self, settings: &Settings) -> Vec<Target> {
-        // Row 0 is the disk; then per size a checkpoint and a restore row (the targets), and
-        // CRIU's freezing and frozen times (what the checkpoint time is made of).
+        // Row 0 is the disk; then per size a checkpoint and a restore row (the targets),
+        // CRIU's freezing and frozen times (what the checkpoint time is made of), and the
+        // round-by-round comparison.
         (0..settings.checkpoint_mib.len())
-            .flat_map(|size| [1 + 4 * size, 2 + 4 * size])
+            .flat_map(|size| [1 + ROWS_PER_SIZE * size, 2 + ROWS_PER_SIZE * size])
             .map(|row| Target {
                 row,
                 goal: Goal::NoWorse,
@@ -395,7 +444,10 @@ impl Benchmark for CheckpointRestore {
             remove_containers(node, column.runtime, &names);
         }
         let _ = node.run(&["rm", "-rf", DIR]);
-        columns.into_iter().map(Samples::cells).collect()
+        let Some(reference) = columns.first() else {
+            return Vec::new();
+        };
+        columns.iter().map(|c| c.cells(reference)).collect()
     }
 }
 
@@ -413,16 +465,28 @@ mod tests {
             ..Settings::default()
         };
         let rows = CheckpointRestore::rows_for(&settings);
-        assert_eq!(rows.len(), 9);
-        assert_eq!(rows[5], "1 GiB: checkpoint (exit), median");
-        assert_eq!(rows[6], "1 GiB: restore, median");
-        assert!(rows[7].contains("freezing"), "{}", rows[7]);
+        assert_eq!(rows.len(), 1 + 2 * ROWS_PER_SIZE);
+        assert_eq!(rows[7], "1 GiB: checkpoint (exit), median");
+        assert_eq!(rows[8], "1 GiB: restore, median");
+        assert!(rows[9].contains("freezing"), "{}", rows[9]);
+        assert!(rows[12].starts_with("1 GiB: restore, round by round"));
         let targets: Vec<usize> = CheckpointRestore
             .targets(&settings)
             .iter()
             .map(|t| t.row)
             .collect();
-        assert_eq!(targets, [1, 2, 5, 6]);
+        assert_eq!(targets, [1, 2, 7, 8]);
+    }
+
+    #[test]
+    fn rounds_pair_up() {
+        // Faster in rounds 1 and 3, slower in round 2: ratios 0.5, 1.5, 0.8.
+        let (ratio, faster, n) = paired(&[2.0, 2.0, 1.0], &[1.0, 3.0, 0.8]).unwrap();
+        assert_eq!((faster, n), (2, 3));
+        assert!((ratio - 0.8).abs() < 1e-9, "{ratio}");
+        // A column that failed part-way pairs only the rounds it has.
+        assert_eq!(paired(&[1.0, 1.0], &[2.0]).unwrap(), (2.0, 0, 1));
+        assert_eq!(paired(&[1.0], &[]), None);
     }
 
     #[test]
