@@ -223,6 +223,23 @@ fn normalise(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
     Ok(components)
 }
 
+/// A deleted file's path must not name an overlay whiteout (`.wh.<name>`) anywhere: no image
+/// layer holds such a file (unpacking turns it into a deletion), so a checkpoint's
+/// `deleted.files` cannot have deleted one, and making a whiteout under that name would leave
+/// a `.wh.` entry that a later diff of the layer would read as a deletion of its own.
+fn check_deleted_name(components: &[&[u8]], path: &Path) -> Result<(), ExtractError> {
+    if components.iter().any(|c| c.starts_with(WHITEOUT_PREFIX)) {
+        return Err(ExtractError::Malformed {
+            entry: 0,
+            path: path.to_path_buf(),
+            reason: "a deleted file named like an overlay whiteout (`.wh.`), which no image \
+                     layer can hold"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 fn join(components: &[&[u8]]) -> Vec<u8> {
     components.join(&b'/')
 }
@@ -1310,6 +1327,7 @@ pub fn make_whiteouts(target: &Path, paths: &[String]) -> Result<Whiteouts, Extr
     for raw in paths {
         let path = Path::new(raw);
         let components = normalise(raw.as_bytes()).map_err(|reason| escape(path, reason))?;
+        check_deleted_name(&components, path)?;
         let Some((name, parent)) = components.split_last() else {
             return Err(escape(path, "the path is the target itself"));
         };
@@ -1328,13 +1346,18 @@ pub fn make_whiteouts(target: &Path, paths: &[String]) -> Result<Whiteouts, Extr
         };
         let removed_dir =
             make_whiteout(&dir, OsStr::from_bytes(name)).map_err(|e| io_error(path, e))?;
+        let whiteout = relative(&components);
         if removed_dir {
+            // What was beneath the directory it replaced is gone, whiteouts made for
+            // earlier paths included.
             let key = join(&components);
             implicit.retain(|dir| {
                 !(dir.starts_with(&key) && matches!(dir.get(key.len()), None | Some(b'/')))
             });
+            made.whiteouts
+                .retain(|earlier| !earlier.starts_with(&whiteout));
         }
-        made.whiteouts.push(relative(&components));
+        made.whiteouts.push(whiteout);
     }
     made.implicit_dirs = implicit.iter().map(|dir| bytes_path(dir)).collect();
     Ok(made)
@@ -1527,6 +1550,7 @@ pub fn parse_deleted_files(json: &[u8], limits: &Limits) -> Result<Vec<String>, 
         if components.is_empty() {
             return Err(escape(Path::new(path), "the path is the target itself"));
         }
+        check_deleted_name(&components, Path::new(path))?;
         check_depth(&components, limits, Path::new(path))?;
     }
     Ok(paths)
@@ -2572,6 +2596,15 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+        // Found by the whiteouts fuzz target: a whiteout for `.wh..` was made as a `.wh.`
+        // entry.
+        for bad in [".wh..", "tree/.wh.c", ".wh..wh..opq"] {
+            let err = make_whiteouts(&sandbox.target, &[bad.to_string()]).unwrap_err();
+            assert!(
+                matches!(err, ExtractError::Malformed { .. }),
+                "{bad}: {err}"
+            );
+        }
         sandbox.assert_contained();
         assert!(
             fs::symlink_metadata(sandbox.at("sym"))
@@ -2591,18 +2624,11 @@ mod tests {
         ]
         .map(String::from);
         let made = make_whiteouts(&sandbox.target, &paths).unwrap();
+        // `gone` replaced the directory that held `gone/away/h` (found by the whiteouts
+        // fuzz target: a whiteout reported that no longer was).
         assert_eq!(
             made.whiteouts,
-            [
-                "f",
-                "tree",
-                "new/deep/g",
-                "sym",
-                "gone/away/h",
-                "gone",
-                "solo"
-            ]
-            .map(PathBuf::from)
+            ["f", "tree", "new/deep/g", "sym", "gone", "solo"].map(PathBuf::from)
         );
         assert_eq!(made.implicit_dirs, ["new", "new/deep"].map(PathBuf::from));
         for whiteout in ["f", "tree", "new/deep/g", "sym", "gone", "solo"] {
@@ -2735,7 +2761,17 @@ mod tests {
             let err = parse_deleted_files(escaping, &limits).unwrap_err();
             assert!(matches!(err, ExtractError::PathEscape { .. }), "{err}");
         }
-        for malformed in [&b"{\"a\": 1}"[..], b"[1]", b"[", b"", b"null", b"[\"a\"] x"] {
+        for malformed in [
+            &b"{\"a\": 1}"[..],
+            b"[1]",
+            b"[",
+            b"",
+            b"null",
+            b"[\"a\"] x",
+            br#"[".wh.."]"#,
+            br#"["etc/.wh.motd"]"#,
+            br#"["a/.wh..wh..opq/b"]"#,
+        ] {
             let err = parse_deleted_files(malformed, &limits).unwrap_err();
             assert!(matches!(err, ExtractError::Malformed { .. }), "{err}");
         }
