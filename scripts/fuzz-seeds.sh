@@ -105,3 +105,52 @@ printf '%s' '{"process":{"args":["sh"],"cwd":"/","terminal":false},"linux":{"nam
     printf '\0'
     printf '%s' '{"process":{"args":["sh"],"terminal":false},"linux":{"namespaces":[{"type":"pid"},{"type":"mount"}],"maskedPaths":["/proc/keys"]},"mounts":[{"destination":"/proc","type":"proc"},{"destination":"/dev/mqueue","type":"mqueue"},{"destination":"/etc/hosts","type":"bind","source":"/x"}]}'
 } | seed reconcile specs
+
+# image_documents: a media type byte (0 sniffs, 1 OCI index, 2 OCI manifest, 4 Docker
+# manifest), an architecture byte (0 amd64, 1 arm64), the target, a NUL, the config.
+d1=sha256:$(printf '%064d' 1)
+d2=sha256:$(printf '%064d' 2)
+d3=sha256:$(printf '%064d' 3)
+{
+    printf '\001\000'
+    printf '%s' "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"$d1\",\"size\":400,\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}},{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"$d2\",\"size\":400,\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\",\"variant\":\"v8\"}}]}"
+} | seed image_documents index
+manifest="{\"schemaVersion\":2,\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"$d1\",\"size\":500},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"$d2\",\"size\":900},{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"$d3\",\"size\":20}]}"
+config="{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"$d2\",\"$d3\"]}}"
+{
+    printf '\002\000%s' "$manifest"
+    printf '\0%s' "$config"
+} | seed image_documents manifest
+{
+    printf '\000\000%s' "$manifest"
+    printf '\0%s' "$config"
+} | seed image_documents sniffed
+
+# oci_archive: OCI image archives as `ctr images export` writes them (oci-layout,
+# index.json, blobs/sha256/<hex>), with an image of one gzip layer, in three tar formats.
+if tar --version 2>/dev/null | grep -q 'GNU tar' && command -v sha256sum >/dev/null; then
+    oci=$(mktemp -d)
+    mkdir -p "$oci/layer" "$oci/image/blobs/sha256"
+    printf 'hello' >"$oci/layer/greeting"
+    # blob FILE: stores FILE as a blob, prints `"digest":"sha256:<hex>","size":<n>`.
+    blob() {
+        hex=$(sha256sum "$1" | cut -d' ' -f1)
+        cp "$1" "$oci/image/blobs/sha256/$hex"
+        printf '"digest":"sha256:%s","size":%s' "$hex" "$(wc -c <"$1" | tr -d ' ')"
+    }
+    tar -b 1 --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -C "$oci/layer" -cf - greeting |
+        gzip -n >"$oci/layer.tar.gz"
+    diff_id=$(gzip -dc "$oci/layer.tar.gz" | sha256sum | cut -d' ' -f1)
+    printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+        "$diff_id" >"$oci/config.json"
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json",%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",%s}]}' \
+        "$(blob "$oci/config.json")" "$(blob "$oci/layer.tar.gz")" >"$oci/manifest.json"
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",%s,"annotations":{"io.containerd.image.name":"docker.io/revive/seed:1"}}]}' \
+        "$(blob "$oci/manifest.json")" >"$oci/image/index.json"
+    printf '{"imageLayoutVersion":"1.0.0"}' >"$oci/image/oci-layout"
+    for format in gnu pax ustar; do
+        tar -b 1 --mtime=@1700000000 --owner=0 --group=0 --numeric-owner --sort=name \
+            --format=$format -C "$oci/image" -cf - . | seed oci_archive "image-$format.tar"
+    done
+    rm -rf "$oci"
+fi

@@ -10,10 +10,7 @@ use revive_fuzz::archive::Name;
 use revive_fuzz::sandbox::{Allowed, Sandbox};
 
 fuzz_target!(|names: Vec<Name>| {
-    let paths: Vec<String> = names
-        .iter()
-        .map(|n| String::from_utf8_lossy(&n.bytes()).into_owned())
-        .collect();
+    let paths = Name::paths(&names);
     let json = serde_json::to_vec(&paths).expect("JSON of strings");
     if let Ok(parsed) = parse_deleted_files(&json, &Limits::default()) {
         assert_eq!(parsed, paths);

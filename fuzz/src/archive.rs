@@ -329,6 +329,14 @@ impl Word {
 }
 
 impl Name {
+    /// The names as the strings of a `deleted.files` list (lossy UTF-8, as JSON holds them).
+    pub fn paths(names: &[Name]) -> Vec<String> {
+        names
+            .iter()
+            .map(|n| String::from_utf8_lossy(&n.bytes()).into_owned())
+            .collect()
+    }
+
     pub fn bytes(&self) -> Vec<u8> {
         if !self.absolute && self.parts.is_empty() && !self.trailing_slash {
             // Where the input ran out; empty names come from `Part::Empty`.

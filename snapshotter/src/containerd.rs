@@ -30,13 +30,17 @@ use revive_proto::content::v1::{InfoRequest, ReadContentRequest};
 use revive_proto::images::v1::images_client::ImagesClient;
 use revive_proto::images::v1::{GetImageRequest, ListImagesRequest};
 use revive_proto::types::Descriptor as ProtoDescriptor;
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::UnixStream;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
+
+pub use crate::oci::{
+    Compression, Layer, MAX_LAYERS, chain_ids, host_arch, is_sha256_digest, media_types,
+    normalise_name, sha256_digest,
+};
+use crate::oci::{Descriptor, Document, choose_manifest, layers_of, parse_config, parse_document};
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -47,29 +51,12 @@ pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 /// Largest manifest, index or config read (containerd's own limit for manifests is 4 MiB).
 pub const MAX_JSON_BYTES: u64 = 4 << 20;
-/// Most layers an image may have (Docker stops at 127; overlayfs' mount options would
-/// overflow a page long before this).
-pub const MAX_LAYERS: usize = 500;
 /// How deep indexes may nest (an index of indexes of manifests is depth 2).
 const MAX_INDEX_DEPTH: usize = 4;
 /// How long a unary call (Get, List, Info) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long connecting to containerd's socket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// OCI and Docker media types of the documents resolved.
-pub mod media_types {
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &str =
-        "application/vnd.docker.distribution.manifest.v1+prettyjws";
-}
 
 /// Why a call to containerd failed. The messages say what the operator can do.
 #[derive(Debug, thiserror::Error)]
@@ -176,35 +163,6 @@ impl fmt::Display for ImageRef {
     }
 }
 
-/// One layer of a base image.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Layer {
-    /// The blob's media type (from the manifest).
-    pub media_type: String,
-    /// The blob's (compressed) digest, `sha256:<hex>`.
-    pub digest: String,
-    /// The blob's size in bytes.
-    pub size: u64,
-    /// The digest of the uncompressed tar, `sha256:<hex>` (from the config).
-    pub diff_id: String,
-    /// The chain ID of this layer and those below it, `sha256:<hex>`.
-    pub chain_id: String,
-}
-
-impl Layer {
-    /// How the blob is compressed, from its media type.
-    pub fn compression(&self) -> std::result::Result<Compression, String> {
-        Compression::of_media_type(&self.media_type)
-    }
-
-    /// The chain ID's hex digits (a directory name).
-    pub fn chain_id_hex(&self) -> &str {
-        self.chain_id
-            .strip_prefix("sha256:")
-            .unwrap_or(&self.chain_id)
-    }
-}
-
 /// A base image resolved for this machine's platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BaseImage {
@@ -230,114 +188,6 @@ impl BaseImage {
     pub fn chain_ids(&self) -> Vec<&str> {
         self.layers.iter().map(|l| l.chain_id.as_str()).collect()
     }
-}
-
-/// How a layer blob is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// The compression of a layer media type: OCI's `...layer.v1.tar[+gzip|+zstd]` (and the
-    /// non-distributable variants), Docker's `...rootfs.diff.tar[.gzip]` (and foreign).
-    pub fn of_media_type(media_type: &str) -> std::result::Result<Compression, String> {
-        const LAYER_PREFIXES: &[&str] = &[
-            "application/vnd.oci.image.layer.v1.tar",
-            "application/vnd.oci.image.layer.nondistributable.v1.tar",
-            "application/vnd.docker.image.rootfs.diff.tar",
-            "application/vnd.docker.image.rootfs.foreign.diff.tar",
-        ];
-        for prefix in LAYER_PREFIXES {
-            if let Some(rest) = media_type.strip_prefix(prefix) {
-                return match rest {
-                    "" => Ok(Compression::None),
-                    "+gzip" | ".gzip" => Ok(Compression::Gzip),
-                    "+zstd" | ".zstd" => Ok(Compression::Zstd),
-                    _ => Err(format!("unsupported layer media type {media_type:?}")),
-                };
-            }
-        }
-        Err(format!("unsupported layer media type {media_type:?}"))
-    }
-}
-
-/// Whether `digest` is `sha256:` followed by 64 lowercase hex digits.
-pub fn is_sha256_digest(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
-}
-
-/// The `sha256:<hex>` digest of `data`.
-pub fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-/// Chain IDs of layers with the diff IDs `diff_ids` (bottom first), as containerd and the
-/// OCI image spec define them: chainID(1) = diffID(1), chainID(n) = sha256 of
-/// "chainID(n-1) diffID(n)", written `sha256:<hex>`.
-pub fn chain_ids<S: AsRef<str>>(diff_ids: &[S]) -> Vec<String> {
-    let mut chain: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for diff_id in diff_ids {
-        let next = match chain.last() {
-            None => diff_id.as_ref().to_string(),
-            Some(parent) => sha256_digest(format!("{parent} {}", diff_id.as_ref()).as_bytes()),
-        };
-        chain.push(next);
-    }
-    chain
-}
-
-/// The architecture name OCI uses for this machine (`GOARCH`).
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "powerpc64" => "ppc64",
-        "loongarch64" => "loong64",
-        other => other,
-    }
-}
-
-/// The fully qualified form of a short image name, as Docker and containerd's CRI
-/// normalise them: `busybox` -> `docker.io/library/busybox:latest`,
-/// `revive/busybox:1` -> `docker.io/revive/busybox:1`, `quay.io/x/y` -> `quay.io/x/y:latest`.
-/// None when `name` is already in that form (or is not a name).
-pub fn normalise_name(name: &str) -> Option<String> {
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        return None;
-    }
-    let (repo, suffix) = match name.find('@') {
-        Some(at) => (&name[..at], &name[at..]),
-        None => (name, ""),
-    };
-    let (domain, path) = match repo.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first, rest.to_string())
-        }
-        _ => ("docker.io", repo.to_string()),
-    };
-    let path = if domain == "docker.io" && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    };
-    let last = path.rsplit('/').next().unwrap_or_default();
-    let tag = if suffix.is_empty() && !last.contains(':') {
-        ":latest"
-    } else {
-        ""
-    };
-    let normalised = format!("{domain}/{path}{tag}{suffix}");
-    (normalised != name).then_some(normalised)
 }
 
 /// A blob being read from containerd's content store.
@@ -655,7 +505,7 @@ impl Client {
             image: name.to_string(),
             reason,
         };
-        let mut descriptor = Descriptor::from_proto(target).map_err(invalid)?;
+        let mut descriptor = descriptor_of(target).map_err(invalid)?;
         let target_digest = descriptor.digest.clone();
         let arch = host_arch();
         for _ in 0..=MAX_INDEX_DEPTH {
@@ -741,294 +591,17 @@ impl<R: AsyncRead + Unpin> AsyncRead for ExactSize<R> {
     }
 }
 
-/// A content descriptor, checked: a sha256 digest, a size that fits.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    platform: Option<Platform>,
-}
-
-impl Descriptor {
-    fn from_proto(proto: &ProtoDescriptor) -> std::result::Result<Descriptor, String> {
-        let descriptor = Descriptor {
-            media_type: proto.media_type.clone(),
-            digest: proto.digest.clone(),
-            size: u64::try_from(proto.size)
-                .map_err(|_| format!("the target's size {} is negative", proto.size))?,
-            platform: None,
-        };
-        descriptor.check()?;
-        Ok(descriptor)
-    }
-
-    fn check(&self) -> std::result::Result<(), String> {
-        if !is_sha256_digest(&self.digest) {
-            return Err(format!(
-                "unsupported digest {:?} (only sha256 is)",
-                truncated(&self.digest)
-            ));
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-struct Platform {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-/// An index or Docker manifest list.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Index {
-    #[serde(default)]
-    media_type: Option<String>,
-    manifests: Vec<Descriptor>,
-}
-
-/// An image manifest (OCI or Docker schema 2).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Manifest {
-    #[serde(default)]
-    media_type: Option<String>,
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
-/// The parts of an image config used here.
-#[derive(Debug, Deserialize)]
-struct Config {
-    #[serde(default)]
-    os: Option<String>,
-    #[serde(default)]
-    architecture: Option<String>,
-    rootfs: RootFs,
-}
-
-#[derive(Debug, Deserialize)]
-struct RootFs {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    diff_ids: Vec<String>,
-}
-
-/// What a target or index entry is.
-#[derive(Debug)]
-enum Document {
-    Index(Index),
-    Manifest(Manifest),
-}
-
-/// An untrusted string, cut for an error message.
-fn truncated(s: &str) -> String {
-    let mut end = s.len().min(80);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    if end < s.len() {
-        format!("{}...", &s[..end])
-    } else {
-        s.to_string()
-    }
-}
-
-/// Parses a manifest or an index of media type `media_type` (or, if the descriptor has
-/// none, of the type the document says or its fields show).
-fn parse_document(media_type: &str, data: &[u8]) -> std::result::Result<Document, String> {
-    use media_types::*;
-    let parse_index = || -> std::result::Result<Document, String> {
-        let index: Index = serde_json::from_slice(data).map_err(|e| e.to_string())?;
-        if let Some(kind) = &index.media_type
-            && kind != OCI_INDEX
-            && kind != DOCKER_MANIFEST_LIST
-        {
-            return Err(format!("an index whose mediaType is {:?}", truncated(kind)));
-        }
-        for manifest in &index.manifests {
-            manifest.check()?;
-        }
-        Ok(Document::Index(index))
+/// A containerd descriptor (an image record's target), checked.
+fn descriptor_of(proto: &ProtoDescriptor) -> std::result::Result<Descriptor, String> {
+    let descriptor = Descriptor {
+        media_type: proto.media_type.clone(),
+        digest: proto.digest.clone(),
+        size: u64::try_from(proto.size)
+            .map_err(|_| format!("the target's size {} is negative", proto.size))?,
+        platform: None,
     };
-    let parse_manifest = || -> std::result::Result<Document, String> {
-        let manifest: Manifest = serde_json::from_slice(data).map_err(|e| e.to_string())?;
-        if let Some(kind) = &manifest.media_type
-            && kind != OCI_MANIFEST
-            && kind != DOCKER_MANIFEST
-        {
-            return Err(format!(
-                "a manifest whose mediaType is {:?}",
-                truncated(kind)
-            ));
-        }
-        manifest.config.check()?;
-        if manifest.layers.len() > MAX_LAYERS {
-            return Err(format!(
-                "{} layers, over the limit of {MAX_LAYERS}",
-                manifest.layers.len()
-            ));
-        }
-        for layer in &manifest.layers {
-            layer.check()?;
-        }
-        Ok(Document::Manifest(manifest))
-    };
-    match media_type {
-        OCI_INDEX | DOCKER_MANIFEST_LIST => parse_index(),
-        OCI_MANIFEST | DOCKER_MANIFEST => parse_manifest(),
-        DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(
-            "Docker schema 1 manifests are not supported (pull the image again from a \
-             registry that serves schema 2 or OCI)"
-                .into(),
-        ),
-        "" => {
-            // Sniff: what the document says, else whether it lists manifests or layers.
-            #[derive(Deserialize)]
-            #[serde(rename_all = "camelCase")]
-            struct Probe {
-                #[serde(default)]
-                media_type: Option<String>,
-                #[serde(default)]
-                manifests: Option<serde::de::IgnoredAny>,
-            }
-            let probe: Probe = serde_json::from_slice(data).map_err(|e| e.to_string())?;
-            match probe.media_type.as_deref() {
-                Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => parse_index(),
-                Some(OCI_MANIFEST | DOCKER_MANIFEST) => parse_manifest(),
-                Some(other) => Err(format!("unsupported media type {:?}", truncated(other))),
-                None if probe.manifests.is_some() => parse_index(),
-                None => parse_manifest(),
-            }
-        }
-        other => Err(format!("unsupported media type {:?}", truncated(other))),
-    }
-}
-
-fn parse_config(data: &[u8]) -> std::result::Result<Config, String> {
-    let config: Config = serde_json::from_slice(data).map_err(|e| e.to_string())?;
-    if let Some(kind) = &config.rootfs.kind
-        && kind != "layers"
-    {
-        return Err(format!(
-            "rootfs type {:?} (not \"layers\")",
-            truncated(kind)
-        ));
-    }
-    if config.rootfs.diff_ids.len() > MAX_LAYERS {
-        return Err(format!(
-            "{} diff_ids, over the limit of {MAX_LAYERS}",
-            config.rootfs.diff_ids.len()
-        ));
-    }
-    for diff_id in &config.rootfs.diff_ids {
-        if !is_sha256_digest(diff_id) {
-            return Err(format!(
-                "unsupported diff_id {:?} (only sha256 is)",
-                truncated(diff_id)
-            ));
-        }
-    }
-    Ok(config)
-}
-
-/// The manifest of `index` for `os`/`arch`: an exact match (preferring no variant or, on
-/// arm64, v8), else the only manifest that names no platform. The error lists the
-/// platforms there are.
-fn choose_manifest(index: &Index, os: &str, arch: &str) -> std::result::Result<Descriptor, String> {
-    use media_types::*;
-    let is_document = |d: &&Descriptor| {
-        matches!(
-            d.media_type.as_str(),
-            OCI_INDEX | OCI_MANIFEST | DOCKER_MANIFEST_LIST | DOCKER_MANIFEST | ""
-        )
-    };
-    let matching: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(is_document)
-        .filter(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == os && p.architecture == arch)
-        })
-        .collect();
-    let preferred = matching.iter().find(|d| {
-        let variant = d.platform.as_ref().and_then(|p| p.variant.as_deref());
-        matches!(variant, None | Some("")) || (arch == "arm64" && variant == Some("v8"))
-    });
-    if let Some(chosen) = preferred.or(matching.first()) {
-        return Ok((*chosen).clone());
-    }
-    let unnamed: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(is_document)
-        .filter(|d| d.platform.is_none())
-        .collect();
-    if let [only] = unnamed.as_slice() {
-        return Ok((*only).clone());
-    }
-    let mut available: Vec<String> = index
-        .manifests
-        .iter()
-        .take(32)
-        .map(|d| match &d.platform {
-            Some(p) => truncated(&format!(
-                "{}/{}{}",
-                p.os,
-                p.architecture,
-                p.variant
-                    .as_deref()
-                    .filter(|v| !v.is_empty())
-                    .map(|v| format!("/{v}"))
-                    .unwrap_or_default()
-            )),
-            None => "no platform".into(),
-        })
-        .collect();
-    available.dedup();
-    if available.is_empty() {
-        available.push("no manifests".into());
-    }
-    Err(available.join(", "))
-}
-
-/// The layers of `manifest` with their diff IDs from `config` and their chain IDs.
-fn layers_of(manifest: &Manifest, config: &Config) -> std::result::Result<Vec<Layer>, String> {
-    let diff_ids = &config.rootfs.diff_ids;
-    if diff_ids.len() != manifest.layers.len() {
-        return Err(format!(
-            "the manifest has {} layers but the config {} diff_ids",
-            manifest.layers.len(),
-            diff_ids.len()
-        ));
-    }
-    let chain = chain_ids(diff_ids);
-    manifest
-        .layers
-        .iter()
-        .zip(diff_ids.iter().zip(chain))
-        .map(|(layer, (diff_id, chain_id))| {
-            Compression::of_media_type(&layer.media_type)?;
-            Ok(Layer {
-                media_type: layer.media_type.clone(),
-                digest: layer.digest.clone(),
-                size: layer.size,
-                diff_id: diff_id.clone(),
-                chain_id,
-            })
-        })
-        .collect()
+    descriptor.check()?;
+    Ok(descriptor)
 }
 
 #[cfg(test)]

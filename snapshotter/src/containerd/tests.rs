@@ -4,6 +4,7 @@ use tokio::io::AsyncReadExt;
 use super::fake::{FakeContainerd, Style};
 use super::media_types::*;
 use super::*;
+use crate::oci::*;
 
 const A: &str = "sha256:ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
 const B: &str = "sha256:3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d";
