@@ -638,7 +638,11 @@ pub fn cli_convert_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Resul
     run_counter(node, GO_SHIM, id)?;
     let before = wait_for_count(node, id, 3)?;
     narrate(&format!("counter {id} on the Go shim: {before}"));
-    node.ctr(&["container", "checkpoint", "--task", "--rw", id, native])?;
+    crate::scenario::ctr_checkpoint(
+        node,
+        GO_SHIM,
+        &["container", "checkpoint", "--task", "--rw", id, native],
+    )?;
     let checkpointed = read_counter(node, id)?;
     remove_container(node, id)?;
     narrate(&format!(
