@@ -553,8 +553,14 @@ pub trait Benchmark {
     fn method(&self, settings: &Settings) -> Vec<String>;
     fn targets(&self, settings: &Settings) -> Vec<Target>;
     /// Measures `runtime`; the cells align with [`Benchmark::rows`]. Leaves no container of
-    /// its own behind, whether it succeeds or not.
-    fn measure(&self, node: &Node, runtime: &str, settings: &Settings) -> Result<Vec<Cell>>;
+    /// its own behind, whether it succeeds or not. A benchmark implements this or
+    /// [`Benchmark::measure_runtimes`] (each one's default calls the other); by default, the
+    /// one column that `measure_runtimes` gives for `runtime` alone.
+    fn measure(&self, node: &Node, runtime: &str, settings: &Settings) -> Result<Vec<Cell>> {
+        self.measure_runtimes(node, &[runtime.to_string()], settings, &mut |_| {})
+            .pop()
+            .unwrap_or_else(|| Err(anyhow::anyhow!("no column for {runtime}")))
+    }
 
     /// Measures every runtime, a column each. By default one after the other with
     /// [`Benchmark::measure`]; a benchmark whose numbers drift with the machine's state (page

@@ -47,7 +47,7 @@ pub(crate) fn unix_channel(runtime: &tokio::runtime::Runtime, socket: &Path) -> 
 
 /// The host's path to the socket of a node's containerd.
 pub(crate) fn socket_of(node: &Node) -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("/proc/{}/root{SOCKET}", node.init_pid()))
+    node.host_path(SOCKET)
 }
 
 /// containerd's API in one namespace of a node.

@@ -310,6 +310,12 @@ impl Node {
         self.init_pid
     }
     /// Host directory visible as /share inside the node.
+    /// Where the host reaches `path` of the node's own file system (through its init's
+    /// root), for what the harness reads without a command in the node.
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{path}", self.init_pid()))
+    }
+
     pub fn share_dir(&self) -> PathBuf {
         self.spec.dir.join("share")
     }

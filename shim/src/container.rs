@@ -398,16 +398,11 @@ impl Container {
             .raw
             .run("checkpoint", &config.args(&self.id, work), log, None)
             .await;
-        if let Some(freezer) = freezer {
-            // After a dump that failed CRIU hands the processes back frozen, as it found
-            // them; after one that succeeded they are gone and the cgroup with them.
-            if let Err(e) = tokio::task::spawn_blocking(move || freezer.thaw())
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r)
-            {
-                warn!("checkpoint of {}: thawing its cgroup: {e}", self.id);
-            }
+        // After a dump that failed CRIU hands the processes back frozen, as it found them;
+        // after one that succeeded they are gone and the cgroup with them. (One write to
+        // the cgroup file: nothing to wait for.)
+        if let Some(Err(e)) = freezer.map(|f| f.thaw()) {
+            warn!("checkpoint of {}: thawing its cgroup: {e}", self.id);
         }
         result
     }

@@ -82,12 +82,12 @@ struct Run {
 /// CRIU's dump statistics from a checkpoint's work directory, read on the host through the
 /// node's root.
 fn dump_stats(node: &Node, work: &str) -> Result<revive_checkpoint::criu::DumpStats> {
-    let path = format!("/proc/{}/root{work}/stats-dump", node.init_pid());
-    let data = std::fs::read(&path).with_context(|| format!("reading CRIU's {path}"))?;
+    let path = node.host_path(&format!("{work}/stats-dump"));
+    let data = std::fs::read(&path).with_context(|| format!("reading CRIU's {path:?}"))?;
     revive_checkpoint::criu::parse_stats(&data)
-        .with_context(|| format!("parsing CRIU's {path}"))?
+        .with_context(|| format!("parsing CRIU's {path:?}"))?
         .dump
-        .with_context(|| format!("{path} holds no dump statistics"))
+        .with_context(|| format!("{path:?} holds no dump statistics"))
 }
 
 /// Checkpoint and restore of containers holding 64 MiB, 256 MiB and 1 GiB (by default).
@@ -264,12 +264,11 @@ impl<'a> Samples<'a> {
     }
 
     /// The column's cells; `reference` is the first column, which the round-by-round rows
-    /// compare with.
-    fn cells(&self, reference: &Samples) -> Result<Vec<Cell>> {
+    /// compare with (None for the first column itself).
+    fn cells(&self, reference: Option<&Samples>) -> Result<Vec<Cell>> {
         if let Some(err) = &self.failed {
             return Err(anyhow::anyhow!("{err:#}"));
         }
-        let is_reference = std::ptr::eq(self, reference);
         let mut cells = vec![self.disk.clone().context("no disk measurement")?];
         for size in 0..self.ids.len() {
             for samples in [&self.checkpoints[size], &self.restores[size]] {
@@ -298,19 +297,22 @@ impl<'a> Samples<'a> {
                 ));
             }
             for (ours, theirs) in [
-                (&self.checkpoints[size], &reference.checkpoints[size]),
-                (&self.restores[size], &reference.restores[size]),
+                (&self.checkpoints, reference.map(|r| &r.checkpoints)),
+                (&self.restores, reference.map(|r| &r.restores)),
             ] {
-                cells.push(if is_reference {
-                    Cell::text("(the reference)")
-                } else if reference.failed.is_some() {
-                    Cell::text("(no reference)")
-                } else {
-                    let (ratio, faster, n) = paired(theirs, ours).context("no common rounds")?;
-                    Cell::number(
-                        format!("{ratio:.2}× (faster in {faster} of {n} rounds)"),
-                        ratio,
-                    )
+                cells.push(match theirs {
+                    None => Cell::text("(the reference)"),
+                    Some(_) if reference.is_some_and(|r| r.failed.is_some()) => {
+                        Cell::text("(no reference)")
+                    }
+                    Some(theirs) => {
+                        let (ratio, faster, n) =
+                            paired(&theirs[size], &ours[size]).context("no common rounds")?;
+                        Cell::number(
+                            format!("{ratio:.2}× (faster in {faster} of {n} rounds)"),
+                            ratio,
+                        )
+                    }
                 });
             }
         }
@@ -386,12 +388,6 @@ impl Benchmark for CheckpointRestore {
             })
             .collect()
     }
-    fn measure(&self, node: &Node, runtime: &str, settings: &Settings) -> Result<Vec<Cell>> {
-        let runtimes = [runtime.to_string()];
-        self.measure_runtimes(node, &runtimes, settings, &mut |_| {})
-            .pop()
-            .unwrap_or_else(|| Err(anyhow::anyhow!("no column for {runtime}")))
-    }
 
     /// Round by round, every size for every runtime, the order of the runtimes alternating
     /// between rounds: whatever drifts (page cache, disk write-back) weighs on every column
@@ -444,10 +440,12 @@ impl Benchmark for CheckpointRestore {
             remove_containers(node, column.runtime, &names);
         }
         let _ = node.run(&["rm", "-rf", DIR]);
-        let Some(reference) = columns.first() else {
-            return Vec::new();
-        };
-        columns.iter().map(|c| c.cells(reference)).collect()
+        let reference = columns.first();
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.cells(reference.filter(|_| i > 0)))
+            .collect()
     }
 }
 

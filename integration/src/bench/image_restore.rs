@@ -383,12 +383,6 @@ impl Benchmark for ImageRestore {
     fn targets(&self, _: &Settings) -> Vec<Target> {
         Vec::new()
     }
-    fn measure(&self, node: &Node, runtime: &str, settings: &Settings) -> Result<Vec<Cell>> {
-        let runtimes = [runtime.to_string()];
-        self.measure_runtimes(node, &runtimes, settings, &mut |_| {})
-            .pop()
-            .unwrap_or_else(|| Err(anyhow!("no column for {runtime}")))
-    }
 
     fn measure_runtimes(
         &self,
