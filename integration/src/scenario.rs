@@ -1051,27 +1051,49 @@ pub(crate) fn rootfs_file(id: &str, file: &str) -> String {
 }
 
 /// `ctr <args>` for a checkpoint of a task on `runtime`. The Go shim's reference runs retry,
-/// loudly, when runc gave up freezing the container ("unable to freeze", runc's freezer
-/// timing out on a loaded machine; the container keeps running, so a retry is sound). revive
-/// retries its pause itself (see the README), so for revive a failure here is a failure.
+/// loudly, what revive's shim retries itself (see the README): runc giving up freezing the
+/// container ("unable to freeze", its freezer timing out on a loaded machine), and a dump
+/// that met a process in uninterruptible sleep; the container keeps running after either, so
+/// a retry is sound. The Go shim's other CRIU failures get the error lines of its
+/// `criu-dump.log`, which goes away with the node. For revive a failure here is a failure.
 pub fn ctr_checkpoint(node: &Node, runtime: &str, args: &[&str]) -> Result<String> {
     let mut attempt = 1;
     loop {
-        match node.ctr(args) {
-            Err(e)
-                if attempt < 3
-                    && runtime != "io.containerd.revive.v2"
-                    && format!("{e:#}").contains("unable to freeze") =>
-            {
-                eprintln!(
-                    "*** {runtime}: `ctr {}` attempt {attempt}: runc could not freeze the container; retrying",
-                    args.join(" ")
-                );
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(500));
-            }
+        let err = match node.ctr(args) {
+            Err(e) if runtime != "io.containerd.revive.v2" => e,
             result => return result,
+        };
+        let text = format!("{err:#}");
+        let log = text
+            .split_once("path= ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|path| node.run(&["cat", path]).ok());
+        let why = if text.contains("unable to freeze") {
+            "runc could not freeze the container"
+        } else if log
+            .as_deref()
+            .is_some_and(revive_checkpoint::criulog::transient)
+        {
+            "CRIU met a process in uninterruptible sleep"
+        } else {
+            let lines = log
+                .map(|log| revive_checkpoint::criulog::errors(&log, 5).join("; "))
+                .unwrap_or_default();
+            return Err(if lines.is_empty() {
+                err
+            } else {
+                err.context(format!("CRIU's log: {lines}"))
+            });
+        };
+        if attempt == 3 {
+            return Err(err);
         }
+        eprintln!(
+            "*** {runtime}: `ctr {}` attempt {attempt}: {why}; retrying",
+            args.join(" ")
+        );
+        attempt += 1;
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
