@@ -288,7 +288,7 @@ pub fn convert(
         }
         bail!(
             "{} holds no containerd checkpoint (made with `ctr container checkpoint --task --rw \
-             ID REF` and exported with `ctr images export --skip-manifest-json FILE REF`)",
+             ID REF` and exported with `ctr images export --local --skip-manifest-json FILE REF`)",
             input.display()
         );
     };

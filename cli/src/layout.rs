@@ -180,7 +180,9 @@ impl OciArchive {
                         .offset
                         .checked_add(member.size)
                         .is_some_and(|end| end <= meta.len()),
-                    "member {name} extends beyond the end of the file (truncated?)"
+                    "member {name} extends beyond the end of the file: the archive is \
+                     truncated (containerd 2.x's `ctr images export` can exit before it has \
+                     written the whole file; export again with `--local`)"
                 );
                 if members.insert(name.clone(), member).is_some() {
                     bail!("member {name} appears twice; refusing an ambiguous archive");

@@ -78,16 +78,16 @@ enum ImageCommand {
     #[command(
         long_about = "Convert containerd's own checkpoint into a checkpoint image.\n\n\
         NATIVE is the export of a checkpoint made by `ctr container checkpoint --task --rw \
-        ID REF` (`ctr images export --skip-manifest-json NATIVE.tar REF`; without \
-        --skip-manifest-json, containerd 2.x's ctr fails on a checkpoint). No client can create a container from \
-        such an image; the checkpoint image written to OUT can be (ctr run on \
+        ID REF` (`ctr images export --local --skip-manifest-json NATIVE.tar REF`; without \
+        --skip-manifest-json, containerd 2.x's ctr fails on a checkpoint, and without --local \
+        it can leave the file truncated). No client can create a container from such an image; the checkpoint image written to OUT can be (ctr run on \
         revive-snapshotter with the revive runtime, or a pod on RuntimeClass revive). It \
         holds CRIU's images in checkpoint/, the container's spec as spec.dump, the rw layer \
         as rootfs-diff.tar and a config.dump naming the base image (the one the checkpoint \
         names, or --base-image), which must be present where it is restored.\n\n\
         Example:\n  \
         ctr container checkpoint --task --rw app native/app:1\n  \
-        ctr images export --skip-manifest-json native.tar native/app:1\n  \
+        ctr images export --local --skip-manifest-json native.tar native/app:1\n  \
         revive image convert native.tar registry.example/checkpoints/app:1 -o app.tar\n  \
         ctr images import app.tar"
     )]

@@ -649,10 +649,13 @@ pub fn cli_convert_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Resul
         "ctr container checkpoint --task --rw {id} {native}; container removed"
     ));
     // containerd 2.x's ctr fails to write the Docker manifest.json of a checkpoint ("unable
-    // to create manifests file"): its entries are not manifests.
+    // to create manifests file"): its entries are not manifests. `--local` because 2.x's ctr
+    // otherwise exports through the transfer service and can exit before its goroutine has
+    // copied the whole stream into the file (1.7 exports locally by default).
     node.ctr(&[
         "images",
         "export",
+        "--local",
         "--skip-manifest-json",
         "/share/native.tar",
         native,
