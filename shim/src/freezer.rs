@@ -249,6 +249,136 @@ mod tests {
         assert!(!Freezer::V1(dir.path().join("missing")).thaw_if_freezing());
     }
 
+    /// A real cgroup of `hierarchy` holding one busy process (a shell loop, always running
+    /// or runnable while it may), thawed, killed and removed when dropped.
+    struct Busy {
+        freezer: Freezer,
+        child: std::process::Child,
+    }
+
+    impl Busy {
+        fn start(hierarchy: &Path, v2: bool) -> Busy {
+            let dir = hierarchy.join(format!("revive-freezer-test-{}", std::process::id()));
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            let child = std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap();
+            let freezer = if v2 {
+                Freezer::V2(dir.clone())
+            } else {
+                Freezer::V1(dir.clone())
+            };
+            let busy = Busy { freezer, child };
+            std::fs::write(dir.join("cgroup.procs"), busy.child.id().to_string()).unwrap();
+            busy
+        }
+
+        /// The process's state letter as the kernel reports it (/proc/PID/stat).
+        fn kernel_state(&self) -> char {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+            let after = stat.rsplit_once(") ").unwrap().1;
+            after.chars().next().unwrap()
+        }
+
+        /// Waits (at most 10 s) until the kernel says the process is running, or is not.
+        fn wait_running(&self, running: bool) {
+            let started = Instant::now();
+            while (self.kernel_state() == 'R') != running {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the process stayed in state {} (running wanted: {running})",
+                    self.kernel_state()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            let _ = self.freezer.thaw();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            // The reaped process leaves the cgroup a moment later.
+            for _ in 0..1000 {
+                if std::fs::remove_dir(self.freezer.dir()).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            eprintln!("left behind: {}", self.freezer.dir().display());
+        }
+    }
+
+    /// Freezes and thaws a real busy process through the kernel's freezer, checking the
+    /// process's own state as the kernel reports it, not only the freezer's files.
+    fn kernel_freezer_round_trip(hierarchy: &Path, v2: bool) {
+        let busy = Busy::start(hierarchy, v2);
+        let freezer = &busy.freezer;
+        assert_eq!(freezer.state().unwrap(), State::Thawed);
+        busy.wait_running(true);
+        // A generous budget: this tests the mechanics, not the speed.
+        let took = freezer.freeze(Duration::from_secs(10)).unwrap();
+        assert!(took.is_some(), "{freezer:?} did not freeze");
+        assert_eq!(freezer.state().unwrap(), State::Frozen);
+        for _ in 0..20 {
+            assert_ne!(busy.kernel_state(), 'R', "a frozen process ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Already frozen: not ours to touch, and it stays frozen.
+        assert_eq!(freezer.freeze(BUDGET).unwrap(), None);
+        assert!(!freezer.thaw_if_freezing());
+        assert_eq!(freezer.state().unwrap(), State::Frozen);
+        freezer.thaw().unwrap();
+        assert_eq!(freezer.state().unwrap(), State::Thawed);
+        busy.wait_running(true);
+        // The hierarchy Freezer::of picks on this machine finds the same cgroup.
+        let host_unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+        if host_unified == v2 {
+            assert_eq!(Freezer::of(busy.child.id()).as_ref(), Some(freezer));
+        }
+    }
+
+    fn root_or_skip(what: &str) -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        eprintln!("!!! SKIPPED: {what} needs root (it makes a cgroup) !!!");
+        false
+    }
+
+    #[test]
+    fn a_v1_kernel_freezer_freezes_and_thaws_a_busy_process() {
+        let hierarchy = Path::new("/sys/fs/cgroup/freezer");
+        if !root_or_skip("the v1 freezer test") {
+            return;
+        }
+        if !hierarchy.join("freezer.state").exists() && !hierarchy.join("tasks").exists() {
+            eprintln!("!!! SKIPPED: this machine has no cgroup v1 freezer (pure cgroup v2) !!!");
+            return;
+        }
+        kernel_freezer_round_trip(hierarchy, false);
+    }
+
+    /// On a hybrid machine (v1 controllers, cgroup2 at /sys/fs/cgroup/unified, like this
+    /// project's CI machine) the v2 freezer is tested there, although runc uses v1.
+    #[test]
+    fn a_v2_kernel_freezer_freezes_and_thaws_a_busy_process() {
+        let hierarchy = cgroup_mounts()
+            .ok()
+            .and_then(|mounts| mounts.get("").cloned());
+        if !root_or_skip("the v2 freezer test") {
+            return;
+        }
+        let Some(hierarchy) = hierarchy else {
+            eprintln!("!!! SKIPPED: this machine has no cgroup2 mount !!!");
+            return;
+        };
+        kernel_freezer_round_trip(&hierarchy, true);
+    }
+
     #[test]
     fn a_removed_cgroup_counts_as_thawed() {
         let dir = tempfile::tempdir().unwrap();
