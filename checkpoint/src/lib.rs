@@ -7,3 +7,4 @@ pub mod criu;
 pub mod criulog;
 pub mod extract;
 pub mod handoff;
+pub mod oci;

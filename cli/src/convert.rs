@@ -19,12 +19,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use revive_checkpoint::archive::{self, ContainerConfig};
+use revive_checkpoint::oci::media_types::{OCI_LAYER_GZIP, OCI_LAYER_TAR};
+use revive_checkpoint::oci::{self, ANNOTATION_REF_NAME, Descriptor, Index};
 
 use crate::build::{Summary, check_rootfs_diff, summary_of, work_dir};
 use crate::format::Format;
-use crate::layout::{
-    self, ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, OciArchive,
-};
+
+use crate::layout::{self, OciArchive};
 use crate::write::{self, ExactReader, LayerWriter, Written};
 
 /// CRIU's images, as one tar.
@@ -87,14 +88,14 @@ impl Native {
             let slot = match desc.media_type.as_str() {
                 MEDIA_CRIU_TAR => &mut native.criu,
                 MEDIA_CONFIG_PROTO => &mut native.spec,
-                MEDIA_LAYER_GZIP | MEDIA_LAYER_TAR | layout::MEDIA_DOCKER_LAYER_GZIP => {
+                OCI_LAYER_GZIP | OCI_LAYER_TAR | oci::media_types::DOCKER_LAYER_GZIP => {
                     &mut native.rw
                 }
                 MEDIA_OPTIONS_PROTO | MEDIA_RUNTIME_OPTIONS => {
                     containerd = true;
                     continue;
                 }
-                m if layout::is_manifest(m) || layout::is_index(m) => {
+                m if oci::is_manifest(m) || oci::is_index(m) => {
                     native.image_included = true;
                     continue;
                 }
@@ -112,14 +113,14 @@ impl Native {
 /// The first containerd checkpoint among the images of `archive`, with its name.
 pub fn find_native(archive: &OciArchive) -> Result<Option<(String, Native)>> {
     for top in archive.index()?.manifests {
-        if !layout::is_index(&top.media_type) {
+        if !oci::is_index(&top.media_type) {
             continue;
         }
         let index = archive.index_blob(&top)?;
         if let Some(native) = Native::of(&index) {
             let name = top
                 .annotations
-                .get(layout::ANNOTATION_IMAGE_NAME)
+                .get(oci::ANNOTATION_IMAGE_NAME)
                 .cloned()
                 .unwrap_or_else(|| top.digest.clone());
             return Ok(Some((name, native)));

@@ -12,12 +12,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use revive_checkpoint::archive;
+use revive_checkpoint::oci::{self, Descriptor, host_arch};
 use serde::Serialize;
 
 use crate::convert::Native;
 use crate::format::Format;
-use crate::layout::{self, Descriptor, OciArchive};
-use crate::write::host_arch;
+
+use crate::layout::{self, OciArchive};
 
 /// Most members read from one layer.
 const MAX_LAYER_MEMBERS: u64 = 2_000_000;
@@ -96,17 +97,17 @@ fn resolve(
     archive: &OciArchive,
     top: &Descriptor,
 ) -> Result<Option<(Descriptor, BTreeMap<String, String>)>> {
-    if layout::is_manifest(&top.media_type) {
+    if oci::is_manifest(&top.media_type) {
         return Ok(Some((top.clone(), BTreeMap::new())));
     }
-    if !layout::is_index(&top.media_type) {
+    if !oci::is_index(&top.media_type) {
         return Ok(None);
     }
     let index = archive.index_blob(top)?;
     let manifests: Vec<&Descriptor> = index
         .manifests
         .iter()
-        .filter(|d| layout::is_manifest(&d.media_type) && archive.has_blob(d))
+        .filter(|d| oci::is_manifest(&d.media_type) && archive.has_blob(d))
         .collect();
     let host = manifests
         .iter()
@@ -225,11 +226,11 @@ fn native_report(archive: &OciArchive, name: String, native: Native, file: &Path
 fn inspect_image(archive: &OciArchive, top: &Descriptor, file: &Path) -> Result<ImageReport> {
     let name = top
         .annotations
-        .get(layout::ANNOTATION_IMAGE_NAME)
-        .or(top.annotations.get(layout::ANNOTATION_REF_NAME))
+        .get(oci::ANNOTATION_IMAGE_NAME)
+        .or(top.annotations.get(oci::ANNOTATION_REF_NAME))
         .cloned()
         .unwrap_or_else(|| top.digest.clone());
-    if layout::is_index(&top.media_type)
+    if oci::is_index(&top.media_type)
         && let Some(native) = Native::of(&archive.index_blob(top)?)
     {
         return Ok(native_report(archive, name, native, file));

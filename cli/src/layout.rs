@@ -6,13 +6,13 @@
 //! checks its size and its SHA-256 digest, so a blob is used only if it is what its
 //! descriptor says. JSON documents are read whole only below [`MAX_JSON_BYTES`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde::{Deserialize, Serialize};
+use revive_checkpoint::oci::{Descriptor, Index, Manifest};
 use sha2::{Digest as _, Sha256};
 
 /// Largest JSON document (index, manifest, image config) or small blob read whole.
@@ -21,74 +21,6 @@ pub const MAX_JSON_BYTES: u64 = 4 << 20;
 const MAX_MEMBERS: usize = 1_000_000;
 /// Most descriptors accepted in one index or manifest.
 pub const MAX_DESCRIPTORS: usize = 10_000;
-
-pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MEDIA_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// The name containerd gives an image in `index.json` (`ctr images export`/`import`).
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-/// OCI's reference name: in `index.json` the tag; on a containerd checkpoint's index, the
-/// base image's full name.
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-/// An OCI platform.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-/// An OCI content descriptor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// An OCI image index (also `index.json`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Index {
-    #[serde(default)]
-    pub manifests: Vec<Descriptor>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// An OCI image manifest.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Manifest {
-    pub config: Descriptor,
-    #[serde(default)]
-    pub layers: Vec<Descriptor>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-}
-
-pub fn is_index(media_type: &str) -> bool {
-    media_type == MEDIA_INDEX || media_type == MEDIA_DOCKER_LIST
-}
-
-pub fn is_manifest(media_type: &str) -> bool {
-    media_type == MEDIA_MANIFEST || media_type == MEDIA_DOCKER_MANIFEST
-}
 
 /// The hex part of a `sha256:<64 lowercase hex>` digest; anything else is an error (a digest
 /// names a file, so it must not be able to name any other).
@@ -356,11 +288,6 @@ impl<R: Read> Read for Verified<R> {
         }
         Ok(n)
     }
-}
-
-/// The SHA-256 digest of `data`, as `sha256:<hex>`.
-pub fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 /// Largest GNU long name or PAX header read (the tar crate would read them whole, of any

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use revive_checkpoint::oci::{self, Descriptor, sha256_digest};
 use serde_json::json;
 
 use crate::convert::{self, ConvertOptions};
 use crate::format::Format;
 use crate::inspect::{self, ImageReport};
-use crate::layout::{self, Descriptor, OciArchive, digest_of};
+use crate::layout::OciArchive;
 
 const BASE: &str = "docker.io/revive/busybox:latest";
 
@@ -167,7 +168,7 @@ fn listing(dir: &Path) -> Vec<String> {
 struct Parsed {
     top: Descriptor,
     index_annotations: Option<BTreeMap<String, String>>,
-    manifest: layout::Manifest,
+    manifest: oci::Manifest,
     config: serde_json::Value,
     layer: Vec<u8>,
 }
@@ -177,7 +178,7 @@ fn parse(path: &Path) -> Parsed {
     let index = archive.index().unwrap();
     assert_eq!(index.manifests.len(), 1);
     let top = index.manifests[0].clone();
-    let (manifest_desc, index_annotations) = if layout::is_index(&top.media_type) {
+    let (manifest_desc, index_annotations) = if oci::is_index(&top.media_type) {
         let index = archive.index_blob(&top).unwrap();
         assert_eq!(index.manifests.len(), 1);
         (index.manifests[0].clone(), Some(index.annotations))
@@ -234,15 +235,15 @@ fn build_makes_a_criu_image_holding_exactly_the_archive() {
     );
     assert!(image.manifest.annotations.is_empty());
     assert_eq!(image.config["os"], "linux");
-    assert_eq!(image.config["architecture"], crate::write::host_arch());
+    assert_eq!(image.config["architecture"], oci::host_arch());
     assert!(image.config["config"].get("Cmd").is_none());
     // The layer is the archive, byte for byte, compressed.
     let layer = gunzip(&image.layer);
     assert!(layer == tar, "the layer differs from the archive");
-    assert_eq!(image.config["rootfs"]["diff_ids"][0], digest_of(&tar));
+    assert_eq!(image.config["rootfs"]["diff_ids"][0], sha256_digest(&tar));
     assert_eq!(
         image.manifest.layers[0].media_type,
-        layout::MEDIA_LAYER_GZIP
+        oci::media_types::OCI_LAYER_GZIP
     );
 
     let report = inspect::inspect(&out).unwrap();
@@ -405,9 +406,9 @@ fn spec_any(type_url: &str, value: &[u8]) -> Vec<u8> {
 }
 
 fn desc(media_type: &str, data: &[u8], platform: bool) -> serde_json::Value {
-    let mut d = json!({"mediaType": media_type, "digest": digest_of(data), "size": data.len()});
+    let mut d = json!({"mediaType": media_type, "digest": sha256_digest(data), "size": data.len()});
     if platform {
-        d["platform"] = json!({"architecture": crate::write::host_arch(), "os": "linux"});
+        d["platform"] = json!({"architecture": oci::host_arch(), "os": "linux"});
     }
     d
 }
@@ -426,7 +427,7 @@ fn native_export(entries: &[(&str, Vec<u8>)], mangle: impl Fn(&mut Vec<u8>)) -> 
         },
     }))
     .unwrap();
-    let mut top = desc(layout::MEDIA_INDEX, &index, false);
+    let mut top = desc(oci::media_types::OCI_INDEX, &index, false);
     top["annotations"] = json!({
         "io.containerd.image.name": "native/ck:1",
         "org.opencontainers.image.ref.name": "1",
@@ -440,7 +441,7 @@ fn native_export(entries: &[(&str, Vec<u8>)], mangle: impl Fn(&mut Vec<u8>)) -> 
     let mut blobs: Vec<Vec<u8>> = entries.iter().map(|(_, d)| d.clone()).collect();
     blobs.push(index);
     for blob in blobs {
-        let name = format!("blobs/sha256/{}", &digest_of(&blob)[7..]);
+        let name = format!("blobs/sha256/{}", &sha256_digest(&blob)[7..]);
         let mut data = blob;
         mangle(&mut data);
         tar = tar.file(&name, &data);
@@ -461,7 +462,7 @@ fn native_entries(criu: Option<Vec<u8>>) -> Vec<(&'static str, Vec<u8>)> {
         "types.containerd.io/opencontainers/runtime-spec/1/Spec",
         SPEC,
     );
-    let mut entries = vec![(layout::MEDIA_LAYER_GZIP, rootfs_diff())];
+    let mut entries = vec![(oci::media_types::OCI_LAYER_GZIP, rootfs_diff())];
     if let Some(criu) = criu {
         entries.push((convert::MEDIA_CRIU_TAR, criu));
     }

@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use revive_checkpoint::oci::media_types::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
+use revive_checkpoint::oci::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, host_arch, sha256_digest,
+};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use crate::format::Format;
-use crate::layout::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP,
-    MEDIA_MANIFEST, digest_of,
-};
 
 /// A writer that hashes and counts what passes through it.
 struct Hashing<W> {
@@ -112,18 +112,6 @@ impl Write for LayerWriter {
     }
 }
 
-/// The architecture name OCI uses for the host's.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
-    }
-}
-
 /// Checks an image reference well enough to name an image in containerd: not empty, no
 /// whitespace or control characters, bounded.
 pub fn check_ref(reference: &str) -> Result<()> {
@@ -176,15 +164,15 @@ pub fn write_image(
     });
     let config = serde_json::to_vec(&config)?;
     let config_desc = json!({
-        "mediaType": MEDIA_CONFIG, "digest": digest_of(&config), "size": config.len(),
+        "mediaType": OCI_CONFIG, "digest": sha256_digest(&config), "size": config.len(),
     });
     let layer_desc = json!({
-        "mediaType": MEDIA_LAYER_GZIP, "digest": layer.digest, "size": layer.size,
+        "mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size,
     });
     let on_index = format.on_index();
     let mut manifest = json!({
         "schemaVersion": 2,
-        "mediaType": MEDIA_MANIFEST,
+        "mediaType": OCI_MANIFEST,
         "config": config_desc,
         "layers": [layer_desc],
     });
@@ -193,14 +181,14 @@ pub fn write_image(
     }
     let manifest = serde_json::to_vec(&manifest)?;
     let mut manifest_desc = json!({
-        "mediaType": MEDIA_MANIFEST, "digest": digest_of(&manifest), "size": manifest.len(),
+        "mediaType": OCI_MANIFEST, "digest": sha256_digest(&manifest), "size": manifest.len(),
     });
     let mut blobs: Vec<Vec<u8>> = vec![config, manifest];
     let mut top = if on_index {
         manifest_desc["platform"] = json!({"architecture": host_arch(), "os": "linux"});
         let mut index = json!({
             "schemaVersion": 2,
-            "mediaType": MEDIA_INDEX,
+            "mediaType": OCI_INDEX,
             "manifests": [manifest_desc],
         });
         if !annotations.is_empty() {
@@ -208,7 +196,7 @@ pub fn write_image(
         }
         let index = serde_json::to_vec(&index)?;
         let desc = json!({
-            "mediaType": MEDIA_INDEX, "digest": digest_of(&index), "size": index.len(),
+            "mediaType": OCI_INDEX, "digest": sha256_digest(&index), "size": index.len(),
         });
         blobs.push(index);
         desc
@@ -222,7 +210,7 @@ pub fn write_image(
     let digest = top["digest"].as_str().unwrap_or_default().to_string();
     let index_json = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": MEDIA_INDEX,
+        "mediaType": OCI_INDEX,
         "manifests": [top],
     }))?;
 
@@ -251,7 +239,7 @@ pub fn write_image(
         &mut index_json.as_slice(),
     )?;
     for blob in &blobs {
-        let name = blob_name(&digest_of(blob));
+        let name = blob_name(&sha256_digest(blob));
         add(&name, blob.len() as u64, &mut blob.as_slice())?;
     }
     let mut layer_file = layer.file.reopen()?;

@@ -1,22 +1,16 @@
 //! The image documents revive-snapshotter reads from containerd to find a checkpoint's base
-//! image (`snapshotter/src/oci.rs`). The input is a byte choosing the target's media type
+//! image (`checkpoint/src/oci.rs`). The input is a byte choosing the target's media type
 //! (one of those containerd stores, none, or another), a byte choosing the architecture,
 //! then the target document, a NUL, and the image config.
 //!
 //! A target that parses is an index or a manifest whose every digest is sha256; from an
 //! index, the manifest chosen is one of its entries; a manifest and a config that parse
 //! give layers, one per diff ID, whose chain IDs are digests (they name directories).
-//!
-//! The snapshotter's library brings tonic, tokio and redb, so the module is compiled here on
-//! its own (it needs serde, serde_json, sha2 and hex).
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../snapshotter/src/oci.rs"]
-mod oci;
-
 use libfuzzer_sys::fuzz_target;
-use oci::media_types::*;
+use revive_checkpoint::oci;
+use revive_checkpoint::oci::media_types::*;
 
 const MEDIA_TYPES: &[&str] = &[
     "",

@@ -17,6 +17,7 @@ mod layout;
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
+use revive_checkpoint::oci;
 
 /// How many descriptors of each document are followed.
 const FOLLOW: usize = 8;
@@ -30,18 +31,18 @@ fuzz_target!(|data: &[u8]| {
     let Ok(index) = archive.index() else {
         return;
     };
-    let mut pending: Vec<layout::Descriptor> = index.manifests.into_iter().take(FOLLOW).collect();
+    let mut pending: Vec<oci::Descriptor> = index.manifests.into_iter().take(FOLLOW).collect();
     let mut followed = 0;
     while let Some(desc) = pending.pop() {
         followed += 1;
         if followed > 4 * FOLLOW {
             break;
         }
-        if layout::is_index(&desc.media_type) {
+        if oci::is_index(&desc.media_type) {
             if let Ok(nested) = archive.index_blob(&desc) {
                 pending.extend(nested.manifests.into_iter().take(FOLLOW));
             }
-        } else if layout::is_manifest(&desc.media_type) {
+        } else if oci::is_manifest(&desc.media_type) {
             let Ok(manifest) = archive.manifest(&desc) else {
                 continue;
             };
@@ -56,13 +57,13 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// Reads the blob `desc` names to its end: if that succeeds, it is exactly what `desc` says.
-fn read_verified(archive: &layout::OciArchive, desc: &layout::Descriptor) {
+fn read_verified(archive: &layout::OciArchive, desc: &oci::Descriptor) {
     let Ok(mut reader) = archive.blob(desc) else {
         return;
     };
     let mut blob = Vec::new();
     if reader.read_to_end(&mut blob).is_ok() {
         assert_eq!(blob.len() as u64, desc.size);
-        assert_eq!(layout::digest_of(&blob), desc.digest);
+        assert_eq!(oci::sha256_digest(&blob), desc.digest);
     }
 }

@@ -36,11 +36,13 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 
-pub use crate::oci::{
+pub use revive_checkpoint::oci::{
     Compression, Layer, MAX_LAYERS, chain_ids, host_arch, is_sha256_digest, media_types,
     normalise_name, sha256_digest,
 };
-use crate::oci::{Descriptor, Document, choose_manifest, layers_of, parse_config, parse_document};
+use revive_checkpoint::oci::{
+    Descriptor, Document, choose_manifest, layers_of, parse_config, parse_document,
+};
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -599,6 +601,7 @@ fn descriptor_of(proto: &ProtoDescriptor) -> std::result::Result<Descriptor, Str
         size: u64::try_from(proto.size)
             .map_err(|_| format!("the target's size {} is negative", proto.size))?,
         platform: None,
+        annotations: Default::default(),
     };
     descriptor.check()?;
     Ok(descriptor)

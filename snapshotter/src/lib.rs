@@ -23,7 +23,6 @@ pub mod config;
 pub mod containerd;
 pub mod error;
 pub mod filter;
-pub mod oci;
 pub mod overlay;
 pub mod server;
 pub mod socket;

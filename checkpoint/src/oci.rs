@@ -1,14 +1,19 @@
-//! The OCI and Docker image documents that revive-snapshotter reads from containerd to find
-//! a checkpoint's base image: indexes (and Docker manifest lists), manifests and configs,
-//! parsed into typed structures and checked before anything in them is used.
+//! OCI and Docker image documents: indexes (and Docker manifest lists), manifests and
+//! configs, parsed into typed structures and checked before anything in them is used.
+//! revive-snapshotter reads them from containerd to find a checkpoint's base image; the
+//! `revive` CLI reads them from image archives and writes its own.
 //!
 //! What containerd returns is trusted no more than a checkpoint: every digest must be
 //! `sha256:` and 64 hex digits (chain IDs name directories), layer counts are bounded, and
-//! media types must be ones this snapshotter can unpack. Nothing here talks to containerd
-//! (see [`crate::containerd`]), so the fuzz target `image_documents` compiles this module on
-//! its own.
+//! media types must be ones the snapshotter can unpack.
+//!
+//! Hand-written rather than `oci_spec::image` (0.10), which requires what these readers must
+//! do without (an index's `schemaVersion`, a config's `os` and `architecture`) and accepts
+//! digests of any algorithm, where revive takes only sha256, whose hex digits name files.
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Most layers an image may have (Docker stops at 127; overlayfs' mount options would
@@ -27,6 +32,26 @@ pub mod media_types {
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
     pub const DOCKER_SCHEMA1_SIGNED: &str =
         "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+}
+
+/// The name containerd gives an image in `index.json` (`ctr images export`/`import`).
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// OCI's reference name: in `index.json` the tag; on a containerd checkpoint's index, the
+/// base image's full name.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Whether `media_type` is an index's (OCI) or a manifest list's (Docker).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == media_types::OCI_INDEX || media_type == media_types::DOCKER_MANIFEST_LIST
+}
+
+/// Whether `media_type` is an image manifest's (OCI or Docker schema 2).
+pub fn is_manifest(media_type: &str) -> bool {
+    media_type == media_types::OCI_MANIFEST || media_type == media_types::DOCKER_MANIFEST
 }
 
 /// One layer of a base image.
@@ -166,16 +191,18 @@ pub fn normalise_name(name: &str) -> Option<String> {
     (normalised != name).then_some(normalised)
 }
 
-/// A content descriptor, checked: a sha256 digest, a size that fits.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// A content descriptor. [`Descriptor::check`] checks its digest before it names anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     #[serde(default)]
     pub media_type: String,
     pub digest: String,
     pub size: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Descriptor {
@@ -190,33 +217,38 @@ impl Descriptor {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// An OCI platform.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
-    #[serde(default)]
-    pub os: String,
     #[serde(default)]
     pub architecture: String,
     #[serde(default)]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
-/// An index or Docker manifest list.
-#[derive(Debug, Deserialize)]
+/// An index or Docker manifest list (also an image archive's `index.json`).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Index {
     #[serde(default)]
     pub media_type: Option<String>,
     pub manifests: Vec<Descriptor>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// An image manifest (OCI or Docker schema 2).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     #[serde(default)]
     pub media_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The parts of an image config used here.
@@ -447,3 +479,6 @@ pub fn layers_of(manifest: &Manifest, config: &Config) -> std::result::Result<Ve
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
