@@ -6,5 +6,6 @@ pub mod archive;
 pub mod criu;
 pub mod criulog;
 pub mod extract;
+pub mod gzip;
 pub mod handoff;
 pub mod oci;

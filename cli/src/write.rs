@@ -13,8 +13,7 @@ use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
-use flate2::Compression;
-use flate2::write::GzEncoder;
+use revive_checkpoint::gzip::GzipWriter;
 use revive_checkpoint::oci::media_types::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
 use revive_checkpoint::oci::{
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, host_arch, sha256_digest,
@@ -44,9 +43,10 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// A layer being written: the uncompressed tar goes in, gzip goes to a temporary file, and
-/// both digests are kept.
+/// both digests are kept. Incompressible chunks (most CRIU page images) are stored, not
+/// compressed, so that containerd unpacks them fast (`revive_checkpoint::gzip`).
 pub struct LayerWriter {
-    gz: Hashing<GzEncoder<Hashing<BufWriter<File>>>>,
+    gz: Hashing<GzipWriter<Hashing<BufWriter<File>>>>,
     file: tempfile::NamedTempFile,
 }
 
@@ -70,14 +70,11 @@ impl LayerWriter {
         let out = BufWriter::with_capacity(1 << 20, file.reopen()?);
         Ok(LayerWriter {
             gz: Hashing {
-                inner: GzEncoder::new(
-                    Hashing {
-                        inner: out,
-                        hasher: Sha256::new(),
-                        written: 0,
-                    },
-                    Compression::fast(),
-                ),
+                inner: GzipWriter::new(Hashing {
+                    inner: out,
+                    hasher: Sha256::new(),
+                    written: 0,
+                })?,
                 hasher: Sha256::new(),
                 written: 0,
             },

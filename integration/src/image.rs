@@ -9,12 +9,11 @@ use std::process::Command;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, ImageConfigurationBuilder,
     ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
 };
+use revive_checkpoint::gzip::GzipWriter;
 use sha2::{Digest as _, Sha256};
 
 /// PATH in test images.
@@ -253,7 +252,8 @@ impl ImageBuilder {
     pub fn build(self) -> Result<Image> {
         let layer = self.layer_tar()?;
         let diff_id = sha256_digest(&layer)?;
-        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        // As `revive image build` writes its layers: incompressible chunks stored.
+        let mut gz = GzipWriter::new(Vec::new())?;
         gz.write_all(&layer)?;
         let layer_gz = gz.finish()?;
 
