@@ -13,7 +13,8 @@ use anyhow::{Context, Result, ensure};
 use crate::image::{BUSYBOX, Image, ImageBuilder};
 use crate::node::Node;
 use crate::scenario::{
-    Counter, check_written_at_start, read_counter, remove_container, run_counter, wait_for_count,
+    COUNTER_SCRIPT, Counter, check_written_at_start, read_counter, remove_container, run_counter,
+    run_shell, wait_for_count,
 };
 use crate::snapshotter::SNAPSHOTTER;
 
@@ -184,10 +185,19 @@ pub struct Report {
 /// [`Format`]; `ctr run` of each (revive-snapshotter, revive shim, no command) comes up
 /// restored: the same token, counting on from the checkpoint, its rw-layer file there, and
 /// none of the archive's files in its root.
+/// Beside the counter, `dd` holds this many MiB of random bytes in its buffer (blocked
+/// writing into a pipe nobody reads), so that the checkpoint image's layer has chunks that
+/// its gzip stores rather than compresses.
+const RANDOM_MIB: u64 = 4;
+
 pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Report> {
     node.import_busybox()?;
     let id = "original";
-    run_counter(node, GO_SHIM, id)?;
+    let script = format!(
+        "dd if=/dev/urandom bs={RANDOM_MIB}M count=1 iflag=fullblock 2>/dev/null | \
+         sleep 100000 & {COUNTER_SCRIPT}"
+    );
+    run_shell(node, GO_SHIM, id, &script)?;
     let before = wait_for_count(node, id, 3)?;
     narrate(&format!("counter {id} on the Go shim: {before}"));
     let (archive_dir, _) = archive_of(node, id)?;
@@ -197,6 +207,12 @@ pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Re
     for format in Format::ALL {
         let name = format!("revive.test/checkpoint-image/{}:1", format.name());
         let image = format.image(&name, archive.clone(), id, BUSYBOX)?;
+        ensure!(
+            image.stored_bytes >= (RANDOM_MIB - 1) << 20,
+            "the layer of {name} stored only {} bytes, though it holds {RANDOM_MIB} MiB of \
+             random memory",
+            image.stored_bytes
+        );
         node.import_image(&image)?;
         let new = format!("restored-{}", format.name());
         narrate(&format!("ctr run {name} {new} (format {})", format.name()));

@@ -255,6 +255,7 @@ impl ImageBuilder {
         // As `revive image build` writes its layers: incompressible chunks stored.
         let mut gz = GzipWriter::new(Vec::new())?;
         gz.write_all(&layer)?;
+        let stored_bytes = gz.stored_bytes();
         let layer_gz = gz.finish()?;
 
         let mut config = ConfigBuilder::default().env(self.env.clone());
@@ -360,6 +361,7 @@ impl ImageBuilder {
         Ok(Image {
             name: self.name,
             archive: archive.into_inner()?,
+            stored_bytes,
         })
     }
 }
@@ -398,6 +400,9 @@ fn host_arch() -> Arch {
 pub struct Image {
     pub name: String,
     archive: Vec<u8>,
+    /// How many bytes of the layer's tar its gzip holds in stored blocks: its incompressible
+    /// MiB chunks (`revive_checkpoint::gzip`), not counting the last, partial one.
+    pub stored_bytes: u64,
 }
 
 impl Image {
