@@ -92,6 +92,18 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The compression whose magic number `head` (a blob's first bytes) starts with: gzip's
+    /// `1f 8b`, zstd's `28 b5 2f fd`, else none.
+    pub fn of_magic(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
     /// The compression of a layer media type: OCI's `...layer.v1.tar[+gzip|+zstd]` (and the
     /// non-distributable variants), Docker's `...rootfs.diff.tar[.gzip]` (and foreign).
     pub fn of_media_type(media_type: &str) -> std::result::Result<Compression, String> {

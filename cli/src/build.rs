@@ -8,14 +8,16 @@
 //! (extracted again, the snapshotter's way). Nothing is written unless all of that passes.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use revive_checkpoint::archive::{self, ContainerConfig};
 use revive_checkpoint::extract;
+use revive_checkpoint::oci::Compression;
 use serde::Serialize;
 
+use crate::decompress::decompressed;
 use crate::format::Format;
 use crate::write::{self, LayerWriter, Written};
 
@@ -52,8 +54,8 @@ impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.layer.write_all(&buf[..n])?;
-        if self.head.len() < 2 {
-            let more = (2 - self.head.len()).min(n);
+        if self.head.len() < 4 {
+            let more = (4 - self.head.len()).min(n);
             self.head.extend_from_slice(&buf[..more]);
         }
         Ok(n)
@@ -163,20 +165,15 @@ pub fn build(input: &Path, reference: &str, out: &Path, format: Format) -> Resul
     fs::create_dir(&root)?;
     let mut layer = LayerWriter::new(work.path())?;
 
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let stream: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
-    } else {
-        Box::new(reader)
-    };
+    let (stream, _) = decompressed(BufReader::with_capacity(1 << 20, file))
+        .with_context(|| format!("reading {}", input.display()))?;
     let mut tee = Tee {
         inner: stream,
         layer: &mut layer,
         head: Vec::new(),
     };
     let extracted = extract::extract(&mut tee, &root, &check_options());
-    if tee.head == [0x1f, 0x8b] {
+    if Compression::of_magic(&tee.head) != Compression::None {
         bail!(
             "{} is compressed twice; decompress it once first",
             input.display()

@@ -14,7 +14,7 @@
 //! way), and `config.dump` names the base image. Every blob is checked against its digest.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -23,6 +23,7 @@ use revive_checkpoint::oci::media_types::{OCI_LAYER_GZIP, OCI_LAYER_TAR};
 use revive_checkpoint::oci::{self, ANNOTATION_REF_NAME, Descriptor, Index};
 
 use crate::build::{Summary, check_rootfs_diff, summary_of, work_dir};
+use crate::decompress::decompressed;
 use crate::format::Format;
 
 use crate::layout::{self, OciArchive};
@@ -191,13 +192,7 @@ fn copy_criu_images<W: io::Write>(
     criu: impl Read,
     layer: &mut tar::Builder<W>,
 ) -> Result<(u64, u64)> {
-    let mut reader = BufReader::new(criu);
-    let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let stream: Box<dyn Read + '_> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
-    } else {
-        Box::new(reader)
-    };
+    let (stream, _) = decompressed(BufReader::new(criu))?;
     let mut tar = tar::Archive::new(stream);
     let mut seen = HashSet::new();
     let (mut count, mut bytes) = (0u64, 0u64);

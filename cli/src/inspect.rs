@@ -7,15 +7,16 @@
 //! blob is checked against its digest.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use revive_checkpoint::archive;
-use revive_checkpoint::oci::{self, Descriptor, host_arch};
+use revive_checkpoint::oci::{self, Compression, Descriptor, host_arch};
 use serde::Serialize;
 
 use crate::convert::Native;
+use crate::decompress::decompressed;
 use crate::format::Format;
 
 use crate::layout::{self, OciArchive};
@@ -122,19 +123,13 @@ fn resolve(
 
 /// Reads a layer (tar or gzip) as a stream, noting what a checkpoint archive has.
 pub fn scan_layer(archive: &OciArchive, desc: &Descriptor) -> Result<LayerContent> {
-    let mut reader = BufReader::new(archive.blob(desc)?);
-    let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let (stream, compression) = decompressed(BufReader::new(archive.blob(desc)?))?;
     ensure!(
-        gzip || desc.media_type.ends_with(".tar") || desc.media_type.ends_with("tar"),
+        compression != Compression::None || desc.media_type.ends_with("tar"),
         "layer {} has media type {}, which revive cannot read",
         desc.digest,
         desc.media_type
     );
-    let stream: Box<dyn Read + '_> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
-    } else {
-        Box::new(reader)
-    };
     let mut tar = tar::Archive::new(stream);
     let mut content = LayerContent::default();
     let mut seen_required = 0;

@@ -3,6 +3,7 @@
 
 mod build;
 mod convert;
+mod decompress;
 mod format;
 mod inspect;
 mod layout;
@@ -48,7 +49,7 @@ enum ImageCommand {
     /// Build a checkpoint image from a checkpoint archive
     #[command(long_about = "Build a checkpoint image from a checkpoint archive.\n\n\
         ARCHIVE is a checkpoint archive as kubelet (through CRI), CRI-O, Podman or \
-        checkpointctl write it: a tar, possibly gzip-compressed, with checkpoint/, \
+        checkpointctl write it: a tar, plain, gzip or zstd (Podman's --export default), with checkpoint/, \
         config.dump and spec.dump at its root. It is validated first with the rules \
         revive-snapshotter applies before restoring (a hostile or incomplete archive is \
         refused with the reason); then OUT gets an OCI image archive named REF whose single \
@@ -60,7 +61,7 @@ enum ImageCommand {
         registry.example/checkpoints/app:1 -o app.tar\n  \
         ctr images import app.tar")]
     Build {
-        /// The checkpoint archive (tar or tar.gz)
+        /// The checkpoint archive (tar, tar.gz or tar.zst)
         archive: PathBuf,
         /// The image's name, e.g. registry.example/checkpoints/app:1
         #[arg(value_name = "REF")]

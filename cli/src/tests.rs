@@ -278,18 +278,25 @@ fn build_makes_a_criu_image_holding_exactly_the_archive() {
 }
 
 #[test]
-fn build_puts_cri_o_and_podman_annotations_on_the_manifest_and_takes_gzip() {
+fn build_puts_cri_o_and_podman_annotations_on_the_manifest_and_takes_gzip_and_zstd() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("checkpoint.tar.gz");
     let tar = archive();
-    fs::write(&input, gzip(&tar)).unwrap();
-    for (format, key) in [
+    // Podman's `--export` writes zstd unless told otherwise.
+    let zstd = zstd::stream::encode_all(&tar[..], 3).unwrap();
+    for (format, key, compressed) in [
         (
             Format::CriO,
             "io.kubernetes.cri-o.annotations.checkpoint.name",
+            gzip(&tar),
         ),
-        (Format::Podman, "io.podman.annotations.checkpoint.name"),
+        (
+            Format::Podman,
+            "io.podman.annotations.checkpoint.name",
+            zstd,
+        ),
     ] {
+        let input = dir.path().join("checkpoint.tar.compressed");
+        fs::write(&input, compressed).unwrap();
         let out = dir.path().join(format!("{}.tar", format.name()));
         crate::build::build(&input, "revive.test/ck:2", &out, format).unwrap();
         let image = parse(&out);
@@ -384,6 +391,8 @@ fn build_refuses_hostile_and_incomplete_archives() {
     assert!(err.contains("rootfs-diff.tar"), "{err}");
     // Compressed twice.
     let err = build_err(gzip(&gzip(&archive())));
+    assert!(err.contains("compressed twice"), "{err}");
+    let err = build_err(gzip(&zstd::stream::encode_all(&archive()[..], 1).unwrap()));
     assert!(err.contains("compressed twice"), "{err}");
 }
 

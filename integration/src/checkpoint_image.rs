@@ -181,15 +181,15 @@ pub struct Report {
     pub restored: Vec<(Format, Counter)>,
 }
 
-/// A counter checkpointed by stock containerd becomes a checkpoint image in every
-/// [`Format`]; `ctr run` of each (revive-snapshotter, revive shim, no command) comes up
-/// restored: the same token, counting on from the checkpoint, its rw-layer file there, and
-/// none of the archive's files in its root.
 /// Beside the counter, `dd` holds this many MiB of random bytes in its buffer (blocked
 /// writing into a pipe nobody reads), so that the checkpoint image's layer has chunks that
 /// its gzip stores rather than compresses.
 const RANDOM_MIB: u64 = 4;
 
+/// A counter checkpointed by stock containerd becomes a checkpoint image in every
+/// [`Format`]; `ctr run` of each (revive-snapshotter, revive shim, no command) comes up
+/// restored: the same token, counting on from the checkpoint, its rw-layer file there, and
+/// none of the archive's files in its root.
 pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Report> {
     node.import_busybox()?;
     let id = "original";
@@ -696,22 +696,98 @@ pub fn cli_convert_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Resul
         "/share/converted.tar",
     ])?;
     narrate(out.trim());
-    let mode = node.run(&["stat", "-c", "%a", "/share/converted.tar"])?;
+    let (inspect_converted, restored) = run_cli_image(
+        node,
+        "/share/converted.tar",
+        "criu",
+        converted,
+        "converted",
+        &before,
+        narrate,
+    )?;
+    Ok(ConvertReport {
+        checkpointed,
+        restored,
+        inspect_native,
+        inspect_converted,
+    })
+}
+
+/// A counter checkpointed the way an engine exports it ([`archive_of`]), compressed with
+/// zstd as Podman's `--export` does by default, is made into a checkpoint image by
+/// `revive image build --format podman` in the node; `ctr run` of the imported image on
+/// revive-snapshotter and the revive shim must come up restored. Returns what `revive image
+/// build` and `revive image inspect` printed.
+pub fn cli_build_restores(
+    node: &Node,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(String, String, Counter)> {
+    node.import_busybox()?;
+    let id = "exported";
+    let reference = "revive.test/cli/built:1";
+    run_counter(node, GO_SHIM, id)?;
+    let before = wait_for_count(node, id, 3)?;
+    let (dir, checkpointed) = archive_of(node, id)?;
+    let tar = tar_dir(&dir)?;
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    let zstd = zstd::stream::encode_all(&tar[..], 3).context("zstd")?;
+    std::fs::write(node.share_dir().join("exported.tar.zst"), &zstd)?;
+    narrate(&format!(
+        "{id} checkpointed at {checkpointed} into a checkpoint archive, {} bytes as zstd",
+        zstd.len()
+    ));
+    let built = node.run(&[
+        "revive",
+        "image",
+        "build",
+        "--format",
+        "podman",
+        "/share/exported.tar.zst",
+        reference,
+        "-o",
+        "/share/built.tar",
+    ])?;
+    narrate(built.trim());
+    let (inspected, restored) = run_cli_image(
+        node,
+        "/share/built.tar",
+        "podman",
+        reference,
+        "built",
+        &before,
+        narrate,
+    )?;
+    Ok((built, inspected, restored))
+}
+
+/// An image archive the CLI wrote (`file` in the node) is root-only, inspected as a
+/// checkpoint image of `format` on busybox, imported, and `ctr run` as container `new` on
+/// revive: it must come up restored from a checkpoint of the counter that showed `before`.
+/// Returns what `revive image inspect` printed and the restored counter.
+fn run_cli_image(
+    node: &Node,
+    file: &str,
+    format: &str,
+    reference: &str,
+    new: &str,
+    before: &Counter,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(String, Counter)> {
+    let mode = node.run(&["stat", "-c", "%a", file])?;
     ensure!(
         mode.trim() == "600",
-        "the converted image is mode {}, not 600",
+        "{file} is mode {}, not 600",
         mode.trim()
     );
-    let inspect_converted = node.run(&["revive", "image", "inspect", "/share/converted.tar"])?;
+    let inspected = node.run(&["revive", "image", "inspect", file])?;
     ensure!(
-        inspect_converted.contains("format criu") && inspect_converted.contains(BUSYBOX),
-        "revive image inspect of the converted image:\n{inspect_converted}"
+        inspected.contains(&format!("format {format}")) && inspected.contains(BUSYBOX),
+        "revive image inspect {file}:\n{inspected}"
     );
-    node.ctr(&["images", "import", "/share/converted.tar"])?;
-    let new = "converted";
-    narrate(&format!("ctr run {converted} {new}"));
-    run_image(node, converted, new)?;
-    // The checkpoint was taken between `before` and `checkpointed`.
+    node.ctr(&["images", "import", file])?;
+    narrate(&format!("ctr run {reference} {new}"));
+    run_image(node, reference, new)?;
+    // The checkpoint was taken after `before`.
     let restored = wait_for_count(node, new, before.count + 3)?;
     ensure!(
         restored.token == before.token,
@@ -720,10 +796,5 @@ pub fn cli_convert_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Resul
     check_written_at_start(node, new, &restored)?;
     narrate(&format!("{new} is restored: {restored}"));
     remove_container(node, new)?;
-    Ok(ConvertReport {
-        checkpointed,
-        restored,
-        inspect_native,
-        inspect_converted,
-    })
+    Ok((inspected, restored))
 }

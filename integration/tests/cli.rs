@@ -28,3 +28,26 @@ fn converted_containerd_checkpoint_restores_next() {
 fn converted_containerd_checkpoint_restores_stable() {
     convert_restores(Flavour::Stable);
 }
+
+/// `revive image build` of a zstd-compressed checkpoint archive (Podman's `--export`
+/// default), imported and run on revive.
+fn built_archive_restores(flavour: Flavour) {
+    let Some((built, inspected, restored)) =
+        on_node(flavour, "cli-build", "revive image build", |node, say| {
+            checkpoint_image::cli_build_restores(node, say)
+        })
+    else {
+        return;
+    };
+    eprintln!("{built}\n{inspected}\nrestored: {restored}");
+}
+
+#[test]
+fn built_zstd_archive_restores_next() {
+    built_archive_restores(Flavour::Next);
+}
+
+#[test]
+fn built_zstd_archive_restores_stable() {
+    built_archive_restores(Flavour::Stable);
+}
