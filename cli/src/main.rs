@@ -59,7 +59,7 @@ enum ImageCommand {
         Example:\n  \
         revive image build /var/lib/kubelet/checkpoints/checkpoint-web_default-app-*.tar \\\n    \
         registry.example/checkpoints/app:1 -o app.tar\n  \
-        ctr images import app.tar")]
+        ctr images import --snapshotter revive app.tar")]
     Build {
         /// The checkpoint archive (tar, tar.gz or tar.zst)
         archive: PathBuf,
@@ -90,7 +90,7 @@ enum ImageCommand {
         ctr container checkpoint --task --rw app native/app:1\n  \
         ctr images export --local --skip-manifest-json native.tar native/app:1\n  \
         revive image convert native.tar registry.example/checkpoints/app:1 -o app.tar\n  \
-        ctr images import app.tar"
+        ctr images import --snapshotter revive app.tar"
     )]
     Convert {
         /// `ctr images export` of a containerd checkpoint
@@ -160,12 +160,7 @@ fn run(cli: Cli) -> Result<()> {
                 human(s.criu_bytes),
                 s.rootfs_diff_bytes.map_or("none".into(), human),
             );
-            println!(
-                "wrote {} (layer {}); import it with `ctr images import {}`",
-                built.written.path.display(),
-                human(built.written.layer_size),
-                built.written.path.display()
-            );
+            print_written(&built.written);
         }
         ImageCommand::Convert {
             native,
@@ -193,12 +188,7 @@ fn run(cli: Cli) -> Result<()> {
                 human(s.criu_bytes),
                 s.rootfs_diff_bytes.map_or("none".into(), human),
             );
-            println!(
-                "wrote {} (layer {}); import it with `ctr images import {}`",
-                converted.written.path.display(),
-                human(converted.written.layer_size),
-                converted.written.path.display()
-            );
+            print_written(&converted.written);
         }
         ImageCommand::Inspect { image, json } => {
             let report = inspect::inspect(&image)?;
@@ -221,6 +211,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Where an image was written, and how to import it where `ctr run` restores it.
+fn print_written(written: &write::Written) {
+    println!(
+        "wrote {} (layer {}); import it with `ctr images import --snapshotter revive {}`",
+        written.path.display(),
+        human(written.layer_size),
+        written.path.display()
+    );
 }
 
 #[cfg(test)]

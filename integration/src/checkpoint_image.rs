@@ -761,7 +761,8 @@ pub fn cli_build_restores(
 }
 
 /// An image archive the CLI wrote (`file` in the node) is root-only, inspected as a
-/// checkpoint image of `format` on busybox, imported, and `ctr run` as container `new` on
+/// checkpoint image of `format` on busybox, imported into revive-snapshotter, and `ctr run`
+/// as container `new` on
 /// revive: it must come up restored from a checkpoint of the counter that showed `before`.
 /// Returns what `revive image inspect` printed and the restored counter.
 fn run_cli_image(
@@ -784,7 +785,15 @@ fn run_cli_image(
         inspected.contains(&format!("format {format}")) && inspected.contains(BUSYBOX),
         "revive image inspect {file}:\n{inspected}"
     );
-    node.ctr(&["images", "import", file])?;
+    // Unpacked into revive-snapshotter at import, as the README advises, rather than into
+    // overlayfs, where no checkpoint image is of use (ctr_run_restores imports the default
+    // way).
+    node.ctr(&["images", "import", "--snapshotter", SNAPSHOTTER, file])?;
+    let snapshots = node.ctr(&["snapshots", "--snapshotter", SNAPSHOTTER, "ls"])?;
+    ensure!(
+        snapshots.lines().any(|l| l.contains("Committed")),
+        "importing {file} with --snapshotter {SNAPSHOTTER} unpacked nothing there:\n{snapshots}"
+    );
     narrate(&format!("ctr run {reference} {new}"));
     run_image(node, reference, new)?;
     // The checkpoint was taken after `before`.
