@@ -22,27 +22,25 @@ fuzz_target!(|names: Vec<Name>| {
         // make_whiteouts walks with openat and has no length limit of its own (the
         // snapshotter bounds deleted.files first); these checks go by path, so only where
         // the kernel takes the whole path.
-        let short = |path: &std::path::Path| path.as_os_str().len() < 4000;
-        for whiteout in &made.whiteouts {
-            let path = sandbox.target().join(whiteout);
-            if !short(&path) {
+        let reported = made
+            .whiteouts
+            .iter()
+            .map(|p| (p, true))
+            .chain(made.implicit_dirs.iter().map(|p| (p, false)));
+        for (rel, whiteout) in reported {
+            let what = if whiteout { "whiteout" } else { "directory" };
+            let path = sandbox.target().join(rel);
+            if path.as_os_str().len() >= 4000 {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&path)
-                .unwrap_or_else(|e| panic!("reported whiteout {whiteout:?}: {e}"));
-            assert!(
-                meta.file_type().is_char_device() && meta.rdev() == 0,
-                "{whiteout:?} is not a whiteout"
-            );
-        }
-        for dir in &made.implicit_dirs {
-            let path = sandbox.target().join(dir);
-            if !short(&path) {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(&path)
-                .unwrap_or_else(|e| panic!("reported directory {dir:?}: {e}"));
-            assert!(meta.is_dir(), "{dir:?} is not a directory");
+                .unwrap_or_else(|e| panic!("reported {what} {rel:?}: {e}"));
+            let right = if whiteout {
+                meta.file_type().is_char_device() && meta.rdev() == 0
+            } else {
+                meta.is_dir()
+            };
+            assert!(right, "{rel:?} is not a {what}");
         }
     }
     sandbox.check(Allowed {
