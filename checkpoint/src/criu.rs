@@ -6,6 +6,11 @@
 use prost::Message;
 use serde::Serialize;
 
+pub mod images;
+pub mod proto;
+
+/// The magic CRIU puts before the per-image magic of most images.
+pub const COMMON_MAGIC: u32 = 0x5456_4319;
 /// The magic CRIU puts before the per-image magic of service images (stats, inventory...).
 pub const SERVICE_MAGIC: u32 = 0x5510_5940;
 /// The magic of `stats-dump` and `stats-restore`.
@@ -23,6 +28,10 @@ pub enum ImageError {
     TooLarge(usize),
     #[error("malformed record: {0}")]
     Decode(String),
+    #[error("{0} is missing: the checkpoint is incomplete")]
+    Missing(String),
+    #[error("reading CRIU's images: {0}")]
+    Io(String),
 }
 
 /// CRIU's `dump_stats_entry` (times in microseconds).

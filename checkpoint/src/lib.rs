@@ -9,3 +9,4 @@ pub mod extract;
 pub mod gzip;
 pub mod handoff;
 pub mod oci;
+pub mod privilege;

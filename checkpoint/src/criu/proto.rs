@@ -1,0 +1,6 @@
+//! Decoders of CRIU's image records, generated at build time from CRIU's own `.proto` files
+//! (`proto/proto/criu`, see `SOURCE.md` there).
+
+#![allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types)]
+
+include!(concat!(env!("OUT_DIR"), "/_.rs"));
