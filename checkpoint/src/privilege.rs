@@ -595,5 +595,132 @@ fn limit_text(limit: u64) -> String {
     }
 }
 
+/// What a checkpoint's processes hold, and what a container must grant to restore it: what
+/// `revive image inspect` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub processes: usize,
+    pub threads: usize,
+    /// Every uid (real, effective, saved, filesystem) and gid any thread runs with.
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+    /// Capabilities any thread holds in its permitted or effective set, by name.
+    pub capabilities: Vec<String>,
+    /// Capabilities of the widest bounding set.
+    pub bounding: Vec<String>,
+    /// Threads without no_new_privs.
+    pub without_no_new_privs: usize,
+    /// Threads without a seccomp filter (mode 0).
+    pub without_seccomp: usize,
+    /// Mounts a restricted container has read-only or not at all ("sysfs at /sys read-write").
+    pub mounts: Vec<String>,
+    /// Image files a restore refuses (apparmor.img, binfmt_misc).
+    pub host_images: Vec<String>,
+    pub user_namespace: bool,
+    /// Whether restoring it needs a privileged container.
+    pub privileged: bool,
+    /// What a container must grant to restore it.
+    pub needs: Vec<String>,
+}
+
+impl Summary {
+    pub fn of(checkpoint: &Checkpoint) -> Summary {
+        let mut s = Summary {
+            processes: checkpoint.processes.len(),
+            ..Summary::default()
+        };
+        let (mut held, mut bounding) = (0u64, 0u64);
+        for p in checkpoint.processes.iter().filter(|p| !p.zombie) {
+            for t in &p.threads {
+                let c = &t.creds;
+                s.threads += 1;
+                s.uids.extend([c.uid, c.euid, c.suid, c.fsuid]);
+                s.gids.extend([c.gid, c.egid, c.sgid, c.fsgid]);
+                s.gids.extend(c.groups.iter().copied());
+                held |= c.caps.permitted | c.caps.effective | c.caps.ambient;
+                bounding |= c.caps.bounding;
+                s.without_no_new_privs += usize::from(!c.no_new_privs);
+                s.without_seccomp += usize::from(t.seccomp.mode == 0);
+            }
+        }
+        for list in [&mut s.uids, &mut s.gids] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        let names = |set: u64| -> Vec<String> {
+            (0..64)
+                .filter(|b| caps::has(set, *b))
+                .map(|b| caps::names(1 << b))
+                .collect()
+        };
+        s.capabilities = names(held);
+        s.bounding = names(bounding);
+        for m in &checkpoint.mounts {
+            let rw = !m.read_only();
+            let risky = match m.fstype.as_str() {
+                "sysfs" | "cgroup" | "cgroup2" => rw,
+                "proc" => rw && m.root != "/",
+                other => mounts::HOST_WIDE.contains(&other),
+            };
+            if risky {
+                s.mounts.push(format!(
+                    "{} at {} {}",
+                    m.fstype,
+                    m.mountpoint,
+                    if rw { "read-write" } else { "read-only" }
+                ));
+            }
+        }
+        s.host_images = checkpoint.host_images.clone();
+        s.user_namespace = !checkpoint.user_namespaces.is_empty();
+        s.privileged = caps::has(held, 21) || s.mounts.iter().any(|m| m.contains("read-write"));
+        if s.uids.iter().any(|u| *u == 0) {
+            s.needs.push("uid 0 (runAsUser 0), or CAP_SETUID".into());
+        } else if !s.uids.is_empty() {
+            s.needs.push(format!("uid {:?}", s.uids));
+        }
+        let default = default_capabilities();
+        if held & !default != 0 {
+            s.needs.push(format!(
+                "capabilities beyond containerd's defaults: {}",
+                caps::names(held & !default)
+            ));
+        }
+        if s.without_no_new_privs > 0 {
+            s.needs
+                .push("no noNewPrivileges (allowPrivilegeEscalation not false)".into());
+        }
+        if s.without_seccomp > 0 {
+            s.needs
+                .push("no seccomp profile (seccomp Unconfined)".into());
+        }
+        if s.privileged {
+            s.needs
+                .push("a privileged container (ctr run --privileged; privileged: true)".into());
+        }
+        s
+    }
+}
+
+/// containerd's default capabilities, what `ctr run` and a pod get unless told otherwise.
+fn default_capabilities() -> u64 {
+    caps::from_names([
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ])
+}
+
 #[cfg(test)]
 mod tests;

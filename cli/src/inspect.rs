@@ -12,7 +12,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use revive_checkpoint::archive;
+use revive_checkpoint::criu::images;
 use revive_checkpoint::oci::{self, Compression, Descriptor, host_arch};
+use revive_checkpoint::privilege::Summary;
 use serde::Serialize;
 
 use crate::convert::Native;
@@ -23,6 +25,9 @@ use crate::layout::{self, OciArchive};
 
 /// Most members read from one layer.
 const MAX_LAYER_MEMBERS: u64 = 2_000_000;
+/// Most bytes of CRIU images kept to decode what the checkpoint's processes hold (cores,
+/// mounts, seccomp filters: kilobytes per process).
+const MAX_DECODED_BYTES: u64 = 64 << 20;
 
 /// What a layer holds that matters to a checkpoint.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -38,6 +43,11 @@ pub struct LayerContent {
     #[serde(skip)]
     pub config: Option<archive::ContainerConfig>,
     pub config_error: Option<String>,
+    /// The CRIU images that decide what the restored processes hold, by name.
+    #[serde(skip)]
+    pub criu_files: BTreeMap<String, Vec<u8>>,
+    #[serde(skip)]
+    pub criu_files_bytes: u64,
 }
 
 impl LayerContent {
@@ -67,6 +77,8 @@ pub enum ImageReport {
         criu_bytes: u64,
         rootfs_diff_bytes: Option<u64>,
         deleted_files: bool,
+        /// What the checkpoint's processes hold and what a container must grant.
+        privilege: Option<Summary>,
         problems: Vec<String>,
     },
     /// containerd's own checkpoint (`ctr container checkpoint`).
@@ -171,6 +183,18 @@ pub fn scan_layer(archive: &OciArchive, desc: &Descriptor) -> Result<LayerConten
                 if archive::REQUIRED_IMAGES.contains(image) {
                     seen_required += 1;
                 }
+                if images::is_read(image) {
+                    content.criu_files_bytes =
+                        content.criu_files_bytes.saturating_add(entry.size());
+                    ensure!(
+                        content.criu_files_bytes <= MAX_DECODED_BYTES,
+                        "its CRIU process and mount images exceed {}",
+                        human(MAX_DECODED_BYTES)
+                    );
+                    let mut data = Vec::new();
+                    entry.take(MAX_DECODED_BYTES).read_to_end(&mut data)?;
+                    content.criu_files.insert((*image).to_string(), data);
+                }
             }
             _ => {}
         }
@@ -269,6 +293,19 @@ fn inspect_image(archive: &OciArchive, top: &Descriptor, file: &Path) -> Result<
     if let Some(e) = &content.config_error {
         problems.push(e.clone());
     }
+    let privilege = if content.required_images {
+        match images::read(&content.criu_files) {
+            Ok(checkpoint) => Some(Summary::of(&checkpoint)),
+            Err(e) => {
+                problems.push(format!(
+                    "its CRIU images cannot be checked, so revive refuses to restore it: {e}"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let annotations = if index_annotations.is_empty() {
         &manifest.annotations
     } else {
@@ -308,6 +345,7 @@ fn inspect_image(archive: &OciArchive, top: &Descriptor, file: &Path) -> Result<
         criu_bytes: content.criu_bytes,
         rootfs_diff_bytes: content.rootfs_diff_bytes,
         deleted_files: content.has_deleted_files,
+        privilege,
         problems,
     })
 }
@@ -368,6 +406,65 @@ fn or_none(value: &Option<String>) -> &str {
     value.as_deref().unwrap_or("(not recorded)")
 }
 
+fn render_privilege(p: &Summary, line: &mut dyn FnMut(&str, &str)) {
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    let ids = |ids: &[u32]| {
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        list(&ids)
+    };
+    line(
+        "processes",
+        &format!("{} ({} threads)", p.processes, p.threads),
+    );
+    line("uids", &ids(&p.uids));
+    line("gids", &ids(&p.gids));
+    line("capabilities", &list(&p.capabilities));
+    line(
+        "no_new_privs",
+        &if p.without_no_new_privs == 0 {
+            "set on every thread".to_string()
+        } else {
+            format!(
+                "not set on {} of {} threads",
+                p.without_no_new_privs, p.threads
+            )
+        },
+    );
+    line(
+        "seccomp",
+        &if p.without_seccomp == 0 {
+            "a filter on every thread".to_string()
+        } else {
+            format!("none on {} of {} threads", p.without_seccomp, p.threads)
+        },
+    );
+    if !p.mounts.is_empty() {
+        line("mounts", &list(&p.mounts));
+    }
+    if p.user_namespace {
+        line(
+            "user ns",
+            "yes (restored only with the same uid and gid maps)",
+        );
+    }
+    for image in &p.host_images {
+        line(
+            "problem",
+            &format!("{image}: a restore refuses host-wide images"),
+        );
+    }
+    if p.privileged {
+        line("privileged", "yes: a checkpoint of a privileged container");
+    }
+    line("needs", &list(&p.needs));
+}
+
 /// The report as text.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -387,6 +484,7 @@ pub fn render(report: &Report) -> String {
                 criu_bytes,
                 rootfs_diff_bytes,
                 deleted_files,
+                privilege,
                 problems,
             } => {
                 line("image", name);
@@ -422,6 +520,9 @@ pub fn render(report: &Report) -> String {
                     "deleted files",
                     if *deleted_files { "listed" } else { "none" },
                 );
+                if let Some(p) = privilege {
+                    render_privilege(p, &mut line);
+                }
                 if problems.is_empty() {
                     line(
                         "restorable",

@@ -133,6 +133,25 @@ enum ImageCommand {
     },
 }
 
+/// Says so when a checkpoint image just written is of a privileged container: only a
+/// container granted as much may restore it.
+fn warn_if_privileged(output: &std::path::Path) -> Result<()> {
+    for image in inspect::inspect(output)?.images {
+        if let inspect::ImageReport::Checkpoint {
+            privilege: Some(p), ..
+        } = image
+            && p.privileged
+        {
+            eprintln!(
+                "note: this is a checkpoint of a privileged container; revive restores it \
+                 only into a container that grants at least: {}",
+                p.needs.join("; ")
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let Command::Image(command) = cli.command;
     match command {
@@ -161,6 +180,7 @@ fn run(cli: Cli) -> Result<()> {
                 s.rootfs_diff_bytes.map_or("none".into(), human),
             );
             print_written(&built.written);
+            warn_if_privileged(&output)?;
         }
         ImageCommand::Convert {
             native,
@@ -189,6 +209,7 @@ fn run(cli: Cli) -> Result<()> {
                 s.rootfs_diff_bytes.map_or("none".into(), human),
             );
             print_written(&converted.written);
+            warn_if_privileged(&output)?;
         }
         ImageCommand::Inspect { image, json } => {
             let report = inspect::inspect(&image)?;

@@ -106,13 +106,43 @@ fn rootfs_diff() -> Vec<u8> {
     )
 }
 
+/// Real CRIU images of a plain container (the checkpoint crate's fixtures), but for memory.
+fn real_criu_images() -> Vec<(String, Vec<u8>)> {
+    fixture_images("plain")
+}
+
+/// The CRIU images of one of the checkpoint crate's fixtures.
+fn fixture_images(case: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../checkpoint/tests/fixtures/criu")
+        .join(case);
+    let mut images: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    images.sort();
+    images
+}
+
+/// The size of [`real_criu_images`].
+fn criu_images_bytes() -> u64 {
+    real_criu_images().iter().map(|(_, d)| d.len() as u64).sum()
+}
+
 /// A checkpoint archive as kubelet writes one, its members in `extra` first.
 fn archive_with(extra: impl FnOnce(Tar) -> Tar) -> Vec<u8> {
-    extra(Tar::new())
-        .dir("checkpoint")
-        .file("checkpoint/inventory.img", b"inventory")
-        .file("checkpoint/pstree.img", b"pstree")
-        .file("checkpoint/pages-1.img", &[7u8; 8192])
+    let mut tar = extra(Tar::new()).dir("checkpoint");
+    for (name, data) in real_criu_images() {
+        tar = tar.file(&format!("checkpoint/{name}"), &data);
+    }
+    tar.file("checkpoint/pages-1.img", &[7u8; 8192])
         .file("config.dump", &config_dump())
         .file("spec.dump", SPEC)
         .file("rootfs-diff.tar", &rootfs_diff())
@@ -214,7 +244,10 @@ fn build_makes_a_criu_image_holding_exactly_the_archive() {
     assert_eq!(listing(dir.path()), ["checkpoint.tar", "out.tar"]);
     assert_eq!(built.summary.container, "counter");
     assert_eq!(built.summary.base_image.as_deref(), Some(BASE));
-    assert_eq!(built.summary.criu_images, 3);
+    assert_eq!(
+        built.summary.criu_images,
+        real_criu_images().len() as u64 + 1
+    );
     assert_eq!(built.summary.deleted_files, 1);
 
     let image = parse(&out);
@@ -267,7 +300,13 @@ fn build_makes_a_criu_image_holding_exactly_the_archive() {
     assert!(recognised_by_content);
     assert_eq!(container.as_deref(), Some("counter"));
     assert_eq!(base_image.as_deref(), Some(BASE));
-    assert_eq!((*criu_images, *criu_bytes), (3, 9 + 6 + 8192));
+    assert_eq!(
+        (*criu_images, *criu_bytes),
+        (
+            real_criu_images().len() as u64 + 1,
+            criu_images_bytes() + 8192
+        )
+    );
     assert_eq!(*rootfs_diff_bytes, Some(rootfs_diff().len() as u64));
     assert!(problems.is_empty(), "{problems:?}");
     let text = inspect::render(&report);
@@ -459,11 +498,11 @@ fn native_export(entries: &[(&str, Vec<u8>)], mangle: impl Fn(&mut Vec<u8>)) -> 
 }
 
 fn criu_tar() -> Vec<u8> {
-    Tar::new()
-        .file("inventory.img", b"inventory")
-        .file("pstree.img", b"pstree")
-        .file("pages-1.img", &[9u8; 4096])
-        .bytes()
+    let mut tar = Tar::new();
+    for (name, data) in real_criu_images() {
+        tar = tar.file(&name, &data);
+    }
+    tar.file("pages-1.img", &[9u8; 4096]).bytes()
 }
 
 fn native_entries(criu: Option<Vec<u8>>) -> Vec<(&'static str, Vec<u8>)> {
@@ -528,18 +567,22 @@ fn convert_turns_a_containerd_checkpoint_into_a_checkpoint_image() {
         image.manifest.annotations["io.podman.annotations.checkpoint.name"],
         "counter"
     );
-    assert_eq!(
-        members(&image.layer),
+    let mut expected = vec!["checkpoint/".to_string()];
+    expected.extend(
+        real_criu_images()
+            .into_iter()
+            .map(|(name, _)| format!("checkpoint/{name}")),
+    );
+    expected.extend(
         [
-            "checkpoint/",
-            "checkpoint/inventory.img",
-            "checkpoint/pstree.img",
             "checkpoint/pages-1.img",
             "config.dump",
             "spec.dump",
-            "rootfs-diff.tar"
+            "rootfs-diff.tar",
         ]
+        .map(String::from),
     );
+    assert_eq!(members(&image.layer), expected);
     assert_eq!(member(&image.layer, "spec.dump"), SPEC);
     assert_eq!(member(&image.layer, "rootfs-diff.tar"), rootfs_diff());
     assert_eq!(member(&image.layer, "checkpoint/pages-1.img"), [9u8; 4096]);
@@ -557,7 +600,10 @@ fn convert_turns_a_containerd_checkpoint_into_a_checkpoint_image() {
     let built =
         crate::build::build(&again, "revive.test/rebuilt:1", &rebuilt, Format::Criu).unwrap();
     assert_eq!(built.summary.base_image.as_deref(), Some(BASE));
-    assert_eq!(built.summary.criu_images, 3);
+    assert_eq!(
+        built.summary.criu_images,
+        real_criu_images().len() as u64 + 1
+    );
     let report = inspect::inspect(&out).unwrap();
     assert!(
         matches!(&report.images[0], ImageReport::Checkpoint { problems, recognised_by_content: true, .. } if problems.is_empty()),
@@ -673,6 +719,36 @@ fn inspect_says_what_ordinary_and_broken_images_are() {
     crate::build::build(&input, "revive.test/ck:1", &out, Format::CriO).unwrap();
     let report = inspect::render(&inspect::inspect(&out).unwrap());
     assert!(report.contains("restorable"), "{report}");
+    // What its processes hold, and what a container must grant.
+    for expected in [
+        "uids          0",
+        "CAP_SETUID",
+        "set on every thread",
+        "needs",
+    ] {
+        assert!(report.contains(expected), "{expected:?} not in {report}");
+    }
+    assert!(!report.contains("privileged"), "{report}");
+    // A privileged container's checkpoint says so.
+    let mut tar = Tar::new().dir("checkpoint");
+    for (name, data) in fixture_images("privileged") {
+        tar = tar.file(&format!("checkpoint/{name}"), &data);
+    }
+    let tar = tar
+        .file("config.dump", &config_dump())
+        .file("spec.dump", SPEC)
+        .bytes();
+    fs::write(&input, tar).unwrap();
+    crate::build::build(&input, "revive.test/priv:1", &out, Format::CriO).unwrap();
+    let report = inspect::render(&inspect::inspect(&out).unwrap());
+    for expected in [
+        "privileged    yes",
+        "CAP_SYS_ADMIN",
+        "sysfs at /sys read-write",
+        "a privileged container (ctr run --privileged",
+    ] {
+        assert!(report.contains(expected), "{expected:?} not in {report}");
+    }
 
     let missing = Path::new("/nonexistent/revive-test.tar");
     assert!(inspect::inspect(missing).is_err());

@@ -93,8 +93,30 @@ impl Container {
         // reconciled with the checkpoint's even when containerd names a checkpoint of its own
         // (`ctr c restore` of a container that was restored from an image: its spec is still
         // the image's, with no command).
-        let from_image = from_checkpoint_image(&req.id, &req.rootfs, &bundle)?;
-        let restore_image = restore_image.or(from_image);
+        // The policy of a restore: the spec as containerd or CRI wrote it, read before
+        // anything here changes it.
+        let policy = read_spec(&bundle)?;
+        let from_image = checkpoint_image(&req.id, &req.rootfs)?;
+        let restore_image =
+            restore_image.or_else(|| from_image.as_ref().map(|(_, images)| images.clone()));
+        // What cannot be restored here at all is said first, then what would hold too much;
+        // the spec is rewritten only once both pass.
+        let reconciled = match &from_image {
+            Some((handoff, _)) => Some(reconcile_with(&req.id, handoff, &policy)?),
+            None => None,
+        };
+        if let Some(images) = &restore_image {
+            crate::privilege::check(&req.id, &policy, images)?;
+        }
+        if let (Some((spec, notes)), Some((_, images))) = (reconciled, &from_image) {
+            write_spec(&bundle, &spec)?;
+            info!(
+                "{}: created from a checkpoint image: restoring from {} ({})",
+                req.id,
+                images.display(),
+                notes.join("; ")
+            );
+        }
         let restore = restore_image.map(|image| Restore {
             image,
             work: (!options.criu_work_path.is_empty())
@@ -282,6 +304,7 @@ impl Container {
             criu.open_tcp = true;
         }
         args.extend(criu.args());
+        args.extend(crate::privilege::lsm_args(&spec));
         let io = &self.init.io;
         if let Some(socket) = io.console_socket() {
             args.push("--console-socket".into());
@@ -664,15 +687,12 @@ impl Container {
 }
 
 /// If revive-snapshotter made the container's rootfs from a checkpoint image (its handoff
-/// lies beside the overlay's upper directory, see `revive_checkpoint::handoff`): checks the
-/// checkpoint's CRIU images, reconciles the bundle's spec with the checkpoint's (see
-/// [`crate::reconcile`]) and returns the images to restore from. `None` for any other
-/// container.
-fn from_checkpoint_image(
+/// lies beside the overlay's upper directory, see `revive_checkpoint::handoff`): the handoff
+/// and the checkpoint's CRIU images, once checked. `None` for any other container.
+fn checkpoint_image(
     id: &str,
     rootfs: &[containerd_shim_protos::api::Mount],
-    bundle: &Path,
-) -> Result<Option<PathBuf>> {
+) -> Result<Option<(revive_checkpoint::handoff::Handoff, PathBuf)>> {
     use revive_checkpoint::{archive, handoff};
     let Some(upper) = rootfs
         .iter()
@@ -684,24 +704,32 @@ fn from_checkpoint_image(
     let Some(handoff) = handoff::find(upper).map_err(Error::InvalidArgument)? else {
         return Ok(None);
     };
-    let refuse = |what: String| {
-        Error::InvalidArgument(format!(
-            "{id} is created from a checkpoint image (of a container of {}), but cannot be \
-             restored: {what}",
-            handoff.base_image
-        ))
-    };
-    let images = archive::validate(&handoff.archive).map_err(|e| refuse(e.to_string()))?;
-    let dumped = archive::read_spec(&handoff.archive).map_err(|e| refuse(e.to_string()))?;
-    let mut spec = read_spec(bundle)?;
-    let notes = crate::reconcile::reconcile(&mut spec, &dumped).map_err(refuse)?;
-    write_spec(bundle, &spec)?;
-    info!(
-        "{id}: created from a checkpoint image: restoring from {} ({})",
-        images.display(),
-        notes.join("; ")
-    );
-    Ok(Some(images))
+    let images = archive::validate(&handoff.archive)
+        .map_err(|e| refuse_image(id, &handoff, e.to_string()))?;
+    Ok(Some((handoff, images)))
+}
+
+fn refuse_image(id: &str, handoff: &revive_checkpoint::handoff::Handoff, what: String) -> Error {
+    Error::InvalidArgument(format!(
+        "{id} is created from a checkpoint image (of a container of {}), but cannot be \
+         restored: {what}",
+        handoff.base_image
+    ))
+}
+
+/// The new container's `spec` reconciled with the checkpoint's `spec.dump` (see
+/// [`crate::reconcile`]), and what changed.
+fn reconcile_with(
+    id: &str,
+    handoff: &revive_checkpoint::handoff::Handoff,
+    spec: &serde_json::Value,
+) -> Result<(serde_json::Value, Vec<String>)> {
+    let dumped = revive_checkpoint::archive::read_spec(&handoff.archive)
+        .map_err(|e| refuse_image(id, handoff, e.to_string()))?;
+    let mut spec = spec.clone();
+    let notes = crate::reconcile::reconcile(&mut spec, &dumped)
+        .map_err(|e| refuse_image(id, handoff, e))?;
+    Ok((spec, notes))
 }
 
 /// Mounts CreateTaskRequest's rootfs mounts on `<bundle>/rootfs`; `None` when there are none

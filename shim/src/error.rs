@@ -17,6 +17,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     InvalidArgument(String),
+    /// A restore would bring back more privilege than the container's spec grants.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The runtime binary (runc, crun) failed; the message carries its own words.
     #[error("{0}")]
     Runtime(String),
@@ -44,6 +47,7 @@ impl Error {
             Error::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
             Error::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
+            Error::PermissionDenied(_) => ttrpc::Code::PERMISSION_DENIED,
             Error::Runtime(_) | Error::Io { .. } | Error::Internal(_) => ttrpc::Code::UNKNOWN,
         }
     }
@@ -140,6 +144,10 @@ mod tests {
         assert_eq!(
             status(Error::AlreadyExists("x".into())).0,
             ttrpc::Code::ALREADY_EXISTS
+        );
+        assert_eq!(
+            status(Error::PermissionDenied("x".into())).0,
+            ttrpc::Code::PERMISSION_DENIED
         );
         let (code, msg) = status(Error::Runtime("runc: boom".into()));
         assert_eq!((code, msg.as_str()), (ttrpc::Code::UNKNOWN, "runc: boom"));

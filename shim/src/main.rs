@@ -27,6 +27,7 @@ mod network;
 mod oom;
 mod options;
 mod preflight;
+mod privilege;
 mod process;
 mod reconcile;
 mod runtime;

@@ -3,16 +3,18 @@
 //! config) must describe the container CRIU will recreate: the checkpoint's `spec.dump`.
 //!
 //! What [`reconcile`] does with the new spec, given the checkpoint's:
-//! - `process`: the checkpoint's (the process restored is the one checkpointed; a checkpoint
-//!   image has no command of its own), except `terminal` and `consoleSize`, which belong to
-//!   the new container's stdio; the two must agree on whether there is a terminal.
+//! - `process`: the new container's. It is the policy the restore was checked against
+//!   ([`crate::privilege`]) and what later checkpoints record. The two must agree on whether
+//!   there is a terminal. Where the new spec has no command or working directory (a
+//!   checkpoint image has none of its own), the checkpoint's fill them in, as `runc restore`
+//!   requires both; the process CRIU restores is the checkpoint's whatever they say.
 //! - namespaces: the same kinds, each either the container's own in both or joined in both
 //!   (a joined one is external to CRIU and must be given again); anything else is an error.
 //! - mounts: every mount point of the checkpoint must exist again. Kernel filesystems (proc,
 //!   sysfs, tmpfs, devpts, mqueue, cgroup) the new spec lacks are added from the checkpoint;
 //!   a bind mount it lacks is an error naming it (its source lived on the old host).
-//! - masked paths: the union (each is a mount CRIU must find a mapping for).
-//! - readonly paths: the checkpoint's (they are part of the mount tree CRIU restores).
+//! - masked and read-only paths: the union: the checkpoint's may add to the new container's,
+//!   never remove from them (each masked path is a mount CRIU must find a mapping for).
 //! - everything else (cgroup path and resources, root, hostname, annotations, devices,
 //!   sysctls): the new container's.
 
@@ -30,14 +32,11 @@ pub fn reconcile(spec: &mut Value, dumped: &Value) -> Result<Vec<String>, String
     shape(spec, "the container's spec")?;
     shape(dumped, "the checkpoint's spec.dump")?;
     let mut notes = Vec::new();
-    process(spec, dumped)?;
-    notes.push("process from the checkpoint".to_string());
+    notes.extend(process(spec, dumped)?);
     namespaces(spec, dumped)?;
     notes.extend(mounts(spec, dumped)?);
-    masked_paths(spec, dumped);
-    if let Some(readonly) = dumped["linux"].get("readonlyPaths") {
-        spec["linux"]["readonlyPaths"] = readonly.clone();
-    }
+    union_of_paths(spec, dumped, "maskedPaths");
+    union_of_paths(spec, dumped, "readonlyPaths");
     Ok(notes)
 }
 
@@ -65,7 +64,7 @@ fn shape(spec: &Value, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn process(spec: &mut Value, dumped: &Value) -> Result<(), String> {
+fn process(spec: &mut Value, dumped: &Value) -> Result<Vec<String>, String> {
     let Some(dumped_process) = dumped.get("process").filter(|p| p.is_object()) else {
         return Err("the checkpoint's spec.dump has no process".into());
     };
@@ -82,19 +81,20 @@ fn process(spec: &mut Value, dumped: &Value) -> Result<(), String> {
                 .into()
         });
     }
-    let mut process = dumped_process.clone();
-    for keep in ["terminal", "consoleSize"] {
-        match spec["process"].get(keep) {
-            Some(v) => process[keep] = v.clone(),
-            None => {
-                if let Some(p) = process.as_object_mut() {
-                    p.remove(keep);
-                }
-            }
+    let mut notes = Vec::new();
+    if !spec["process"].is_object() {
+        spec["process"] = json!({});
+    }
+    for (field, empty) in [("args", json!([])), ("cwd", json!(""))] {
+        let value = &spec["process"][field];
+        if (value.is_null() || *value == empty)
+            && let Some(from) = dumped_process.get(field)
+        {
+            spec["process"][field] = from.clone();
+            notes.push(format!("process {field} from the checkpoint"));
         }
     }
-    spec["process"] = process;
-    Ok(())
+    Ok(notes)
 }
 
 /// (kind, joined?) of each namespace in `spec`.
@@ -194,22 +194,16 @@ fn mounts(spec: &mut Value, dumped: &Value) -> Result<Vec<String>, String> {
     Ok(notes)
 }
 
-fn masked_paths(spec: &mut Value, dumped: &Value) {
-    let mut paths: Vec<Value> = spec["linux"]["maskedPaths"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for p in dumped["linux"]["maskedPaths"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+/// `linux.<field>` of the spec, with the checkpoint's entries it lacks added.
+fn union_of_paths(spec: &mut Value, dumped: &Value, field: &str) {
+    let mut paths: Vec<Value> = spec["linux"][field].as_array().cloned().unwrap_or_default();
+    for p in dumped["linux"][field].as_array().into_iter().flatten() {
         if !paths.contains(p) {
             paths.push(p.clone());
         }
     }
     if !paths.is_empty() {
-        spec["linux"]["maskedPaths"] = Value::Array(paths);
+        spec["linux"][field] = Value::Array(paths);
     }
 }
 
@@ -240,8 +234,11 @@ mod tests {
     }
 
     #[test]
-    fn the_process_comes_from_the_checkpoint_and_the_rest_stays() {
+    fn the_process_stays_and_only_a_missing_command_comes_from_the_checkpoint() {
         let mut dumped = ctr_spec(&["sh", "-c", "counter"]);
+        dumped["process"]["user"] = json!({"uid": 0});
+        dumped["process"]["capabilities"] = json!({"bounding": ["CAP_SYS_ADMIN"]});
+        dumped["linux"]["readonlyPaths"] = json!(["/proc/bus"]);
         dumped["mounts"]
             .as_array_mut()
             .unwrap()
@@ -249,8 +246,21 @@ mod tests {
         dumped["linux"]["maskedPaths"] = json!(["/proc/kcore", "/proc/keys"]);
         dumped["linux"]["cgroupsPath"] = json!("/default/old");
         let mut spec = ctr_spec(&[]);
-        let notes = reconcile(&mut spec, &dumped).unwrap();
+        spec["process"]["user"] = json!({"uid": 1000});
+        reconcile(&mut spec, &dumped).unwrap();
         assert_eq!(spec["process"]["args"], json!(["sh", "-c", "counter"]));
+        assert_eq!(spec["process"]["user"], json!({"uid": 1000}));
+        assert!(spec["process"].get("capabilities").is_none());
+        assert_eq!(
+            spec["linux"]["readonlyPaths"],
+            json!(["/proc/sys", "/proc/bus"])
+        );
+        // A command of the new container's own stays.
+        let mut spec = ctr_spec(&["top"]);
+        reconcile(&mut spec, &dumped).unwrap();
+        assert_eq!(spec["process"]["args"], json!(["top"]));
+        let mut spec = ctr_spec(&[]);
+        let notes = reconcile(&mut spec, &dumped).unwrap();
         assert_eq!(spec["linux"]["cgroupsPath"], "/default/new");
         assert_eq!(
             spec["linux"]["maskedPaths"],

@@ -233,6 +233,19 @@ impl Source for BTreeMap<String, Vec<u8>> {
     }
 }
 
+/// Whether [`read`] reads (or refuses by its name) the image file `name`: a reader of an
+/// archive keeps these and skips the rest (memory pages above all).
+pub fn is_read(name: &str) -> bool {
+    let img = |prefix: &str| name.starts_with(prefix) && name.ends_with(".img");
+    matches!(
+        name,
+        "inventory.img" | "pstree.img" | "seccomp.img" | "apparmor.img"
+    ) || ["core-", "mountpoints-", "userns-", "creds-"]
+        .iter()
+        .any(|p| img(p))
+        || name.starts_with("binfmt-misc")
+}
+
 /// Decodes the privilege-deciding state of every process in the CRIU image directory `dir`.
 pub fn read_dir(dir: &Path) -> Result<Checkpoint, ImageError> {
     read(&Dir(dir))

@@ -1,7 +1,9 @@
 //! The mount tree CRIU would rebuild, against the spec's mounts, read-only and masked paths.
 //!
 //! Rules (each a [`Violation`] naming the mount point):
-//! - never a filesystem that reaches beyond the container ([`HOST_WIDE`]);
+//! - never a filesystem that reaches beyond the container ([`HOST_WIDE`]), unless the runtime
+//!   supplies the mount again (external: a bind mount of the spec, whose source the runtime
+//!   gives and whose recorded filesystem CRIU does not use);
 //! - a mount the runtime does not supply again (not external) only of a type the spec itself
 //!   mounts; the root is the container's own;
 //! - proc and sysfs only where the spec mounts them, or under them (runc's read-only and
@@ -16,7 +18,7 @@ use super::{Host, Policy, Violation};
 use crate::criu::images::{Checkpoint, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, Mount};
 
 /// Filesystems that are the host's, whichever namespace mounts them.
-const HOST_WIDE: &[&str] = &[
+pub(super) const HOST_WIDE: &[&str] = &[
     "binfmt_misc",
     "devtmpfs",
     "securityfs",
@@ -78,7 +80,9 @@ pub(super) fn check(
         .iter()
         .any(|m| m.kind.starts_with("cgroup") && !m.options.iter().any(|o| o == "ro"));
     for m in mounts {
-        if HOST_WIDE.contains(&m.fstype.as_str()) {
+        // An external mount is a bind the runtime gives again from the spec: what CRIU
+        // recorded of its filesystem is not used.
+        if !m.external && HOST_WIDE.contains(&m.fstype.as_str()) {
             out.push(violation(
                 m,
                 "is a host-wide filesystem, which no container is given".into(),

@@ -160,10 +160,11 @@ fn plain_checkpoint() -> Checkpoint {
                 external: true,
                 ..mount("/sys/fs/cgroup/memory", "cgroup", "/default/c", 1)
             },
+            // CRIU records CRI's binds of files as of an unknown filesystem.
             Mount {
                 external: true,
                 flags: 1,
-                ..mount("/etc/hosts", "ext4", "/x/hosts", 1)
+                ..mount("/etc/hosts", "unknown", "/x/hosts", 1)
             },
             Mount {
                 external: true,
@@ -706,6 +707,44 @@ mod fixtures {
             "{}",
             chain[0].program.len()
         );
+    }
+
+    #[test]
+    fn summaries_say_what_a_container_must_grant() {
+        let plain = Summary::of(&images("plain"));
+        assert_eq!(plain.uids, vec![0]);
+        assert!(!plain.privileged);
+        assert_eq!(plain.without_no_new_privs, 0);
+        assert_eq!(plain.without_seccomp, plain.threads);
+        assert!(plain.capabilities.contains(&"CAP_SETUID".to_string()));
+        assert!(
+            plain.needs.iter().any(|n| n.contains("uid 0")),
+            "{:?}",
+            plain.needs
+        );
+        assert!(
+            !plain.needs.iter().any(|n| n.contains("beyond")),
+            "{:?}",
+            plain.needs
+        );
+        let privileged = Summary::of(&images("privileged"));
+        assert!(privileged.privileged);
+        assert!(
+            privileged
+                .mounts
+                .contains(&"sysfs at /sys read-write".to_string())
+        );
+        assert!(
+            privileged.needs.iter().any(|n| n.contains("CAP_SYS_ADMIN")),
+            "{:?}",
+            privileged.needs
+        );
+        let user = Summary::of(&images("usernsuserseccomp"));
+        assert_eq!(
+            (user.uids.as_slice(), user.without_seccomp),
+            (&[1000][..], 0)
+        );
+        assert!(user.capabilities.is_empty() && user.user_namespace);
     }
 
     #[test]
