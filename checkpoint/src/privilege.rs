@@ -674,7 +674,7 @@ impl Summary {
         s.host_images = checkpoint.host_images.clone();
         s.user_namespace = !checkpoint.user_namespaces.is_empty();
         s.privileged = caps::has(held, 21) || s.mounts.iter().any(|m| m.contains("read-write"));
-        if s.uids.iter().any(|u| *u == 0) {
+        if s.uids.contains(&0) {
             s.needs.push("uid 0 (runAsUser 0), or CAP_SETUID".into());
         } else if !s.uids.is_empty() {
             s.needs.push(format!("uid {:?}", s.uids));

@@ -78,7 +78,7 @@ pub enum ImageReport {
         rootfs_diff_bytes: Option<u64>,
         deleted_files: bool,
         /// What the checkpoint's processes hold and what a container must grant.
-        privilege: Option<Summary>,
+        privilege: Option<Box<Summary>>,
         problems: Vec<String>,
     },
     /// containerd's own checkpoint (`ctr container checkpoint`).
@@ -295,7 +295,7 @@ fn inspect_image(archive: &OciArchive, top: &Descriptor, file: &Path) -> Result<
     }
     let privilege = if content.required_images {
         match images::read(&content.criu_files) {
-            Ok(checkpoint) => Some(Summary::of(&checkpoint)),
+            Ok(checkpoint) => Some(Box::new(Summary::of(&checkpoint))),
             Err(e) => {
                 problems.push(format!(
                     "its CRIU images cannot be checked, so revive refuses to restore it: {e}"
