@@ -75,6 +75,13 @@ printf '\100\131\020\125\006\063\011\127\042\000\000\000\012\040\010\212\003\020
 printf '\006\063\011\127\012\000\000\000\022\010\010\001\030\005\040\007\050\003' |
     seed criu_stats stats-restore
 
+# criu_images: tars of the CRIU images CRIU 4.2.1 wrote (the checkpoint crate's fixtures).
+fixtures=$(dirname "$0")/../checkpoint/tests/fixtures/criu
+for case in "$fixtures"/*/; do
+    name=$(basename "$case")
+    tar --format=ustar -C "$case" --exclude=config.json -cf - . | seed criu_images "$name.tar"
+done
+
 # criu_log: the first byte is how many errors to keep ('5'), then lines of a real dump.log.
 seed criu_log dump.log <<'EOF'
 5(00.004407) Error (criu/tun.c:85): tun: Unable to create tun: No such file or directory
