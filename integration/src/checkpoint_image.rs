@@ -161,16 +161,53 @@ pub fn archive_dir_of(node: &Node, id: &str) -> Result<std::path::PathBuf> {
 /// `ctr run -d --snapshotter revive --runtime revive <image> <id>`, with no command: the
 /// container must come up restored.
 pub fn run_image(node: &Node, image: &str, id: &str) -> Result<String> {
-    node.ctr(&[
+    run_image_with(node, image, id, &[])
+}
+
+/// [`run_image`] with more `ctr run` flags (`--privileged`, `--user 1000:1000`, ...).
+pub fn run_image_with(node: &Node, image: &str, id: &str, flags: &[&str]) -> Result<String> {
+    let mut args = vec![
         "run",
         "-d",
         "--snapshotter",
         SNAPSHOTTER,
         "--runtime",
         REVIVE,
-        image,
-        id,
-    ])
+    ];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[image, id]);
+    node.ctr(&args)
+}
+
+/// What a failed `ctr` said: its stderr (the last part of [`Node::run`]'s error, all its
+/// lines), or the whole error.
+pub fn said(err: &str) -> String {
+    err.split_once("\nstderr: ")
+        .map_or(err, |(_, stderr)| stderr)
+        .to_string()
+}
+
+/// After `ctr run` of a checkpoint image as container `id` was refused: no task is left and
+/// its rootfs is not mounted; then its record (which ctr keeps) is removed, and no snapshot
+/// of it is left.
+pub fn check_refusal_left_nothing(node: &Node, id: &str) -> Result<()> {
+    let tasks = node.ctr(&["tasks", "ls", "-q"])?;
+    ensure!(
+        tasks.trim().is_empty(),
+        "the refused {id} left a task: {tasks}"
+    );
+    let mounts = node.run(&["cat", "/proc/mounts"])?;
+    ensure!(
+        !mounts.contains(&format!("/{id}/rootfs")),
+        "the refused {id} left its rootfs mounted:\n{mounts}"
+    );
+    let _ = node.ctr(&["containers", "rm", id]);
+    let snapshots = crate::snapshotter::snapshots(node)?;
+    ensure!(
+        !snapshots.iter().any(|(key, _)| key == id),
+        "the refused {id} left its snapshot: {snapshots:?}"
+    );
+    Ok(())
 }
 
 /// What [`ctr_run_restores`] saw.
@@ -292,7 +329,7 @@ pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Re
 
 /// The pod a checkpoint is restored into under CRI: the CRI scenario's pod shape (host
 /// network, its own pid namespace, the pod's ipc namespace), a pod of its own.
-fn restore_pod(name: &str) -> crate::cri::api::PodSandboxConfig {
+pub fn restore_pod(name: &str) -> crate::cri::api::PodSandboxConfig {
     crate::cri::host_network_pod(name, "5e0d1c2b-0000-4000-8000-00000000000b")
 }
 
@@ -310,54 +347,82 @@ pub fn cri_restores(
     formats: &[Format],
     narrate: &mut dyn FnMut(&str),
 ) -> Result<()> {
-    use crate::cri::{self, Cri};
-    let config = cri::cri_config(node)?;
-    cri::import_image(node, &cri::pause_image(node, &config.sandbox_image)?)?;
-    cri::import_image(node, base)?;
-    let mut client = Cri::connect(node)?;
-    client.wait_for_image(&config.sandbox_image)?;
-    client.wait_for_image(BUSYBOX)?;
+    use crate::cri;
+    let mut client = cri::prepare(node, base)?;
     for format in formats {
         let name = format!("revive.test/cri-checkpoint/{}:1", format.name());
         let image = format.image(&name, archive.to_vec(), "workload", BUSYBOX)?;
         cri::import_image(node, &image)?;
         client.wait_for_image(&name)?;
         let pod = restore_pod(&format!("restore-{}", format.name()));
-        node.run(&["mkdir", "-p", &pod.log_directory])?;
-        let pod_id = client.run_pod_sandbox(&pod, "revive")?;
         let ctr = cri::container("workload", &name, &["/bin/sh"]);
-        let id = client.create_container(&pod_id, &ctr, &pod)?;
-        if let Err(e) = client.start_container(&id) {
+        let attempt = create_in_pod(node, &mut client, &pod, &ctr)?;
+        if let Err(e) = client.start_container(&attempt.id) {
             let log = node
                 .sh("for f in $(find /run/containerd -name criu-restore.log); do tail -40 $f; done")
                 .unwrap_or_default();
             return Err(e.context(format!("CRIU's restore log:\n{log}")));
         }
-        client.wait_for_state(&id, cri::api::ContainerState::ContainerRunning)?;
-        let seen = client.exec_sync(&id, &["cat", "/token"], 30)?;
-        ensure!(
-            seen.exit_code == 0 && seen.stdout.trim() == token,
-            "the pod's container from {name} is not the checkpointed workload: /token {seen:?}, \
-             expected {token}"
-        );
-        let ps = client.exec_sync(&id, &["ps", "-o", "args"], 30)?;
-        ensure!(
-            ps.stdout.contains(cri::WORKLOAD_MARKER),
-            "the checkpointed workload is not running in the restored container:\n{}",
-            ps.stdout
-        );
+        check_restored_workload(&mut client, &attempt.id, token)?;
         narrate(&format!(
             "pod from {name} ({}): restored, token {token}",
             format.name()
         ));
-        client.stop_container(&id, 10)?;
-        client.remove_container(&id)?;
-        client.stop_pod_sandbox(&pod_id)?;
-        client.remove_pod_sandbox(&pod_id)?;
+        remove_pod(&mut client, &attempt)?;
     }
     let tasks = node.ctr(&["-n", cri::NAMESPACE, "tasks", "ls", "-q"])?;
     ensure!(tasks.trim().is_empty(), "containerd tasks left: {tasks}");
     Ok(())
+}
+
+/// A pod on RuntimeClass handler `revive` and its container, created from a checkpoint image
+/// and not yet started (StartContainer creates the task, and so restores).
+pub struct PodAttempt {
+    pub pod_id: String,
+    pub id: String,
+}
+
+/// RunPodSandbox of `pod` on handler `revive`, then CreateContainer of `ctr` in it.
+pub fn create_in_pod(
+    node: &Node,
+    client: &mut crate::cri::Cri,
+    pod: &crate::cri::api::PodSandboxConfig,
+    ctr: &crate::cri::api::ContainerConfig,
+) -> Result<PodAttempt> {
+    node.run(&["mkdir", "-p", &pod.log_directory])?;
+    let pod_id = client.run_pod_sandbox(pod, "revive")?;
+    let id = client.create_container(&pod_id, ctr, pod)?;
+    Ok(PodAttempt { pod_id, id })
+}
+
+/// The pod's container `id` is the checkpointed CRI workload, restored: running, holding
+/// `token` in [`crate::cri::TOKEN_FILE`], its process there.
+pub fn check_restored_workload(client: &mut crate::cri::Cri, id: &str, token: &str) -> Result<()> {
+    use crate::cri;
+    client.wait_for_state(id, cri::api::ContainerState::ContainerRunning)?;
+    let seen = client.exec_sync(id, &["cat", cri::TOKEN_FILE], 30)?;
+    ensure!(
+        seen.exit_code == 0 && seen.stdout.trim() == token,
+        "the pod's container {id} is not the checkpointed workload: {} {seen:?}, expected \
+         {token}",
+        cri::TOKEN_FILE
+    );
+    let ps = client.exec_sync(id, &["ps", "-o", "args"], 30)?;
+    ensure!(
+        ps.stdout.contains(cri::WORKLOAD_MARKER),
+        "the checkpointed workload is not running in the restored container:\n{}",
+        ps.stdout
+    );
+    Ok(())
+}
+
+/// Stops and removes the attempt's container (StopContainer is a no-op for one that is not
+/// running), then its pod.
+pub fn remove_pod(client: &mut crate::cri::Cri, attempt: &PodAttempt) -> Result<()> {
+    client.stop_container(&attempt.id, 10)?;
+    client.remove_container(&attempt.id)?;
+    client.stop_pod_sandbox(&attempt.pod_id)?;
+    client.remove_pod_sandbox(&attempt.pod_id)
 }
 
 /// `ctr run` of a checkpoint image made from a pod's container cannot restore it (it joined
@@ -377,22 +442,8 @@ pub fn ctr_run_of_pod_checkpoint_is_refused(node: &Node, archive: &[u8]) -> Resu
         err.contains("pod") || err.contains("mounted at"),
         "ctr run of a pod's checkpoint failed without saying why: {err}"
     );
-    let tasks = node.ctr(&["tasks", "ls", "-q"])?;
-    ensure!(
-        tasks.trim().is_empty(),
-        "a refused restore left a task: {tasks}"
-    );
-    let mounts = node.run(&["cat", "/proc/mounts"])?;
-    ensure!(
-        !mounts.contains(&format!("/{id}/rootfs")),
-        "a refused restore left its rootfs mounted:\n{mounts}"
-    );
-    let _ = node.ctr(&["containers", "rm", id]);
-    Ok(err
-        .lines()
-        .find_map(|l| l.strip_prefix("stderr: "))
-        .unwrap_or(&err)
-        .to_string())
+    check_refusal_left_nothing(node, id)?;
+    Ok(said(&err))
 }
 
 /// One entry of a hand-made tar: names are written as given (`..` and all), which a tar
@@ -596,31 +647,8 @@ pub fn hostile_images_are_refused(node: &Node) -> Result<Vec<(String, String)>> 
             case.name,
             case.expect
         );
-        let tasks = node.ctr(&["tasks", "ls", "-q"])?;
-        ensure!(
-            tasks.trim().is_empty(),
-            "{}: a task was left: {tasks}",
-            case.name
-        );
-        let mounts = node.run(&["cat", "/proc/mounts"])?;
-        ensure!(
-            !mounts.contains(&format!("/{id}/rootfs")),
-            "{}: its rootfs is still mounted",
-            case.name
-        );
-        let _ = node.ctr(&["containers", "rm", &id]);
-        let snapshots = crate::snapshotter::snapshots(node)?;
-        ensure!(
-            !snapshots.iter().any(|(key, _)| key == &id),
-            "{}: its snapshot was left: {snapshots:?}",
-            case.name
-        );
-        let said = err
-            .lines()
-            .find_map(|l| l.strip_prefix("stderr: "))
-            .unwrap_or(&err)
-            .to_string();
-        refusals.push((case.name.to_string(), said));
+        check_refusal_left_nothing(node, &id)?;
+        refusals.push((case.name.to_string(), said(&err)));
     }
     let escaped = node.sh("ls -d /tmp/escaped-* /etc/escaped-* 2>/dev/null; true")?;
     ensure!(
@@ -806,4 +834,17 @@ fn run_cli_image(
     narrate(&format!("{new} is restored: {restored}"));
     remove_container(node, new)?;
     Ok((inspected, restored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn said_is_all_of_stderr() {
+        let err = "in node n: `ctr run x` failed (exit status: 1):\nstdout: \nstderr: ctr: \
+                   refused:\n  - uid 0\nwhat to do: less";
+        assert_eq!(said(err), "ctr: refused:\n  - uid 0\nwhat to do: less");
+        assert_eq!(said("no output"), "no output");
+    }
 }

@@ -282,8 +282,47 @@ pub mod api {
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct LinuxContainerSecurityContext {
+        #[prost(message, optional, tag = "1")]
+        pub capabilities: Option<Capability>,
+        #[prost(bool, tag = "2")]
+        pub privileged: bool,
         #[prost(message, optional, tag = "3")]
         pub namespace_options: Option<NamespaceOption>,
+        #[prost(message, optional, tag = "5")]
+        pub run_as_user: Option<Int64Value>,
+        #[prost(bool, tag = "11")]
+        pub no_new_privs: bool,
+        #[prost(message, optional, tag = "15")]
+        pub seccomp: Option<SecurityProfile>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Capability {
+        #[prost(string, repeated, tag = "1")]
+        pub add_capabilities: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub drop_capabilities: Vec<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Int64Value {
+        #[prost(int64, tag = "1")]
+        pub value: i64,
+    }
+    /// A seccomp or AppArmor profile; RuntimeDefault is the zero value, so a message that
+    /// is present asks for the runtime's default profile.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SecurityProfile {
+        #[prost(enumeration = "ProfileType", tag = "1")]
+        pub profile_type: i32,
+        #[prost(string, tag = "2")]
+        pub localhost_ref: String,
+    }
+    /// `SecurityProfile.ProfileType`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+    #[repr(i32)]
+    pub enum ProfileType {
+        RuntimeDefault = 0,
+        Unconfined = 1,
+        Localhost = 2,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct CreateContainerRequest {
@@ -905,6 +944,23 @@ impl Cri {
         }
     }
 
+    /// Waits (bounded) until [`WORKLOAD_SCRIPT`] in container `id` has written its token
+    /// (once the script has run its first lines), and returns it.
+    pub fn wait_for_token(&mut self, id: &str) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.exec_sync(id, &["cat", TOKEN_FILE], 30)?;
+            if out.exit_code == 0 && !out.stdout.trim().is_empty() {
+                return Ok(out.stdout.trim().to_string());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the workload wrote no {TOKEN_FILE} within 30 s: {out:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits (bounded) until container `id` is in `state`.
     pub fn wait_for_state(
         &mut self,
@@ -1065,7 +1121,7 @@ pub fn checkpoint_container(
         "checkpointctl inspect --stats --ps-tree shows no dump statistics or process \
          tree:\n{inspect}"
     );
-    let after = cri.exec_sync(id, &["cat", "/token"], 30)?;
+    let after = cri.exec_sync(id, &["cat", TOKEN_FILE], 30)?;
     ensure!(
         after.stdout.trim() == token,
         "after CheckpointContainer the container holds {:?}, not its token {token}",
@@ -1135,6 +1191,7 @@ pub fn container(name: &str, image: &str, command: &[&str]) -> api::ContainerCon
                     ipc: NamespaceMode::Pod as i32,
                     target_id: String::new(),
                 }),
+                ..Default::default()
             }),
         }),
         ..Default::default()
@@ -1243,6 +1300,18 @@ pub fn pause_image(node: &Node, name: &str) -> Result<Image> {
         .build()
 }
 
+/// Imports the sandbox image and `base` (the busybox image) into CRI's namespace and
+/// connects to CRI, once it knows both.
+pub fn prepare(node: &Node, base: &Image) -> Result<Cri> {
+    let config = cri_config(node)?;
+    import_image(node, &pause_image(node, &config.sandbox_image)?)?;
+    import_image(node, base)?;
+    let mut cri = Cri::connect(node)?;
+    cri.wait_for_image(&config.sandbox_image)?;
+    cri.wait_for_image(BUSYBOX)?;
+    Ok(cri)
+}
+
 /// Imports an image into the node's containerd in CRI's namespace (unpacked for the
 /// default snapshotter).
 pub fn import_image(node: &Node, image: &Image) -> Result<()> {
@@ -1310,11 +1379,15 @@ fn wait_for_no_processes(node: &Node, patterns: &[&str]) -> Result<()> {
 }
 
 /// The test container's command: draws a token, prints it (to its log) and keeps it in
-/// /token, then waits; SIGTERM makes it exit 0, so a graceful stop is visible in its exit
-/// code.
+/// [`TOKEN_FILE`], then waits; SIGTERM makes it exit 0, so a graceful stop is visible in its
+/// exit code.
 pub const WORKLOAD_SCRIPT: &str = ": revive-cri-workload; t=$(cat /proc/sys/kernel/random/uuid); \
-     echo \"$t\" > /token.new; mv /token.new /token; echo \"token $t\"; \
+     echo \"$t\" > /tmp/token.new; mv /tmp/token.new /tmp/token; echo \"token $t\"; \
      trap 'echo stopping; exit 0' TERM; while true; do sleep 1 & wait $!; done";
+
+/// Where [`WORKLOAD_SCRIPT`] keeps its token: in the rw layer, and in `/tmp` (mode 1777) so
+/// that a workload running as another user than root can write it too.
+pub const TOKEN_FILE: &str = "/tmp/token";
 
 /// What the CRI scenario observed.
 #[derive(Debug, Clone, Serialize)]
@@ -1493,19 +1566,7 @@ pub fn cri_scenario(node: &Node, handler: &str) -> Result<Report> {
         "the workload's parent {workload_parent} is not a {shim} process"
     );
 
-    // The token appears once the script has run its first lines.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let token = loop {
-        let out = cri.exec_sync(&ctr_id, &["cat", "/token"], 30)?;
-        if out.exit_code == 0 && !out.stdout.trim().is_empty() {
-            break out.stdout.trim().to_string();
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the workload wrote no /token within 30 s: {out:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let token = cri.wait_for_token(&ctr_id)?;
 
     // ExecSync returns stdout, stderr and the exit code; the exec runs in the container
     // (its token) on the node's network and UTS namespace (the node's hostname).
@@ -1514,7 +1575,7 @@ pub fn cri_scenario(node: &Node, handler: &str) -> Result<Report> {
         &[
             "sh",
             "-c",
-            "cat /token; hostname; echo to-stderr >&2; exit 7",
+            &format!("cat {TOKEN_FILE}; hostname; echo to-stderr >&2; exit 7"),
         ],
         30,
     )?;
@@ -1704,5 +1765,17 @@ version = 3
             ..Default::default()
         };
         assert_eq!(ns.encode_to_vec(), vec![0x08, 2]);
+        // LinuxContainerSecurityContext: run_as_user (5) an Int64Value of 1000, no_new_privs
+        // (11) true, seccomp (15) present and empty: RuntimeDefault.
+        let sc = api::LinuxContainerSecurityContext {
+            run_as_user: Some(api::Int64Value { value: 1000 }),
+            no_new_privs: true,
+            seccomp: Some(api::SecurityProfile::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            sc.encode_to_vec(),
+            vec![0x2a, 3, 0x08, 0xe8, 0x07, 0x58, 1, 0x7a, 0]
+        );
     }
 }

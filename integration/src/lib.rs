@@ -18,6 +18,7 @@ pub mod init;
 pub mod lifecycle;
 pub mod mounts;
 pub mod node;
+pub mod privilege;
 pub mod rootfs;
 pub mod scenario;
 pub mod snapshotter;

@@ -98,17 +98,21 @@ pub fn run_counter(node: &Node, runtime: &str, id: &str) -> Result<()> {
 
 /// Starts container `id` on `runtime` from the busybox image, running `sh -c script`.
 pub fn run_shell(node: &Node, runtime: &str, id: &str, script: &str) -> Result<()> {
-    node.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        runtime,
-        BUSYBOX,
-        id,
-        "sh",
-        "-c",
-        script,
-    ])?;
+    run_shell_with(node, runtime, &[], id, script)
+}
+
+/// [`run_shell`] with more `ctr run` flags (`--privileged`, `--user 1000:1000`, ...).
+pub fn run_shell_with(
+    node: &Node,
+    runtime: &str,
+    flags: &[&str],
+    id: &str,
+    script: &str,
+) -> Result<()> {
+    let mut args = vec!["run", "-d", "--runtime", runtime];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[BUSYBOX, id, "sh", "-c", script]);
+    node.ctr(&args)?;
     Ok(())
 }
 
@@ -597,10 +601,10 @@ pub fn parse_process_state(text: &str) -> Result<ProcessState> {
     })
 }
 
-/// Reads the [`ProcessState`] of container `id` through `ctr task exec`.
-pub fn read_process_state(node: &Node, id: &str) -> Result<ProcessState> {
-    let exec_id = format!("state-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
-    parse_process_state(&node.ctr(&[
+/// Runs `sh -c script` in container `id` through `ctr task exec`; its stdout.
+pub fn exec_sh(node: &Node, id: &str, script: &str) -> Result<String> {
+    let exec_id = format!("sh-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
+    node.ctr(&[
         "task",
         "exec",
         "--exec-id",
@@ -608,11 +612,20 @@ pub fn read_process_state(node: &Node, id: &str) -> Result<ProcessState> {
         id,
         "sh",
         "-c",
+        script,
+    ])
+}
+
+/// Reads the [`ProcessState`] of container `id` through `ctr task exec`.
+pub fn read_process_state(node: &Node, id: &str) -> Result<ProcessState> {
+    parse_process_state(&exec_sh(
+        node,
+        id,
         // Processes seen in two listings 0.3 s apart: the shell's short-lived forks
         // (mv, subshells, busybox applets exec'd as "exe") come and go.
         "cat /state /pipe; ps -o pid,ppid,comm > /tmp/ps1; sleep 0.3; \
          ps -o pid,ppid,comm | grep -Fx -f /tmp/ps1",
-    ])?)
+    )?)
 }
 
 /// Waits until the state's tick reaches at least `min`.
@@ -1099,10 +1112,7 @@ pub fn ctr_checkpoint(node: &Node, runtime: &str, args: &[&str]) -> Result<Strin
             result => return result,
         };
         let text = format!("{err:#}");
-        let log = text
-            .split_once("path= ")
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .and_then(|path| node.run(&["cat", path]).ok());
+        let log = criu_log_named(node, &text);
         let why = if text.contains("unable to freeze") {
             "runc could not freeze the container"
         } else if log
@@ -1111,14 +1121,7 @@ pub fn ctr_checkpoint(node: &Node, runtime: &str, args: &[&str]) -> Result<Strin
         {
             "CRIU met a process in uninterruptible sleep"
         } else {
-            let lines = log
-                .map(|log| revive_checkpoint::criulog::errors(&log, 5).join("; "))
-                .unwrap_or_default();
-            return Err(if lines.is_empty() {
-                err
-            } else {
-                err.context(format!("CRIU's log: {lines}"))
-            });
+            return Err(with_criu_errors(err, log));
         };
         if attempt == 3 {
             return Err(err);
@@ -1129,6 +1132,26 @@ pub fn ctr_checkpoint(node: &Node, runtime: &str, args: &[&str]) -> Result<Strin
         );
         attempt += 1;
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The CRIU log a runc error names (`criu failed: type DUMP errno 0 path= <log>`: the Go
+/// shim's copy of `dump.log` in the bundle, there while the container is), read in the node.
+pub fn criu_log_named(node: &Node, err: &str) -> Option<String> {
+    err.split_once("path= ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|path| node.run(&["cat", path]).ok())
+}
+
+/// `err` with the error lines of CRIU's `log`, when it has some.
+pub fn with_criu_errors(err: anyhow::Error, log: Option<String>) -> anyhow::Error {
+    let lines = log
+        .map(|log| revive_checkpoint::criulog::errors(&log, 5).join("; "))
+        .unwrap_or_default();
+    if lines.is_empty() {
+        err
+    } else {
+        err.context(format!("CRIU's log: {lines}"))
     }
 }
 
