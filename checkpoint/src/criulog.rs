@@ -36,6 +36,12 @@ const ADVICE: &[(&str, &str)] = &[
          the container (under heavy I/O or load); try again",
     ),
     (
+        "Can't get rlimit",
+        "CRIU may not read the resource limits of a process running as another user: the \
+         capability bounding set of containerd (and so of CRIU) lacks CAP_SYS_RESOURCE; give \
+         containerd CAP_SYS_RESOURCE, or run the container in a user namespace",
+    ),
+    (
         "not supported",
         "the container uses something this CRIU or kernel cannot checkpoint (see the errors)",
     ),
@@ -99,6 +105,17 @@ mod tests {
         assert!(transient(log));
         assert!(advice(&errors(log, 5)).unwrap().contains("try again"));
         assert!(!transient(TCP_DUMP_LOG));
+    }
+
+    /// A container running as uid 1000, dumped where CRIU lacks CAP_SYS_RESOURCE.
+    #[test]
+    fn rlimits_of_another_user_are_explained() {
+        let log = "(00.039353) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
+(00.041000) Error (criu/cr-dump.c:389): Can't get rlimit 0: Operation not permitted
+(00.041010) Error (criu/cr-dump.c:1584): Dump core (pid: 635) failed with -1
+";
+        let found = errors(log, 5);
+        assert!(advice(&found).unwrap().contains("CAP_SYS_RESOURCE"), "{found:?}");
     }
 
     #[test]
