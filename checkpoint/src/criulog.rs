@@ -115,7 +115,10 @@ mod tests {
 (00.041010) Error (criu/cr-dump.c:1584): Dump core (pid: 635) failed with -1
 ";
         let found = errors(log, 5);
-        assert!(advice(&found).unwrap().contains("CAP_SYS_RESOURCE"), "{found:?}");
+        assert!(
+            advice(&found).unwrap().contains("CAP_SYS_RESOURCE"),
+            "{found:?}"
+        );
     }
 
     #[test]

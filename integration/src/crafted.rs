@@ -1,4 +1,4 @@
-//! Issue 12, crafted checkpoint images: one real checkpoint of a counter (made with stock
+//! Crafted checkpoint images: one real checkpoint of a counter (made with stock
 //! tools: the Go shim, runc, CRIU), whose CRIU images are then edited by hand, one change
 //! each, the way an attacker would edit a checkpoint of their own. `ctr run` of each edited
 //! image on revive must be refused at task Create, naming that one change, and leave
@@ -527,7 +527,7 @@ fn check_left_nothing(node: &Node, id: &str, before: &BTreeSet<String>) -> Resul
     Ok(())
 }
 
-/// The crafted images (issue 12's acceptance): a counter whose shell keeps a child
+/// The crafted images: a counter whose shell keeps a child
 /// ([`CHILD`]) runs on the Go shim with a plain `ctr run` (uid 0, containerd's default
 /// capabilities, read-only /sys, hard RLIMIT_NOFILE 1024) and is checkpointed once as an
 /// engine exports it. The unedited copy of the archive must restore on revive (the counter

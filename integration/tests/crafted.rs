@@ -1,4 +1,4 @@
-//! Issue 12, crafted checkpoint images, on both flavours: one checkpoint of a counter with a
+//! Crafted checkpoint images, on both flavours: one checkpoint of a counter with a
 //! child, made with stock tools, edited by hand one change at a time (a capability of the
 //! child's thread, of a thread added to the child, the child's uid, a binfmt_misc mount, a read-write /sys, apparmor.img, a
 //! raised hard rlimit, oom_score_adj -1000, real-time scheduling). `ctr run` of each on
