@@ -19,6 +19,7 @@
 //! counted: the check refuses such a checkpoint rather than trust files of the image.
 
 pub mod caps;
+mod cgroups;
 mod mounts;
 
 use std::fmt;
@@ -326,6 +327,7 @@ pub fn check(checkpoint: &Checkpoint, policy: &Policy, host: &Host) -> Result<()
         check_process(checkpoint, process, policy, host, &mut out);
     }
     mounts::check(checkpoint, policy, host, &mut out);
+    cgroups::check(checkpoint, &mut out);
     for image in &checkpoint.host_images {
         let what = if image == "apparmor.img" {
             "holds AppArmor policy for CRIU to load into the host's kernel; a container \

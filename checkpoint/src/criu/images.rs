@@ -24,6 +24,7 @@ pub const CORE_MAGIC: u32 = 0x5505_3847;
 pub const MNTS_MAGIC: u32 = 0x5556_3928;
 pub const USERNS_MAGIC: u32 = 0x5547_4906;
 pub const SECCOMP_MAGIC: u32 = 0x6441_3049;
+pub const CGROUP_MAGIC: u32 = 0x5938_3330;
 
 /// Largest image file read: a core image with every register set and signal is tens of KiB,
 /// and seccomp.img holds at most a few thousand filters of at most 32 KiB (BPF_MAXINSNS).
@@ -81,6 +82,8 @@ pub struct Thread {
     pub sched_policy: u32,
     pub sched_prio: u32,
     pub sched_nice: i32,
+    /// The cgroup set CRIU moves the thread into (none: it stays where CRIU is).
+    pub cg_set: Option<u32>,
 }
 
 /// A resource limit: soft and hard (`u64::MAX` is unlimited).
@@ -152,6 +155,25 @@ pub struct SeccompFilter {
     pub flags: u32,
 }
 
+/// A set of cgroups processes are restored into.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CgroupSet {
+    pub id: u32,
+    pub members: Vec<CgroupMember>,
+}
+
+/// One controller's cgroup of a set: the path from the controller's root, and how much of
+/// it is the cgroup namespace's root (an offset CRIU indexes the path with).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CgroupMember {
+    pub controller: String,
+    pub path: String,
+    pub cgns_prefix: Option<u32>,
+}
+
+/// Most cgroup directories (with their children) read from cgroup.img.
+const MAX_CGROUP_DIRS: usize = 1 << 14;
+
 /// Everything a restore would set from a checkpoint's CRIU images that decides privilege.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Checkpoint {
@@ -159,6 +181,13 @@ pub struct Checkpoint {
     pub mounts: Vec<Mount>,
     pub seccomp_filters: Vec<SeccompFilter>,
     pub user_namespaces: Vec<UserNs>,
+    /// The cgroup sets CRIU places processes in, and the set CRIU itself ran in at the dump
+    /// (processes there are not moved).
+    pub cgroup_sets: Vec<CgroupSet>,
+    pub cgroup_root_set: Option<u32>,
+    /// The cgroup directories CRIU would create and configure: (controllers, path below the
+    /// controller's root).
+    pub cgroup_dirs: Vec<(String, String)>,
     /// Image files CRIU would act on that a container restore never needs: AppArmor
     /// policy it would load into the host's kernel (`apparmor.img`), host-wide binfmt_misc
     /// interpreters (`binfmt-misc-*.img`).
@@ -239,7 +268,7 @@ pub fn is_read(name: &str) -> bool {
     let img = |prefix: &str| name.starts_with(prefix) && name.ends_with(".img");
     matches!(
         name,
-        "inventory.img" | "pstree.img" | "seccomp.img" | "apparmor.img"
+        "inventory.img" | "pstree.img" | "seccomp.img" | "apparmor.img" | "cgroup.img"
     ) || ["core-", "mountpoints-", "userns-", "creds-"]
         .iter()
         .any(|p| img(p))
@@ -290,6 +319,7 @@ pub fn read(source: &dyn Source) -> Result<Checkpoint, ImageError> {
     let mut user_namespaces = Vec::new();
     let mut host_images = Vec::new();
     let mut seccomp_filters = Vec::new();
+    let (mut cgroup_sets, mut cgroup_dirs) = (Vec::new(), Vec::new());
     for name in source.names()? {
         if name.starts_with("mountpoints-") && name.ends_with(".img") {
             let entries: Vec<proto::MntEntry> = all(&required(&name)?, MNTS_MAGIC, &name)?;
@@ -321,6 +351,30 @@ pub fn read(source: &dyn Source) -> Result<Checkpoint, ImageError> {
                     flags: f.flags.unwrap_or(0),
                 })
                 .collect();
+        } else if name == "cgroup.img" {
+            let entry: proto::CgroupEntry = one(&required(&name)?, CGROUP_MAGIC, &name)?;
+            cgroup_sets = entry
+                .sets
+                .into_iter()
+                .map(|set| CgroupSet {
+                    id: set.id,
+                    members: set
+                        .ctls
+                        .into_iter()
+                        .map(|m| CgroupMember {
+                            controller: m.name,
+                            path: m.path,
+                            cgns_prefix: m.cgns_prefix,
+                        })
+                        .collect(),
+                })
+                .collect();
+            for controller in &entry.controllers {
+                let names = controller.cnames.join(",");
+                for dir in &controller.dirs {
+                    cgroup_directories(&names, "", dir, &mut cgroup_dirs)?;
+                }
+            }
         } else if name == "apparmor.img" || name.starts_with("binfmt-misc") {
             host_images.push(name);
         } else if name.starts_with("creds-") {
@@ -335,8 +389,31 @@ pub fn read(source: &dyn Source) -> Result<Checkpoint, ImageError> {
         mounts,
         seccomp_filters,
         user_namespaces,
+        cgroup_sets,
+        cgroup_root_set: inventory.root_cg_set,
+        cgroup_dirs,
         host_images,
     })
+}
+
+/// Every directory of a cgroup tree, with its path from the controller's root.
+fn cgroup_directories(
+    controllers: &str,
+    parent: &str,
+    dir: &proto::CgroupDirEntry,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), ImageError> {
+    let path = format!("{parent}/{}", dir.dir_name);
+    out.push((controllers.to_string(), path.clone()));
+    if out.len() > MAX_CGROUP_DIRS {
+        return Err(ImageError::Decode(format!(
+            "cgroup.img: more than {MAX_CGROUP_DIRS} cgroup directories"
+        )));
+    }
+    for child in &dir.children {
+        cgroup_directories(controllers, &path, child, out)?;
+    }
+    Ok(())
 }
 
 fn process(entry: &proto::PstreeEntry, source: &dyn Source) -> Result<Process, ImageError> {
@@ -353,6 +430,8 @@ fn process(entry: &proto::PstreeEntry, source: &dyn Source) -> Result<Process, I
         ppid: entry.ppid,
         ..Process::default()
     };
+    // The per-task cgroup set of old images applies to every thread.
+    let mut task_cg_set = None;
     for tid in tids {
         let name = format!("core-{tid}.img");
         let data = source
@@ -373,6 +452,7 @@ fn process(entry: &proto::PstreeEntry, source: &dyn Source) -> Result<Process, I
             if let Some(filter) = tc.old_seccomp_filter {
                 thread_core.seccomp_filter = Some(filter);
             }
+            task_cg_set = tc.cg_set;
             out.comm = tc.comm.clone();
             out.zombie = tc.task_state == TASK_DEAD;
             out.oom_score_adj = tc.oom_score_adj;
@@ -403,6 +483,7 @@ fn process(entry: &proto::PstreeEntry, source: &dyn Source) -> Result<Process, I
             sched_policy: thread_core.sched_policy.unwrap_or(0),
             sched_prio: thread_core.sched_prio.unwrap_or(0),
             sched_nice: thread_core.sched_nice.unwrap_or(0),
+            cg_set: thread_core.cg_set.or(task_cg_set),
         });
     }
     Ok(out)

@@ -4,7 +4,8 @@ use serde_json::json;
 
 use super::*;
 use crate::criu::images::{
-    CapSets, Creds, MS_RDONLY, Mount, Rlimit, Seccomp, SeccompFilter, UserNs,
+    CapSets, CgroupMember, CgroupSet, Creds, MS_RDONLY, Mount, Rlimit, Seccomp, SeccompFilter,
+    UserNs,
 };
 
 /// containerd's default capabilities (`oci.defaultUnixCaps`).
@@ -586,6 +587,92 @@ fn user_namespaces_need_the_spec_s_exact_maps() {
     refused(&ck, &spec, &["maps [(0, 0, 65536)]"]);
 }
 
+fn member(controller: &str, path: &str) -> CgroupMember {
+    CgroupMember {
+        controller: controller.into(),
+        path: path.into(),
+        cgns_prefix: None,
+    }
+}
+
+/// `plain_checkpoint` in cgroup set 2, the container's cgroup /default/c.
+fn in_cgroups(sets: Vec<CgroupSet>, dirs: &[(&str, &str)]) -> Checkpoint {
+    let mut ck = with_threads(plain_checkpoint(), |t| t.cg_set = Some(2));
+    let mut all = vec![CgroupSet {
+        id: 2,
+        members: vec![member("memory", "/default/c"), member("", "/default/c")],
+    }];
+    all.extend(sets);
+    ck.cgroup_sets = all;
+    ck.cgroup_dirs = dirs
+        .iter()
+        .map(|(c, d)| (c.to_string(), d.to_string()))
+        .collect();
+    ck
+}
+
+#[test]
+fn cgroups_stay_inside_the_container_s() {
+    verdict(
+        &in_cgroups(vec![], &[("memory", "/default/c")]),
+        &ctr_spec(),
+    )
+    .unwrap();
+    // A child in a cgroup below the container's.
+    let mut ck = in_cgroups(
+        vec![CgroupSet {
+            id: 3,
+            members: vec![member("memory", "/default/c/sub")],
+        }],
+        &[("memory", "/default/c"), ("memory", "/default/c/sub")],
+    );
+    ck.processes[1].threads[0].cg_set = Some(3);
+    verdict(&ck, &ctr_spec()).unwrap();
+    // The host's cgroups, by path or by `..`, are refused, and so is a directory CRIU would
+    // create and configure there.
+    for path in [
+        "/system.slice",
+        "/default/c/../other",
+        "default/c",
+        "/default/cc",
+    ] {
+        let ck = in_cgroups(
+            vec![CgroupSet {
+                id: 3,
+                members: vec![member("memory", path)],
+            }],
+            &[],
+        );
+        refused(
+            &ck,
+            &privileged_spec(),
+            &["cgroup.img", "places processes in memory"],
+        );
+    }
+    let ck = in_cgroups(vec![], &[("memory,devices", "/default/c")]);
+    refused(
+        &ck,
+        &privileged_spec(),
+        &["would create and configure the memory,devices"],
+    );
+    let ck = in_cgroups(vec![], &[("memory", "/other")]);
+    refused(&ck, &privileged_spec(), &["cgroup /other, outside"]);
+    let mut ck = in_cgroups(vec![], &[]);
+    ck.cgroup_sets[0].members[0].cgns_prefix = Some(400);
+    refused(
+        &ck,
+        &privileged_spec(),
+        &["namespace prefix longer than its path"],
+    );
+    let mut ck = in_cgroups(vec![], &[]);
+    ck.processes[0].threads[0].cg_set = Some(9);
+    refused(
+        &ck,
+        &privileged_spec(),
+        &["names no cgroup set for the root process"],
+    );
+}
+
 #[test]
 fn zombies_hold_nothing() {
     let mut ck = plain_checkpoint();
@@ -693,6 +780,18 @@ mod fixtures {
                 .mounts
                 .iter()
                 .any(|m| m.mountpoint == "/sys" && m.read_only())
+        );
+        let set = plain.processes[0].threads[0].cg_set.unwrap();
+        let set = plain.cgroup_sets.iter().find(|s| s.id == set).unwrap();
+        assert!(
+            set.members
+                .iter()
+                .any(|m| m.controller == "memory" && m.path == "/default/plain")
+        );
+        assert!(
+            plain
+                .cgroup_dirs
+                .contains(&("memory".into(), "/default/plain".into()))
         );
         let user = images("usernsuser");
         let t = &user.processes[0].threads[0];
