@@ -17,10 +17,16 @@
 //! program. A process holding a capability it could not reach that way is refused. The
 //! privilege a set-user-ID or file-capability program could grant a non-root process is not
 //! counted: the check refuses such a checkpoint rather than trust files of the image.
+//!
+//! Where the spec has a seccomp profile, every thread's filter chain must be at least as
+//! restrictive as the filter runc compiles from it, for every system call and argument
+//! (`seccomp`); where it has none, any filter passes (a filter only takes privilege away).
 
 pub mod caps;
 mod cgroups;
 mod mounts;
+mod seccomp;
+mod syscalls;
 
 use std::fmt;
 
@@ -68,8 +74,8 @@ pub struct Policy {
     pub inheritable: u64,
     pub ambient: u64,
     pub no_new_privs: bool,
-    /// The spec has a seccomp profile.
-    pub seccomp: bool,
+    /// The spec's seccomp profile (`linux.seccomp`), where runc would install a filter for it.
+    pub seccomp: Option<Value>,
     /// Hard limits the spec sets, by RLIMIT number.
     pub rlimits: Vec<(usize, u64)>,
     pub oom_score_adj: Option<i32>,
@@ -273,6 +279,12 @@ impl Policy {
                     gid_map: map(&linux["gidMappings"]),
                 }
             });
+        let seccomp = match linux.get("seccomp") {
+            None | Some(Value::Null) => None,
+            Some(profile) => seccomp::Profile::parse(profile, seccomp::Abi::native())
+                .map_err(|e| format!("the spec's seccomp profile cannot be read: {e}"))?
+                .map(|_| profile.clone()),
+        };
         Ok(Policy {
             uid: u32_of(&user["uid"], "process.user.uid")?,
             gid: u32_of(&user["gid"], "process.user.gid")?,
@@ -283,7 +295,7 @@ impl Policy {
             inheritable: set("inheritable")?,
             ambient: set("ambient")?,
             no_new_privs: process["noNewPrivileges"].as_bool().unwrap_or(false),
-            seccomp: linux.get("seccomp").is_some_and(|s| !s.is_null()),
+            seccomp,
             rlimits,
             oom_score_adj: process["oomScoreAdj"].as_i64().map(|n| n as i32),
             mounts,
@@ -320,11 +332,12 @@ impl Policy {
 /// Checks every thread of every process and every mount of `checkpoint` against `policy`.
 pub fn check(checkpoint: &Checkpoint, policy: &Policy, host: &Host) -> Result<(), Refusal> {
     let mut out = Vec::new();
+    let mut seccomp = seccomp::Checker::new(policy.seccomp.as_ref());
     for process in &checkpoint.processes {
         if process.zombie {
             continue;
         }
-        check_process(checkpoint, process, policy, host, &mut out);
+        check_process(checkpoint, process, policy, host, &mut seccomp, &mut out);
     }
     mounts::check(checkpoint, policy, host, &mut out);
     cgroups::check(checkpoint, &mut out);
@@ -414,11 +427,12 @@ fn holder(process: &Process, thread: &Thread) -> String {
     }
 }
 
-fn check_process(
-    checkpoint: &Checkpoint,
+fn check_process<'a>(
+    checkpoint: &'a Checkpoint,
     process: &Process,
     policy: &Policy,
     host: &Host,
+    seccomp: &mut seccomp::Checker<'a>,
     out: &mut Vec<Violation>,
 ) {
     let reachable = policy.reachable();
@@ -498,7 +512,7 @@ fn check_process(
                     .into(),
             );
         }
-        if policy.seccomp {
+        if policy.seccomp.is_some() {
             match thread.seccomp.mode {
                 0 => flag(
                     "runs without a seccomp filter, and this container has a seccomp profile"
@@ -511,8 +525,8 @@ fn check_process(
                             .into(),
                     ),
                     Some(newest) => {
-                        if let Err(e) = checkpoint.filter_chain(newest) {
-                            flag(format!("has an unreadable seccomp filter chain: {e}"));
+                        if let Err(what) = seccomp.check(checkpoint, newest) {
+                            flag(what);
                         }
                     }
                 },

@@ -387,9 +387,21 @@ fn seccomp_a_profile_needs_a_filter_and_no_profile_accepts_any() {
             filter: Some(0),
         }
     });
-    ck.seccomp_filters = vec![SeccompFilter::default()];
+    // A filter that kills on every call is stricter than any profile; one the kernel would
+    // refuse to attach is refused, whatever the profile.
+    let ret_kill = 0x8000_0000u32;
+    let mut program = vec![0x06, 0, 0, 0];
+    program.extend(ret_kill.to_le_bytes());
+    ck.seccomp_filters = vec![SeccompFilter {
+        program,
+        ..SeccompFilter::default()
+    }];
     verdict(&ck, &spec).unwrap();
     verdict(&ck, &ctr_spec()).unwrap();
+    let mut empty = ck.clone();
+    empty.seccomp_filters = vec![SeccompFilter::default()];
+    refused(&empty, &spec, &["the kernel would refuse", "is empty"]);
+    verdict(&empty, &ctr_spec()).unwrap();
     ck.processes[1].threads[1].seccomp.filter = Some(3);
     refused(&ck, &spec, &["thread 8", "unreadable seccomp filter chain"]);
     ck.processes[1].threads[1].seccomp = Seccomp {
@@ -739,14 +751,18 @@ mod fixtures {
     ];
 
     fn verdict(image: &str, spec_of: &str) -> Result<(), String> {
-        let policy = Policy::from_spec(&spec(spec_of)).unwrap();
+        verdict_of(&images(image), &spec(spec_of))
+    }
+
+    fn verdict_of(images: &Checkpoint, spec: &Value) -> Result<(), String> {
+        let policy = Policy::from_spec(spec).unwrap();
         let host = Host {
             rlimits: vec![Some(u64::MAX); 16],
             oom_score_adj: 0,
             loginuid: u32::MAX,
             path_exists: &|p| EXISTED.contains(&p),
         };
-        check(&images(image), &policy, &host).map_err(|r| r.to_string())
+        check(images, &policy, &host).map_err(|r| r.to_string())
     }
 
     const CASES: &[&str] = &[
@@ -881,5 +897,74 @@ mod fixtures {
         verdict("seccomp", "plain").unwrap();
         verdict("plain", "privileged").unwrap();
         verdict("usernsuserseccomp", "usernsuser").unwrap();
+    }
+
+    use super::seccomp::assemble as program;
+
+    const RET_ALLOW: (u16, u8, u8, u32) = (0x06, 0, 0, 0x7fff_0000);
+
+    #[test]
+    fn seccomp_filters_are_held_to_the_profile() {
+        // Every filter allows everything: refused, naming calls containerd's profile refuses.
+        let mut allow_all = images("seccomp");
+        for f in &mut allow_all.seccomp_filters {
+            f.program = program(&[RET_ALLOW]);
+        }
+        let err = verdict_of(&allow_all, &spec("seccomp")).unwrap_err();
+        for what in [
+            "process 1 (sh) and process 8 (sleep) has a seccomp filter that allows",
+            "(x86_64)",
+            "which this container's seccomp profile refuses",
+        ] {
+            assert!(err.contains(what), "{what:?} not in\n{err}");
+        }
+        // The real filter under a newer one that allows everything: the stricter one wins.
+        let mut stacked = images("seccomp");
+        let n = stacked.seccomp_filters.len() as u32;
+        for (i, f) in stacked.seccomp_filters.clone().into_iter().enumerate() {
+            stacked.seccomp_filters.push(SeccompFilter {
+                program: program(&[RET_ALLOW]),
+                prev: Some(i as u32),
+                flags: f.flags,
+            });
+        }
+        for p in &mut stacked.processes {
+            for t in &mut p.threads {
+                t.seccomp.filter = t.seccomp.filter.map(|i| i + n);
+            }
+        }
+        verdict_of(&stacked, &spec("seccomp")).unwrap();
+        // A profile stricter than containerd's refuses the real filter.
+        let mut strict = spec("seccomp");
+        strict["linux"]["seccomp"]["syscalls"] =
+            json!([{"names": ["read", "write", "exit"], "action": "SCMP_ACT_ALLOW"}]);
+        let err = verdict_of(&images("seccomp"), &strict).unwrap_err();
+        assert!(
+            err.contains("has a seccomp filter that allows open (x86_64)"),
+            "{err}"
+        );
+        // Programs the kernel would refuse to attach are refused, with the reason.
+        let long: Vec<_> = vec![RET_ALLOW; 5000];
+        for (bad, why) in [
+            (
+                program(&[RET_ALLOW])[..5].to_vec(),
+                "not a whole number of 8-byte",
+            ),
+            (program(&[(0x94, 0, 0, 0), RET_ALLOW]), "opcode 0x0094"),
+            (program(&[(0x15, 7, 0, 0), RET_ALLOW]), "jumps past the end"),
+            (program(&long), "5000 instructions"),
+            (program(&[(0x20, 0, 0, 64), RET_ALLOW]), "offset 64"),
+        ] {
+            let mut ck = images("usernsuserseccomp");
+            ck.seccomp_filters[0].program = bad.clone();
+            let err = verdict_of(&ck, &spec("usernsuserseccomp")).unwrap_err();
+            assert!(
+                err.contains("the kernel would refuse") && err.contains(why),
+                "{why:?} not in\n{err}"
+            );
+            // A spec without a profile accepts any filter: a filter only takes away.
+            verdict_of(&ck, &spec("usernsuser")).unwrap();
+        }
+        verdict_of(&allow_all, &spec("plain")).unwrap();
     }
 }
