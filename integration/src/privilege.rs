@@ -158,6 +158,8 @@ struct Checkpoint {
     what: &'static str,
     image: String,
     at: Counter,
+    /// The checkpoint archive's directory (the image's layer).
+    dir: std::path::PathBuf,
 }
 
 /// The counter run as container `id` on the Go shim (stock containerd and runc) with `ctr
@@ -170,7 +172,49 @@ fn checkpoint_of(node: &Node, what: &'static str, id: &str, flags: &[&str]) -> R
     let (dir, at) = checkpoint_image::archive_of(node, id)?;
     let image = format!("revive.test/privilege/{id}:1");
     node.import_image(&Format::CriO.image(&image, tar_dir(&dir)?, id, BUSYBOX)?)?;
-    Ok(Checkpoint { what, image, at })
+    Ok(Checkpoint {
+        what,
+        image,
+        at,
+        dir,
+    })
+}
+
+/// `ck` with every seccomp filter in its CRIU images replaced by one that allows every
+/// system call (`BPF_RET | BPF_K` of SECCOMP_RET_ALLOW), as a checkpoint image of its own.
+fn with_allow_all_seccomp(node: &Node, ck: &Checkpoint, id: &str) -> Result<Checkpoint> {
+    use revive_checkpoint::criu::{images, proto};
+    const RET_ALLOW: [u8; 8] = [0x06, 0, 0, 0, 0x00, 0x00, 0xff, 0x7f];
+    let dir = ck.dir.with_file_name(format!("{id}-archive"));
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&ck.dir)
+        .arg(&dir)
+        .status()?;
+    ensure!(copied.success(), "copying {} failed", ck.dir.display());
+    let file = dir.join("checkpoint/seccomp.img");
+    let data = std::fs::read(&file)?;
+    let record = images::records(&data, images::SECCOMP_MAGIC, "seccomp.img")?;
+    let [record] = record.as_slice() else {
+        bail!("seccomp.img holds {} records, not one", record.len());
+    };
+    let mut entry = <proto::SeccompEntry as prost::Message>::decode(*record)?;
+    ensure!(
+        !entry.seccomp_filters.is_empty(),
+        "the checkpoint of a --seccomp container holds no seccomp filter"
+    );
+    for filter in &mut entry.seccomp_filters {
+        filter.filter = RET_ALLOW.to_vec();
+    }
+    std::fs::write(&file, images::write(images::SECCOMP_MAGIC, &[entry]))?;
+    let image = format!("revive.test/privilege/{id}:1");
+    node.import_image(&Format::CriO.image(&image, tar_dir(&dir)?, id, BUSYBOX)?)?;
+    Ok(Checkpoint {
+        what: "--seccomp (its filter replaced by allow-all)",
+        image,
+        at: ck.at.clone(),
+        dir,
+    })
 }
 
 /// `ctr run` of checkpoint `ck` as container `id` on revive-snapshotter and the revive shim,
@@ -287,15 +331,28 @@ pub fn ctr_cases(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Vec<Case>
         narrate,
     )?);
     let seccomp = &["--seccomp"][..];
-    cases.push(match checkpoint_of(node, "--seccomp", "seccomp", seccomp) {
-        Ok(ck) => ctr_case(
-            node,
-            &ck,
-            "seccomp-as-seccomp",
-            seccomp,
-            Expect::Restores,
-            narrate,
-        )?,
+    let made = checkpoint_of(node, "--seccomp", "seccomp", seccomp);
+    let last = match made {
+        Ok(ck) => {
+            // The same checkpoint with an allow-all filter: refused by the same container.
+            let loose = with_allow_all_seccomp(node, &ck, "seccomp-loose")?;
+            cases.push(ctr_case(
+                node,
+                &loose,
+                "loose-as-seccomp",
+                seccomp,
+                Expect::Refused(&["seccomp filter that allows", "seccomp profile refuses"]),
+                narrate,
+            )?);
+            ctr_case(
+                node,
+                &ck,
+                "seccomp-as-seccomp",
+                seccomp,
+                Expect::Restores,
+                narrate,
+            )?
+        }
         Err(e) => {
             // The dump failed with the Go shim's container still running: remove it.
             let _ = remove_container(node, "seccomp");
@@ -305,7 +362,8 @@ pub fn ctr_cases(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Vec<Case>
                 &e,
             )
         }
-    });
+    };
+    cases.push(last);
     Ok(cases)
 }
 

@@ -39,8 +39,9 @@ fn ctr_restores(flavour: Flavour) {
 /// /sys) and into a `--user 1000:1000 --seccomp` one (naming the uid, CAP_SYS_ADMIN,
 /// seccomp, /sys), and restores into a `--privileged` one; a plain (uid 0) container's
 /// checkpoint is refused into a `--user 1000:1000` one (naming the uid); a `--seccomp`
-/// container's restores into a `--seccomp` one. Refusals leave no task, mount, snapshot or
-/// process.
+/// container's restores into a `--seccomp` one, and the same checkpoint with its filters
+/// replaced by one that allows everything is refused there (naming the system calls it
+/// allows). Refusals leave no task, mount, snapshot or process.
 #[test]
 fn ctr_restore_never_exceeds_the_new_containers_privilege_next() {
     ctr_restores(Flavour::Next);
