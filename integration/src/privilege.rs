@@ -428,10 +428,20 @@ impl Security {
 }
 
 /// A checkpoint made through CRI: its image (CRI-O format) and the workload's token.
-struct PodCheckpoint {
+pub struct PodCheckpoint {
     what: Security,
     image: String,
     token: String,
+    /// The checkpoint image, to import on another node.
+    archive: Image,
+}
+
+/// Pod checkpoints made on one node, with the base image they were made on (CRIU checks the
+/// files the restored processes map, so it goes wherever they go).
+pub struct PodCheckpoints {
+    base: Image,
+    privileged: PodCheckpoint,
+    confined: PodCheckpoint,
 }
 
 /// The CRI workload ([`cri::WORKLOAD_SCRIPT`]) in a pod on handler `runc` (the Go shim) with
@@ -448,12 +458,15 @@ fn pod_checkpoint(node: &Node, client: &mut Cri, what: Security) -> Result<PodCh
     client.remove_pod_sandbox(&pod_id)?;
     let (archive, token) = made?;
     let image = format!("revive.test/privilege/pod-{}:1", what.name());
-    cri::import_image(
-        node,
-        &Format::CriO.image(&image, archive, "workload", BUSYBOX)?,
-    )?;
+    let archive = Format::CriO.image(&image, archive, "workload", BUSYBOX)?;
+    cri::import_image(node, &archive)?;
     client.wait_for_image(&image)?;
-    Ok(PodCheckpoint { what, image, token })
+    Ok(PodCheckpoint {
+        what,
+        image,
+        token,
+        archive,
+    })
 }
 
 /// Container `ctr` created and started in pod `pod_id`, checkpointed by CheckpointContainer
@@ -539,11 +552,74 @@ fn pod_case(
 /// - the confined one's in a restricted pod: refused, naming the uid;
 /// - a restricted one's in the same restricted pod: restored (not tried, loudly, where CRIU
 ///   cannot dump a process of another uid, as on this machine).
-pub fn cri_cases(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Vec<Case>> {
-    let mut client = cri::prepare(node, &Image::busybox(&node.rootfs().path)?)?;
+pub fn cri_cases(
+    node: &Node,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(Vec<Case>, PodCheckpoints)> {
+    let base = Image::busybox(&node.rootfs().path)?;
+    let mut client = cri::prepare(node, &base)?;
     let privileged = pod_checkpoint(node, &mut client, Security::Privileged)?;
     let confined = pod_checkpoint(node, &mut client, Security::Confined)?;
     narrate("a privileged and a confined pod on the Go shim checkpointed through CRI");
+    let made = PodCheckpoints {
+        base,
+        privileged,
+        confined,
+    };
+    let mut cases = pod_cases(node, &mut client, &made, narrate)?;
+    let restricted = Security::Restricted;
+    cases.push(match pod_checkpoint(node, &mut client, restricted) {
+        Ok(ck) => pod_case(
+            node,
+            &mut client,
+            &ck,
+            restricted,
+            Expect::Restores,
+            narrate,
+        )?,
+        Err(e) => not_tried(
+            "restricted pod's checkpoint, restricted pod on revive (CRI could not checkpoint \
+             the restricted pod on the Go shim)",
+            &e,
+        ),
+    });
+    no_tasks_left(node)?;
+    Ok((cases, made))
+}
+
+/// The pod checkpoints of [`cri_cases`], moved to `node` (containerd 1.7 has no
+/// CheckpointContainer to make them with): the same refusals and restores there.
+pub fn cri_cases_moved(
+    node: &Node,
+    made: &PodCheckpoints,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<Vec<Case>> {
+    let mut client = cri::prepare(node, &made.base)?;
+    for ck in [&made.privileged, &made.confined] {
+        cri::import_image(node, &ck.archive)?;
+        client.wait_for_image(&ck.image)?;
+    }
+    narrate("the privileged and the confined pod's checkpoint images moved here");
+    let cases = pod_cases(node, &mut client, made, narrate)?;
+    no_tasks_left(node)?;
+    Ok(cases)
+}
+
+fn no_tasks_left(node: &Node) -> Result<()> {
+    let tasks = node.ctr(&["-n", cri::NAMESPACE, "tasks", "ls", "-q"])?;
+    ensure!(tasks.trim().is_empty(), "containerd tasks left: {tasks}");
+    Ok(())
+}
+
+/// A privileged pod's checkpoint in a restricted pod (refused), a confined pod's in a
+/// confined pod (restored) and in a restricted one (refused).
+fn pod_cases(
+    node: &Node,
+    client: &mut Cri,
+    made: &PodCheckpoints,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<Vec<Case>> {
+    let (privileged, confined) = (&made.privileged, &made.confined);
     let mut cases = Vec::new();
     for (ck, into, expect) in [
         (
@@ -566,26 +642,8 @@ pub fn cri_cases(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Vec<Case>
             Expect::Refused(&["uid", "1000"]),
         ),
     ] {
-        cases.push(pod_case(node, &mut client, ck, into, expect, narrate)?);
+        cases.push(pod_case(node, client, ck, into, expect, narrate)?);
     }
-    let restricted = Security::Restricted;
-    cases.push(match pod_checkpoint(node, &mut client, restricted) {
-        Ok(ck) => pod_case(
-            node,
-            &mut client,
-            &ck,
-            restricted,
-            Expect::Restores,
-            narrate,
-        )?,
-        Err(e) => not_tried(
-            "restricted pod's checkpoint, restricted pod on revive (CRI could not checkpoint \
-             the restricted pod on the Go shim)",
-            &e,
-        ),
-    });
-    let tasks = node.ctr(&["-n", cri::NAMESPACE, "tasks", "ls", "-q"])?;
-    ensure!(tasks.trim().is_empty(), "containerd tasks left: {tasks}");
     Ok(cases)
 }
 
