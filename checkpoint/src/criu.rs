@@ -15,8 +15,6 @@ pub const COMMON_MAGIC: u32 = 0x5456_4319;
 pub const SERVICE_MAGIC: u32 = 0x5510_5940;
 /// The magic of `stats-dump` and `stats-restore`.
 pub const STATS_MAGIC: u32 = 0x5709_3306;
-/// Largest record this parser accepts; CRIU's stats are a few dozen bytes.
-const MAX_RECORD: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ImageError {
@@ -85,35 +83,12 @@ pub struct Stats {
     pub restore: Option<RestoreStats>,
 }
 
-fn u32_at(data: &[u8], at: usize, what: &'static str) -> Result<u32, ImageError> {
-    let bytes = data.get(at..at + 4).ok_or(ImageError::Truncated(what))?;
-    Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-}
-
 /// Parses a `stats-dump` or `stats-restore` image.
 pub fn parse_stats(data: &[u8]) -> Result<Stats, ImageError> {
-    let mut at = 0;
-    let mut magic = u32_at(data, at, "magic")?;
-    if magic == SERVICE_MAGIC {
-        at += 4;
-        magic = u32_at(data, at, "magic")?;
+    match images::records(data, STATS_MAGIC, "stats")?.first() {
+        Some(record) => Stats::decode(*record).map_err(|e| ImageError::Decode(e.to_string())),
+        None => Err(ImageError::Truncated("record length")),
     }
-    if magic != STATS_MAGIC {
-        return Err(ImageError::Magic {
-            found: magic,
-            expected: STATS_MAGIC,
-        });
-    }
-    at += 4;
-    let len = u32_at(data, at, "record length")? as usize;
-    at += 4;
-    if len > MAX_RECORD {
-        return Err(ImageError::TooLarge(len));
-    }
-    let record = data
-        .get(at..at + len)
-        .ok_or(ImageError::Truncated("record"))?;
-    Stats::decode(record).map_err(|e| ImageError::Decode(e.to_string()))
 }
 
 #[cfg(test)]

@@ -720,22 +720,7 @@ impl Summary {
 
 /// containerd's default capabilities, what `ctr run` and a pod get unless told otherwise.
 fn default_capabilities() -> u64 {
-    caps::from_names([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ])
+    caps::from_names(caps::CONTAINERD_DEFAULTS.iter().copied())
 }
 
 #[cfg(test)]

@@ -16,22 +16,7 @@ use revive_checkpoint::privilege::{self, Host, Policy, Summary, caps};
 const MAX_FILES: usize = 64;
 const MAX_FILE: u64 = 1 << 20;
 
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DEFAULT_CAPS: &[&str] = caps::CONTAINERD_DEFAULTS;
 
 fn files(data: &[u8]) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();

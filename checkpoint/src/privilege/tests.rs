@@ -8,23 +8,7 @@ use crate::criu::images::{
     UserNs,
 };
 
-/// containerd's default capabilities (`oci.defaultUnixCaps`).
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DEFAULT_CAPS: &[&str] = caps::CONTAINERD_DEFAULTS;
 
 fn default_caps() -> u64 {
     caps::from_names(DEFAULT_CAPS.iter().copied())
