@@ -1004,12 +1004,21 @@ fn run_detached(node: &Node, runtime: &str) -> Result<()> {
             "/tasks/exit names pid {exit_pid}, the task's pid is {pid}"
         );
         delete_task(node, id, 7)?;
-        let deleted = events.wait(node, "/tasks/delete", |p| p["container_id"] == id)?;
-        ensure!(
-            deleted["exit_status"].as_i64() == Some(7),
-            "/tasks/delete of {id} carries exit status {}, expected 7",
-            deleted["exit_status"]
-        );
+        match events.wait(node, "/tasks/delete", |p| p["container_id"] == id) {
+            Ok(deleted) => ensure!(
+                deleted["exit_status"].as_i64() == Some(7),
+                "/tasks/delete of {id} carries exit status {}, expected 7",
+                deleted["exit_status"]
+            ),
+            // containerd-shim-runc-v2 publishes TaskDelete from a queue that its exit right
+            // after Delete may cut short (containerd issue 8981: the daemon cannot tell
+            // whether the shim sent it); seen once under load. Seen, reported, not failed on:
+            // the reference.
+            Err(e) if runtime == "io.containerd.runc.v2" => {
+                eprintln!("NOTE: {runtime} published no /tasks/delete for {id}: {e:#}");
+            }
+            Err(e) => return Err(e),
+        }
         expect_no_task(node, id)?;
         node.ctr(&["containers", "rm", id])?;
         Ok(())
