@@ -34,6 +34,8 @@ pub struct Summary {
     pub criu_bytes: u64,
     pub rootfs_diff_bytes: Option<u64>,
     pub deleted_files: usize,
+    /// What the checkpoint's processes hold, where its CRIU images decode.
+    pub privilege: Option<revive_checkpoint::privilege::Summary>,
 }
 
 /// What [`build`] made.
@@ -102,6 +104,7 @@ pub fn validate_layout(root: &Path, scratch: &Path) -> Result<Summary> {
         criu_images += 1;
         criu_bytes += entry?.metadata()?.len();
     }
+    let privilege = revive_checkpoint::criu::images::read_dir(&images).ok();
     let rootfs_diff_bytes = match archive::open_rootfs_diff(root)? {
         Some(diff) => {
             let size = diff.metadata()?.len();
@@ -116,6 +119,7 @@ pub fn validate_layout(root: &Path, scratch: &Path) -> Result<Summary> {
         criu_bytes,
         rootfs_diff_bytes,
         deleted.len(),
+        privilege.as_ref(),
     ))
 }
 
@@ -125,8 +129,10 @@ pub fn summary_of(
     criu_bytes: u64,
     rootfs_diff_bytes: Option<u64>,
     deleted_files: usize,
+    checkpoint: Option<&revive_checkpoint::criu::images::Checkpoint>,
 ) -> Summary {
     Summary {
+        privilege: checkpoint.map(revive_checkpoint::privilege::Summary::of),
         container: config.name.clone(),
         base_image: config.base_image_refs().into_iter().next(),
         runtime: config.runtime.clone(),

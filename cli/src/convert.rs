@@ -19,6 +19,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use revive_checkpoint::archive::{self, ContainerConfig};
+use revive_checkpoint::criu::images;
 use revive_checkpoint::oci::media_types::{OCI_LAYER_GZIP, OCI_LAYER_TAR};
 use revive_checkpoint::oci::{self, ANNOTATION_REF_NAME, Descriptor, Index};
 
@@ -187,15 +188,17 @@ fn header(mode: u32, size: u64, kind: tar::EntryType) -> tar::Header {
 }
 
 /// Copies the regular files of CRIU's tar (`criu`, a reader of the verified blob) into
-/// `checkpoint/` of `layer`; returns their count and bytes.
+/// `checkpoint/` of `layer`; returns their count and bytes, and the files the CRIU image
+/// decoder reads.
 fn copy_criu_images<W: io::Write>(
     criu: impl Read,
     layer: &mut tar::Builder<W>,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, BTreeMap<String, Vec<u8>>)> {
     let (stream, _) = decompressed(BufReader::new(criu))?;
     let mut tar = tar::Archive::new(stream);
     let mut seen = HashSet::new();
     let (mut count, mut bytes) = (0u64, 0u64);
+    let mut decoded = BTreeMap::new();
     let entries = tar.entries().context("CRIU's tar is not a tar archive")?;
     layout::for_each_member(entries, |raw, entry| {
         let shown = String::from_utf8_lossy(raw).into_owned();
@@ -242,13 +245,22 @@ fn copy_criu_images<W: io::Write>(
             "CRIU's images exceed {MAX_CRIU_BYTES} bytes"
         );
         let mut h = header(0o600, size, tar::EntryType::Regular);
-        layer
-            .append_data(
-                &mut h,
-                format!("{}/{name}", archive::CHECKPOINT_DIR),
-                ExactReader::new(entry, size),
-            )
-            .with_context(|| format!("copying CRIU image {name}"))?;
+        let path = format!("{}/{name}", archive::CHECKPOINT_DIR);
+        let mut data = ExactReader::new(entry, size);
+        if images::is_read(&name) {
+            // Small (process and mount state, never memory): kept for the decoder.
+            let mut kept = Vec::new();
+            data.read_to_end(&mut kept)
+                .with_context(|| format!("reading CRIU image {name}"))?;
+            layer
+                .append_data(&mut h, path, kept.as_slice())
+                .with_context(|| format!("copying CRIU image {name}"))?;
+            decoded.insert(name, kept);
+        } else {
+            layer
+                .append_data(&mut h, path, data)
+                .with_context(|| format!("copying CRIU image {name}"))?;
+        }
         Ok(())
     })
     .context("CRIU's tar")?;
@@ -261,7 +273,7 @@ fn copy_criu_images<W: io::Write>(
             "CRIU's tar has no {required}: the CRIU images are incomplete"
         );
     }
-    Ok((count, bytes))
+    Ok((count, bytes, decoded))
 }
 
 /// Converts the containerd checkpoint in the image archive `input` into checkpoint image
@@ -361,7 +373,7 @@ pub fn convert(
         format!("{}/", archive::CHECKPOINT_DIR),
         io::empty(),
     )?;
-    let (images, image_bytes) = copy_criu_images(archive.blob(criu)?, &mut tar)
+    let (image_count, image_bytes, decoded) = copy_criu_images(archive.blob(criu)?, &mut tar)
         .with_context(|| format!("CRIU's images in {source}"))?;
     for (name, data) in [
         (archive::CONFIG_DUMP, &config_dump),
@@ -392,7 +404,14 @@ pub fn convert(
     Ok(Converted {
         source,
         written,
-        summary: summary_of(&config, images, image_bytes, rw_size, 0),
+        summary: summary_of(
+            &config,
+            image_count,
+            image_bytes,
+            rw_size,
+            0,
+            images::read(&decoded).ok().as_ref(),
+        ),
         warnings,
     })
 }

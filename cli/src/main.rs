@@ -135,21 +135,14 @@ enum ImageCommand {
 
 /// Says so when a checkpoint image just written is of a privileged container: only a
 /// container granted as much may restore it.
-fn warn_if_privileged(output: &std::path::Path) -> Result<()> {
-    for image in inspect::inspect(output)?.images {
-        if let inspect::ImageReport::Checkpoint {
-            privilege: Some(p), ..
-        } = image
-            && p.privileged
-        {
-            eprintln!(
-                "note: this is a checkpoint of a privileged container; revive restores it \
-                 only into a container that grants at least: {}",
-                p.needs.join("; ")
-            );
-        }
+fn note_if_privileged(summary: &build::Summary) {
+    if let Some(p) = summary.privilege.as_ref().filter(|p| p.privileged) {
+        eprintln!(
+            "note: this is a checkpoint of a privileged container; revive restores it only \
+             into a container that grants at least: {}",
+            p.needs.join("; ")
+        );
     }
-    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -180,7 +173,7 @@ fn run(cli: Cli) -> Result<()> {
                 s.rootfs_diff_bytes.map_or("none".into(), human),
             );
             print_written(&built.written);
-            warn_if_privileged(&output)?;
+            note_if_privileged(&built.summary);
         }
         ImageCommand::Convert {
             native,
@@ -209,7 +202,7 @@ fn run(cli: Cli) -> Result<()> {
                 s.rootfs_diff_bytes.map_or("none".into(), human),
             );
             print_written(&converted.written);
-            warn_if_privileged(&output)?;
+            note_if_privileged(&converted.summary);
         }
         ImageCommand::Inspect { image, json } => {
             let report = inspect::inspect(&image)?;

@@ -560,6 +560,9 @@ fn convert_turns_a_containerd_checkpoint_into_a_checkpoint_image() {
     )
     .unwrap();
     assert!(converted.warnings.is_empty());
+    // Its CRIU images were decoded on the way: a plain uid 0 container.
+    let held = converted.summary.privilege.as_ref().expect("decoded");
+    assert_eq!((held.uids.as_slice(), held.privileged), (&[0][..], false));
     assert_eq!(mode(&out), 0o600);
     assert_eq!(listing(dir.path()), ["native.tar", "out.tar"]);
     let image = parse(&out);
@@ -739,7 +742,8 @@ fn inspect_says_what_ordinary_and_broken_images_are() {
         .file("spec.dump", SPEC)
         .bytes();
     fs::write(&input, tar).unwrap();
-    crate::build::build(&input, "revive.test/priv:1", &out, Format::CriO).unwrap();
+    let built = crate::build::build(&input, "revive.test/priv:1", &out, Format::CriO).unwrap();
+    assert!(built.summary.privilege.as_ref().unwrap().privileged);
     let report = inspect::render(&inspect::inspect(&out).unwrap());
     for expected in [
         "privileged    yes",
@@ -749,6 +753,23 @@ fn inspect_says_what_ordinary_and_broken_images_are() {
     ] {
         assert!(report.contains(expected), "{expected:?} not in {report}");
     }
+
+    // CRIU images that do not decode (hostile or damaged): named as what stops the restore.
+    let tar = Tar::new()
+        .dir("checkpoint")
+        .file("checkpoint/inventory.img", b"inventory")
+        .file("checkpoint/pstree.img", b"pstree")
+        .file("config.dump", &config_dump())
+        .file("spec.dump", SPEC)
+        .bytes();
+    fs::write(&input, tar).unwrap();
+    let built = crate::build::build(&input, "revive.test/bad:1", &out, Format::CriO).unwrap();
+    assert!(built.summary.privilege.is_none());
+    let report = inspect::render(&inspect::inspect(&out).unwrap());
+    assert!(
+        report.contains("cannot be checked, so revive refuses to restore it"),
+        "{report}"
+    );
 
     let missing = Path::new("/nonexistent/revive-test.tar");
     assert!(inspect::inspect(missing).is_err());

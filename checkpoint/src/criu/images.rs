@@ -181,10 +181,8 @@ pub struct Checkpoint {
     pub mounts: Vec<Mount>,
     pub seccomp_filters: Vec<SeccompFilter>,
     pub user_namespaces: Vec<UserNs>,
-    /// The cgroup sets CRIU places processes in, and the set CRIU itself ran in at the dump
-    /// (processes there are not moved).
+    /// The cgroup sets CRIU places processes in.
     pub cgroup_sets: Vec<CgroupSet>,
-    pub cgroup_root_set: Option<u32>,
     /// The cgroup directories CRIU would create and configure: (controllers, path below the
     /// controller's root).
     pub cgroup_dirs: Vec<(String, String)>,
@@ -390,7 +388,6 @@ pub fn read(source: &dyn Source) -> Result<Checkpoint, ImageError> {
         seccomp_filters,
         user_namespaces,
         cgroup_sets,
-        cgroup_root_set: inventory.root_cg_set,
         cgroup_dirs,
         host_images,
     })
