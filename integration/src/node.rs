@@ -52,20 +52,36 @@ pub fn bin_dir() -> Result<PathBuf> {
 }
 
 /// containerd's configuration for a node, chosen by the node's containerd version: the
-/// revive registration users install, plus the settings only test nodes need.
+/// revive registration users install (as `make install` writes it for that version), plus
+/// the settings only test nodes need.
 pub fn containerd_config(containerd_version: &str) -> String {
-    let (revive, node) = if containerd_version.starts_with("1.") {
-        (
+    if containerd_version.starts_with("1.") {
+        return format!(
+            "{}{}",
             include_str!("../../config/containerd-1.7.toml"),
-            include_str!("../../config/node-1.7.toml"),
-        )
-    } else {
-        (
-            include_str!("../../config/containerd-2.x.toml"),
-            include_str!("../../config/node-2.x.toml"),
-        )
+            include_str!("../../config/node-1.7.toml")
+        );
+    }
+    let revive = include_str!("../../config/containerd-2.x.toml");
+    let revive = match config_version(containerd_version) {
+        3 => revive.to_string(),
+        v => revive.replacen("\nversion = 3\n", &format!("\nversion = {v}\n"), 1),
     };
-    format!("{revive}{node}")
+    format!("{revive}{}", include_str!("../../config/node-2.x.toml"))
+}
+
+/// The configuration version a containerd 2.x release reads without migrating it: 3 up to
+/// 2.2, 4 from 2.3 on (2.3 migrates a version 3 file with a warning; 2.2 and older refuse 4).
+pub fn config_version(containerd_version: &str) -> u32 {
+    let mut parts = containerd_version
+        .trim_start_matches('v')
+        .split(['.', '-', '~', '+'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    match (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) {
+        (0 | 1, _) => 2,
+        (2, 0..=2) => 3,
+        _ => 4,
+    }
 }
 
 static NODE_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -774,6 +790,14 @@ fn prepare_upper(spec: &NodeSpec, rootfs: &Rootfs, bins: &Path) -> Result<()> {
         etc.join("hosts"),
         format!("127.0.0.1 localhost {}\n::1 localhost\n", spec.hostname),
     )?;
+    for built in &rootfs.peers {
+        let dir = upper.join(&built.completion.peer.dir);
+        fs::create_dir_all(&dir)?;
+        for name in built.completion.digests.keys() {
+            link_or_copy(&built.binary(name), &dir.join(name))
+                .with_context(|| format!("installing {name} into the node"))?;
+        }
+    }
     let local_bin = upper.join("usr/local/bin");
     fs::create_dir_all(&local_bin)?;
     for bin in PROJECT_BINARIES.iter().chain(&["revive-node"]) {
@@ -782,6 +806,19 @@ fn prepare_upper(spec: &NodeSpec, rootfs: &Rootfs, bins: &Path) -> Result<()> {
         fs::copy(bins.join(bin), &dest).with_context(|| format!("copying {bin} into the node"))?;
     }
     Ok(())
+}
+
+/// Hard-links a verified cache file into a node's upper directory (copies it across file
+/// systems). The node's own writes to it would change the cache entry, whose digests are
+/// checked on every use, so such a change is caught, never silently reused.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(err) if err.raw_os_error() == Some(nix::libc::EXDEV) => {
+            fs::copy(from, to).map(|_| ()).map_err(Into::into)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Host processes that belong to the node whose cgroup is named `cgroup_name` (every process
@@ -942,7 +979,15 @@ mod tests {
     #[test]
     fn config_follows_containerd_major_version() {
         assert!(containerd_config("1.7.24~ds1-6").contains("version = 2"));
-        assert!(containerd_config("2.1.9+ds1-5").contains("version = 3"));
+        assert!(containerd_config("2.1.9+ds1-5").contains("\nversion = 3\n"));
+        let v4 = containerd_config("2.3.7");
+        assert!(
+            v4.contains("\nversion = 4\n") && !v4.contains("version = 3"),
+            "{v4}"
+        );
+        assert_eq!(config_version("2.4.2"), 4);
+        assert_eq!(config_version("v2.2.9"), 3);
+        assert_eq!(config_version("10.0.0"), 4);
     }
 
     #[test]

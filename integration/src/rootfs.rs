@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::mounts;
+use crate::peers::{self, Built, Peer};
 
 /// Bumped whenever the build recipe below changes in a way the package lists do not show.
 const RECIPE_VERSION: u32 = 1;
@@ -49,35 +50,109 @@ const VERIFIED_FILES: &[&str] = &[
 ];
 
 /// Packages whose versions a node reports (README support table, test output).
-pub const REPORTED_PACKAGES: &[&str] = &["containerd", "runc", "criu", "crun", "busybox-static"];
+pub const REPORTED_PACKAGES: &[&str] = &[
+    "containerd",
+    "runc",
+    "criu",
+    "crun",
+    "busybox-static",
+    "crictl",
+    "kubelet",
+];
 
-/// The two kinds of node every end-to-end test runs on.
+/// The containerd releases nodes run (README, "Supported versions").
+pub const CONTAINERD_LTS: &str = "v2.3.7";
+pub const CONTAINERD_LATEST: &str = "v2.4.2";
+/// The runc the 2.x flavours run: the newest release of the newest supported runc minor.
+pub const RUNC: &str = "v1.5.3";
+pub const CRICTL: &str = "v1.37.0";
+pub const KUBELET: &str = "v1.37.2";
+
+/// The kinds of node end-to-end tests run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Flavour {
-    /// Debian trixie: containerd 1.7, runc 1.1, with CRIU taken from sid.
+    /// Debian trixie: what Debian stable users run, containerd 1.7 and runc 1.1 (with CRIU
+    /// taken from sid).
     Stable,
-    /// Debian sid: containerd 2.x, runc 1.3, CRIU 4.2, podman and friends.
-    Next,
+    /// containerd 2.3, the long-term support release, built from its Go module, on a sid
+    /// root (CRIU 4.2, crun, podman and friends), with runc, crictl and the kubelet.
+    Lts,
+    /// containerd 2.4, the newest release, otherwise as [`Flavour::Lts`].
+    Latest,
 }
 
 impl Flavour {
-    pub const ALL: [Flavour; 2] = [Flavour::Stable, Flavour::Next];
+    pub const ALL: [Flavour; 3] = [Flavour::Stable, Flavour::Lts, Flavour::Latest];
 
     pub fn name(self) -> &'static str {
         match self {
             Flavour::Stable => "stable",
-            Flavour::Next => "next",
+            Flavour::Lts => "lts",
+            Flavour::Latest => "latest",
+        }
+    }
+
+    /// The Debian root the flavour's nodes run on; flavours that differ only in the
+    /// programs built from Go modules share one.
+    pub fn base(self) -> Base {
+        match self {
+            Flavour::Stable => Base::Trixie,
+            Flavour::Lts | Flavour::Latest => Base::Sid,
+        }
+    }
+
+    pub fn recipe(self) -> Recipe {
+        self.base().recipe()
+    }
+
+    /// The programs built from Go modules that replace the root's packaged ones.
+    pub fn peers(self) -> Vec<Peer> {
+        let containerd = match self {
+            Flavour::Stable => return Vec::new(),
+            Flavour::Lts => CONTAINERD_LTS,
+            Flavour::Latest => CONTAINERD_LATEST,
+        };
+        vec![
+            Peer::containerd(containerd),
+            Peer::runc(RUNC),
+            Peer::crictl(CRICTL),
+            Peer::kubelet(KUBELET),
+        ]
+    }
+}
+
+impl std::fmt::Display for Flavour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A Debian root filesystem nodes are built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    /// Debian trixie (stable) with CRIU from sid.
+    Trixie,
+    /// Debian sid, with podman, buildah, skopeo, checkpointctl and a registry.
+    Sid,
+}
+
+impl Base {
+    pub fn name(self) -> &'static str {
+        match self {
+            Base::Trixie => "trixie",
+            Base::Sid => "sid",
         }
     }
 
     pub fn recipe(self) -> Recipe {
         let mut packages: Vec<String> = COMMON_PACKAGES.iter().map(|s| s.to_string()).collect();
         match self {
-            Flavour::Stable => {
+            Base::Trixie => {
                 // The registry `make conformance` serves the containerd tests' images from
-                // (next has these already). skopeo needs a container-network-stack, a virtual
-                // package debootstrap cannot resolve: netavark provides it, as on next.
+                // (sid has these already). skopeo needs a container-network-stack, a virtual
+                // package debootstrap cannot resolve: netavark provides it, as on sid.
                 packages.extend(
                     ["docker-registry", "skopeo", "netavark", "openssl"]
                         .iter()
@@ -90,7 +165,7 @@ impl Flavour {
                     from_sid: vec!["criu".into()],
                 }
             }
-            Flavour::Next => {
+            Base::Sid => {
                 packages.extend(
                     [
                         "podman",
@@ -112,7 +187,7 @@ impl Flavour {
     }
 }
 
-impl std::fmt::Display for Flavour {
+impl std::fmt::Display for Base {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -153,7 +228,11 @@ pub struct Completion {
 pub struct Rootfs {
     pub flavour: Flavour,
     pub path: PathBuf,
+    /// The base root's record, with the versions of [`Rootfs::peers`] in place of the
+    /// packaged programs they replace.
     pub completion: Completion,
+    /// Programs built from Go modules, installed over the root's own in every node.
+    pub peers: Vec<Built>,
 }
 
 /// Where root filesystems are cached: `$REVIVE_CACHE_DIR`, else /var/cache/revive/nodes.
@@ -329,56 +408,65 @@ impl FileLock {
     }
 }
 
-/// Returns a verified root filesystem for `flavour`, building it first if the cache has no
-/// usable one. Concurrent callers (parallel tests) wait for one build.
+/// Returns a verified root filesystem for `flavour`, building its base root and its peers
+/// first if the cache has no usable ones. Concurrent callers (parallel tests) wait for one
+/// build.
 pub fn ensure(flavour: Flavour) -> Result<Rootfs> {
     ensure_in(&cache_dir(), flavour)
 }
 
 /// [`ensure`] with the cache in `cache`.
 pub fn ensure_in(cache: &Path, flavour: Flavour) -> Result<Rootfs> {
+    let (path, mut completion) = ensure_base(cache, flavour.base())?;
+    let mut built = Vec::new();
+    for peer in flavour.peers() {
+        let b = peers::ensure_in(&cache.join("peers"), &peer)?;
+        completion.versions.insert(
+            peer.name.clone(),
+            peer.version.trim_start_matches('v').to_string(),
+        );
+        built.push(b);
+    }
+    Ok(Rootfs {
+        flavour,
+        path,
+        completion,
+        peers: built,
+    })
+}
+
+/// The verified base root `base` in `cache`, built first if needed.
+fn ensure_base(cache: &Path, base: Base) -> Result<(PathBuf, Completion)> {
     fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
     fs::set_permissions(cache, fs::Permissions::from_mode(0o700))?;
-    let _lock = FileLock::acquire(&cache.join(format!("{flavour}.lock")))?;
-    let recipe = flavour.recipe();
+    let _lock = FileLock::acquire(&cache.join(format!("{base}.lock")))?;
+    let recipe = base.recipe();
     let key = recipe.key();
-    let entry = cache.join(format!("{flavour}-{key}"));
+    let entry = cache.join(format!("{base}-{key}"));
     if entry.exists() {
         match verify_entry(&entry, &key) {
-            Ok(completion) => {
-                return Ok(Rootfs {
-                    flavour,
-                    path: entry.join("rootfs"),
-                    completion,
-                });
-            }
+            Ok(completion) => return Ok((entry.join("rootfs"), completion)),
             Err(err) => {
-                eprintln!(
-                    "revive: cached {flavour} node root is unusable ({err:#}); rebuilding it"
-                );
+                eprintln!("revive: cached {base} node root is unusable ({err:#}); rebuilding it");
             }
         }
     }
-    // Remove this flavour's stale entries: old keys, unfinished builds, the corrupt one.
+    // Remove this base's stale entries: old keys, unfinished builds, the corrupt one.
     for dirent in fs::read_dir(cache)?.flatten() {
         let name = dirent.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{flavour}-")) && dirent.path().is_dir() {
+        if name.starts_with(&format!("{base}-")) && dirent.path().is_dir() {
             remove_tree(&dirent.path())?;
         }
     }
     let mirror = host_mirror()?;
-    let partial = cache.join(format!("{flavour}-{key}.partial"));
-    build(flavour, &recipe, &key, &mirror, &partial)?;
+    let partial = cache.join(format!("{base}-{key}.partial"));
+    build(base, &recipe, &key, &mirror, &partial)?;
     fs::rename(&partial, &entry)?;
     let completion = verify_entry(&entry, &key)?;
-    Ok(Rootfs {
-        flavour,
-        path: entry.join("rootfs"),
-        completion,
-    })
+    Ok((entry.join("rootfs"), completion))
 }
 
-fn run_logged(cmd: &mut Command, log: &Path, what: &str) -> Result<()> {
+pub(crate) fn run_logged(cmd: &mut Command, log: &Path, what: &str) -> Result<()> {
     let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
     let status = cmd
         .stdin(Stdio::null())
@@ -400,7 +488,7 @@ fn run_logged(cmd: &mut Command, log: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn build(flavour: Flavour, recipe: &Recipe, key: &str, mirror: &str, dir: &Path) -> Result<()> {
+fn build(flavour: Base, recipe: &Recipe, key: &str, mirror: &str, dir: &Path) -> Result<()> {
     remove_tree(dir)?;
     fs::create_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -542,7 +630,8 @@ mod tests {
         b.packages.push("strace".into());
         assert_ne!(a.key(), b.key());
         assert_eq!(a.key(), Flavour::Stable.recipe().key());
-        assert_ne!(Flavour::Stable.recipe().key(), Flavour::Next.recipe().key());
+        assert_ne!(Flavour::Stable.recipe().key(), Flavour::Lts.recipe().key());
+        assert_eq!(Flavour::Lts.recipe().key(), Flavour::Latest.recipe().key());
     }
 
     fn fake_entry(dir: &Path, key: &str) {
@@ -551,7 +640,7 @@ mod tests {
         fs::write(rootfs.join("bin/busybox"), b"busybox bytes").unwrap();
         let completion = Completion {
             key: key.into(),
-            recipe: Flavour::Next.recipe(),
+            recipe: Flavour::Lts.recipe(),
             mirror: "http://mirror/debian".into(),
             versions: BTreeMap::new(),
             digests: digest_files(&rootfs, &["bin/busybox"]).unwrap(),

@@ -71,5 +71,5 @@ fn base_image_from_containerd_stable() {
 
 #[test]
 fn base_image_from_containerd_next() {
-    base_image(Flavour::Next);
+    base_image(Flavour::Lts);
 }

@@ -19,7 +19,7 @@ fn ctr_run_restores(flavour: Flavour) {
 
 #[test]
 fn ctr_run_restores_checkpoint_images_next() {
-    ctr_run_restores(Flavour::Next);
+    ctr_run_restores(Flavour::Lts);
 }
 
 #[test]
@@ -42,7 +42,7 @@ fn pod_restores_from_a_kubernetes_checkpoint() {
     if !host::root_or_skip("pods from checkpoint images") {
         return;
     }
-    let node = Node::start(Flavour::Next, "ckpod").expect("node starts");
+    let node = Node::start(Flavour::Lts, "ckpod").expect("node starts");
     let say = &mut |step: &str| eprintln!("  {step}");
     let report = cri::cri_scenario(&node, "revive").expect("CRI scenario");
     let cri::CheckpointOutcome::Archive { archive, .. } = &report.checkpoint else {
@@ -99,7 +99,7 @@ fn hostile_images(flavour: Flavour) {
 
 #[test]
 fn hostile_checkpoint_images_are_refused_next() {
-    hostile_images(Flavour::Next);
+    hostile_images(Flavour::Lts);
 }
 
 #[test]

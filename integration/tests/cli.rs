@@ -21,7 +21,7 @@ fn convert_restores(flavour: Flavour) {
 
 #[test]
 fn converted_containerd_checkpoint_restores_next() {
-    convert_restores(Flavour::Next);
+    convert_restores(Flavour::Lts);
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn built_archive_restores(flavour: Flavour) {
 
 #[test]
 fn built_zstd_archive_restores_next() {
-    built_archive_restores(Flavour::Next);
+    built_archive_restores(Flavour::Lts);
 }
 
 #[test]

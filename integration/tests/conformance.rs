@@ -209,7 +209,7 @@ fn output_under_load() {
     let mut progress = |line: &str| eprintln!("==> {line}");
     let _load = Load::start();
     let run = conformance::run_flavour(
-        Flavour::Next,
+        Flavour::Lts,
         &[REVIVE_V2.to_string()],
         &tests,
         &settings,
@@ -258,7 +258,7 @@ fn on_revive_snapshotter(flavour: Flavour) {
 
 #[test]
 fn conformance_on_revive_snapshotter_next() {
-    on_revive_snapshotter(Flavour::Next);
+    on_revive_snapshotter(Flavour::Lts);
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn conformance_on_revive_snapshotter_stable() {
 
 #[test]
 fn conformance_next() {
-    subset(Flavour::Next);
+    subset(Flavour::Lts);
 }
 
 #[test]

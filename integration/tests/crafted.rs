@@ -50,7 +50,7 @@ fn crafted_images(flavour: Flavour) {
 
 #[test]
 fn crafted_checkpoint_images_are_refused_next() {
-    crafted_images(Flavour::Next);
+    crafted_images(Flavour::Lts);
 }
 
 #[test]

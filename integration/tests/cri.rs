@@ -38,7 +38,7 @@ fn cri_runc_stable() {
 
 #[test]
 fn cri_runc_next() {
-    cri_on(Flavour::Next, "runc");
+    cri_on(Flavour::Lts, "runc");
 }
 
 #[test]
@@ -48,5 +48,5 @@ fn cri_revive_stable() {
 
 #[test]
 fn cri_revive_next() {
-    cri_on(Flavour::Next, "revive");
+    cri_on(Flavour::Lts, "revive");
 }

@@ -53,7 +53,7 @@ fn lifecycle_runc_stable() {
 
 #[test]
 fn lifecycle_runc_next() {
-    table(Flavour::Next, RUNC);
+    table(Flavour::Lts, RUNC);
 }
 
 const REVIVE: &str = "io.containerd.revive.v2";
@@ -65,5 +65,5 @@ fn lifecycle_revive_stable() {
 
 #[test]
 fn lifecycle_revive_next() {
-    table(Flavour::Next, REVIVE);
+    table(Flavour::Lts, REVIVE);
 }

@@ -77,7 +77,7 @@ fn teardown_leaves_nothing_behind() {
     if !host::root_or_skip("teardown_leaves_nothing_behind") {
         return;
     }
-    let node = start_with_container(Flavour::Next, "teardown");
+    let node = start_with_container(Flavour::Lts, "teardown");
     let fp = footprint(&node);
     // The container's own cgroup lives below the node's.
     let memory = fp
@@ -125,8 +125,8 @@ fn nodes_run_side_by_side_isolated() {
     if !host::root_or_skip("nodes_run_side_by_side_isolated") {
         return;
     }
-    let a = start_with_container(Flavour::Next, "twin-a");
-    let b = start_with_container(Flavour::Next, "twin-b");
+    let a = start_with_container(Flavour::Lts, "twin-a");
+    let b = start_with_container(Flavour::Lts, "twin-b");
     // The same container id in both: each node has its own containerd, cgroups and pids.
     for node in [&a, &b] {
         let tasks = node.ctr(&["task", "ls", "-q"]).unwrap();
@@ -244,7 +244,7 @@ fn wiring_stable() {
 
 #[test]
 fn wiring_next() {
-    wiring(Flavour::Next);
+    wiring(Flavour::Lts);
 }
 
 /// `ImageBuilder` makes images of our own: here a static web server whose command comes from
@@ -254,7 +254,7 @@ fn locally_built_server_image_runs() {
     if !host::root_or_skip("locally_built_server_image_runs") {
         return;
     }
-    let node = Node::start(Flavour::Next, "webimage").unwrap();
+    let node = Node::start(Flavour::Lts, "webimage").unwrap();
     let image =
         revive_integration::image::busybox_builder(&node.rootfs().path, "docker.io/revive/web:1")
             .unwrap()

@@ -44,7 +44,7 @@ fn ctr_restores(flavour: Flavour) {
 /// allows). Refusals leave no task, mount, snapshot or process.
 #[test]
 fn ctr_restore_never_exceeds_the_new_containers_privilege_next() {
-    ctr_restores(Flavour::Next);
+    ctr_restores(Flavour::Lts);
 }
 
 /// The same on containerd 1.7.
@@ -68,7 +68,7 @@ fn ctr_restore_never_exceeds_the_new_containers_privilege_stable() {
 fn pod_restore_never_exceeds_the_pods_security_context() {
     let what = "privilege of pod restores (next)";
     let started = Instant::now();
-    let Some((cases, made)) = on_node(Flavour::Next, "privilege-pod", what, privilege::cri_cases)
+    let Some((cases, made)) = on_node(Flavour::Lts, "privilege-pod", what, privilege::cri_cases)
     else {
         return;
     };

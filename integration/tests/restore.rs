@@ -24,12 +24,12 @@ fn lives_apart(flavour: Flavour, remove: Remove) {
 
 #[test]
 fn restored_copy_survives_its_original_next() {
-    lives_apart(Flavour::Next, Remove::Original);
+    lives_apart(Flavour::Lts, Remove::Original);
 }
 
 #[test]
 fn original_survives_its_restored_copy_next() {
-    lives_apart(Flavour::Next, Remove::Restored);
+    lives_apart(Flavour::Lts, Remove::Restored);
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn loopback_answers(flavour: Flavour) {
 
 #[test]
 fn loopback_server_answers_after_restore_next() {
-    loopback_answers(Flavour::Next);
+    loopback_answers(Flavour::Lts);
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn process_state(flavour: Flavour, runtime: &str) {
 
 #[test]
 fn process_state_survives_revive_next() {
-    process_state(Flavour::Next, REVIVE);
+    process_state(Flavour::Lts, REVIVE);
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn process_state_survives_revive_stable() {
 
 #[test]
 fn process_state_survives_runc_next() {
-    process_state(Flavour::Next, RUNC);
+    process_state(Flavour::Lts, RUNC);
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn terminal(flavour: Flavour, runtime: &str) {
 
 #[test]
 fn terminal_survives_revive_next() {
-    terminal(Flavour::Next, REVIVE);
+    terminal(Flavour::Lts, REVIVE);
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn terminal_survives_revive_stable() {
 
 #[test]
 fn terminal_survives_runc_next() {
-    terminal(Flavour::Next, RUNC);
+    terminal(Flavour::Lts, RUNC);
 }
 
 #[test]
@@ -153,7 +153,7 @@ fn tcp(flavour: Flavour) {
 
 #[test]
 fn tcp_connection_survives_next() {
-    tcp(Flavour::Next);
+    tcp(Flavour::Lts);
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn tcp_outside(flavour: Flavour) {
 
 #[test]
 fn tcp_connection_to_outside_survives_next() {
-    tcp_outside(Flavour::Next);
+    tcp_outside(Flavour::Lts);
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn no_criu(flavour: Flavour) {
 
 #[test]
 fn checkpoint_without_criu_next() {
-    no_criu(Flavour::Next);
+    no_criu(Flavour::Lts);
 }
 
 #[test]

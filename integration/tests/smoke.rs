@@ -51,7 +51,7 @@ fn smoke_runc_stable() {
 
 #[test]
 fn smoke_runc_next() {
-    smoke(Flavour::Next, RUNC);
+    smoke(Flavour::Lts, RUNC);
 }
 
 #[test]
@@ -61,5 +61,5 @@ fn smoke_revive_stable() {
 
 #[test]
 fn smoke_revive_next() {
-    smoke(Flavour::Next, REVIVE);
+    smoke(Flavour::Lts, REVIVE);
 }

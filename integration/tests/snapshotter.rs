@@ -45,7 +45,7 @@ fn ordinary_image(flavour: Flavour) {
 
 #[test]
 fn ordinary_image_on_revive_snapshotter_next() {
-    ordinary_image(Flavour::Next);
+    ordinary_image(Flavour::Lts);
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn lifecycle_table(flavour: Flavour) {
 
 #[test]
 fn lifecycle_on_revive_snapshotter_next() {
-    lifecycle_table(Flavour::Next);
+    lifecycle_table(Flavour::Lts);
 }
 
 #[test]

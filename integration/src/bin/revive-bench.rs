@@ -25,7 +25,7 @@ use revive_integration::{Flavour, Node, host, rootfs};
 )]
 struct Cli {
     /// Node flavour(s) to benchmark on (repeatable; each gets its own node and section).
-    #[arg(long = "flavour", value_enum, default_values_t = [Flavour::Next])]
+    #[arg(long = "flavour", value_enum, default_values_t = [Flavour::Lts])]
     flavours: Vec<Flavour>,
     /// containerd runtime(s) to compare (repeatable).
     #[arg(long = "runtime", default_values_t = [bench::RUNC_V2.to_string(), bench::REVIVE_V2.to_string()])]

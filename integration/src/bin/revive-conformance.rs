@@ -27,7 +27,7 @@ use revive_integration::{Flavour, bench, host};
 )]
 struct Cli {
     /// Node flavour(s) to run on (repeatable; each gets its own node and section).
-    #[arg(long = "flavour", value_enum, default_values_t = [Flavour::Next, Flavour::Stable])]
+    #[arg(long = "flavour", value_enum, default_values_t = [Flavour::Lts, Flavour::Stable])]
     flavours: Vec<Flavour>,
     /// containerd runtime(s), the reference first (repeatable).
     #[arg(long = "runtime", default_values_t = [conformance::RUNC_V2.to_string(), conformance::REVIVE_V2.to_string()])]

@@ -25,7 +25,7 @@ struct Cli {
 enum Cmd {
     /// Start a node and open a shell inside it; the node is torn down when the shell exits.
     Shell {
-        #[arg(long, value_enum, default_value_t = Flavour::Next)]
+        #[arg(long, value_enum, default_value_t = Flavour::Lts)]
         flavour: Flavour,
         /// Command to run instead of an interactive shell.
         #[arg(last = true)]
@@ -38,7 +38,7 @@ enum Cmd {
     },
     /// Run a container, checkpoint it, restore it, and show that its memory survived.
     Demo {
-        #[arg(long, value_enum, default_value_t = Flavour::Next)]
+        #[arg(long, value_enum, default_value_t = Flavour::Lts)]
         flavour: Flavour,
         /// containerd runtime to run the container with (the Go shim: io.containerd.runc.v2).
         #[arg(long, default_value = "io.containerd.revive.v2")]
