@@ -375,6 +375,68 @@ pub fn cri_restores(
     Ok(())
 }
 
+/// The formats a pod can be restored from through `node`'s CRI. containerd 2.1 to 2.3 claim
+/// images annotated `org.criu.checkpoint.container.name` for their own restore in
+/// CreateContainer (2.3 refuses them unless `enable_experimental_restore_via_create` is set)
+/// before any runtime sees them; 2.4 removed that, and 1.7 never had it.
+pub fn cri_formats(node: &Node) -> &'static [Format] {
+    let version = node.version("containerd").unwrap_or("");
+    let claimed = ["2.1.", "2.2.", "2.3."]
+        .iter()
+        .any(|minor| version.starts_with(minor));
+    if claimed {
+        &[Format::CriO, Format::Podman]
+    } else {
+        &Format::ALL
+    }
+}
+
+/// Generations of checkpoints, as a pod moved again and again makes them: the Kubernetes
+/// checkpoint `archive` (of the CRI workload holding `token`, from image `base`) becomes a
+/// checkpoint image a pod comes up restored from; that restored container is checkpointed
+/// through CRI, and its archive (whose `config.dump` names the previous checkpoint image as
+/// the container's image) becomes the next image; `generations` times. Returns each
+/// generation's image.
+pub fn cri_generations(
+    node: &Node,
+    base: &Image,
+    archive: &[u8],
+    token: &str,
+    generations: usize,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<Vec<String>> {
+    use crate::cri;
+    let mut client = cri::prepare(node, base)?;
+    let mut archive = archive.to_vec();
+    let mut images = Vec::new();
+    for generation in 1..=generations {
+        let name = format!("revive.test/cri-checkpoint/generation-{generation}:1");
+        let previous = images.last().map_or(BUSYBOX, String::as_str);
+        let image = Format::CriO.image(&name, archive, "workload", previous)?;
+        cri::import_image(node, &image)?;
+        client.wait_for_image(&name)?;
+        let pod = restore_pod(&format!("generation-{generation}"));
+        let ctr = cri::container("workload", &name, &["/bin/sh"]);
+        let attempt = create_in_pod(node, &mut client, &pod, &ctr)?;
+        client
+            .start_container(&attempt.id)
+            .with_context(|| format!("restoring generation {generation} from {name}"))?;
+        check_restored_workload(&mut client, &attempt.id, token)?;
+        narrate(&format!(
+            "generation {generation}: a pod from {name} came up restored"
+        ));
+        images.push(name);
+        let outcome = cri::checkpoint_container(node, &mut client, &attempt.id, token)
+            .with_context(|| format!("checkpointing restored generation {generation}"))?;
+        let cri::CheckpointOutcome::Archive { archive: next, .. } = outcome else {
+            anyhow::bail!("containerd wrote no checkpoint archive of generation {generation}");
+        };
+        archive = next;
+        remove_pod(&mut client, &attempt)?;
+    }
+    Ok(images)
+}
+
 /// A pod on RuntimeClass handler `revive` and its container, created from a checkpoint image
 /// and not yet started (StartContainer creates the task, and so restores).
 pub struct PodAttempt {

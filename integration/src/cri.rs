@@ -247,6 +247,15 @@ pub mod api {
         pub value: String,
     }
     #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Mount {
+        #[prost(string, tag = "1")]
+        pub container_path: String,
+        #[prost(string, tag = "2")]
+        pub host_path: String,
+        #[prost(bool, tag = "3")]
+        pub readonly: bool,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
     pub struct ContainerConfig {
         #[prost(message, optional, tag = "1")]
         pub metadata: Option<ContainerMetadata>,
@@ -260,6 +269,8 @@ pub mod api {
         pub working_dir: String,
         #[prost(message, repeated, tag = "6")]
         pub envs: Vec<KeyValue>,
+        #[prost(message, repeated, tag = "7")]
+        pub mounts: Vec<Mount>,
         #[prost(map = "string, string", tag = "9")]
         pub labels: HashMap<String, String>,
         #[prost(map = "string, string", tag = "10")]
@@ -642,6 +653,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 impl Cri {
     /// Connects to the CRI of `node`'s containerd.
     pub fn connect(node: &Node) -> Result<Cri> {
+        let hosts_dir = KUBELET_HOSTS.rsplit_once('/').map_or("/", |(dir, _)| dir);
+        node.sh(&format!(
+            "mkdir -p {hosts_dir} && printf '127.0.0.1 localhost\\n' > {KUBELET_HOSTS}"
+        ))
+        .context("writing the kubelet's hosts file in the node")?;
         let socket = crate::containerd::socket_of(node);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1169,8 +1185,13 @@ pub fn host_network_pod(name: &str, uid: &str) -> api::PodSandboxConfig {
     }
 }
 
+/// The hosts file every container's `/etc/hosts` is mounted from, as the kubelet mounts its
+/// own `/var/lib/kubelet/pods/<uid>/etc-hosts` there (and CRI then mounts none of its own);
+/// [`Cri::connect`] writes it.
+pub const KUBELET_HOSTS: &str = "/var/lib/kubelet/pods/revive-cri/etc-hosts";
+
 /// A container running `command` from `image`, logging to `<name>/0.log` in the pod's log
-/// directory (as the kubelet names it).
+/// directory (as the kubelet names it), with the kubelet's hosts file at `/etc/hosts`.
 pub fn container(name: &str, image: &str, command: &[&str]) -> api::ContainerConfig {
     api::ContainerConfig {
         metadata: Some(api::ContainerMetadata {
@@ -1180,6 +1201,11 @@ pub fn container(name: &str, image: &str, command: &[&str]) -> api::ContainerCon
         image: Some(image_spec(image)),
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}/0.log"),
+        mounts: vec![api::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: KUBELET_HOSTS.into(),
+            readonly: false,
+        }],
         labels: [("io.kubernetes.container.name".to_string(), name.to_string())].into(),
         // What the kubelet sends for a container of a host-network pod without
         // shareProcessNamespace: the node's network, a pid namespace of its own, the pod's ipc.

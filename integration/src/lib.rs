@@ -19,6 +19,7 @@ pub mod init;
 pub mod lifecycle;
 pub mod mounts;
 pub mod node;
+pub mod options;
 pub mod peers;
 pub mod privilege;
 pub mod rootfs;

@@ -30,6 +30,13 @@ pub fn nodes_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/revive-test/nodes"))
 }
 
+/// The `BinaryName` of the test handler `revive-options` (config/node-*.toml): runc, with each
+/// call's arguments appended to [`RUNC_RECORDS`] first.
+pub const RUNC_RECORDER: &str =
+    "#!/bin/sh\necho \"$*\" >> /var/log/revive/runc-calls.log\nexec runc \"$@\"\n";
+/// Where [`RUNC_RECORDER`] writes, inside the node.
+pub const RUNC_RECORDS: &str = "/var/log/revive/runc-calls.log";
+
 /// The project binaries a node gets in /usr/local/bin.
 pub const PROJECT_BINARIES: &[&str] =
     &["containerd-shim-revive-v2", "revive-snapshotter", "revive"];
@@ -416,7 +423,7 @@ impl Node {
                 describe(args),
                 out.status,
                 String::from_utf8_lossy(&out.stdout).trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
+                without_deprecations(&String::from_utf8_lossy(&out.stderr)).trim()
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -533,6 +540,31 @@ impl Node {
             "test -S /run/revive/snapshotter.sock",
             "snapshotter",
         )
+    }
+
+    /// Stops the node's containerd (SIGTERM, as systemd would, by its pid: shims and their
+    /// containers keep running) and starts it again, waiting until it answers.
+    pub fn restart_containerd(&self) -> Result<()> {
+        let pid = self.run(&["pidof", "containerd"])?.trim().to_string();
+        if pid.is_empty() || pid.contains(' ') {
+            bail!(
+                "expected one containerd in node {}, pidof says {pid:?}",
+                self.spec.name
+            );
+        }
+        self.run(&["kill", "-TERM", &pid])?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .exec_timeout(&["kill", "-0", &pid], Duration::from_secs(10))?
+            .status
+            .success()
+        {
+            if Instant::now() > deadline {
+                bail!("containerd ({pid}) did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.start_containerd()
     }
 
     /// Starts (or restarts, after it was killed) the node's containerd and waits until it
@@ -800,12 +832,25 @@ fn prepare_upper(spec: &NodeSpec, rootfs: &Rootfs, bins: &Path) -> Result<()> {
     }
     let local_bin = upper.join("usr/local/bin");
     fs::create_dir_all(&local_bin)?;
+    let recorder = local_bin.join("runc-recorder");
+    fs::write(&recorder, RUNC_RECORDER)?;
+    fs::set_permissions(&recorder, fs::Permissions::from_mode(0o755))?;
     for bin in PROJECT_BINARIES.iter().chain(&["revive-node"]) {
         let dest = local_bin.join(bin);
         // A copy, not a link: a rebuild while the node runs must not change its binaries.
         fs::copy(bins.join(bin), &dest).with_context(|| format!("copying {bin} into the node"))?;
     }
     Ok(())
+}
+
+/// `text` without the warnings containerd 2.3+'s `ctr` prints on every command about
+/// features containerd deprecates (on a cgroup v1 host: cgroup v1), which would otherwise
+/// hide the real error in a report.
+pub fn without_deprecations(text: &str) -> String {
+    text.lines()
+        .filter(|l| !(l.contains("level=warning") && l.contains("msg=\"DEPRECATION: ")))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Hard-links a verified cache file into a node's upper directory (copies it across file
@@ -967,6 +1012,16 @@ mod tests {
                     status: "STOPPED".into()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn deprecation_warnings_are_dropped() {
+        let stderr = "time=\"2026-12-06T00:00:00Z\" level=warning msg=\"DEPRECATION: The support \
+                      for cgroup v1 is deprecated\"\nctr: container \"x\" not found\n";
+        assert_eq!(
+            without_deprecations(stderr),
+            "ctr: container \"x\" not found\n"
         );
     }
 

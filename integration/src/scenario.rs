@@ -1217,3 +1217,63 @@ mod tests {
         assert!(parse_counter("a 1 2").is_err());
     }
 }
+
+/// A shim's events reach a containerd that restarted since the shim started: a container
+/// runs on `runtime`, containerd restarts, and the kill that follows must reach it as
+/// `/tasks/exit` (which CRI needs to see a container stop) within `wait`. Returns the
+/// event's line from `ctr events`.
+pub fn events_after_containerd_restart(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    wait: Duration,
+) -> Result<String> {
+    node.import_busybox()?;
+    node.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        BUSYBOX,
+        id,
+        "sleep",
+        "1000",
+    ])?;
+    node.restart_containerd()?;
+    let log = format!("/var/log/revive/events-{id}.log");
+    node.spawn_daemon(&format!("events-{id}"), "ctr events")?;
+    // `ctr events` subscribes asynchronously: an event it was not yet listening for would be
+    // missed by the test, not by the shim. A /tasks/paused round trip shows it listening.
+    node.ctr(&["task", "pause", id])?;
+    node.ctr(&["task", "resume", id])?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.run(&["cat", &log])?.contains("/tasks/resumed") {
+        ensure!(
+            Instant::now() < deadline,
+            "no /tasks/resumed from {runtime} reached containerd after its restart (ctr events \
+             saw:\n{})",
+            node.run(&["cat", &log])?
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.ctr(&["task", "kill", "-s", "KILL", id])?;
+    let deadline = Instant::now() + wait;
+    loop {
+        let seen = node.run(&["cat", &log])?;
+        if let Some(line) = seen
+            .lines()
+            .find(|l| l.contains("/tasks/exit") && l.contains(id))
+        {
+            let line = line.to_string();
+            node.sh("pkill -x ctr || true")?;
+            remove_container(node, id)?;
+            return Ok(line);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no /tasks/exit for {id} from {runtime} reached containerd within {wait:?} after \
+             its restart; ctr events saw:\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

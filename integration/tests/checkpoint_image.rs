@@ -1,4 +1,4 @@
-//! Checkpoint images (issue 6), on both flavours: a counter checkpointed by stock containerd
+//! Checkpoint images, on every flavour: a counter checkpointed by stock containerd
 //! becomes a checkpoint image in each annotation format, and `ctr run` of it on
 //! revive-snapshotter and the revive shim, with no command, comes up restored.
 
@@ -29,20 +29,16 @@ fn ctr_run_restores_checkpoint_images_stable() {
 
 /// A pod's container is checkpointed through CRI (containerd 2.x; the kubelet's checkpoint
 /// API), and the archive becomes checkpoint images: a pod using one comes up restored on the
-/// same node (2.x) and, migrated, on a containerd 1.7 node, which has no checkpoint API of
-/// its own. `ctr run` of such an image is refused with the reason.
-///
-/// On containerd 2.1 the `org.criu.checkpoint.*` format is left out of the CRI part:
-/// containerd 2.1's own restore-in-CreateContainer (removed in 2.4, no off switch in 2.1)
-/// claims images annotated `org.criu.checkpoint.container.name` before any runtime sees them.
-#[test]
-fn pod_restores_from_a_kubernetes_checkpoint() {
+/// same node and, migrated, on a containerd 1.7 node, which has no checkpoint API of its own.
+/// The restored pod is checkpointed and restored again, three generations deep. `ctr run` of
+/// such an image is refused with the reason.
+fn pod_restores(flavour: Flavour, migrate_to_stable: bool) {
     use checkpoint_image::Format;
     use revive_integration::cri;
-    if !host::root_or_skip("pods from checkpoint images") {
+    if !host::root_or_skip(&format!("pods from checkpoint images ({flavour})")) {
         return;
     }
-    let node = Node::start(Flavour::Lts, "ckpod").expect("node starts");
+    let node = Node::start(flavour, "ckpod").expect("node starts");
     let say = &mut |step: &str| eprintln!("  {step}");
     let report = cri::cri_scenario(&node, "revive").expect("CRI scenario");
     let cri::CheckpointOutcome::Archive { archive, .. } = &report.checkpoint else {
@@ -53,26 +49,30 @@ fn pod_restores_from_a_kubernetes_checkpoint() {
     };
     // The base image goes wherever the checkpoint goes: CRIU checks the files it maps.
     let base = revive_integration::image::Image::busybox(&node.rootfs().path).expect("busybox");
-    checkpoint_image::cri_restores(
-        &node,
-        &base,
-        archive,
-        &report.token,
-        &[Format::CriO, Format::Podman],
-        say,
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "pods from checkpoint images on next: {e:#}\n{}",
-            node.log_tails()
-        )
-    });
+    let formats = checkpoint_image::cri_formats(&node);
+    checkpoint_image::cri_restores(&node, &base, archive, &report.token, formats, say)
+        .unwrap_or_else(|e| {
+            panic!(
+                "pods from checkpoint images on {flavour}: {e:#}\n{}",
+                node.log_tails()
+            )
+        });
+    let images = checkpoint_image::cri_generations(&node, &base, archive, &report.token, 3, say)
+        .unwrap_or_else(|e| {
+            panic!(
+                "generations of pod checkpoints on {flavour}: {e:#}\n{}",
+                node.log_tails()
+            )
+        });
+    assert_eq!(images.len(), 3);
     let refused = checkpoint_image::ctr_run_of_pod_checkpoint_is_refused(&node, archive)
         .unwrap_or_else(|e| panic!("ctr run of a pod's checkpoint: {e:#}\n{}", node.log_tails()));
     eprintln!("ctr run of a pod's checkpoint: {refused}");
     let left = node.stop().expect("node stops");
     assert!(left.is_empty(), "node left behind: {left:?}");
-
+    if !migrate_to_stable {
+        return;
+    }
     let stable = Node::start(Flavour::Stable, "ckpod").expect("node starts");
     checkpoint_image::cri_restores(&stable, &base, archive, &report.token, &Format::ALL, say)
         .unwrap_or_else(|e| {
@@ -83,6 +83,16 @@ fn pod_restores_from_a_kubernetes_checkpoint() {
         });
     let left = stable.stop().expect("node stops");
     assert!(left.is_empty(), "node left behind: {left:?}");
+}
+
+#[test]
+fn pod_restores_from_a_kubernetes_checkpoint_lts() {
+    pod_restores(Flavour::Lts, true);
+}
+
+#[test]
+fn pod_restores_from_a_kubernetes_checkpoint_latest() {
+    pod_restores(Flavour::Latest, false);
 }
 
 fn hostile_images(flavour: Flavour) {

@@ -67,3 +67,31 @@ fn lifecycle_revive_stable() {
 fn lifecycle_revive_next() {
     table(Flavour::Lts, REVIVE);
 }
+
+/// Events a shim publishes after containerd restarted still reach containerd: the Go shim
+/// reconnects, and so must revive (CRI learns that a container stopped only from its
+/// `/tasks/exit`).
+fn events_after_restart(runtime: &str) {
+    let what = format!("events after a containerd restart ({runtime})");
+    let line = revive_integration::on_node(Flavour::Lts, "events", &what, |node, _| {
+        revive_integration::scenario::events_after_containerd_restart(
+            node,
+            runtime,
+            "after-restart",
+            std::time::Duration::from_secs(30),
+        )
+    });
+    if let Some(line) = line {
+        eprintln!("{runtime}: {line}");
+    }
+}
+
+#[test]
+fn events_reach_a_restarted_containerd_runc() {
+    events_after_restart(RUNC);
+}
+
+#[test]
+fn events_reach_a_restarted_containerd_revive() {
+    events_after_restart(REVIVE);
+}

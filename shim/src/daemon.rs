@@ -11,7 +11,6 @@ use std::sync::Arc;
 use containerd_shim::Flags;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::asynchronous::monitor::monitor_notify_by_pid;
-use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim_protos::shim_async::create_task;
 use containerd_shim_protos::ttrpc::r#async::Server;
 use containerd_shim_protos::ttrpc::r#async::transport::Listener;
@@ -95,9 +94,7 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
     };
     let ttrpc_address =
         std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set".to_string())?;
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .await
-        .map_err(|e| format!("event publisher: {e}"))?;
+    let publisher = crate::events::Publisher::new(&ttrpc_address);
     let exit = Arc::new(ExitSignal::default());
     let task = TaskService::new(&flags.namespace, Some(publisher), exit.clone()).await;
     let listener = Listener::try_from(listener).map_err(|e| format!("ttrpc listener: {e}"))?;

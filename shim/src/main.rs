@@ -21,6 +21,7 @@ mod cgroup;
 mod container;
 mod daemon;
 mod error;
+mod events;
 mod freezer;
 mod io;
 mod network;

@@ -181,8 +181,11 @@ impl Shim for Service {
         runtime_info(runtime_id, options).map_err(|e| Error::Other(e.to_string()))
     }
 
+    /// The crate's publisher reconnects only on some errors and loses every event after a
+    /// containerd restart; the service publishes through [`crate::events::Publisher`] instead.
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        TaskService::new(&self.namespace, Some(publisher), self.exit.clone()).await
+        let ours = crate::events::Publisher::new(&publisher.address);
+        TaskService::new(&self.namespace, Some(ours), self.exit.clone()).await
     }
 }
 

@@ -39,8 +39,11 @@ pub fn has_own_namespace(spec: &serde_json::Value, kind: &str) -> bool {
 /// container `id`: `<cri root>/containers/<id>/ctrd-checkpoint`. CRI archives CRIU's
 /// `dump.log` and `stats-dump` from there, but names it as the work path only to runtimes of
 /// type `io.containerd.runc.v2`; every other runtime gets no options at all. The CRI root is
-/// found through the container's `/etc/hosts`, which CRI bind-mounts from
-/// `<cri root>/sandboxes/<sandbox id>/hosts`. None for a container CRI did not create.
+/// found through the files CRI bind-mounts from its sandbox directory
+/// `<cri root>/sandboxes/<sandbox id>/`: `/etc/hosts`, `/etc/hostname` and
+/// `/etc/resolv.conf`. Any of them may be the kubelet's own instead (it always mounts its
+/// `etc-hosts` at `/etc/hosts`), so the first that is CRI's decides. None for a container
+/// CRI did not create.
 pub fn cri_checkpoint_dir(spec: &serde_json::Value, id: &str) -> Option<PathBuf> {
     let annotations = &spec["annotations"];
     if annotations["io.kubernetes.cri.container-type"] != "container" {
@@ -51,21 +54,23 @@ pub fn cri_checkpoint_dir(spec: &serde_json::Value, id: &str) -> Option<PathBuf>
     if !plain(sandbox) || !plain(id) {
         return None;
     }
-    let suffix = format!("/sandboxes/{sandbox}/hosts");
     let root = spec["mounts"].as_array()?.iter().find_map(|m| {
-        if m["destination"] != "/etc/hosts" {
-            return None;
-        }
-        m["source"].as_str()?.strip_suffix(&suffix)
+        let file = match m["destination"].as_str()? {
+            "/etc/hosts" => "hosts",
+            "/etc/hostname" => "hostname",
+            "/etc/resolv.conf" => "resolv.conf",
+            _ => return None,
+        };
+        let root = m["source"]
+            .as_str()?
+            .strip_suffix(&format!("/sandboxes/{sandbox}/{file}"))?;
+        let root = Path::new(root);
+        let sane = root.is_absolute()
+            && !root
+                .components()
+                .any(|c| c == std::path::Component::ParentDir);
+        sane.then_some(root)
     })?;
-    let root = Path::new(root);
-    if !root.is_absolute()
-        || root
-            .components()
-            .any(|c| c == std::path::Component::ParentDir)
-    {
-        return None;
-    }
     Some(root.join("containers").join(id).join("ctrd-checkpoint"))
 }
 
@@ -74,50 +79,79 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn cri_spec(kind: &str, hosts: &str) -> serde_json::Value {
+    fn cri_spec(kind: &str, mounts: &[(&str, &str)]) -> serde_json::Value {
+        let mounts: Vec<_> = mounts
+            .iter()
+            .map(|(dest, src)| json!({"destination": dest, "source": src}))
+            .collect();
         json!({
             "annotations": {
                 "io.kubernetes.cri.container-type": kind,
                 "io.kubernetes.cri.sandbox-id": "5b1e",
             },
-            "mounts": [
-                {"destination": "/etc/hostname", "source": "/x/sandboxes/5b1e/hostname"},
-                {"destination": "/etc/hosts", "source": hosts},
-            ],
+            "mounts": mounts,
         })
+    }
+
+    const ROOT: &str = "/var/lib/containerd/io.containerd.grpc.v1.cri";
+
+    fn work_dir(id: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(format!(
+            "{ROOT}/containers/{id}/ctrd-checkpoint"
+        )))
     }
 
     #[test]
     fn cri_checkpoint_dir_follows_the_sandbox_hosts_file() {
-        let root = "/var/lib/containerd/io.containerd.grpc.v1.cri";
-        let spec = cri_spec("container", &format!("{root}/sandboxes/5b1e/hosts"));
-        assert_eq!(
-            cri_checkpoint_dir(&spec, "c0ffee"),
-            Some(PathBuf::from(format!(
-                "{root}/containers/c0ffee/ctrd-checkpoint"
-            )))
+        let hosts = format!("{ROOT}/sandboxes/5b1e/hosts");
+        let spec = cri_spec("container", &[("/etc/hosts", &hosts)]);
+        assert_eq!(cri_checkpoint_dir(&spec, "c0ffee"), work_dir("c0ffee"));
+    }
+
+    #[test]
+    fn cri_checkpoint_dir_under_a_kubelet_that_mounts_its_own_hosts_file() {
+        let kubelet = "/var/lib/kubelet/pods/0c1d/etc-hosts";
+        let hostname = format!("{ROOT}/sandboxes/5b1e/hostname");
+        let resolv = format!("{ROOT}/sandboxes/5b1e/resolv.conf");
+        let spec = cri_spec(
+            "container",
+            &[
+                ("/etc/hosts", kubelet),
+                ("/etc/hostname", &hostname),
+                ("/etc/resolv.conf", &resolv),
+            ],
         );
+        assert_eq!(cri_checkpoint_dir(&spec, "c0ffee"), work_dir("c0ffee"));
+        let spec = cri_spec(
+            "container",
+            &[("/etc/hosts", kubelet), ("/etc/resolv.conf", &resolv)],
+        );
+        assert_eq!(cri_checkpoint_dir(&spec, "c0ffee"), work_dir("c0ffee"));
+        // A sandbox file mounted at another file's place is not CRI's layout.
+        let spec = cri_spec("container", &[("/etc/hosts", &hostname)]);
+        assert_eq!(cri_checkpoint_dir(&spec, "c0ffee"), None);
     }
 
     #[test]
     fn cri_checkpoint_dir_only_for_cri_containers_with_sane_paths() {
         let hosts = "/var/lib/c/io.containerd.grpc.v1.cri/sandboxes/5b1e/hosts";
+        let with_hosts = |kind: &str, hosts: &str| cri_spec(kind, &[("/etc/hosts", hosts)]);
         // A sandbox (pause) container, a ctr container, another sandbox's file, a relative
         // or climbing root, an id that is a path.
-        assert_eq!(cri_checkpoint_dir(&cri_spec("sandbox", hosts), "c"), None);
+        assert_eq!(cri_checkpoint_dir(&with_hosts("sandbox", hosts), "c"), None);
         assert_eq!(cri_checkpoint_dir(&json!({"mounts": []}), "c"), None);
-        let other = cri_spec("container", "/r/sandboxes/other/hosts");
+        let other = with_hosts("container", "/r/sandboxes/other/hosts");
         assert_eq!(cri_checkpoint_dir(&other, "c"), None);
-        let relative = cri_spec("container", "r/sandboxes/5b1e/hosts");
+        let relative = with_hosts("container", "r/sandboxes/5b1e/hosts");
         assert_eq!(cri_checkpoint_dir(&relative, "c"), None);
-        let climbing = cri_spec("container", "/r/../etc/sandboxes/5b1e/hosts");
+        let climbing = with_hosts("container", "/r/../etc/sandboxes/5b1e/hosts");
         assert_eq!(cri_checkpoint_dir(&climbing, "c"), None);
         assert_eq!(
-            cri_checkpoint_dir(&cri_spec("container", hosts), "../c"),
+            cri_checkpoint_dir(&with_hosts("container", hosts), "../c"),
             None
         );
         assert_eq!(
-            cri_checkpoint_dir(&cri_spec("container", hosts), ".."),
+            cri_checkpoint_dir(&with_hosts("container", hosts), ".."),
             None
         );
     }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::asynchronous::monitor::monitor_subscribe;
-use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::monitor::{Subject, Topic};
 use containerd_shim_protos::api::{
     CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
@@ -28,12 +27,13 @@ use containerd_shim_protos::protobuf::{Message, MessageDyn, MessageField};
 use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
-use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, context::Context};
+use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
 use log::{debug, info, warn};
 use tokio::sync::Mutex;
 
 use crate::container::Container;
 use crate::error::{Error, Result};
+use crate::events::Publisher;
 use crate::io::StdioSpec;
 use crate::options::checkpoint_config;
 use crate::process::{Exit, Process, Status};
@@ -55,7 +55,7 @@ struct Inner {
     namespace: String,
     /// Container ids whose memory cgroup saw an OOM kill (see [`crate::oom`]).
     oom: tokio::sync::mpsc::UnboundedSender<String>,
-    publisher: Option<RemotePublisher>,
+    publisher: Option<Publisher>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     exits: Mutex<Exits>,
     exit: Arc<ExitSignal>,
@@ -80,7 +80,7 @@ impl TaskService {
     /// Starts the exit fan-in.
     pub async fn new(
         namespace: &str,
-        publisher: Option<RemotePublisher>,
+        publisher: Option<Publisher>,
         exit: Arc<ExitSignal>,
     ) -> TaskService {
         let (oom, mut ooms) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -141,12 +141,7 @@ impl Inner {
         let Some(publisher) = &self.publisher else {
             return;
         };
-        if let Err(e) = publisher
-            .publish(Context::default(), topic, &self.namespace, event)
-            .await
-        {
-            warn!("publishing {topic}: {e}");
-        }
+        publisher.publish(topic, &self.namespace, event);
     }
 
     async fn container(&self, id: &str) -> Result<Arc<Container>> {

@@ -292,57 +292,154 @@ pub fn write_handoff(dir: &Path, layer: &Layer, rebuilt: &Rebuilt) -> Result<()>
 
 /// The base images of checkpoints, found in containerd and unpacked into
 /// [`crate::base::Bases`].
+///
+/// A checkpoint of a container that was itself restored from a checkpoint image names that
+/// checkpoint image as its base (CRI records the image the container was created from). Its
+/// root filesystem is then the base checkpoint's rebuilt root over *its* base, and so on down
+/// to a plain image: each generation's root is rebuilt once, in `<bases>/<chain id>/rootfs`
+/// beside the unpacked archive, and stacked over the generations below it.
 #[derive(Debug)]
 pub struct ContainerdBases {
     client: crate::containerd::Client,
     bases: crate::base::Bases,
+    /// Held while a base checkpoint's root is rebuilt, so it is rebuilt once.
+    rebuilding: tokio::sync::Mutex<()>,
 }
+
+/// How many checkpoint generations may stand on one plain image (each adds an overlay
+/// lower directory; the kernel's limit on a mount's options is a page).
+pub const MAX_GENERATIONS: usize = 16;
+
+/// The rebuilt root of a base checkpoint, beside its unpacked archive `<chain id>/fs`.
+const BASE_ROOTFS_DIR: &str = "rootfs";
 
 impl ContainerdBases {
     pub fn new(client: crate::containerd::Client, bases: crate::base::Bases) -> Self {
-        ContainerdBases { client, bases }
+        ContainerdBases {
+            client,
+            bases,
+            rebuilding: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The unpacked layers' directories.
     pub fn bases(&self) -> &crate::base::Bases {
         &self.bases
     }
+
+    /// The first of `refs` in containerd, unpacked: its name and layer directories.
+    async fn find(&self, namespace: &str, refs: &[String]) -> Result<(String, Vec<PathBuf>)> {
+        use crate::base::BaseError;
+        use crate::containerd::{ContainerdError, ImageRef};
+        for reference in refs {
+            let image = if crate::containerd::is_sha256_digest(reference)
+                || reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                ImageRef::Id(reference.clone())
+            } else {
+                ImageRef::Name(reference.clone())
+            };
+            match self.bases.ensure(&self.client, namespace, &image).await {
+                Ok(lowers) => return Ok((reference.clone(), lowers)),
+                Err(BaseError::Containerd(ContainerdError::ImageNotFound { .. })) => continue,
+                Err(e) => return Err(SnapshotError::FailedPrecondition(e.to_string())),
+            }
+        }
+        Err(SnapshotError::FailedPrecondition(format!(
+            "the checkpoint's base image {} is not in containerd (namespace {namespace}): \
+             import or pull it, then create the container again",
+            refs.join(", also known as ")
+        )))
+    }
+
+    /// The base named by `refs`, with every checkpoint generation below it rebuilt, at most
+    /// `generations` of them.
+    async fn base_within(
+        &self,
+        namespace: &str,
+        refs: &[String],
+        generations: usize,
+    ) -> Result<Base> {
+        let (image, lowers) = self.find(namespace, refs).await?;
+        let archive = match lowers.as_slice() {
+            [only] if archive::is_checkpoint(only) => only.clone(),
+            _ => return Ok(Base { image, lowers }),
+        };
+        if generations == 0 {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "the checkpoint's base image {image} is a checkpoint image more than \
+                 {MAX_GENERATIONS} generations above a plain image; restore it into a container \
+                 of a plain image before checkpointing it again"
+            )));
+        }
+        let config = {
+            let archive = archive.clone();
+            tokio::task::spawn_blocking(move || archive::read_config(&archive))
+                .await
+                .map_err(thread_failed)?
+                .map_err(|e| {
+                    SnapshotError::InvalidArgument(format!(
+                        "the checkpoint's base image {image} is a checkpoint image: {e}; \
+                         refusing to restore from it"
+                    ))
+                })?
+        };
+        let below_refs = config.base_image_refs();
+        if below_refs.is_empty() {
+            return Err(SnapshotError::InvalidArgument(format!(
+                "the checkpoint's base image {image} is a checkpoint image whose {} names no \
+                 base image; it cannot be restored",
+                archive::CONFIG_DUMP
+            )));
+        }
+        let below = Box::pin(self.base_within(namespace, &below_refs, generations - 1)).await?;
+        // `<bases>/<chain id>/fs`, so never the file system's root.
+        let rootfs = archive.with_file_name(BASE_ROOTFS_DIR);
+        let _one = self.rebuilding.lock().await;
+        if !rootfs.is_dir() {
+            let (archive, rootfs, lowers) = (archive.clone(), rootfs.clone(), below.lowers.clone());
+            tokio::task::spawn_blocking(move || rebuild_base(&archive, &rootfs, &lowers))
+                .await
+                .map_err(thread_failed)??;
+            info!(
+                "base checkpoint image {image}: root filesystem rebuilt on {} ({} layers)",
+                below.image,
+                below.lowers.len()
+            );
+        }
+        let mut lowers = vec![rootfs];
+        lowers.extend(below.lowers);
+        Ok(Base { image, lowers })
+    }
+}
+
+fn thread_failed(e: tokio::task::JoinError) -> SnapshotError {
+    SnapshotError::FailedPrecondition(format!("a rebuilding thread failed: {e}"))
+}
+
+/// Rebuilds the root of the base checkpoint `archive` into `rootfs` over `lowers`: complete
+/// or not at all.
+fn rebuild_base(archive: &Path, rootfs: &Path, lowers: &[PathBuf]) -> Result<()> {
+    archive::validate(archive).map_err(archive_error)?;
+    fs::set_permissions(archive, fs::Permissions::from_mode(0o700))
+        .map_err(|e| SnapshotError::io("failed to restrict", archive, e))?;
+    let new = rootfs.with_file_name(NEW_ROOTFS_DIR);
+    remove_if_present(&new)?;
+    if let Err(e) = build_rootfs(archive, &new, lowers) {
+        let _ = remove_if_present(&new);
+        return Err(e);
+    }
+    fs::rename(&new, rootfs).map_err(|e| SnapshotError::io("failed to rename", &new, e))
 }
 
 impl BaseSource for ContainerdBases {
     fn base<'a>(&'a self, namespace: &'a str, refs: &'a [String]) -> BaseFuture<'a> {
-        use crate::base::BaseError;
-        use crate::containerd::{ContainerdError, ImageRef};
-        Box::pin(async move {
-            for reference in refs {
-                let image = if crate::containerd::is_sha256_digest(reference)
-                    || reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit())
-                {
-                    ImageRef::Id(reference.clone())
-                } else {
-                    ImageRef::Name(reference.clone())
-                };
-                match self.bases.ensure(&self.client, namespace, &image).await {
-                    Ok(lowers) => {
-                        return Ok(Base {
-                            image: reference.clone(),
-                            lowers,
-                        });
-                    }
-                    Err(BaseError::Containerd(ContainerdError::ImageNotFound { .. })) => continue,
-                    Err(e) => return Err(SnapshotError::FailedPrecondition(e.to_string())),
-                }
-            }
-            Err(SnapshotError::FailedPrecondition(format!(
-                "the checkpoint's base image {} is not in containerd (namespace {namespace}): \
-                 import or pull it, then create the container again",
-                refs.join(", also known as ")
-            )))
-        })
+        Box::pin(self.base_within(namespace, refs, MAX_GENERATIONS))
     }
 
     fn remove_unused(&self, in_use: &[PathBuf]) -> Result<Vec<String>> {
-        // Layer directories are `<bases>/<chain id hex>/fs`.
+        // Layer directories are `<bases>/<chain id hex>/fs` or, for a base checkpoint's
+        // rebuilt root, `<bases>/<chain id hex>/rootfs`.
         let chains: std::collections::HashSet<String> = in_use
             .iter()
             .filter_map(|fs| fs.parent()?.file_name()?.to_str().map(str::to_string))

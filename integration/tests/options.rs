@@ -1,0 +1,31 @@
+//! Runtime options reach the revive shim on every flavour: a CRI handler's `BinaryName` and
+//! `Root`, and `ctr task checkpoint`'s image and work paths (see the `options` module).
+
+use revive_integration::{Flavour, on_node, options};
+
+fn options_reach_the_shim(flavour: Flavour) {
+    let seen = on_node(
+        flavour,
+        "options",
+        "runtime options",
+        options::runtime_options_reach_the_shim,
+    );
+    for line in seen.iter().flatten() {
+        eprintln!("  {line}");
+    }
+}
+
+#[test]
+fn runtime_options_reach_the_shim_stable() {
+    options_reach_the_shim(Flavour::Stable);
+}
+
+#[test]
+fn runtime_options_reach_the_shim_lts() {
+    options_reach_the_shim(Flavour::Lts);
+}
+
+#[test]
+fn runtime_options_reach_the_shim_latest() {
+    options_reach_the_shim(Flavour::Latest);
+}
