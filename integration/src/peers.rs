@@ -22,6 +22,9 @@ use crate::rootfs::{self, FileLock};
 /// Bumped whenever the build commands below change in a way a [`Peer`] does not show.
 const RECIPE_VERSION: u32 = 1;
 
+/// Held by a Go build, and by whoever removes Go's build cache.
+const GO_BUILD_LOCK: &str = "go-build.lock";
+
 /// The oldest Go that builds every peer (containerd 2.3 and 2.4 declare go 1.26.3).
 pub const MIN_GO: &str = "1.26.3";
 
@@ -223,6 +226,8 @@ pub fn ensure_in(cache: &Path, peer: &Peer) -> Result<Built> {
         }
     }
     let partial = cache.join(format!("{prefix}{key}.partial"));
+    // One Go build at a time: they share Go's caches, which [`drop_build_cache`] removes.
+    let _go = FileLock::acquire(&cache.join(GO_BUILD_LOCK))?;
     build(cache, peer, &key, &partial)?;
     fs::rename(&partial, &entry)?;
     let completion = verify_entry(&entry, &key)?;
@@ -230,6 +235,21 @@ pub fn ensure_in(cache: &Path, peer: &Peer) -> Result<Built> {
         bin: entry.join("bin"),
         completion,
     })
+}
+
+/// Removes Go's build cache (gigabytes) once a flavour's peers are all built; the module
+/// downloads stay, so a new version rebuilds without downloading what it shares.
+pub fn drop_build_cache(cache: &Path) {
+    let build = cache.join("go/build");
+    if build.exists() {
+        let _lock = match FileLock::try_acquire(&cache.join(GO_BUILD_LOCK)) {
+            Ok(Some(lock)) => lock,
+            _ => return,
+        };
+        if let Err(e) = fs::remove_dir_all(&build) {
+            eprintln!("revive: could not remove Go's build cache {}: {e}", build.display());
+        }
+    }
 }
 
 /// Checks a cache entry: its record exists, matches `key`, and every binary matches its

@@ -419,14 +419,16 @@ pub fn ensure(flavour: Flavour) -> Result<Rootfs> {
 pub fn ensure_in(cache: &Path, flavour: Flavour) -> Result<Rootfs> {
     let (path, mut completion) = ensure_base(cache, flavour.base())?;
     let mut built = Vec::new();
+    let peer_cache = cache.join("peers");
     for peer in flavour.peers() {
-        let b = peers::ensure_in(&cache.join("peers"), &peer)?;
+        let b = peers::ensure_in(&peer_cache, &peer)?;
         completion.versions.insert(
             peer.name.clone(),
             peer.version.trim_start_matches('v').to_string(),
         );
         built.push(b);
     }
+    peers::drop_build_cache(&peer_cache);
     Ok(Rootfs {
         flavour,
         path,

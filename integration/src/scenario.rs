@@ -1179,45 +1179,6 @@ pub fn wait_until_stopped(node: &Node, id: &str) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn process_state_parses() {
-        let text = "tok 12 12\n40\nPID   PPID  COMMAND\n    1     0 sh\n    7     1 sh\n   \
-                    88     1 sleep\n   89     0 ps\n   90     0 sh\n";
-        let s = parse_process_state(text).unwrap();
-        assert_eq!((s.tick, s.line, s.piped), (12, 12, 40));
-        assert_eq!(s.tree, ["1 0 sh", "7 1 sh"]);
-        assert!(parse_process_state("tok 12\n40\n").is_err());
-        assert!(parse_process_state("tok 12 12\n").is_err());
-    }
-
-    #[test]
-    fn listening_sockets_are_found_in_both_tables() {
-        let tables = "  sl  local_address rem_address   st tx_queue\n\
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n\
-   1: 0100007F:238C 0100007F:9C40 01 00000000:00000000\n\
-   0: 00000000000000000000000000000000:238C 00000000000000000000000000000000:0000 0A 0\n";
-        assert!(listens_on(tables, 8080));
-        assert!(listens_on(tables, 9100));
-        assert!(!listens_on(tables, 9101));
-        let established_only = "   1: 0100007F:238C 0100007F:9C40 01 00000000:00000000\n";
-        assert!(!listens_on(established_only, 9100));
-    }
-
-    #[test]
-    fn counter_state_parses() {
-        let c = parse_counter("0b5f6c1e-aaaa 42\n").unwrap();
-        assert_eq!(c.count, 42);
-        assert_eq!(c.token, "0b5f6c1e-aaaa");
-        assert!(parse_counter("").is_err());
-        assert!(parse_counter("token x").is_err());
-        assert!(parse_counter("a 1 2").is_err());
-    }
-}
-
 /// A shim's events reach a containerd that restarted since the shim started: a container
 /// runs on `runtime`, containerd restarts, and the kill that follows must reach it as
 /// `/tasks/exit` (which CRI needs to see a container stop) within `wait`. Returns the
@@ -1275,5 +1236,44 @@ pub fn events_after_containerd_restart(
              its restart; ctr events saw:\n{seen}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_state_parses() {
+        let text = "tok 12 12\n40\nPID   PPID  COMMAND\n    1     0 sh\n    7     1 sh\n   \
+                    88     1 sleep\n   89     0 ps\n   90     0 sh\n";
+        let s = parse_process_state(text).unwrap();
+        assert_eq!((s.tick, s.line, s.piped), (12, 12, 40));
+        assert_eq!(s.tree, ["1 0 sh", "7 1 sh"]);
+        assert!(parse_process_state("tok 12\n40\n").is_err());
+        assert!(parse_process_state("tok 12 12\n").is_err());
+    }
+
+    #[test]
+    fn listening_sockets_are_found_in_both_tables() {
+        let tables = "  sl  local_address rem_address   st tx_queue\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n\
+   1: 0100007F:238C 0100007F:9C40 01 00000000:00000000\n\
+   0: 00000000000000000000000000000000:238C 00000000000000000000000000000000:0000 0A 0\n";
+        assert!(listens_on(tables, 8080));
+        assert!(listens_on(tables, 9100));
+        assert!(!listens_on(tables, 9101));
+        let established_only = "   1: 0100007F:238C 0100007F:9C40 01 00000000:00000000\n";
+        assert!(!listens_on(established_only, 9100));
+    }
+
+    #[test]
+    fn counter_state_parses() {
+        let c = parse_counter("0b5f6c1e-aaaa 42\n").unwrap();
+        assert_eq!(c.count, 42);
+        assert_eq!(c.token, "0b5f6c1e-aaaa");
+        assert!(parse_counter("").is_err());
+        assert!(parse_counter("token x").is_err());
+        assert!(parse_counter("a 1 2").is_err());
     }
 }
