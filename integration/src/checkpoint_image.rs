@@ -1,4 +1,4 @@
-//! Checkpoint images (issue 6): a container created from one, on revive-snapshotter and the
+//! Checkpoint images: a container created from one, on revive-snapshotter and the
 //! revive shim, is restored instead of started, whoever creates it.
 //!
 //! The archive-in-layer formats all hold a checkpoint archive (the layout kubelet, CRI-O,

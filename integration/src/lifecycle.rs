@@ -1,4 +1,4 @@
-//! The lifecycle scenario table (issue 3): every row drives a container through one part of
+//! The lifecycle scenario table: every row drives a container through one part of
 //! a task's life with `ctr` on a given runtime (`io.containerd.runc.v2` or
 //! `io.containerd.revive.v2`) and checks what is observable from outside (ctr's exit codes,
 //! output and errors, containerd's events, the node's processes, cgroups and mounts) and

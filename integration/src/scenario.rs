@@ -863,7 +863,7 @@ pub struct TcpReport {
     pub restored: u64,
 }
 
-/// An established TCP connection over the container's loopback (issue 5):
+/// An established TCP connection over the container's loopback:
 /// 1. run [`TCP_ECHO_SCRIPT`] in `id` on `runtime`;
 /// 2. checkpoint (exit, into a directory) WITHOUT open_tcp through containerd's API: CRIU
 ///    refuses the connection; the error says so, and the container is still running with
@@ -1003,7 +1003,7 @@ pub const OUTSIDE_PORT: u16 = 9100;
 pub const TCP_CLIENT_SCRIPT: &str = "(i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done) \
     | nc 127.0.0.1 9100 | while read n; do echo $n > /echo.new; mv /echo.new /echo; done";
 
-/// A TCP connection to a server OUTSIDE the container (issue 5's stretch): an echo server
+/// A TCP connection to a server OUTSIDE the container: an echo server
 /// runs in the node, and container `id` on `runtime` shares the node's network (`ctr run
 /// --net-host`) and talks to it. Checkpointed with open_tcp and exit, its task deleted and
 /// restored from the images, the container's end of the connection comes back and the

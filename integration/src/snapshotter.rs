@@ -1,4 +1,4 @@
-//! Ordinary images on revive-snapshotter (issue 6): containerd unpacks an image into revive's
+//! Ordinary images on revive-snapshotter: containerd unpacks an image into revive's
 //! snapshots, runs containers whose root filesystems are revive's overlay mounts, checkpoints
 //! and restores them (the rw layer diffed and re-applied through revive's mounts), and the
 //! snapshotter restarts under a running container without losing anything.

@@ -1,5 +1,5 @@
 //! revive-snapshotter's client of containerd's images and content services and its base
-//! image unpacker, against a real containerd (both flavours): an image imported with
+//! image unpacker, against a real containerd (every flavour): an image imported with
 //! `ctr images import` resolves by name and by id, its chain ID is the one containerd's
 //! own snapshotter uses, and its layer unpacks into the snapshotter's `bases/`.
 
@@ -70,6 +70,6 @@ fn base_image_from_containerd_stable() {
 }
 
 #[test]
-fn base_image_from_containerd_next() {
+fn base_image_from_containerd_lts() {
     base_image(Flavour::Lts);
 }

@@ -18,8 +18,13 @@ fn ctr_run_restores(flavour: Flavour) {
 }
 
 #[test]
-fn ctr_run_restores_checkpoint_images_next() {
+fn ctr_run_restores_checkpoint_images_lts() {
     ctr_run_restores(Flavour::Lts);
+}
+
+#[test]
+fn ctr_run_restores_checkpoint_images_latest() {
+    ctr_run_restores(Flavour::Latest);
 }
 
 #[test]
@@ -108,7 +113,7 @@ fn hostile_images(flavour: Flavour) {
 }
 
 #[test]
-fn hostile_checkpoint_images_are_refused_next() {
+fn hostile_checkpoint_images_are_refused_lts() {
     hostile_images(Flavour::Lts);
 }
 

@@ -1,4 +1,4 @@
-//! The `revive` CLI in a node, on both flavours: containerd's own checkpoint
+//! The `revive` CLI in a node, on every flavour: containerd's own checkpoint
 //! (`ctr container checkpoint --task --rw`, exported) is converted by `revive image convert`
 //! into a checkpoint image, which `ctr run` on revive-snapshotter and the revive shim
 //! restores.
@@ -20,7 +20,7 @@ fn convert_restores(flavour: Flavour) {
 }
 
 #[test]
-fn converted_containerd_checkpoint_restores_next() {
+fn converted_containerd_checkpoint_restores_lts() {
     convert_restores(Flavour::Lts);
 }
 
@@ -43,7 +43,7 @@ fn built_archive_restores(flavour: Flavour) {
 }
 
 #[test]
-fn built_zstd_archive_restores_next() {
+fn built_zstd_archive_restores_lts() {
     built_archive_restores(Flavour::Lts);
 }
 

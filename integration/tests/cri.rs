@@ -1,6 +1,6 @@
 //! containerd's CRI driven as the kubelet would (RunPodSandbox with host networking,
 //! CreateContainer, StartContainer, ExecSync, ContainerStats, StopContainer,
-//! RemovePodSandbox), with a locally built sandbox image, on both flavours. Handler `runc`
+//! RemovePodSandbox), with a locally built sandbox image, on every flavour. Handler `runc`
 //! (the Go shim) proves the harness; handler `revive` runs the same scenario once the shim
 //! runs containers.
 
@@ -37,7 +37,7 @@ fn cri_runc_stable() {
 }
 
 #[test]
-fn cri_runc_next() {
+fn cri_runc_lts() {
     cri_on(Flavour::Lts, "runc");
 }
 
@@ -47,6 +47,11 @@ fn cri_revive_stable() {
 }
 
 #[test]
-fn cri_revive_next() {
+fn cri_revive_lts() {
     cri_on(Flavour::Lts, "revive");
+}
+
+#[test]
+fn cri_revive_latest() {
+    cri_on(Flavour::Latest, "revive");
 }

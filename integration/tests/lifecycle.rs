@@ -1,4 +1,4 @@
-//! The lifecycle scenario table (issue 3) on both flavours, for the Go shim
+//! The lifecycle scenario table on every flavour, for the Go shim
 //! `io.containerd.runc.v2`: the reference a drop-in shim must match row by row.
 //!
 //! `LIFECYCLE_ROWS=tty,oom cargo test -p revive-integration --test lifecycle` runs some rows.
@@ -52,7 +52,7 @@ fn lifecycle_runc_stable() {
 }
 
 #[test]
-fn lifecycle_runc_next() {
+fn lifecycle_runc_lts() {
     table(Flavour::Lts, RUNC);
 }
 
@@ -64,8 +64,13 @@ fn lifecycle_revive_stable() {
 }
 
 #[test]
-fn lifecycle_revive_next() {
+fn lifecycle_revive_lts() {
     table(Flavour::Lts, REVIVE);
+}
+
+#[test]
+fn lifecycle_revive_latest() {
+    table(Flavour::Latest, REVIVE);
 }
 
 /// Events a shim publishes after containerd restarted still reach containerd: the Go shim

@@ -243,7 +243,7 @@ fn wiring_stable() {
 }
 
 #[test]
-fn wiring_next() {
+fn wiring_lts() {
     wiring(Flavour::Lts);
 }
 

@@ -43,7 +43,7 @@ fn ctr_restores(flavour: Flavour) {
 /// replaced by one that allows everything is refused there (naming the system calls it
 /// allows). Refusals leave no task, mount, snapshot or process.
 #[test]
-fn ctr_restore_never_exceeds_the_new_containers_privilege_next() {
+fn ctr_restore_never_exceeds_the_new_containers_privilege_lts() {
     ctr_restores(Flavour::Lts);
 }
 

@@ -1,4 +1,4 @@
-//! Checkpoint/restore through revive beyond the smoke scenario (issue 5), on both flavours,
+//! Checkpoint/restore through revive beyond the smoke scenario, on every flavour,
 //! against real containerd, runc and CRIU.
 
 use revive_integration::scenario::{self, Remove};
@@ -23,12 +23,12 @@ fn lives_apart(flavour: Flavour, remove: Remove) {
 }
 
 #[test]
-fn restored_copy_survives_its_original_next() {
+fn restored_copy_survives_its_original_lts() {
     lives_apart(Flavour::Lts, Remove::Original);
 }
 
 #[test]
-fn original_survives_its_restored_copy_next() {
+fn original_survives_its_restored_copy_lts() {
     lives_apart(Flavour::Lts, Remove::Restored);
 }
 
@@ -57,7 +57,7 @@ fn loopback_answers(flavour: Flavour) {
 }
 
 #[test]
-fn loopback_server_answers_after_restore_next() {
+fn loopback_server_answers_after_restore_lts() {
     loopback_answers(Flavour::Lts);
 }
 
@@ -81,7 +81,7 @@ fn process_state(flavour: Flavour, runtime: &str) {
 }
 
 #[test]
-fn process_state_survives_revive_next() {
+fn process_state_survives_revive_lts() {
     process_state(Flavour::Lts, REVIVE);
 }
 
@@ -91,7 +91,7 @@ fn process_state_survives_revive_stable() {
 }
 
 #[test]
-fn process_state_survives_runc_next() {
+fn process_state_survives_runc_lts() {
     process_state(Flavour::Lts, RUNC);
 }
 
@@ -113,7 +113,7 @@ fn terminal(flavour: Flavour, runtime: &str) {
 }
 
 #[test]
-fn terminal_survives_revive_next() {
+fn terminal_survives_revive_lts() {
     terminal(Flavour::Lts, REVIVE);
 }
 
@@ -123,7 +123,7 @@ fn terminal_survives_revive_stable() {
 }
 
 #[test]
-fn terminal_survives_runc_next() {
+fn terminal_survives_runc_lts() {
     terminal(Flavour::Lts, RUNC);
 }
 
@@ -152,7 +152,7 @@ fn tcp(flavour: Flavour) {
 }
 
 #[test]
-fn tcp_connection_survives_next() {
+fn tcp_connection_survives_lts() {
     tcp(Flavour::Lts);
 }
 
@@ -176,7 +176,7 @@ fn tcp_outside(flavour: Flavour) {
 }
 
 #[test]
-fn tcp_connection_to_outside_survives_next() {
+fn tcp_connection_to_outside_survives_lts() {
     tcp_outside(Flavour::Lts);
 }
 
@@ -200,7 +200,7 @@ fn no_criu(flavour: Flavour) {
 }
 
 #[test]
-fn checkpoint_without_criu_next() {
+fn checkpoint_without_criu_lts() {
     no_criu(Flavour::Lts);
 }
 

@@ -50,7 +50,7 @@ fn smoke_runc_stable() {
 }
 
 #[test]
-fn smoke_runc_next() {
+fn smoke_runc_lts() {
     smoke(Flavour::Lts, RUNC);
 }
 
@@ -60,6 +60,11 @@ fn smoke_revive_stable() {
 }
 
 #[test]
-fn smoke_revive_next() {
+fn smoke_revive_lts() {
     smoke(Flavour::Lts, REVIVE);
+}
+
+#[test]
+fn smoke_revive_latest() {
+    smoke(Flavour::Latest, REVIVE);
 }

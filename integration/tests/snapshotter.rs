@@ -1,4 +1,4 @@
-//! Ordinary images on revive-snapshotter (issue 6), on both flavours: containerd unpacks,
+//! Ordinary images on revive-snapshotter, on every flavour: containerd unpacks,
 //! runs, checkpoints and restores on revive's snapshots, the snapshotter restarts under a
 //! running container, and the shim's whole lifecycle table passes with revive-snapshotter as
 //! the only snapshotter `ctr` uses.
@@ -44,7 +44,7 @@ fn ordinary_image(flavour: Flavour) {
 }
 
 #[test]
-fn ordinary_image_on_revive_snapshotter_next() {
+fn ordinary_image_on_revive_snapshotter_lts() {
     ordinary_image(Flavour::Lts);
 }
 
@@ -85,7 +85,7 @@ fn lifecycle_table(flavour: Flavour) {
 }
 
 #[test]
-fn lifecycle_on_revive_snapshotter_next() {
+fn lifecycle_on_revive_snapshotter_lts() {
     lifecycle_table(Flavour::Lts);
 }
 

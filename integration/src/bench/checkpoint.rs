@@ -1,4 +1,4 @@
-//! Checkpoint and restore wall time of a container holding touched memory (issue 5).
+//! Checkpoint and restore wall time of a container holding touched memory.
 //!
 //! The container's `dd` reads `N` MiB from /dev/urandom into one buffer (touched,
 //! incompressible pages) and then blocks writing it into a pipe nobody drains; its reader

@@ -1,4 +1,4 @@
-//! From a restore command to the restored container answering (issue 6): `ctr run` of a
+//! From a restore command to the restored container answering: `ctr run` of a
 //! checkpoint image on revive (revive-snapshotter, revive shim) against `ctr c restore --live
 //! --rw` of a containerd checkpoint on the Go shim, at each checkpoint size.
 //!
