@@ -247,7 +247,10 @@ pub fn drop_build_cache(cache: &Path) {
             _ => return,
         };
         if let Err(e) = fs::remove_dir_all(&build) {
-            eprintln!("revive: could not remove Go's build cache {}: {e}", build.display());
+            eprintln!(
+                "revive: could not remove Go's build cache {}: {e}",
+                build.display()
+            );
         }
     }
 }
@@ -495,6 +498,45 @@ mod tests {
             Peer::kubelet("v1.37.2").staging_version.as_deref(),
             Some("v0.37.2")
         );
+    }
+
+    fn fake_entry(dir: &Path, peer: &Peer) {
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        fs::write(dir.join("bin/runc"), b"runc bytes").unwrap();
+        let completion = Completion {
+            key: peer.key(),
+            peer: peer.clone(),
+            go: "go version go1.26.8 linux/amd64".into(),
+            digests: [(
+                "runc".to_string(),
+                rootfs::sha256_file(&dir.join("bin/runc")).unwrap(),
+            )]
+            .into(),
+        };
+        fs::write(
+            dir.join("complete.json"),
+            serde_json::to_vec(&completion).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_or_unfinished_build_is_never_used() {
+        let peer = Peer::runc("v1.5.3");
+        let dir = tempfile::tempdir().unwrap();
+        fake_entry(dir.path(), &peer);
+        verify_entry(dir.path(), &peer.key()).unwrap();
+        assert!(verify_entry(dir.path(), &Peer::runc("v1.5.2").key()).is_err());
+        fs::write(dir.path().join("bin/runc"), b"truncated").unwrap();
+        let err = verify_entry(dir.path(), &peer.key())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("corrupt"), "{err}");
+        fs::remove_file(dir.path().join("complete.json")).unwrap();
+        let err = verify_entry(dir.path(), &peer.key())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never finished"), "{err}");
     }
 
     #[test]
