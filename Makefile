@@ -1,9 +1,9 @@
 # revive. On a fresh Debian or Ubuntu machine, as root:
 #   make demo    build, start a node, checkpoint and restore a container, show its memory survived
-#   make test    every test: unit tests, fuzzing, then end-to-end tests on both node flavours
+#   make test    every test: unit tests, fuzzing, then end-to-end tests on every node flavour
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
-FLAVOUR ?= next
+FLAVOUR ?= lts
 SHARE   := $(PREFIX)/share/revive
 
 .PHONY: all build debug-build test unit fuzz fuzz-test e2e demo node install bench conformance lint host-deps rootfs clean-nodes clean-cache
@@ -45,11 +45,12 @@ e2e:
 demo: host-deps debug-build
 	target/debug/revive-node demo --flavour $(FLAVOUR)
 
-# A shell inside a fresh node (FLAVOUR=stable|next); the node goes away when you leave.
+# A shell inside a fresh node (FLAVOUR=lts|latest|stable); the node goes away when you leave.
 node: host-deps debug-build
 	target/debug/revive-node shell --flavour $(FLAVOUR)
 
-# Build (or verify) both cached node root filesystems.
+# Build (or verify) every flavour's cached node root filesystem and the programs built from Go
+# modules (containerd 2.3 and 2.4, runc, crictl, the kubelet).
 rootfs: host-deps debug-build
 	target/debug/revive-node rootfs
 
@@ -79,14 +80,14 @@ bench:
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
 # containerd's own integration/client tests, every one, for the Go shim and revive side by side
-# on both flavours (CONFORMANCE_FLAVOURS=next limits them), each with a timeout; the report to
+# on every flavour (CONFORMANCE_FLAVOURS=lts limits them), each with a timeout; the report to
 # target/conformance/report.md, every test's output to target/conformance/logs. Then every
 # test again for revive on revive-snapshotter (TEST_SNAPSHOTTER=revive), reported in
 # target/conformance/report-revive-snapshotter.md.
 conformance: host-deps debug-build
 	@scripts/require-root.sh conformance
 	@rc=0; target/debug/revive-conformance \
-		$(foreach f,$(or $(CONFORMANCE_FLAVOURS),next stable),--flavour $(f)) || rc=$$?; \
+		$(foreach f,$(or $(CONFORMANCE_FLAVOURS),lts latest stable),--flavour $(f)) || rc=$$?; \
 	if [ $$rc -eq 2 ]; then \
 		echo ""; \
 		echo "*******************************************************************************"; \
@@ -96,7 +97,7 @@ conformance: host-deps debug-build
 		echo "*******************************************************************************"; \
 	fi; \
 	snap=0; target/debug/revive-conformance \
-		$(foreach f,$(or $(CONFORMANCE_FLAVOURS),next stable),--flavour $(f)) \
+		$(foreach f,$(or $(CONFORMANCE_FLAVOURS),lts latest stable),--flavour $(f)) \
 		--runtime io.containerd.revive.v2 --snapshotter revive \
 		--out target/conformance/report-revive-snapshotter.md \
 		--logs target/conformance/logs-revive-snapshotter || snap=$$?; \

@@ -13,7 +13,7 @@
 //!
 //! Differences between the flavours that the rows encode:
 //! - `ctr task kill --all` with a signal other than SIGKILL reaches every process of the
-//!   container with runc 1.1 (stable) but only its init with runc >= 1.2 (next), where
+//!   container with runc 1.1 (stable) but only its init with runc >= 1.2 (lts, latest), where
 //!   `runc kill --all` is obsolete (the shim passes `--all` to runc either way).
 //! - ctr 1.7 suffixes the gRPC code to errors (`...: unknown`), ctr 2.x does not; the rows
 //!   match the message, not the suffix.

@@ -66,14 +66,14 @@ fn ctr_restore_never_exceeds_the_new_containers_privilege_stable() {
 /// same pods are refused and restored alike.
 #[test]
 fn pod_restore_never_exceeds_the_pods_security_context() {
-    let what = "privilege of pod restores (next)";
+    let what = "privilege of pod restores (lts)";
     let started = Instant::now();
     let Some((cases, made)) = on_node(Flavour::Lts, "privilege-pod", what, privilege::cri_cases)
     else {
         return;
     };
     judge(what, &cases, started);
-    let what = "privilege of pod restores, checkpoints moved from next (stable)";
+    let what = "privilege of pod restores, checkpoints moved from lts (stable)";
     let started = Instant::now();
     let moved = on_node(Flavour::Stable, "privilege-pod", what, |node, say| {
         privilege::cri_cases_moved(node, &made, say)
