@@ -7,8 +7,9 @@ set -eu
 # nsenter and unshare (util-linux), debootstrap, the Debian archive keys debootstrap
 # verifies trixie and sid with (not preinstalled on Ubuntu), a C++ compiler for the
 # libFuzzer the fuzz targets link (make fuzz), libseccomp's static library for the runc the
-# containerd 2.x nodes run (built from its Go module), and QEMU for the cgroup v2 guest.
-packages="debootstrap util-linux debian-archive-keyring ca-certificates g++ libseccomp-dev pkg-config qemu-system-x86 cpio"
+# containerd 2.x nodes run (built from its Go module), and QEMU, cpio and e2fsprogs
+# (mkfs.ext4 -d) for the cgroup v2 guest's disks.
+packages="debootstrap util-linux debian-archive-keyring ca-certificates g++ libseccomp-dev pkg-config qemu-system-x86 cpio e2fsprogs"
 
 missing=""
 for p in $packages; do
@@ -25,12 +26,12 @@ fi
 # containerd 2.3 and 2.4, runc, crictl and the kubelet are built from their Go modules, with
 # a Go that the archive of older releases does not have.
 if ! command -v go >/dev/null 2>&1; then
-    echo "revive: go not found: install Go >= 1.26.3 (the containerd 2.x nodes' programs are built from their Go modules) and retry" >&2
+    echo "revive: go not found: install Go >= 1.26.8 (the containerd 2.x nodes' programs are built from their Go modules) and retry" >&2
     exit 1
 fi
 go_version=$(go env GOVERSION | sed 's/^go//')
-if [ "$(printf '%s\n1.26.3\n' "$go_version" | sort -V | head -n1)" != "1.26.3" ]; then
-    echo "revive: go $go_version is too old: the containerd 2.x nodes need Go >= 1.26.3" >&2
+if [ "$(printf '%s\n1.26.8\n' "$go_version" | sort -V | head -n1)" != "1.26.8" ]; then
+    echo "revive: go $go_version is too old: the containerd 2.x nodes need Go >= 1.26.8" >&2
     exit 1
 fi
 

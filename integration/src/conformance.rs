@@ -1,19 +1,32 @@
 //! containerd's own client integration tests (`integration/client`) run against a shim, in a
-//! node, side by side for several runtimes (issue 4, `make conformance`).
+//! node, side by side for several runtimes (`make conformance`).
 //!
 //! Four pieces:
 //!
-//! - **the suite** ([`ensure_suite`]): the test binary is built offline from Debian's sources
-//!   with Debian's Go toolchain, in GOPATH mode (`GO111MODULE=off`) against Debian's Go
-//!   packages under `/usr/share/gocode`, as Debian builds containerd. It is built in a
-//!   *builder*: an overlay over the node's own root filesystem (so the same Debian release)
-//!   into which apt installs golang-go and `golang-github-containerd-containerd-dev` pinned to
-//!   the node's containerd version; those packages stay out of the node roots (about 3 GB,
-//!   and debootstrap cannot resolve them). containerd 2.x's package ships
-//!   `integration/client`; 1.7's leaves `integration/` out, so for 1.7 Debian's `containerd`
-//!   source package of the node's exact version is fetched and patched as Debian builds it.
-//!   The binary (plus `runc-fp`, which two tests run as their runtime binary, and the test
-//!   list) is cached on the host per flavour and containerd version; the builder is removed.
+//! - **the suite** ([`ensure_suite`]): the test binary, built from the sources of exactly the
+//!   node's containerd version, one of two ways ([`SuiteSource`]):
+//!   - a flavour whose containerd is a peer built from its Go module ([`crate::peers`]; lts
+//!     and latest) gets the suite from that module at the peer's version: its source, taken
+//!     from the peers' Go module cache (where the peer's build left it with its
+//!     dependencies, so nothing is downloaded twice), is copied somewhere writable and built
+//!     on the host with the host's Go toolchain, as containerd's Makefile builds its
+//!     integration tests (`go test -c ./integration/client`, cgo on, no build tags; without
+//!     the `-race` its CI adds on amd64, like the Debian-built suites);
+//!   - a flavour with Debian's containerd (stable) gets it from Debian's sources, built with
+//!     Debian's Go toolchain in GOPATH mode (`GO111MODULE=off`) against Debian's Go packages
+//!     under `/usr/share/gocode`, as Debian builds containerd. It is built in a *builder*: an
+//!     overlay over the node's own root filesystem (so the same Debian release) into which
+//!     apt installs golang-go and `golang-github-containerd-containerd-dev` pinned to the
+//!     node's containerd version; those packages stay out of the node roots (about 3 GB, and
+//!     debootstrap cannot resolve them). containerd 2.x's package ships
+//!     `integration/client`; 1.7's leaves `integration/` out, so for 1.7 Debian's
+//!     `containerd` source package of the node's exact version is fetched and patched as
+//!     Debian builds it.
+//!
+//!   The binary (plus `runc-fp`, the failpoint wrapper around runc that two tests run as
+//!   their runtime binary, and the test list) is cached on the host per flavour and
+//!   containerd version, with digests checked on every use and `complete.json` written last;
+//!   the builder is removed.
 //! - **the registry** ([`Registry::start`]): the tests pull `ghcr.io/containerd/busybox:1.36`
 //!   and friends by name. Debian's docker-registry serves them on 127.0.0.1:443 in the node
 //!   with a certificate from a throw-away test CA (openssl) that the node trusts
@@ -52,6 +65,10 @@ pub use crate::bench::{REVIVE_V2, RUNC_V2};
 
 /// Bumped whenever the way the suite is built changes, so cached builds are redone.
 const BUILD_VERSION: u32 = 1;
+
+/// Bumped whenever the way the suite is built from containerd's Go module changes
+/// ([`build_suite_from_module`]), so those cached builds are redone.
+const MODULE_BUILD_VERSION: u32 = 1;
 
 /// Where the suite is built and kept inside a node (below the node's /share).
 const NODE_DIR: &str = "/share/conformance";
@@ -281,7 +298,8 @@ fn first_line_of<'a>(text: &'a str, prefix: &str) -> &'a str {
 pub struct SuiteRecord {
     pub key: String,
     pub flavour: Flavour,
-    /// The node's containerd package version the tests were built for.
+    /// The node's containerd version the tests were built for (its Debian package version,
+    /// or its Go module version without the `v`).
     pub containerd: String,
     /// Where the test sources came from, with version.
     pub source: String,
@@ -316,11 +334,66 @@ fn sanitize(text: &str) -> String {
         .collect()
 }
 
+/// Where a node root's suite is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SuiteSource {
+    /// Debian's sources for the root's packaged containerd (built in a builder over the root).
+    Debian,
+    /// The Go module the root's containerd peer was built from, at exactly its version,
+    /// built on the host with the peers' module cache.
+    Module {
+        /// `github.com/containerd/containerd/v2`.
+        module: String,
+        /// `v2.3.7`.
+        version: String,
+        /// The peers' cache (`<rootfs cache>/peers`), whose `go/mod` is Go's module cache.
+        peers: PathBuf,
+    },
+}
+
+/// Where `root`'s suite comes from: the containerd module its containerd peer was built
+/// from when it has one, else Debian's sources.
+pub fn suite_source(root: &Rootfs) -> Result<SuiteSource> {
+    let Some(built) = root
+        .peers
+        .iter()
+        .find(|b| b.completion.peer.name == "containerd")
+    else {
+        return Ok(SuiteSource::Debian);
+    };
+    // A peer's binaries are in `<peers>/<name>-<version>-<key>/bin`.
+    let peers = built
+        .bin
+        .parent()
+        .and_then(Path::parent)
+        .with_context(|| {
+            format!(
+                "{} is not a peer build's bin directory",
+                built.bin.display()
+            )
+        })?
+        .to_path_buf();
+    Ok(SuiteSource::Module {
+        module: built.completion.peer.module.clone(),
+        version: built.completion.peer.version.clone(),
+        peers,
+    })
+}
+
 /// The cache entry for a node root's suite, and its key: the suite is built for the root's
-/// containerd version (the test sources are taken at exactly that version).
+/// containerd version (the test sources are taken at exactly that version), from Debian's
+/// sources or from containerd's Go module ([`SuiteSource`]).
 pub fn suite_entry(root: &Rootfs) -> Result<(PathBuf, String)> {
     let containerd = containerd_version(root)?;
-    let text = format!("{BUILD_VERSION} {} {containerd}", root.flavour);
+    let mut text = format!("{BUILD_VERSION} {} {containerd}", root.flavour);
+    if let SuiteSource::Module {
+        module, version, ..
+    } = suite_source(root)?
+    {
+        text.push_str(&format!(
+            " {module}@{version} module-build {MODULE_BUILD_VERSION}"
+        ));
+    }
     let key = hex::encode(&Sha256::digest(text.as_bytes())[..8]);
     let dir = cache_dir().join(format!("{}-{}-{key}", root.flavour, sanitize(&containerd)));
     Ok((dir, key))
@@ -452,7 +525,195 @@ exec chroot $m /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_
     Ok(text)
 }
 
-/// Builds the suite for `root` in a builder over it and stores it in `dir`.
+/// Builds the suite for `root` from its [`SuiteSource`] and stores it in `dir`.
+fn build_suite(
+    root: &Rootfs,
+    key: &str,
+    dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<SuiteRecord> {
+    match suite_source(root)? {
+        SuiteSource::Debian => build_suite_debian(root, key, dir, progress),
+        SuiteSource::Module {
+            module,
+            version,
+            peers,
+        } => build_suite_from_module(root, key, dir, &module, &version, &peers, progress),
+    }
+}
+
+/// A `go` command for a module build: Go's module cache is the peers' (`<peers>/go/mod`, where
+/// the containerd peer's build left the module and its dependencies, so nothing is fetched
+/// twice), its build cache is `gocache` (removed with the builder), and only the host's
+/// toolchain is used.
+fn go_command(peers: &Path, gocache: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new("go");
+    cmd.current_dir(dir)
+        .env("GOMODCACHE", peers.join("go/mod"))
+        .env("GOPATH", peers.join("go/path"))
+        .env("GOCACHE", gocache)
+        .env("GOFLAGS", "-mod=mod -buildvcs=false")
+        .env("GOTOOLCHAIN", "local")
+        .env_remove("GOBIN")
+        .env_remove("GOOS")
+        .env_remove("GOARCH")
+        .env_remove("GOWORK");
+    cmd
+}
+
+/// Builds the suite for a root whose containerd is a peer built from Go module `module` at
+/// `version`, from exactly that module version's source, on the host, with the host's Go
+/// toolchain (as [`crate::peers`] builds the peers).
+///
+/// The module's source in Go's module cache is read-only, so it is copied to a builder
+/// directory first. The test binary is built as containerd's Makefile builds its
+/// `integration` target (`go test` in `integration/client`: no build tags, cgo as Go's
+/// default, which is on; without the Makefile's `-race`, which slows every test several
+/// times over), and `runc-fp` as its `bin/runc-fp` target. The binaries are
+/// dynamically linked against the host's glibc, which the nodes' Debian sid root (a newer
+/// glibc) satisfies.
+fn build_suite_from_module(
+    root: &Rootfs,
+    key: &str,
+    dir: &Path,
+    module: &str,
+    version: &str,
+    peers: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<SuiteRecord> {
+    let started = Instant::now();
+    let containerd = containerd_version(root)?;
+    let go = crate::peers::go_version()?;
+    let base = cache_dir().join(format!("builder-{}", root.flavour));
+    rootfs::remove_tree(&base)?;
+    let (src, out, gocache) = (base.join("src"), base.join("out"), base.join("gocache"));
+    for d in [&out, &gocache] {
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o700))?;
+    let log_path = base.join("build.log");
+    progress(&format!(
+        "building containerd's integration/client tests from {module}@{version} with {go} \
+         (2-3 minutes on 2 cores; log: {})",
+        log_path.display()
+    ));
+    let built = build_module_suite(module, version, peers, &base, &log_path);
+    // The source copy and the build cache (gigabytes) are never kept; a failed build's log is.
+    for tree in [&src, &gocache] {
+        rootfs::remove_tree(tree)?;
+    }
+    built?;
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
+    let record = store_suite(
+        root,
+        key,
+        dir,
+        &out,
+        Stored {
+            containerd,
+            source: format!("{module}@{version} (its Go module)"),
+            go,
+            log,
+            started,
+        },
+    )?;
+    rootfs::remove_tree(&base)?;
+    Ok(record)
+}
+
+/// The steps of [`build_suite_from_module`] in `base`: the module's source copied to
+/// `base/src`, built with the build cache `base/gocache`, the suite's files and its test list
+/// (`tests.txt`) left in `base/out`, every command and its output in `log_path`.
+fn build_module_suite(
+    module: &str,
+    version: &str,
+    peers: &Path,
+    base: &Path,
+    log_path: &Path,
+) -> Result<()> {
+    let (src, out, gocache) = (base.join("src"), base.join("out"), base.join("gocache"));
+    // Where the module's source is: in the module cache already when the peer was built
+    // there; `go mod download` fetches it otherwise.
+    let answer = go_command(peers, &gocache, base)
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
+        .output()
+        .with_context(|| format!("running go mod download {module}@{version}"))?;
+    if !answer.status.success() {
+        bail!(
+            "go mod download {module}@{version} failed (check the host's network and \
+             GOPROXY): {}{}",
+            String::from_utf8_lossy(&answer.stdout),
+            String::from_utf8_lossy(&answer.stderr)
+        );
+    }
+    #[derive(Deserialize)]
+    struct Download {
+        #[serde(rename = "Dir")]
+        dir: PathBuf,
+    }
+    let download: Download =
+        serde_json::from_slice(&answer.stdout).context("reading go mod download's answer")?;
+    logged(
+        Command::new("cp").arg("-r").arg(&download.dir).arg(&src),
+        log_path,
+        &format!("copying {} to {}", download.dir.display(), src.display()),
+    )?;
+    logged(
+        Command::new("chmod").args(["-R", "u+w"]).arg(&src),
+        log_path,
+        "making the source copy writable",
+    )?;
+    let client_test = out.join("client.test");
+    logged(
+        go_command(peers, &gocache, &src)
+            .env("CGO_ENABLED", "1")
+            .args(["test", "-c", "-o"])
+            .arg(&client_test)
+            .arg("./integration/client"),
+        log_path,
+        &format!(
+            "building {module}@{version}'s integration/client tests with the host's Go \
+             (GOTOOLCHAIN=local: install at least the Go its go.mod requires)"
+        ),
+    )?;
+    logged(
+        go_command(peers, &gocache, &src)
+            .env("CGO_ENABLED", "1")
+            .args(["build", "-o"])
+            .arg(out.join("runc-fp"))
+            .arg("./integration/failpoint/cmd/runc-fp"),
+        log_path,
+        &format!("building {module}@{version}'s runc-fp"),
+    )?;
+    // -test.short: TestMain then runs the tests' list without starting a containerd.
+    let list = Command::new(&client_test)
+        .args(["-test.short", "-test.list", "^Test"])
+        .current_dir(&out)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", client_test.display()))?;
+    if !list.status.success() {
+        bail!(
+            "{} -test.list failed ({}): {}",
+            client_test.display(),
+            list.status,
+            String::from_utf8_lossy(&list.stderr)
+        );
+    }
+    fs::write(out.join("tests.txt"), &list.stdout)?;
+    Ok(())
+}
+
+/// Runs `cmd` with its output appended to `log`, after the command itself (its directory
+/// and environment included).
+fn logged(cmd: &mut Command, log: &Path, what: &str) -> Result<()> {
+    let mut file = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    writeln!(file, "$ {cmd:?}")?;
+    rootfs::run_logged(cmd, log, what)
+}
+
+/// Builds the suite for a root with Debian's containerd in a builder over the root and
+/// stores it in `dir`.
 ///
 /// Debian's Go packages are not in the node roots (they add about 3 GB and debootstrap
 /// cannot resolve them); the builder installs them with apt on top of the root, pinning
@@ -460,7 +721,7 @@ exec chroot $m /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_
 /// 2.x's package ships `integration/client`; 1.7's leaves `integration/` out, so for 1.7 the
 /// `containerd` source package of that version is fetched (its tarballs checked against the
 /// archive's signed SHA-256) and patched as Debian builds it.
-fn build_suite(
+fn build_suite_debian(
     root: &Rootfs,
     key: &str,
     dir: &Path,
@@ -559,7 +820,46 @@ fn build_suite(
         ),
         Duration::from_secs(1800),
     )?);
-    let out = upper.join("root/out");
+    let go = fs::read_to_string(upper.join("root/out/go-version"))?
+        .trim()
+        .to_string();
+    let record = store_suite(
+        root,
+        key,
+        dir,
+        &upper.join("root/out"),
+        Stored {
+            containerd,
+            source,
+            go,
+            log,
+            started,
+        },
+    )?;
+    // The builder (about 3 GB of Go sources) is not kept: the binary is all runs need.
+    rootfs::remove_tree(&base)?;
+    Ok(record)
+}
+
+/// What a finished build records besides its files.
+struct Stored {
+    containerd: String,
+    source: String,
+    go: String,
+    log: String,
+    started: Instant,
+}
+
+/// Copies a build's [`SUITE_FILES`] from `out` (which also holds `tests.txt`, the test
+/// binary's `-test.list`) into the cache entry `dir`, with their digests and the build log;
+/// `complete.json` is written last, and the entry appears whole (renamed into place).
+fn store_suite(
+    root: &Rootfs,
+    key: &str,
+    dir: &Path,
+    out: &Path,
+    stored: Stored,
+) -> Result<SuiteRecord> {
     let tests: Vec<String> = fs::read_to_string(out.join("tests.txt"))?
         .lines()
         .map(str::trim)
@@ -567,11 +867,8 @@ fn build_suite(
         .map(str::to_string)
         .collect();
     if tests.is_empty() {
-        bail!("the built suite lists no tests:\n{}", tail(&log, 40));
+        bail!("the built suite lists no tests:\n{}", tail(&stored.log, 40));
     }
-    let go = fs::read_to_string(out.join("go-version"))?
-        .trim()
-        .to_string();
     let partial = dir.with_extension("partial");
     if partial.exists() {
         fs::remove_dir_all(&partial)?;
@@ -582,16 +879,16 @@ fn build_suite(
         fs::copy(out.join(file), partial.join(file))?;
         digests.insert(file.to_string(), sha256_file(&partial.join(file))?);
     }
-    fs::write(partial.join("build.log"), &log)?;
+    fs::write(partial.join("build.log"), &stored.log)?;
     let record = SuiteRecord {
         key: key.to_string(),
         flavour: root.flavour,
-        containerd,
-        source,
-        go,
+        containerd: stored.containerd,
+        source: stored.source,
+        go: stored.go,
         tests,
         digests,
-        build_seconds: started.elapsed().as_secs_f64(),
+        build_seconds: stored.started.elapsed().as_secs_f64(),
     };
     let tmp = partial.join("complete.json.tmp");
     let mut file = fs::File::create(&tmp)?;
@@ -599,8 +896,6 @@ fn build_suite(
     file.sync_all()?;
     fs::rename(&tmp, partial.join("complete.json"))?;
     fs::rename(&partial, dir)?;
-    // The builder (about 3 GB of Go sources) is not kept: the binary is all runs need.
-    rootfs::remove_tree(&base)?;
     Ok(record)
 }
 
@@ -755,6 +1050,13 @@ pub const NOT_SERVED: &[NotServed] = &[
         image: "gcr.io/google-containers/busybox@sha256:d8d3bc2c…",
         tests: &["TestImagePullSchema1WithEmptyLayers"],
         why: "1.7 only: a Docker schema 1 manifest pinned by digest, cannot be rebuilt",
+    },
+    NotServed {
+        image: "ghcr.io/containerd/busybox@sha256:7b3ccabf…",
+        tests: &["TestExportAllCases"],
+        why: "2.3 and later: upstream's busybox index pinned by digest (the subtest \
+              export_image_setting_ocispec.AnnotationRefName); its bytes cannot be rebuilt \
+              locally",
     },
     NotServed {
         image: "registry.k8s.io/pause-amd64:3.2, cplatpublic.azurecr.io/…",
@@ -1017,6 +1319,21 @@ pub fn served_images(rootfs: &Path) -> Result<Vec<ServedImage>> {
         layers: vec![busybox.clone().dir("run", 0o755)],
         config: json!({"Env": [PATH_ENV], "Cmd": ["/bin/sh"]}),
     };
+    // What 2.4's TestIssue13030 builds for itself (2.3's pulls it): files and a directory
+    // that later layers delete again with whiteouts.
+    let whiteout = PlatformImage {
+        platform: host.clone(),
+        layers: vec![
+            busybox.clone(),
+            Layer::new().file("file-to-delete", "", 0o644),
+            Layer::new().file(".wh.file-to-delete", "", 0o644),
+            Layer::new()
+                .dir("dir-to-delete", 0o755)
+                .file("dir-to-delete/foo", "", 0o644),
+            Layer::new().file(".wh.dir-to-delete", "", 0o644),
+        ],
+        config: sh.clone(),
+    };
     let nanoserver = Platform {
         os: "windows",
         architecture: "amd64",
@@ -1032,6 +1349,7 @@ pub fn served_images(rootfs: &Path) -> Result<Vec<ServedImage>> {
         },
         ServedImage {
             names: vec![
+                "registry.k8s.io/pause:3.10.2",
                 "registry.k8s.io/pause:3.10",
                 "registry.k8s.io/pause:3.8",
                 "registry.k8s.io/pause:3.6",
@@ -1063,6 +1381,13 @@ pub fn served_images(rootfs: &Path) -> Result<Vec<ServedImage>> {
             names: vec!["ghcr.io/containerd/alpine:3.14.0"],
             what: "busybox standing in for alpine (1.7's user-namespace tests run `sh`)",
             platforms: multi("alpine", alpine),
+        },
+        ServedImage {
+            names: vec!["ghcr.io/containerd/whiteout-test:1.0"],
+            what: "busybox plus four layers: /file-to-delete, its whiteout, \
+                   /dir-to-delete/foo, the directory's whiteout (as 2.4's TestIssue13030 \
+                   builds it)",
+            platforms: multi("whiteout-test", whiteout),
         },
         ServedImage {
             names: vec![
@@ -2009,6 +2334,57 @@ mod tests {
             ["TestFails", "TestOther"]
         );
         assert!(render_flavour(&run).contains("Skipped by the test itself"));
+    }
+
+    #[test]
+    fn module_peers_choose_the_suite_source() {
+        let mut root = Rootfs {
+            flavour: Flavour::Stable,
+            path: PathBuf::from("/nonexistent"),
+            completion: rootfs::Completion {
+                key: "k".into(),
+                recipe: Flavour::Stable.recipe(),
+                mirror: "m".into(),
+                versions: BTreeMap::from([("containerd".into(), "1.7.24~ds1-6+deb13u1".into())]),
+                digests: BTreeMap::new(),
+            },
+            peers: Vec::new(),
+        };
+        assert_eq!(suite_source(&root).unwrap(), SuiteSource::Debian);
+        let (stable_dir, _) = suite_entry(&root).unwrap();
+        assert!(
+            stable_dir
+                .to_string_lossy()
+                .contains("stable-1.7.24_ds1-6_deb13u1-")
+        );
+        let peer = crate::peers::Peer::containerd("v2.3.7");
+        root.flavour = Flavour::Lts;
+        root.completion
+            .versions
+            .insert("containerd".into(), "2.3.7".into());
+        root.peers.push(crate::peers::Built {
+            bin: PathBuf::from("/cache/peers/containerd-v2.3.7-abc/bin"),
+            completion: crate::peers::Completion {
+                key: peer.key(),
+                peer: peer.clone(),
+                go: "go version go1.26.8 linux/amd64".into(),
+                digests: BTreeMap::new(),
+            },
+        });
+        assert_eq!(
+            suite_source(&root).unwrap(),
+            SuiteSource::Module {
+                module: "github.com/containerd/containerd/v2".into(),
+                version: "v2.3.7".into(),
+                peers: PathBuf::from("/cache/peers"),
+            }
+        );
+        let (dir, key) = suite_entry(&root).unwrap();
+        assert!(
+            dir.ends_with(format!("lts-2.3.7-{key}")),
+            "{}",
+            dir.display()
+        );
     }
 
     #[test]

@@ -25,8 +25,8 @@ const RECIPE_VERSION: u32 = 1;
 /// Held by a Go build, and by whoever removes Go's build cache.
 const GO_BUILD_LOCK: &str = "go-build.lock";
 
-/// The oldest Go that builds every peer (containerd 2.3 and 2.4 declare go 1.26.3).
-pub const MIN_GO: &str = "1.26.3";
+/// The oldest Go that builds every peer (containerd 2.3.7 declares go 1.26.8).
+pub const MIN_GO: &str = "1.26.8";
 
 /// One upstream program (or a few from one module), at one released version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,7 +289,7 @@ pub fn verify_entry(entry: &Path, key: &str) -> Result<Completion> {
 pub fn go_version() -> Result<String> {
     let out = Command::new("go").arg("version").output().context(
         "the Go toolchain (`go`) is not installed: test peers (containerd, runc, crictl, the \
-         kubelet) are built from their Go modules; install Go >= 1.26.3 and retry",
+         kubelet) are built from their Go modules; install Go >= 1.26.8 and retry",
     )?;
     if !out.status.success() {
         bail!(
@@ -307,6 +307,8 @@ fn go(cache: &Path, dir: &Path) -> Command {
         .env("GOCACHE", cache.join("go/build"))
         .env("GOPATH", cache.join("go/path"))
         .env("GOFLAGS", "-buildvcs=false -mod=mod")
+        // A module asking for a newer Go fails with what to install, never fetches one.
+        .env("GOTOOLCHAIN", "local")
         .env_remove("GOBIN")
         .env_remove("GOOS")
         .env_remove("GOARCH");

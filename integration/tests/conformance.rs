@@ -1,8 +1,9 @@
-//! containerd's own `integration/client` tests (issue 4), a representative subset: every
+//! containerd's own `integration/client` tests, a representative subset: every
 //! checkpoint test plus tests of each part of the task API, run in a node with the suite
-//! built from Debian's sources (see `revive_integration::conformance`).
+//! built for the node's containerd: from containerd's Go module on lts, from Debian's sources
+//! on stable (see `revive_integration::conformance`).
 //!
-//! `conformance_next` and `conformance_stable` run the subset for the Go shim
+//! `conformance_lts` and `conformance_stable` run the subset for the Go shim
 //! (`io.containerd.runc.v2`) and revive side by side. They assert that the tests known to pass
 //! with the Go shim here still do (which proves the machinery: suite build, registry, images,
 //! runner, parser), and that every test that passes with the Go shim passes with revive.
@@ -33,7 +34,7 @@ const CHECKPOINT_TESTS: &[&str] = &[
 /// kill, wait, delete, attach, terminals, users, update, metrics, a containerd restart with
 /// running shims, pulls of the served images, the shim's cgroup, and two failpoint tests
 /// (runc killed behind the shim's back, an init killed before Create returns). Each passes
-/// with the Go shim on both flavours here (measured); the test fails when one does not.
+/// with the Go shim on every flavour here (measured); the test fails when one does not.
 const OTHER_TESTS: &[&str] = &[
     "TestImagePull",
     "TestImagePullSomePlatforms",
@@ -196,7 +197,7 @@ impl Drop for Load {
 /// run gets all of its process's output.
 #[test]
 fn output_under_load() {
-    if !host::root_or_skip("output under load (next)") {
+    if !host::root_or_skip("output under load (lts)") {
         return;
     }
     let settings = Settings {
@@ -257,7 +258,7 @@ fn on_revive_snapshotter(flavour: Flavour) {
 }
 
 #[test]
-fn conformance_on_revive_snapshotter_next() {
+fn conformance_on_revive_snapshotter_lts() {
     on_revive_snapshotter(Flavour::Lts);
 }
 
@@ -267,7 +268,7 @@ fn conformance_on_revive_snapshotter_stable() {
 }
 
 #[test]
-fn conformance_next() {
+fn conformance_lts() {
     subset(Flavour::Lts);
 }
 

@@ -1,10 +1,11 @@
 //! revive-conformance: containerd's own `integration/client` tests against our shim and the
-//! Go shim, side by side (issue 4).
+//! Go shim, side by side.
 //!
-//! `make conformance` runs `revive-conformance --flavour next --flavour stable`. For each
-//! flavour it starts a node, builds the suite (or takes it from the cache), serves the
-//! tests' images from a registry in the node, runs every test once per runtime, each alone
-//! with its own timeout, and writes the report (markdown) and every test's output.
+//! `make conformance` runs `revive-conformance --flavour lts --flavour latest --flavour stable`
+//! (the default). For each flavour it starts a node, builds the suite for that flavour's
+//! containerd (or takes it from the cache), serves the tests' images from a registry in the
+//! node, runs every test once per runtime, each alone with its own timeout, and writes the
+//! report (markdown) and every test's output.
 //!
 //! Exit status: 0 when every test that passes with the first runtime (the reference, the Go
 //! shim by default) passes with the others; 2 when the report is complete but some do not;
@@ -27,7 +28,7 @@ use revive_integration::{Flavour, bench, host};
 )]
 struct Cli {
     /// Node flavour(s) to run on (repeatable; each gets its own node and section).
-    #[arg(long = "flavour", value_enum, default_values_t = [Flavour::Lts, Flavour::Stable])]
+    #[arg(long = "flavour", value_enum, default_values_t = [Flavour::Lts, Flavour::Latest, Flavour::Stable])]
     flavours: Vec<Flavour>,
     /// containerd runtime(s), the reference first (repeatable).
     #[arg(long = "runtime", default_values_t = [conformance::RUNC_V2.to_string(), conformance::REVIVE_V2.to_string()])]
