@@ -117,7 +117,10 @@ pub fn is_already_finished(message: &str) -> bool {
 /// Whether the runtime's message says the container is gone (runc: "does not exist",
 /// crun: "No such file or directory" on its state).
 pub fn is_not_exist(message: &str) -> bool {
-    message.contains("does not exist") || message.contains("container not found")
+    message.contains("does not exist")
+        || message.contains("container not found")
+        || (message.contains("cannot open directory")
+            && message.contains("No such file or directory"))
 }
 
 #[cfg(test)]
@@ -157,6 +160,10 @@ mod tests {
     fn runc_not_exist_is_not_found() {
         assert!(is_not_exist("container \"c1\" does not exist"));
         assert!(!is_not_exist("permission denied"));
+        // crun delete after `checkpoint --exit` removed the container's state.
+        assert!(is_not_exist(
+            "cannot open directory `/run/containerd/runc/default/c1`: No such file or directory"
+        ));
         let err = runtime_error(
             "delete",
             runc::error::Error::ProcessSpawnFailed(std::io::Error::from(

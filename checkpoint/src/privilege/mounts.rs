@@ -100,7 +100,14 @@ pub(super) fn check(
         if m.mountpoint == "/" || m.external {
             continue;
         }
-        if !spec_types.contains(&m.fstype.as_str()) {
+        // With a cgroup namespace on cgroup v2, the runtime mounts the unified hierarchy
+        // (cgroup2) for the spec's `cgroup` mount.
+        let kind = if m.fstype == "cgroup2" && !spec_types.contains(&"cgroup2") {
+            "cgroup"
+        } else {
+            m.fstype.as_str()
+        };
+        if !spec_types.contains(&kind) {
             out.push(violation(
                 m,
                 format!(
@@ -110,18 +117,15 @@ pub(super) fn check(
             ));
             continue;
         }
-        if matches!(m.fstype.as_str(), "proc" | "sysfs")
+        if matches!(kind, "proc" | "sysfs" | "cgroup")
             && !policy
                 .mounts
                 .iter()
-                .any(|s| s.kind == m.fstype && under(&m.mountpoint, &s.destination))
+                .any(|s| s.kind == kind && under(&m.mountpoint, &s.destination))
         {
             out.push(violation(
                 m,
-                format!(
-                    "is outside every {} mount of this container's spec",
-                    m.fstype
-                ),
+                format!("is outside every {kind} mount of this container's spec"),
             ));
         }
     }

@@ -507,6 +507,33 @@ fn mounts_of_types_or_places_the_spec_never_mounts_are_refused() {
     verdict(&ck, &ctr_spec()).unwrap();
 }
 
+/// On cgroup v2 with a cgroup namespace (CRI's pods), runc mounts cgroup2 itself for the
+/// spec's `cgroup` mount: allowed there, read-only as the spec says, and nowhere else.
+#[test]
+fn cgroup2_stands_for_the_spec_s_cgroup_mount() {
+    let on_v2 = |mountpoint: &str, flags: u32| {
+        let mut ck = plain_checkpoint();
+        ck.mounts
+            .retain(|m| !m.mountpoint.starts_with("/sys/fs/cgroup"));
+        ck.mounts.push(Mount {
+            sb_flags: 0,
+            ..mount(mountpoint, "cgroup2", "/", MS_NOSUID_NODEV_NOEXEC | flags)
+        });
+        ck
+    };
+    verdict(&on_v2("/sys/fs/cgroup", 1), &ctr_spec()).unwrap();
+    refused(
+        &on_v2("/sys/fs/cgroup", 0),
+        &ctr_spec(),
+        &["cgroup2 mount at /sys/fs/cgroup is read-write"],
+    );
+    refused(
+        &on_v2("/mnt/cg", 1),
+        &ctr_spec(),
+        &["the cgroup2 mount at /mnt/cg is outside every cgroup mount"],
+    );
+}
+
 #[test]
 fn spec_mount_flags_read_only_paths_and_masks_are_kept() {
     let mut ck = plain_checkpoint();
