@@ -14,6 +14,7 @@ pub mod containerd;
 pub mod crafted;
 pub mod cri;
 pub mod crictl;
+pub mod guest;
 pub mod host;
 pub mod image;
 pub mod init;

@@ -503,50 +503,22 @@ fn build(flavour: Base, recipe: &Recipe, key: &str, mirror: &str, dir: &Path) ->
         recipe.packages.len(),
         log.display()
     );
-    // debootstrap mounts /proc and /sys inside the target; a private mount namespace makes
-    // sure nothing it mounts outlives it, even when it fails half-way.
-    run_logged(
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "debootstrap",
-                "--variant=minbase",
-            ])
-            .arg(format!("--include={}", recipe.packages.join(",")))
-            .arg(&recipe.suite)
-            .arg(&rootfs)
-            .arg(mirror),
+    debootstrap(
+        &recipe.suite,
+        &recipe.packages,
+        &rootfs,
+        mirror,
         &log,
         "debootstrap",
     )?;
     if !recipe.from_sid.is_empty() {
-        let list = rootfs.join("etc/apt/sources.list.d/revive-sid.list");
-        fs::write(&list, format!("deb {mirror} sid main\n"))?;
-        let script = format!(
-            "set -e; mount -t proc proc /proc; \
-             apt-get -o Acquire::Check-Valid-Until=false update -qq; \
-             DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false \
-             install -y -qq --no-install-recommends -t sid {}",
-            recipe.from_sid.join(" ")
-        );
-        run_logged(
-            Command::new("unshare")
-                .args([
-                    "--mount",
-                    "--pid",
-                    "--fork",
-                    "--propagation",
-                    "private",
-                    "chroot",
-                ])
-                .arg(&rootfs)
-                .args(["sh", "-c", &script]),
+        install_from_sid(
+            &rootfs,
+            &recipe.from_sid,
+            mirror,
             &log,
             "installing packages from sid",
         )?;
-        fs::remove_file(&list)?;
     }
     // Drop downloaded packages and lists: they are not needed to run a node.
     for sub in ["var/cache/apt/archives", "var/lib/apt/lists"] {
@@ -581,6 +553,73 @@ fn build(flavour: Base, recipe: &Recipe, key: &str, mirror: &str, dir: &Path) ->
         "revive: {flavour} node root ready: {}",
         versions_line(&completion.versions)
     );
+    Ok(())
+}
+
+/// `debootstrap --variant=minbase` of `suite` with `packages` into `target`. debootstrap mounts
+/// /proc and /sys inside the target; a private mount namespace makes sure nothing it mounts
+/// outlives it, even when it fails half-way.
+pub(crate) fn debootstrap(
+    suite: &str,
+    packages: &[String],
+    target: &Path,
+    mirror: &str,
+    log: &Path,
+    what: &str,
+) -> Result<()> {
+    run_logged(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "debootstrap",
+                "--variant=minbase",
+            ])
+            .arg(format!("--include={}", packages.join(",")))
+            .arg(suite)
+            .arg(target)
+            .arg(mirror),
+        log,
+        what,
+    )
+}
+
+/// Installs `packages` from sid into the root `root` (`apt-get -t sid`, in a chroot with
+/// private mount and pid namespaces), then removes the sid source again. sid's Release file
+/// can be past its Valid-Until date, which debootstrap does not check either.
+pub(crate) fn install_from_sid(
+    root: &Path,
+    packages: &[String],
+    mirror: &str,
+    log: &Path,
+    what: &str,
+) -> Result<()> {
+    let list = root.join("etc/apt/sources.list.d/revive-sid.list");
+    fs::write(&list, format!("deb {mirror} sid main\n"))?;
+    let script = format!(
+        "set -e; mount -t proc proc /proc; \
+         apt-get -o Acquire::Check-Valid-Until=false update -qq; \
+         DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false \
+         install -y -qq --no-install-recommends -t sid {}; apt-get clean",
+        packages.join(" ")
+    );
+    run_logged(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--pid",
+                "--fork",
+                "--propagation",
+                "private",
+                "chroot",
+            ])
+            .arg(root)
+            .args(["sh", "-c", &script]),
+        log,
+        what,
+    )?;
+    fs::remove_file(&list)?;
     Ok(())
 }
 
