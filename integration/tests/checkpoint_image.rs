@@ -116,8 +116,3 @@ fn hostile_images(flavour: Flavour) {
 fn hostile_checkpoint_images_are_refused_lts() {
     hostile_images(Flavour::Lts);
 }
-
-#[test]
-fn hostile_checkpoint_images_are_refused_stable() {
-    hostile_images(Flavour::Stable);
-}

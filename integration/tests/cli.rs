@@ -1,4 +1,4 @@
-//! The `revive` CLI in a node, on every flavour: containerd's own checkpoint
+//! The `revive` CLI in a node, on the lts flavour: containerd's own checkpoint
 //! (`ctr container checkpoint --task --rw`, exported) is converted by `revive image convert`
 //! into a checkpoint image, which `ctr run` on revive-snapshotter and the revive shim
 //! restores.
@@ -24,11 +24,6 @@ fn converted_containerd_checkpoint_restores_lts() {
     convert_restores(Flavour::Lts);
 }
 
-#[test]
-fn converted_containerd_checkpoint_restores_stable() {
-    convert_restores(Flavour::Stable);
-}
-
 /// `revive image build` of a zstd-compressed checkpoint archive (Podman's `--export`
 /// default), imported and run on revive.
 fn built_archive_restores(flavour: Flavour) {
@@ -45,9 +40,4 @@ fn built_archive_restores(flavour: Flavour) {
 #[test]
 fn built_zstd_archive_restores_lts() {
     built_archive_restores(Flavour::Lts);
-}
-
-#[test]
-fn built_zstd_archive_restores_stable() {
-    built_archive_restores(Flavour::Stable);
 }

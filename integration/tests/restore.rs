@@ -1,4 +1,4 @@
-//! Checkpoint/restore through revive beyond the smoke scenario, on every flavour,
+//! Checkpoint/restore through revive beyond the smoke scenario, on the lts flavour (the full matrix; the other flavours run the compatibility set),
 //! against real containerd, runc and CRIU.
 
 use revive_integration::scenario::{self, Remove};
@@ -32,16 +32,6 @@ fn original_survives_its_restored_copy_lts() {
     lives_apart(Flavour::Lts, Remove::Restored);
 }
 
-#[test]
-fn restored_copy_survives_its_original_stable() {
-    lives_apart(Flavour::Stable, Remove::Original);
-}
-
-#[test]
-fn original_survives_its_restored_copy_stable() {
-    lives_apart(Flavour::Stable, Remove::Restored);
-}
-
 /// After a restore, loopback is up with its addresses and a server listening on 127.0.0.1
 /// inside the container answers (the Go shim restores an empty namespace, lo down).
 fn loopback_answers(flavour: Flavour) {
@@ -59,11 +49,6 @@ fn loopback_answers(flavour: Flavour) {
 #[test]
 fn loopback_server_answers_after_restore_lts() {
     loopback_answers(Flavour::Lts);
-}
-
-#[test]
-fn loopback_server_answers_after_restore_stable() {
-    loopback_answers(Flavour::Stable);
 }
 
 /// Kernel-held state survives a checkpoint and restore (fd offset, a pipe between two
@@ -86,18 +71,8 @@ fn process_state_survives_revive_lts() {
 }
 
 #[test]
-fn process_state_survives_revive_stable() {
-    process_state(Flavour::Stable, REVIVE);
-}
-
-#[test]
 fn process_state_survives_runc_lts() {
     process_state(Flavour::Lts, RUNC);
-}
-
-#[test]
-fn process_state_survives_runc_stable() {
-    process_state(Flavour::Stable, RUNC);
 }
 
 /// A container with a terminal keeps it across checkpoint and restore (ctr on a pty of the
@@ -118,18 +93,8 @@ fn terminal_survives_revive_lts() {
 }
 
 #[test]
-fn terminal_survives_revive_stable() {
-    terminal(Flavour::Stable, REVIVE);
-}
-
-#[test]
 fn terminal_survives_runc_lts() {
     terminal(Flavour::Lts, RUNC);
-}
-
-#[test]
-fn terminal_survives_runc_stable() {
-    terminal(Flavour::Stable, RUNC);
 }
 
 /// An established TCP connection over the container's loopback: a checkpoint without
@@ -156,11 +121,6 @@ fn tcp_connection_survives_lts() {
     tcp(Flavour::Lts);
 }
 
-#[test]
-fn tcp_connection_survives_stable() {
-    tcp(Flavour::Stable);
-}
-
 /// A TCP connection from the container to a server outside it (in the node, on the node's
 /// network that the container shares) survives a checkpoint with open_tcp and exit and a
 /// restore: the server outside keeps its end and the numbers go on.
@@ -180,11 +140,6 @@ fn tcp_connection_to_outside_survives_lts() {
     tcp_outside(Flavour::Lts);
 }
 
-#[test]
-fn tcp_connection_to_outside_survives_stable() {
-    tcp_outside(Flavour::Stable);
-}
-
 /// The CRIU preflight: without CRIU a checkpoint says so and the container goes on; with
 /// CRIU back, it checkpoints.
 fn no_criu(flavour: Flavour) {
@@ -202,9 +157,4 @@ fn no_criu(flavour: Flavour) {
 #[test]
 fn checkpoint_without_criu_lts() {
     no_criu(Flavour::Lts);
-}
-
-#[test]
-fn checkpoint_without_criu_stable() {
-    no_criu(Flavour::Stable);
 }

@@ -1,4 +1,4 @@
-//! Ordinary images on revive-snapshotter, on every flavour: containerd unpacks,
+//! Ordinary images on revive-snapshotter, on the lts flavour: containerd unpacks,
 //! runs, checkpoints and restores on revive's snapshots, the snapshotter restarts under a
 //! running container, and the shim's whole lifecycle table passes with revive-snapshotter as
 //! the only snapshotter `ctr` uses.
@@ -48,11 +48,6 @@ fn ordinary_image_on_revive_snapshotter_lts() {
     ordinary_image(Flavour::Lts);
 }
 
-#[test]
-fn ordinary_image_on_revive_snapshotter_stable() {
-    ordinary_image(Flavour::Stable);
-}
-
 fn lifecycle_table(flavour: Flavour) {
     if !host::root_or_skip(&format!("lifecycle on revive-snapshotter ({flavour})")) {
         return;
@@ -87,9 +82,4 @@ fn lifecycle_table(flavour: Flavour) {
 #[test]
 fn lifecycle_on_revive_snapshotter_lts() {
     lifecycle_table(Flavour::Lts);
-}
-
-#[test]
-fn lifecycle_on_revive_snapshotter_stable() {
-    lifecycle_table(Flavour::Stable);
 }
