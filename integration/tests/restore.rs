@@ -1,5 +1,6 @@
-//! Checkpoint/restore through revive beyond the smoke scenario, on the lts flavour (the full matrix; the other flavours run the compatibility set),
-//! against real containerd, runc and CRIU.
+//! Checkpoint/restore through revive beyond the smoke scenario, on the lts flavour (the full
+//! matrix; the other flavours run the compatibility set), against real containerd, runc and
+//! CRIU.
 
 use revive_integration::scenario::{self, Remove};
 use revive_integration::{Flavour, on_node};
