@@ -258,18 +258,8 @@ pub fn drop_build_cache(cache: &Path) {
 /// Checks a cache entry: its record exists, matches `key`, and every binary matches its
 /// recorded digest.
 pub fn verify_entry(entry: &Path, key: &str) -> Result<Completion> {
+    let completion: Completion = rootfs::read_record(entry, key, |c: &Completion| &c.key)?;
     let record = entry.join("complete.json");
-    let text = fs::read_to_string(&record)
-        .with_context(|| format!("{} is missing: the build never finished", record.display()))?;
-    let completion: Completion = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid completion record", record.display()))?;
-    if completion.key != key {
-        bail!(
-            "{} records key {}, expected {key}",
-            record.display(),
-            completion.key
-        );
-    }
     if completion.digests.len() != completion.peer.binaries().len() {
         bail!("{} does not record every binary", record.display());
     }

@@ -264,21 +264,32 @@ pub fn digest_files(root: &Path, files: &[&str]) -> Result<BTreeMap<String, Stri
         .collect()
 }
 
-/// Checks a cache entry: its completion record exists, matches `key`, and every recorded
-/// digest still matches the file. Returns the record, or why the entry cannot be used.
-pub fn verify_entry(entry: &Path, key: &str) -> Result<Completion> {
+/// A cache entry's `complete.json`, which must exist (it is written last) and record `key`.
+pub(crate) fn read_record<T: serde::de::DeserializeOwned>(
+    entry: &Path,
+    key: &str,
+    key_of: impl Fn(&T) -> &str,
+) -> Result<T> {
     let record = entry.join("complete.json");
     let text = fs::read_to_string(&record)
         .with_context(|| format!("{} is missing: the build never finished", record.display()))?;
-    let completion: Completion = serde_json::from_str(&text)
+    let completion: T = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid completion record", record.display()))?;
-    if completion.key != key {
+    if key_of(&completion) != key {
         bail!(
             "{} records key {}, expected {key}",
             record.display(),
-            completion.key
+            key_of(&completion)
         );
     }
+    Ok(completion)
+}
+
+/// Checks a cache entry: its completion record exists, matches `key`, and every recorded
+/// digest still matches the file. Returns the record, or why the entry cannot be used.
+pub fn verify_entry(entry: &Path, key: &str) -> Result<Completion> {
+    let completion: Completion = read_record(entry, key, |c: &Completion| &c.key)?;
+    let record = entry.join("complete.json");
     if completion.digests.is_empty() {
         bail!("{} records no digests", record.display());
     }
