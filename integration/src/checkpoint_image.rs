@@ -685,6 +685,18 @@ pub fn hostile_cases() -> Vec<HostileCase> {
             hostile_archive("docker.io/revive/absent:1", &ok_diff, |_| {}),
             "docker.io/revive/absent:1",
         ),
+        // A base that is itself a checkpoint image is rebuilt like the image's own layer:
+        // one naming itself never ends, and a hostile one is refused as it would be on top.
+        case(
+            "base-cycle",
+            hostile_archive("revive.test/hostile/base-cycle:1", &ok_diff, |_| {}),
+            "generations",
+        ),
+        case(
+            "hostile-base",
+            hostile_archive("revive.test/hostile/traversal:1", &ok_diff, |_| {}),
+            "`..`",
+        ),
     ]
 }
 
