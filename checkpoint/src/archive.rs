@@ -45,11 +45,14 @@ pub const MAX_DELETED_BYTES: u64 = 16 << 20;
 /// Most entries accepted in `checkpoint/` (CRIU writes a few per process and memory area).
 pub const MAX_IMAGE_FILES: usize = 100_000;
 
-/// Why a checkpoint directory cannot be used.
+/// Why a checkpoint directory cannot be used. `file` is relative to the directory.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
+    /// A file of the checkpoint is not what the format says: the checkpoint is damaged or
+    /// hostile, so take or fetch it again.
     #[error("checkpoint image: {file} {reason}")]
-    Invalid { file: PathBuf, reason: String },
+    Invalid { file: PathBuf, reason: Invalidity },
+    /// A file of the checkpoint cannot be read.
     #[error("checkpoint image: {file}: {source}")]
     Io {
         file: PathBuf,
@@ -58,10 +61,47 @@ pub enum ArchiveError {
     },
 }
 
-fn invalid(file: &Path, reason: impl Into<String>) -> ArchiveError {
+/// What is wrong with a file of a checkpoint; the text follows the file's name.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalidity {
+    #[error("is a symlink")]
+    Symlink,
+    #[error("is not a regular file")]
+    NotRegular,
+    #[error("is {len} bytes, more than the {max} accepted")]
+    TooLarge { len: u64, max: u64 },
+    /// The file grew between its size was checked and its end was read.
+    #[error("grew beyond the size accepted")]
+    Grew,
+    #[error("is not valid JSON: {0}")]
+    Json(serde_json::Error),
+    /// `spec.dump` lacks the `process` or `linux` object.
+    #[error("has no `{0}` object: not an OCI runtime spec")]
+    NotASpec(&'static str),
+    #[error("`mounts` is not an array")]
+    MountsNotAnArray,
+    /// `deleted.files` is refused.
+    #[error("{0}")]
+    Deleted(crate::extract::ExtractError),
+    #[error("is not a directory")]
+    NotADirectory,
+    /// `checkpoint/` is missing.
+    #[error("is missing: the image holds no CRIU images, so there is nothing to restore")]
+    NoImages,
+    #[error("holds more than {MAX_IMAGE_FILES} entries")]
+    TooManyImages,
+    /// An entry of `checkpoint/` that is not a regular file ("a symlink", "a device"...).
+    #[error("is {0}; CRIU's images are regular files only")]
+    NotAnImage(&'static str),
+    /// One of [`REQUIRED_IMAGES`] is missing.
+    #[error("is missing: the CRIU images are incomplete")]
+    MissingImage,
+}
+
+fn invalid(file: &Path, reason: Invalidity) -> ArchiveError {
     ArchiveError::Invalid {
         file: file.to_path_buf(),
-        reason: reason.into(),
+        reason,
     }
 }
 
@@ -116,7 +156,7 @@ fn open_regular(dir: &Path, name: &str) -> Result<(File, u64), ArchiveError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(&path)
         .map_err(|source| match source.raw_os_error() {
-            Some(libc::ELOOP) => invalid(Path::new(name), "is a symlink"),
+            Some(libc::ELOOP) => invalid(Path::new(name), Invalidity::Symlink),
             _ => ArchiveError::Io {
                 file: name.into(),
                 source,
@@ -127,7 +167,7 @@ fn open_regular(dir: &Path, name: &str) -> Result<(File, u64), ArchiveError> {
         source,
     })?;
     if !meta.file_type().is_file() {
-        return Err(invalid(Path::new(name), "is not a regular file"));
+        return Err(invalid(Path::new(name), Invalidity::NotRegular));
     }
     Ok((file, meta.len()))
 }
@@ -136,10 +176,7 @@ fn open_regular(dir: &Path, name: &str) -> Result<(File, u64), ArchiveError> {
 pub fn read_bounded(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>, ArchiveError> {
     let (file, len) = open_regular(dir, name)?;
     if len > max {
-        return Err(invalid(
-            Path::new(name),
-            format!("is {len} bytes, more than the {max} accepted"),
-        ));
+        return Err(invalid(Path::new(name), Invalidity::TooLarge { len, max }));
     }
     let mut data = Vec::with_capacity(len as usize);
     file.take(max + 1)
@@ -149,34 +186,30 @@ pub fn read_bounded(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>, Archive
             source,
         })?;
     if data.len() as u64 > max {
-        return Err(invalid(Path::new(name), "grew beyond the size accepted"));
+        return Err(invalid(Path::new(name), Invalidity::Grew));
     }
     Ok(data)
 }
 
 /// Parses config.dump.
 pub fn parse_config(data: &[u8]) -> Result<ContainerConfig, ArchiveError> {
-    serde_json::from_slice(data)
-        .map_err(|e| invalid(Path::new(CONFIG_DUMP), format!("is not valid JSON: {e}")))
+    serde_json::from_slice(data).map_err(|e| invalid(Path::new(CONFIG_DUMP), Invalidity::Json(e)))
 }
 
 /// Parses spec.dump: a JSON object with a `process` object (the restored process) and a
 /// `linux` object.
 pub fn parse_spec(data: &[u8]) -> Result<serde_json::Value, ArchiveError> {
     let spec: serde_json::Value = serde_json::from_slice(data)
-        .map_err(|e| invalid(Path::new(SPEC_DUMP), format!("is not valid JSON: {e}")))?;
+        .map_err(|e| invalid(Path::new(SPEC_DUMP), Invalidity::Json(e)))?;
     for field in ["process", "linux"] {
         if !spec[field].is_object() {
-            return Err(invalid(
-                Path::new(SPEC_DUMP),
-                format!("has no `{field}` object: not an OCI runtime spec"),
-            ));
+            return Err(invalid(Path::new(SPEC_DUMP), Invalidity::NotASpec(field)));
         }
     }
     if let Some(mounts) = spec.get("mounts")
         && !mounts.is_array()
     {
-        return Err(invalid(Path::new(SPEC_DUMP), "`mounts` is not an array"));
+        return Err(invalid(Path::new(SPEC_DUMP), Invalidity::MountsNotAnArray));
     }
     Ok(spec)
 }
@@ -200,7 +233,7 @@ pub fn read_deleted(dir: &Path) -> Result<Vec<String>, ArchiveError> {
     let data = read_bounded(dir, DELETED_FILES, MAX_DELETED_BYTES)?;
     let limits = crate::extract::Limits::default();
     crate::extract::parse_deleted_files(&data, &limits)
-        .map_err(|e| invalid(Path::new(DELETED_FILES), e.to_string()))
+        .map_err(|e| invalid(Path::new(DELETED_FILES), Invalidity::Deleted(e)))
 }
 
 /// Opens rootfs-diff.tar; none when the archive has none (the container changed nothing).
@@ -220,12 +253,9 @@ pub fn validate(dir: &Path) -> Result<PathBuf, ArchiveError> {
     let rel = Path::new(CHECKPOINT_DIR);
     match std::fs::symlink_metadata(&images) {
         Ok(m) if m.file_type().is_dir() => {}
-        Ok(_) => return Err(invalid(rel, "is not a directory")),
+        Ok(_) => return Err(invalid(rel, Invalidity::NotADirectory)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(invalid(
-                rel,
-                "is missing: the image holds no CRIU images, so there is nothing to restore",
-            ));
+            return Err(invalid(rel, Invalidity::NoImages));
         }
         Err(source) => {
             return Err(ArchiveError::Io {
@@ -243,10 +273,7 @@ pub fn validate(dir: &Path) -> Result<PathBuf, ArchiveError> {
         let entry = entry.map_err(io)?;
         count += 1;
         if count > MAX_IMAGE_FILES {
-            return Err(invalid(
-                rel,
-                format!("holds more than {MAX_IMAGE_FILES} entries"),
-            ));
+            return Err(invalid(rel, Invalidity::TooManyImages));
         }
         let kind = entry.file_type().map_err(io)?;
         if !kind.is_file() {
@@ -261,16 +288,13 @@ pub fn validate(dir: &Path) -> Result<PathBuf, ArchiveError> {
             };
             return Err(invalid(
                 &rel.join(entry.file_name()),
-                format!("is {what}; CRIU's images are regular files only"),
+                Invalidity::NotAnImage(what),
             ));
         }
     }
     for name in REQUIRED_IMAGES {
         if !std::fs::symlink_metadata(images.join(name)).is_ok_and(|m| m.file_type().is_file()) {
-            return Err(invalid(
-                &rel.join(name),
-                "is missing: the CRIU images are incomplete",
-            ));
+            return Err(invalid(&rel.join(name), Invalidity::MissingImage));
         }
     }
     Ok(images)

@@ -6,7 +6,7 @@
 //! random. At its fastest level, miniz_oxide (flate2's default backend) codes such data as
 //! Huffman-coded literals, a little larger than the input, which Go's compress/flate inflates
 //! far more slowly than stored blocks: containerd 2.1 applied a 256 MiB random layer in 2.5 s
-//! written that way and in 0.4 s as stored blocks (README, "Checkpoint images"). Higher
+//! written that way and in 0.4 s as stored blocks (docs/design.md, "The layer's gzip"). Higher
 //! levels do fall back to stored blocks, but only after searching the random data for
 //! matches, four to five times slower than level 1.
 //!

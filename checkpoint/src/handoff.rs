@@ -34,6 +34,42 @@ impl Handoff {
     pub const VERSION: u32 = 1;
 }
 
+/// Why a handoff beside a snapshot is refused; `path` is the handoff file's. The container
+/// is then not created, rather than created without the restore the snapshotter prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// The file exists but cannot be opened or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file could have been written by someone other than root.
+    #[error(
+        "{}: not a regular file owned by root and writable only by it; ignoring a restore \
+         nobody trusted asked for",
+        path.display()
+    )]
+    Untrusted { path: PathBuf },
+    /// The file is larger than any handoff.
+    #[error("{}: too large", path.display())]
+    TooLarge { path: PathBuf },
+    /// The file is not a handoff's JSON.
+    #[error("{}: {source}", path.display())]
+    Malformed {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// The snapshotter writes a version this shim does not read.
+    #[error(
+        "{}: version {version} (this shim reads version {}): run a shim and a snapshotter of \
+         the same release",
+        path.display(),
+        Handoff::VERSION
+    )]
+    Version { path: PathBuf, version: u32 },
+}
+
 /// The upper directory named by overlay mount options (`upperdir=...`).
 pub fn upperdir(options: &[String]) -> Option<&Path> {
     options
@@ -44,7 +80,7 @@ pub fn upperdir(options: &[String]) -> Option<&Path> {
 
 /// The handoff beside the overlay upper directory `upper`, if there is one. Only a file
 /// owned by root and writable by nobody else counts, read without following symlinks.
-pub fn find(upper: &Path) -> Result<Option<Handoff>, String> {
+pub fn find(upper: &Path) -> Result<Option<Handoff>, HandoffError> {
     let Some(dir) = upper.parent() else {
         return Ok(None);
     };
@@ -56,31 +92,28 @@ pub fn find(upper: &Path) -> Result<Option<Handoff>, String> {
     {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(source) => return Err(HandoffError::Io { path, source }),
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(source) => return Err(HandoffError::Io { path, source }),
+    };
     if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{}: not a regular file owned by root and writable only by it; ignoring a restore \
-             nobody trusted asked for",
-            path.display()
-        ));
+        return Err(HandoffError::Untrusted { path });
     }
     if meta.len() > MAX_HANDOFF_BYTES {
-        return Err(format!("{}: too large", path.display()));
+        return Err(HandoffError::TooLarge { path });
     }
-    let handoff: Handoff = serde_json::from_reader(std::io::Read::take(file, MAX_HANDOFF_BYTES))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let handoff: Handoff =
+        match serde_json::from_reader(std::io::Read::take(file, MAX_HANDOFF_BYTES)) {
+            Ok(handoff) => handoff,
+            Err(source) => return Err(HandoffError::Malformed { path, source }),
+        };
     if handoff.version != Handoff::VERSION {
-        return Err(format!(
-            "{}: version {} (this shim reads version {}): run a shim and a snapshotter of the \
-             same release",
-            path.display(),
-            handoff.version,
-            Handoff::VERSION
-        ));
+        return Err(HandoffError::Version {
+            path,
+            version: handoff.version,
+        });
     }
     Ok(Some(handoff))
 }
@@ -112,9 +145,23 @@ mod tests {
         )
         .unwrap();
         if nix::unistd::geteuid().is_root() {
-            assert_eq!(find(&upper).unwrap(), Some(handoff));
+            assert_eq!(find(&upper).unwrap(), Some(handoff.clone()));
+            std::fs::write(
+                dir.path().join(HANDOFF_FILE),
+                serde_json::to_vec(&Handoff {
+                    version: 9,
+                    ..handoff
+                })
+                .unwrap(),
+            )
+            .unwrap();
+            let err = find(&upper).unwrap_err();
+            assert!(
+                matches!(err, HandoffError::Version { version: 9, .. }),
+                "{err}"
+            );
             std::fs::write(dir.path().join(HANDOFF_FILE), b"{\"version\": 9}").unwrap();
-            assert!(find(&upper).is_err());
+            assert!(matches!(find(&upper), Err(HandoffError::Malformed { .. })));
         } else {
             eprintln!("SKIPPED part of the_handoff_is_found_beside_the_upper_dir: not root");
         }

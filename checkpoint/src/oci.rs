@@ -54,6 +54,75 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type == media_types::OCI_MANIFEST || media_type == media_types::DOCKER_MANIFEST
 }
 
+/// Why an image document (index, manifest, config or descriptor) is refused. Untrusted
+/// strings in it are cut to 80 bytes. An image that fails here cannot be a checkpoint's
+/// base image: pull it again from a registry that serves OCI or Docker schema 2 images.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// The document is not the JSON its media type says.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A layer whose media type is not a tar, gzip or zstd layer.
+    #[error("unsupported layer media type {0:?}")]
+    LayerMediaType(String),
+    /// A digest that is not `sha256:` and 64 lowercase hex digits.
+    #[error("unsupported digest {0:?} (only sha256 is)")]
+    Digest(String),
+    /// An index whose own `mediaType` names something else.
+    #[error("an index whose mediaType is {0:?}")]
+    IndexMediaType(String),
+    /// A manifest whose own `mediaType` names something else.
+    #[error("a manifest whose mediaType is {0:?}")]
+    ManifestMediaType(String),
+    /// A manifest with more layers than [`MAX_LAYERS`].
+    #[error("{0} layers, over the limit of {MAX_LAYERS}")]
+    TooManyLayers(usize),
+    /// A Docker schema 1 manifest.
+    #[error(
+        "Docker schema 1 manifests are not supported (pull the image again from a registry \
+         that serves schema 2 or OCI)"
+    )]
+    Schema1,
+    /// A document whose media type is neither an index's nor a manifest's.
+    #[error("unsupported media type {0:?}")]
+    MediaType(String),
+    /// A config whose `rootfs.type` is not `layers`.
+    #[error("rootfs type {0:?} (not \"layers\")")]
+    RootfsType(String),
+    /// A config with more diff IDs than [`MAX_LAYERS`].
+    #[error("{0} diff_ids, over the limit of {MAX_LAYERS}")]
+    TooManyDiffIds(usize),
+    /// A diff ID that is not a sha256 digest.
+    #[error("unsupported diff_id {0:?} (only sha256 is)")]
+    DiffId(String),
+    /// A manifest and a config that disagree on the number of layers.
+    #[error("the manifest has {layers} layers but the config {diff_ids} diff_ids")]
+    LayerCount { layers: usize, diff_ids: usize },
+}
+
+/// An index has no manifest for the platform asked for. `available` lists the platforms it
+/// has (at most 32 entries looked at): use an image built for this machine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no manifest for {os}/{arch} (the index has: {})", self.available_list())]
+pub struct NoPlatform {
+    pub os: String,
+    pub arch: String,
+    /// `os/architecture[/variant]` of the index's entries, or "no platform".
+    pub available: Vec<String>,
+}
+
+impl NoPlatform {
+    /// [`NoPlatform::available`] as a phrase: "linux/amd64, linux/arm64/v8", or "no
+    /// manifests".
+    pub fn available_list(&self) -> String {
+        if self.available.is_empty() {
+            "no manifests".into()
+        } else {
+            self.available.join(", ")
+        }
+    }
+}
+
 /// One layer of a base image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {
@@ -71,7 +140,7 @@ pub struct Layer {
 
 impl Layer {
     /// How the blob is compressed, from its media type.
-    pub fn compression(&self) -> std::result::Result<Compression, String> {
+    pub fn compression(&self) -> Result<Compression, DocumentError> {
         Compression::of_media_type(&self.media_type)
     }
 
@@ -106,7 +175,7 @@ impl Compression {
 
     /// The compression of a layer media type: OCI's `...layer.v1.tar[+gzip|+zstd]` (and the
     /// non-distributable variants), Docker's `...rootfs.diff.tar[.gzip]` (and foreign).
-    pub fn of_media_type(media_type: &str) -> std::result::Result<Compression, String> {
+    pub fn of_media_type(media_type: &str) -> Result<Compression, DocumentError> {
         const LAYER_PREFIXES: &[&str] = &[
             "application/vnd.oci.image.layer.v1.tar",
             "application/vnd.oci.image.layer.nondistributable.v1.tar",
@@ -119,11 +188,11 @@ impl Compression {
                     "" => Ok(Compression::None),
                     "+gzip" | ".gzip" => Ok(Compression::Gzip),
                     "+zstd" | ".zstd" => Ok(Compression::Zstd),
-                    _ => Err(format!("unsupported layer media type {media_type:?}")),
+                    _ => Err(DocumentError::LayerMediaType(media_type.to_string())),
                 };
             }
         }
-        Err(format!("unsupported layer media type {media_type:?}"))
+        Err(DocumentError::LayerMediaType(media_type.to_string()))
     }
 }
 
@@ -218,12 +287,9 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> Result<(), DocumentError> {
         if !is_sha256_digest(&self.digest) {
-            return Err(format!(
-                "unsupported digest {:?} (only sha256 is)",
-                truncated(&self.digest)
-            ));
+            return Err(DocumentError::Digest(truncated(&self.digest)));
         }
         Ok(())
     }
@@ -302,38 +368,32 @@ pub fn truncated(s: &str) -> String {
 
 /// Parses a manifest or an index of media type `media_type` (or, if the descriptor has
 /// none, of the type the document says or its fields show).
-pub fn parse_document(media_type: &str, data: &[u8]) -> std::result::Result<Document, String> {
+pub fn parse_document(media_type: &str, data: &[u8]) -> Result<Document, DocumentError> {
     use media_types::*;
-    let parse_index = || -> std::result::Result<Document, String> {
-        let index: Index = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    let parse_index = || -> Result<Document, DocumentError> {
+        let index: Index = serde_json::from_slice(data)?;
         if let Some(kind) = &index.media_type
             && kind != OCI_INDEX
             && kind != DOCKER_MANIFEST_LIST
         {
-            return Err(format!("an index whose mediaType is {:?}", truncated(kind)));
+            return Err(DocumentError::IndexMediaType(truncated(kind)));
         }
         for manifest in &index.manifests {
             manifest.check()?;
         }
         Ok(Document::Index(index))
     };
-    let parse_manifest = || -> std::result::Result<Document, String> {
-        let manifest: Manifest = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    let parse_manifest = || -> Result<Document, DocumentError> {
+        let manifest: Manifest = serde_json::from_slice(data)?;
         if let Some(kind) = &manifest.media_type
             && kind != OCI_MANIFEST
             && kind != DOCKER_MANIFEST
         {
-            return Err(format!(
-                "a manifest whose mediaType is {:?}",
-                truncated(kind)
-            ));
+            return Err(DocumentError::ManifestMediaType(truncated(kind)));
         }
         manifest.config.check()?;
         if manifest.layers.len() > MAX_LAYERS {
-            return Err(format!(
-                "{} layers, over the limit of {MAX_LAYERS}",
-                manifest.layers.len()
-            ));
+            return Err(DocumentError::TooManyLayers(manifest.layers.len()));
         }
         for layer in &manifest.layers {
             layer.check()?;
@@ -343,11 +403,7 @@ pub fn parse_document(media_type: &str, data: &[u8]) -> std::result::Result<Docu
     match media_type {
         OCI_INDEX | DOCKER_MANIFEST_LIST => parse_index(),
         OCI_MANIFEST | DOCKER_MANIFEST => parse_manifest(),
-        DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(
-            "Docker schema 1 manifests are not supported (pull the image again from a \
-             registry that serves schema 2 or OCI)"
-                .into(),
-        ),
+        DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(DocumentError::Schema1),
         "" => {
             // Sniff: what the document says, else whether it lists manifests or layers.
             #[derive(Deserialize)]
@@ -358,41 +414,33 @@ pub fn parse_document(media_type: &str, data: &[u8]) -> std::result::Result<Docu
                 #[serde(default)]
                 manifests: Option<serde::de::IgnoredAny>,
             }
-            let probe: Probe = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+            let probe: Probe = serde_json::from_slice(data)?;
             match probe.media_type.as_deref() {
                 Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => parse_index(),
                 Some(OCI_MANIFEST | DOCKER_MANIFEST) => parse_manifest(),
-                Some(other) => Err(format!("unsupported media type {:?}", truncated(other))),
+                Some(other) => Err(DocumentError::MediaType(truncated(other))),
                 None if probe.manifests.is_some() => parse_index(),
                 None => parse_manifest(),
             }
         }
-        other => Err(format!("unsupported media type {:?}", truncated(other))),
+        other => Err(DocumentError::MediaType(truncated(other))),
     }
 }
 
-pub fn parse_config(data: &[u8]) -> std::result::Result<Config, String> {
-    let config: Config = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+/// Parses an image config, checking its diff IDs.
+pub fn parse_config(data: &[u8]) -> Result<Config, DocumentError> {
+    let config: Config = serde_json::from_slice(data)?;
     if let Some(kind) = &config.rootfs.kind
         && kind != "layers"
     {
-        return Err(format!(
-            "rootfs type {:?} (not \"layers\")",
-            truncated(kind)
-        ));
+        return Err(DocumentError::RootfsType(truncated(kind)));
     }
     if config.rootfs.diff_ids.len() > MAX_LAYERS {
-        return Err(format!(
-            "{} diff_ids, over the limit of {MAX_LAYERS}",
-            config.rootfs.diff_ids.len()
-        ));
+        return Err(DocumentError::TooManyDiffIds(config.rootfs.diff_ids.len()));
     }
     for diff_id in &config.rootfs.diff_ids {
         if !is_sha256_digest(diff_id) {
-            return Err(format!(
-                "unsupported diff_id {:?} (only sha256 is)",
-                truncated(diff_id)
-            ));
+            return Err(DocumentError::DiffId(truncated(diff_id)));
         }
     }
     Ok(config)
@@ -401,11 +449,7 @@ pub fn parse_config(data: &[u8]) -> std::result::Result<Config, String> {
 /// The manifest of `index` for `os`/`arch`: an exact match (preferring no variant or, on
 /// arm64, v8), else the only manifest that names no platform. The error lists the
 /// platforms there are.
-pub fn choose_manifest(
-    index: &Index,
-    os: &str,
-    arch: &str,
-) -> std::result::Result<Descriptor, String> {
+pub fn choose_manifest(index: &Index, os: &str, arch: &str) -> Result<Descriptor, NoPlatform> {
     use media_types::*;
     let is_document = |d: &&Descriptor| {
         matches!(
@@ -458,21 +502,21 @@ pub fn choose_manifest(
         })
         .collect();
     available.dedup();
-    if available.is_empty() {
-        available.push("no manifests".into());
-    }
-    Err(available.join(", "))
+    Err(NoPlatform {
+        os: os.to_string(),
+        arch: arch.to_string(),
+        available,
+    })
 }
 
 /// The layers of `manifest` with their diff IDs from `config` and their chain IDs.
-pub fn layers_of(manifest: &Manifest, config: &Config) -> std::result::Result<Vec<Layer>, String> {
+pub fn layers_of(manifest: &Manifest, config: &Config) -> Result<Vec<Layer>, DocumentError> {
     let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != manifest.layers.len() {
-        return Err(format!(
-            "the manifest has {} layers but the config {} diff_ids",
-            manifest.layers.len(),
-            diff_ids.len()
-        ));
+        return Err(DocumentError::LayerCount {
+            layers: manifest.layers.len(),
+            diff_ids: diff_ids.len(),
+        });
     }
     let chain = chain_ids(diff_ids);
     manifest

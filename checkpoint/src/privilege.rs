@@ -26,6 +26,8 @@ pub mod caps;
 mod cgroups;
 mod mounts;
 mod seccomp;
+
+pub use seccomp::{ProfileError, ProgramError};
 mod syscalls;
 
 use std::fmt;
@@ -189,22 +191,52 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// Why a container's OCI runtime spec cannot be read for the restore check: a spec the
+/// check cannot read is not one it can enforce, so the restore is refused; fix the field
+/// named where the container is defined (runc reads these fields the same way).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A field that must be a number (a uid, a gid) is something else.
+    #[error("the spec's {field} is not a number")]
+    NotANumber { field: String },
+    /// A list of strings (capabilities, mount options, paths) holds something else.
+    #[error("the spec's {field} holds a non-string")]
+    NonString { field: String },
+    /// A field that must be a list is something else.
+    #[error("the spec's {field} is not a list")]
+    NotAList { field: String },
+    /// An entry of `process.rlimits` without a `type`.
+    #[error("the spec has an rlimit without a type")]
+    RlimitWithoutType,
+    /// An entry of `process.rlimits` without a `hard` limit.
+    #[error("the spec's {kind} has no hard limit")]
+    RlimitWithoutHard { kind: String },
+    /// An entry of `mounts` without a `destination`.
+    #[error("the spec has a mount without a destination")]
+    MountWithoutDestination,
+    /// `linux.seccomp` cannot be read.
+    #[error("the spec's seccomp profile cannot be read: {0}")]
+    Seccomp(#[from] ProfileError),
+}
+
 impl Policy {
     /// Reads the policy from an OCI runtime spec (as JSON). A field of the wrong type is an
     /// error: a spec the check cannot read is not one it can enforce.
-    pub fn from_spec(spec: &Value) -> Result<Policy, String> {
+    pub fn from_spec(spec: &Value) -> Result<Policy, SpecError> {
         let process = &spec["process"];
         let user = &process["user"];
-        let u32_of = |v: &Value, what: &str| -> Result<u32, String> {
+        let u32_of = |v: &Value, what: &str| -> Result<u32, SpecError> {
             match v {
                 Value::Null => Ok(0),
                 v => v
                     .as_u64()
                     .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| format!("the spec's {what} is not a number")),
+                    .ok_or_else(|| SpecError::NotANumber {
+                        field: what.to_string(),
+                    }),
             }
         };
-        let strings = |v: &Value, what: &str| -> Result<Vec<String>, String> {
+        let strings = |v: &Value, what: &str| -> Result<Vec<String>, SpecError> {
             match v {
                 Value::Null => Ok(Vec::new()),
                 Value::Array(a) => a
@@ -212,14 +244,18 @@ impl Policy {
                     .map(|s| {
                         s.as_str()
                             .map(str::to_string)
-                            .ok_or_else(|| format!("the spec's {what} holds a non-string"))
+                            .ok_or_else(|| SpecError::NonString {
+                                field: what.to_string(),
+                            })
                     })
                     .collect(),
-                _ => Err(format!("the spec's {what} is not a list")),
+                _ => Err(SpecError::NotAList {
+                    field: what.to_string(),
+                }),
             }
         };
         let caps = &process["capabilities"];
-        let set = |name: &str| -> Result<u64, String> {
+        let set = |name: &str| -> Result<u64, SpecError> {
             let list = strings(&caps[name], &format!("process.capabilities.{name}"))?;
             Ok(caps::from_names(list.iter().map(String::as_str)))
         };
@@ -230,12 +266,14 @@ impl Policy {
         let mut rlimits = Vec::new();
         for r in process["rlimits"].as_array().into_iter().flatten() {
             let Some(kind) = r["type"].as_str() else {
-                return Err("the spec has an rlimit without a type".into());
+                return Err(SpecError::RlimitWithoutType);
             };
             if let Some(n) = RLIMITS.iter().position(|k| k.eq_ignore_ascii_case(kind)) {
                 let hard = r["hard"]
                     .as_u64()
-                    .ok_or_else(|| format!("the spec's {kind} has no hard limit"))?;
+                    .ok_or_else(|| SpecError::RlimitWithoutHard {
+                        kind: kind.to_string(),
+                    })?;
                 rlimits.push((n, hard));
             }
         }
@@ -244,7 +282,7 @@ impl Policy {
         for m in spec["mounts"].as_array().into_iter().flatten() {
             let destination = m["destination"]
                 .as_str()
-                .ok_or("the spec has a mount without a destination")?;
+                .ok_or(SpecError::MountWithoutDestination)?;
             let options = strings(&m["options"], "mount options")?;
             let bind = options.iter().any(|o| o == "bind" || o == "rbind");
             let kind = match m["type"].as_str() {
@@ -281,9 +319,9 @@ impl Policy {
             });
         let seccomp = match linux.get("seccomp") {
             None | Some(Value::Null) => None,
-            Some(profile) => seccomp::Profile::parse(profile, seccomp::Abi::native())
-                .map_err(|e| format!("the spec's seccomp profile cannot be read: {e}"))?
-                .map(|_| profile.clone()),
+            Some(profile) => {
+                seccomp::Profile::parse(profile, seccomp::Abi::native())?.map(|_| profile.clone())
+            }
         };
         Ok(Policy {
             uid: u32_of(&user["uid"], "process.user.uid")?,
@@ -330,7 +368,7 @@ impl Policy {
 }
 
 /// Checks every thread of every process and every mount of `checkpoint` against `policy`.
-pub fn check(checkpoint: &Checkpoint, policy: &Policy, host: &Host) -> Result<(), Refusal> {
+pub fn check(checkpoint: &Checkpoint, policy: &Policy, host: &Host<'_>) -> Result<(), Refusal> {
     let mut out = Vec::new();
     let mut seccomp = seccomp::Checker::new(policy.seccomp.as_ref());
     for process in &checkpoint.processes {
@@ -431,7 +469,7 @@ fn check_process<'a>(
     checkpoint: &'a Checkpoint,
     process: &Process,
     policy: &Policy,
-    host: &Host,
+    host: &Host<'_>,
     seccomp: &mut seccomp::Checker<'a>,
     out: &mut Vec<Violation>,
 ) {
@@ -525,8 +563,8 @@ fn check_process<'a>(
                             .into(),
                     ),
                     Some(newest) => {
-                        if let Err(what) = seccomp.check(checkpoint, newest) {
-                            flag(what);
+                        if let Err(mismatch) = seccomp.check(checkpoint, newest) {
+                            flag(mismatch.to_string());
                         }
                     }
                 },

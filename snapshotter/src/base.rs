@@ -279,7 +279,7 @@ impl Bases {
             digest: layer.digest.clone(),
             reason,
         };
-        let compression = layer.compression().map_err(failed)?;
+        let compression = layer.compression().map_err(|e| failed(e.to_string()))?;
         let what = format!("layer {} of image {}", i + 1, image.name);
         let blob = client
             .read_blob(namespace, &layer.digest)

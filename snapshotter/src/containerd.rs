@@ -518,11 +518,11 @@ impl Client {
                 .map_err(|r| invalid(format!("the document {}: {r}", descriptor.digest)))?
             {
                 Document::Index(index) => {
-                    descriptor = choose_manifest(&index, "linux", arch).map_err(|available| {
+                    descriptor = choose_manifest(&index, "linux", arch).map_err(|e| {
                         ContainerdError::NoPlatform {
                             image: name.to_string(),
                             arch: arch.to_string(),
-                            available,
+                            available: e.available_list(),
                         }
                     })?;
                 }
@@ -547,7 +547,8 @@ impl Client {
                             ),
                         });
                     }
-                    let layers = layers_of(&manifest, &config).map_err(invalid)?;
+                    let layers =
+                        layers_of(&manifest, &config).map_err(|e| invalid(e.to_string()))?;
                     return Ok(BaseImage {
                         name: name.to_string(),
                         target_digest,
@@ -603,7 +604,7 @@ fn descriptor_of(proto: &ProtoDescriptor) -> std::result::Result<Descriptor, Str
         platform: None,
         annotations: Default::default(),
     };
-    descriptor.check()?;
+    descriptor.check().map_err(|e| e.to_string())?;
     Ok(descriptor)
 }
 

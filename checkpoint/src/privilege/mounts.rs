@@ -70,7 +70,7 @@ fn masks(m: &Mount) -> bool {
 pub(super) fn check(
     checkpoint: &Checkpoint,
     policy: &Policy,
-    host: &Host,
+    host: &Host<'_>,
     out: &mut Vec<Violation>,
 ) {
     let mounts = &checkpoint.mounts;

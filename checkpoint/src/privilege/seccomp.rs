@@ -32,6 +32,8 @@
 
 mod bpf;
 
+pub use bpf::ProgramError;
+
 #[cfg(test)]
 pub(super) use bpf::assemble;
 
@@ -41,6 +43,7 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use super::syscalls;
+use crate::criu::ImageError;
 use crate::criu::images::Checkpoint;
 use bpf::{Atom, Budget, Exhausted, Insn, NR, Region};
 
@@ -385,9 +388,101 @@ pub struct Profile {
     spec_allow: bool,
 }
 
-fn action(name: &str, errno: Option<u32>) -> Result<u32, String> {
+/// Why a spec's seccomp profile cannot be read: runc would refuse the spec too, so fix the
+/// profile (`linux.seccomp`) where the container is defined. `field` names the spec's field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// `linux.seccomp` is not a JSON object.
+    #[error("linux.seccomp is not an object")]
+    NotAnObject,
+    /// A field that must be a string is something else.
+    #[error("{field} is not a string")]
+    NotAString { field: String },
+    /// A field that must be a list is something else.
+    #[error("{field} is not a list")]
+    NotAList { field: String },
+    /// A list of strings holds something else.
+    #[error("{field} holds a non-string")]
+    NonString { field: String },
+    /// A field that must be a number is something else.
+    #[error("{field} is not a number")]
+    NotANumber { field: String },
+    /// An action runc does not know.
+    #[error("{field}: action {action:?} is not one runc knows")]
+    Action { field: String, action: String },
+    /// An architecture runc does not know.
+    #[error("architecture {0:?} is not one runc knows")]
+    Architecture(String),
+    /// A rule (`linux.seccomp.syscalls[entry]`) without a list of names.
+    #[error("linux.seccomp.syscalls[{entry}] has no list of names")]
+    NoNames { entry: usize },
+    /// A rule without an action.
+    #[error("linux.seccomp.syscalls[{entry}] has no action")]
+    NoAction { entry: usize },
+    /// A rule's name that is not a string.
+    #[error("linux.seccomp.syscalls[{entry}] holds a name that is not a string")]
+    NameNotAString { entry: usize },
+    /// An argument condition's `index`, `value` or `valueTwo` that is not a number.
+    #[error("linux.seccomp.syscalls[{entry}]: an argument's {key} is not a number")]
+    ArgumentNotANumber { entry: usize, key: &'static str },
+    /// An argument condition on an argument past the sixth.
+    #[error("linux.seccomp.syscalls[{entry}]: argument index {index}, of 6")]
+    ArgumentIndex { entry: usize, index: u64 },
+    /// An argument condition's operator runc does not know.
+    #[error("linux.seccomp.syscalls[{entry}]: operator {op:?} is not one runc knows")]
+    Operator { entry: usize, op: String },
+}
+
+/// How a thread's seccomp filter chain falls short of its container's profile; the text
+/// completes "process 1 (sh) ...", and the refusal it is part of says what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// The comparison ran out of its budget: refused rather than trusted.
+    #[error(
+        "has seccomp filters too complex to compare with this container's seccomp profile \
+         (too many paths through them, or too many distinct chains): the restore is refused \
+         rather than trusted"
+    )]
+    TooComplex,
+    /// The checkpoint's filters do not form a chain.
+    #[error("has an unreadable seccomp filter chain: {0}")]
+    UnreadableChain(ImageError),
+    /// The spec's profile cannot be read, so nothing can be held to it.
+    #[error("cannot be checked against this container's seccomp profile: {0}")]
+    Profile(ProfileError),
+    /// A filter the kernel would not have attached.
+    #[error("has a seccomp filter the kernel would refuse: its program {0}")]
+    Program(ProgramError),
+    /// The chain is longer than the kernel accepts.
+    #[error(
+        "has seccomp filters of {total} instructions, more than the kernel accepts in one \
+         chain ({MAX_CHAIN_INSNS})"
+    )]
+    ChainTooLong { total: usize },
+    /// Every filter was attached without the speculative store bypass mitigation the
+    /// profile asks for.
+    #[error(
+        "has seccomp filters attached with SECCOMP_FILTER_FLAG_SPEC_ALLOW (no speculative \
+         store bypass mitigation), which this container's seccomp profile does not ask for"
+    )]
+    SpecAllow,
+    /// The chain answers system calls more leniently than the profile: one phrase per kind
+    /// of answer ("allows mount (x86_64), which this container's seccomp profile refuses").
+    #[error("has a seccomp filter that {}", .0.join("; it also "))]
+    Weaker(Vec<String>),
+}
+
+impl From<Exhausted> for Mismatch {
+    fn from(_: Exhausted) -> Mismatch {
+        Mismatch::TooComplex
+    }
+}
+
+/// The value of the action `name` (with `errno` for the actions that return one); `None`
+/// for an action runc does not know.
+fn action(name: &str, errno: Option<u32>) -> Option<u32> {
     let data = errno.unwrap_or(EPERM) & 0xffff;
-    Ok(match name {
+    Some(match name {
         "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => RET_KILL_THREAD,
         "SCMP_ACT_KILL_PROCESS" => RET_KILL_PROCESS,
         "SCMP_ACT_TRAP" => RET_TRAP,
@@ -396,18 +491,20 @@ fn action(name: &str, errno: Option<u32>) -> Result<u32, String> {
         "SCMP_ACT_NOTIFY" => RET_USER_NOTIF,
         "SCMP_ACT_LOG" => RET_LOG,
         "SCMP_ACT_ALLOW" => RET_ALLOW,
-        other => return Err(format!("action {other:?} is not one runc knows")),
+        _ => return None,
     })
 }
 
-fn errno_of(v: &Value, what: &str) -> Result<Option<u32>, String> {
+fn errno_of(v: &Value, field: &str) -> Result<Option<u32>, ProfileError> {
     match v {
         Value::Null => Ok(None),
         v => v
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
-            .ok_or_else(|| format!("{what} is not a number")),
+            .ok_or_else(|| ProfileError::NotANumber {
+                field: field.to_string(),
+            }),
     }
 }
 
@@ -416,20 +513,24 @@ impl Profile {
     /// ABI is `native`. `None`: runc installs no filter for it (no default action and no
     /// rules). An action, architecture or operator runc does not know is an error: runc
     /// would refuse the spec.
-    pub fn parse(profile: &Value, native: Option<Abi>) -> Result<Option<Profile>, String> {
+    pub fn parse(profile: &Value, native: Option<Abi>) -> Result<Option<Profile>, ProfileError> {
         let Some(obj) = profile.as_object() else {
-            return Err("linux.seccomp is not an object".into());
+            return Err(ProfileError::NotAnObject);
         };
         let default_name = match obj.get("defaultAction") {
             None | Some(Value::Null) => "",
-            Some(v) => v
-                .as_str()
-                .ok_or("linux.seccomp.defaultAction is not a string")?,
+            Some(v) => v.as_str().ok_or_else(|| ProfileError::NotAString {
+                field: "linux.seccomp.defaultAction".into(),
+            })?,
         };
         let entries = match obj.get("syscalls") {
             None | Some(Value::Null) => &[][..],
             Some(Value::Array(a)) => a.as_slice(),
-            Some(_) => return Err("linux.seccomp.syscalls is not a list".into()),
+            Some(_) => {
+                return Err(ProfileError::NotAList {
+                    field: "linux.seccomp.syscalls".into(),
+                });
+            }
         };
         if default_name.is_empty() && entries.is_empty() {
             return Ok(None);
@@ -441,25 +542,31 @@ impl Profile {
                 "linux.seccomp.defaultErrnoRet",
             )?,
         )
-        .map_err(|e| format!("linux.seccomp.defaultAction: {e}"))?;
-        let strings = |key: &str| -> Result<Option<Vec<&str>>, String> {
+        .ok_or_else(|| ProfileError::Action {
+            field: "linux.seccomp.defaultAction".into(),
+            action: default_name.to_string(),
+        })?;
+        let strings = |key: &str| -> Result<Option<Vec<&str>>, ProfileError> {
             match obj.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Array(a)) => a
                     .iter()
                     .map(|s| {
-                        s.as_str()
-                            .ok_or_else(|| format!("linux.seccomp.{key} holds a non-string"))
+                        s.as_str().ok_or_else(|| ProfileError::NonString {
+                            field: format!("linux.seccomp.{key}"),
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map(Some),
-                Some(_) => Err(format!("linux.seccomp.{key} is not a list")),
+                Some(_) => Err(ProfileError::NotAList {
+                    field: format!("linux.seccomp.{key}"),
+                }),
             }
         };
         let mut abis: BTreeSet<Abi> = native.into_iter().collect();
         for arch in strings("architectures")?.unwrap_or_default() {
             if !arch.starts_with("SCMP_ARCH_") {
-                return Err(format!("architecture {arch:?} is not one runc knows"));
+                return Err(ProfileError::Architecture(arch.to_string()));
             }
             // Other architectures' filters never see a call on x86_64 or arm64.
             abis.extend(Abi::from_scmp(arch));
@@ -488,30 +595,31 @@ impl Profile {
             .map(|a| a.abi.table().iter().copied().collect())
             .collect();
         for (i, entry) in entries.iter().enumerate() {
-            let what = format!("linux.seccomp.syscalls[{i}]");
+            let what = || format!("linux.seccomp.syscalls[{i}]");
             let names = entry["names"]
                 .as_array()
-                .ok_or_else(|| format!("{what} has no list of names"))?;
-            let act = action(
-                entry["action"]
-                    .as_str()
-                    .ok_or_else(|| format!("{what} has no action"))?,
-                errno_of(&entry["errnoRet"], &format!("{what}.errnoRet"))?,
-            )
-            .map_err(|e| format!("{what}: {e}"))?;
+                .ok_or(ProfileError::NoNames { entry: i })?;
+            let name = entry["action"]
+                .as_str()
+                .ok_or(ProfileError::NoAction { entry: i })?;
+            let errno = errno_of(&entry["errnoRet"], &format!("{}.errnoRet", what()))?;
+            let act = action(name, errno).ok_or_else(|| ProfileError::Action {
+                field: what(),
+                action: name.to_string(),
+            })?;
             let mut conds = Vec::new();
             for arg in entry["args"].as_array().into_iter().flatten() {
-                let number = |key: &str| -> Result<u64, String> {
+                let number = |key: &'static str| -> Result<u64, ProfileError> {
                     match &arg[key] {
                         Value::Null => Ok(0),
                         v => v
                             .as_u64()
-                            .ok_or_else(|| format!("{what}: an argument's {key} is not a number")),
+                            .ok_or(ProfileError::ArgumentNotANumber { entry: i, key }),
                     }
                 };
                 let index = number("index")?;
                 if index >= 6 {
-                    return Err(format!("{what}: argument index {index}, of 6"));
+                    return Err(ProfileError::ArgumentIndex { entry: i, index });
                 }
                 let op = match arg["op"].as_str().unwrap_or_default() {
                     "SCMP_CMP_NE" => Op::Ne,
@@ -522,7 +630,10 @@ impl Profile {
                     "SCMP_CMP_GT" => Op::Gt,
                     "SCMP_CMP_MASKED_EQ" => Op::MaskedEq,
                     other => {
-                        return Err(format!("{what}: operator {other:?} is not one runc knows"));
+                        return Err(ProfileError::Operator {
+                            entry: i,
+                            op: other.to_string(),
+                        });
                     }
                 };
                 conds.push(Cond {
@@ -542,7 +653,7 @@ impl Profile {
             for name in names {
                 let name = name
                     .as_str()
-                    .ok_or_else(|| format!("{what} holds a name that is not a string"))?;
+                    .ok_or(ProfileError::NameNotAString { entry: i })?;
                 for (at, abi) in compiled.iter_mut().enumerate() {
                     let nr = lookup[at].get(name).copied();
                     // runc's stub takes 0 for "no system call named".
@@ -854,9 +965,9 @@ impl Findings {
         }
     }
 
-    /// "has a seccomp filter that allows mount (x86_64), ... which this container's seccomp
-    /// profile refuses".
-    fn describe(&self) -> Option<String> {
+    /// One phrase per kind of answer, for [`Mismatch::Weaker`]: "allows mount (x86_64), ...
+    /// which this container's seccomp profile refuses". Empty when nothing was found.
+    fn describe(&self) -> Vec<String> {
         /// Findings told in one phrase: what the chain and the profile answer, the calls
         /// named (order, name) and how many there are.
         struct Group<'f> {
@@ -872,7 +983,7 @@ impl Findings {
                 (chain, profile)
             }
         };
-        let mut groups: Vec<Group> = Vec::new();
+        let mut groups: Vec<Group<'_>> = Vec::new();
         for (chain, profile, order, what) in &self.kept {
             let a = answers(*chain, *profile);
             match groups.iter_mut().find(|g| g.answers == a) {
@@ -897,7 +1008,7 @@ impl Findings {
         }
         // Allowed calls first.
         groups.sort_by_key(|g| (std::cmp::Reverse(g.answers.0), g.answers.1));
-        let phrases: Vec<String> = groups
+        groups
             .iter()
             .map(|g| {
                 let (chain, profile) = g.answers;
@@ -923,9 +1034,7 @@ impl Findings {
                     )
                 }
             })
-            .collect();
-        (!phrases.is_empty())
-            .then(|| format!("has a seccomp filter that {}", phrases.join("; it also ")))
+            .collect()
     }
 }
 
@@ -935,15 +1044,11 @@ type Chain<'a> = Vec<(&'a [u8], u32)>;
 /// Checks the seccomp filter chains of a checkpoint's threads against one profile; a chain
 /// shared by many threads is compared once, a program shared by many chains decoded once.
 pub struct Checker<'a> {
-    profile: Result<Option<Profile>, String>,
-    verdicts: HashMap<Chain<'a>, Result<(), String>>,
-    programs: HashMap<&'a [u8], Result<Rc<[Insn]>, String>>,
+    profile: Result<Option<Profile>, ProfileError>,
+    verdicts: HashMap<Chain<'a>, Result<(), Mismatch>>,
+    programs: HashMap<&'a [u8], Result<Rc<[Insn]>, ProgramError>>,
     budget: Budget,
 }
-
-const TOO_COMPLEX: &str = "has seccomp filters too complex to compare with this container's \
-                           seccomp profile (too many paths through them, or too many distinct \
-                           chains): the restore is refused rather than trusted";
 
 impl<'a> Checker<'a> {
     /// A checker for the spec's profile (`None`: the spec has none, and every chain passes),
@@ -966,14 +1071,14 @@ impl<'a> Checker<'a> {
 
     /// Whether the chain whose newest filter is `newest` (an index into the checkpoint's
     /// filters) is at least as restrictive as the profile; if not, what the thread holds.
-    pub fn check(&mut self, checkpoint: &'a Checkpoint, newest: u32) -> Result<(), String> {
+    pub fn check(&mut self, checkpoint: &'a Checkpoint, newest: u32) -> Result<(), Mismatch> {
         if self.budget.steps == 0 || self.budget.paths == 0 {
-            return Err(TOO_COMPLEX.into());
+            return Err(Mismatch::TooComplex);
         }
         let chain = checkpoint
             .filter_chain(newest)
-            .map_err(|e| format!("has an unreadable seccomp filter chain: {e}"))?;
-        spend(&mut self.budget, chain.len() as u64).map_err(|_| TOO_COMPLEX.to_string())?;
+            .map_err(Mismatch::UnreadableChain)?;
+        spend(&mut self.budget, chain.len() as u64)?;
         let key: Chain<'a> = chain
             .iter()
             .map(|f| (f.program.as_slice(), f.flags))
@@ -986,54 +1091,42 @@ impl<'a> Checker<'a> {
         verdict
     }
 
-    fn evaluate(&mut self, chain: &[(&'a [u8], u32)]) -> Result<(), String> {
+    fn evaluate(&mut self, chain: &[(&'a [u8], u32)]) -> Result<(), Mismatch> {
         let profile = match &self.profile {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(()),
-            Err(e) => {
-                return Err(format!(
-                    "cannot be checked against this container's seccomp profile: {e}"
-                ));
-            }
+            Err(e) => return Err(Mismatch::Profile(e.clone())),
         };
         let mut programs = Vec::with_capacity(chain.len());
         for &(program, _) in chain {
             let decoded = match self.programs.get(program) {
                 Some(d) => d.clone(),
                 None => {
-                    spend(&mut self.budget, 1 + program.len() as u64 / 64)
-                        .map_err(|_| TOO_COMPLEX.to_string())?;
-                    let d = bpf::decode(program).map(Rc::from).map_err(|e| {
-                        format!("has a seccomp filter the kernel would refuse: its program {e}")
-                    });
+                    spend(&mut self.budget, 1 + program.len() as u64 / 64)?;
+                    let d = bpf::decode(program).map(Rc::from);
                     self.programs.insert(program, d.clone());
                     d
                 }
             };
-            programs.push(decoded?);
+            programs.push(decoded.map_err(Mismatch::Program)?);
         }
         let total: usize = programs.iter().map(|p| p.len() + 4).sum::<usize>() - 4;
         if total > MAX_CHAIN_INSNS {
-            return Err(format!(
-                "has seccomp filters of {total} instructions, more than the kernel accepts \
-                 in one chain ({MAX_CHAIN_INSNS})"
-            ));
+            return Err(Mismatch::ChainTooLong { total });
         }
         if !profile.spec_allow && chain.iter().all(|(_, flags)| flags & FLAG_SPEC_ALLOW != 0) {
-            return Err(
-                "has seccomp filters attached with SECCOMP_FILTER_FLAG_SPEC_ALLOW (no \
-                        speculative store bypass mitigation), which this container's seccomp \
-                        profile does not ask for"
-                    .into(),
-            );
+            return Err(Mismatch::SpecAllow);
         }
         compare(profile, &programs, &mut self.budget)
     }
 }
 
 /// Compares a chain (decoded programs, any order) with a profile.
-fn compare(profile: &Profile, programs: &[Rc<[Insn]>], budget: &mut Budget) -> Result<(), String> {
-    let too_complex = |_: Exhausted| TOO_COMPLEX.to_string();
+fn compare(
+    profile: &Profile,
+    programs: &[Rc<[Insn]>],
+    budget: &mut Budget,
+) -> Result<(), Mismatch> {
     let mut findings = Findings::default();
     for arch in ARCHES {
         let mut leaves = vec![bpf::Leaf {
@@ -1050,7 +1143,7 @@ fn compare(profile: &Profile, programs: &[Rc<[Insn]>], budget: &mut Budget) -> R
                     continue;
                 }
                 let mut out = Vec::new();
-                bpf::run(program, arch, leaf.region, budget, &mut out).map_err(too_complex)?;
+                bpf::run(program, arch, leaf.region, budget, &mut out)?;
                 next.extend(out.into_iter().map(|l| bpf::Leaf {
                     region: l.region,
                     ret: combine(leaf.ret, l.ret),
@@ -1059,20 +1152,20 @@ fn compare(profile: &Profile, programs: &[Rc<[Insn]>], budget: &mut Budget) -> R
             leaves = next;
         }
         for leaf in &leaves {
-            profile
-                .findings(
-                    arch,
-                    &leaf.region,
-                    Class::of(leaf.ret),
-                    &mut findings,
-                    budget,
-                )
-                .map_err(too_complex)?;
+            profile.findings(
+                arch,
+                &leaf.region,
+                Class::of(leaf.ret),
+                &mut findings,
+                budget,
+            )?;
         }
     }
-    match findings.describe() {
-        None => Ok(()),
-        Some(what) => Err(what),
+    let phrases = findings.describe();
+    if phrases.is_empty() {
+        Ok(())
+    } else {
+        Err(Mismatch::Weaker(phrases))
     }
 }
 

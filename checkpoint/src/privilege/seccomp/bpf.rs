@@ -99,24 +99,62 @@ fn is_cond_jump(code: u16) -> bool {
         && matches!(code & 0xf0, op::JEQ | op::JGT | op::JGE | op::JSET)
 }
 
+/// Why the kernel would refuse to attach a program; the text completes "its program ...".
+/// The checkpoint's filter is not one a kernel attached, so it was made or altered by hand:
+/// take the checkpoint again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProgramError {
+    /// The program has no instruction.
+    #[error("is empty")]
+    Empty,
+    /// The program's bytes are not a whole number of instructions.
+    #[error("is {0} bytes long, not a whole number of 8-byte instructions")]
+    Length(usize),
+    /// The program is longer than BPF_MAXINSNS.
+    #[error("has {0} instructions, more than the kernel's {MAX_INSNS}")]
+    TooLong(usize),
+    /// An absolute load outside `struct seccomp_data`, or not aligned.
+    #[error(
+        "loads offset {offset}, outside the 64 bytes of struct seccomp_data or not 32-bit \
+         aligned (instruction {pc})"
+    )]
+    LoadOffset { pc: usize, offset: u32 },
+    /// A scratch memory word past the 16 there are.
+    #[error("uses scratch memory word {word} of 16 (instruction {pc})")]
+    MemoryWord { pc: usize, word: u32 },
+    /// A jump past the last instruction.
+    #[error("jumps past the end (instruction {pc})")]
+    JumpPastEnd { pc: usize },
+    /// A division by the constant 0.
+    #[error("divides by the constant 0 (instruction {pc})")]
+    DivideByZero { pc: usize },
+    /// A shift by 32 bits or more.
+    #[error("shifts by {shift} (instruction {pc})")]
+    Shift { pc: usize, shift: u32 },
+    /// An opcode seccomp's checker does not accept.
+    #[error("has opcode {code:#06x}, which seccomp does not accept (instruction {pc})")]
+    Opcode { pc: usize, code: u16 },
+    /// The last instruction is not a return.
+    #[error("does not end with a return")]
+    NoReturn,
+    /// A scratch memory word loaded on a path that has not stored it.
+    #[error("loads scratch memory word {word} before a store to it (instruction {pc})")]
+    LoadBeforeStore { pc: usize, word: u32 },
+}
+
 /// Decodes a program (`struct sock_filter` array, little-endian) and checks it as the kernel
 /// does before attaching it (`bpf_check_classic`, `seccomp_check_filter`): a program the
 /// kernel would refuse is an error, saying what is wrong.
-pub fn decode(program: &[u8]) -> Result<Vec<Insn>, String> {
+pub fn decode(program: &[u8]) -> Result<Vec<Insn>, ProgramError> {
     if program.is_empty() {
-        return Err("is empty".into());
+        return Err(ProgramError::Empty);
     }
     if !program.len().is_multiple_of(8) {
-        return Err(format!(
-            "is {} bytes long, not a whole number of 8-byte instructions",
-            program.len()
-        ));
+        return Err(ProgramError::Length(program.len()));
     }
     let n = program.len() / 8;
     if n > MAX_INSNS {
-        return Err(format!(
-            "has {n} instructions, more than the kernel's {MAX_INSNS}"
-        ));
+        return Err(ProgramError::TooLong(n));
     }
     let insns: Vec<Insn> = program
         .chunks_exact(8)
@@ -128,26 +166,21 @@ pub fn decode(program: &[u8]) -> Result<Vec<Insn>, String> {
         })
         .collect();
     for (pc, i) in insns.iter().enumerate() {
-        let at = |what: String| Err(format!("{what} (instruction {pc})"));
         let left = (n - pc - 1) as u64;
         match i.code {
             op::LD_W_ABS => {
                 if i.k >= 64 || i.k % 4 != 0 {
-                    return at(format!(
-                        "loads offset {}, outside the 64 bytes of struct seccomp_data or not \
-                         32-bit aligned",
-                        i.k
-                    ));
+                    return Err(ProgramError::LoadOffset { pc, offset: i.k });
                 }
             }
             op::LD_MEM | op::LDX_MEM | op::ST | op::STX => {
                 if i.k as usize >= MEM_WORDS {
-                    return at(format!("uses scratch memory word {} of 16", i.k));
+                    return Err(ProgramError::MemoryWord { pc, word: i.k });
                 }
             }
             op::JA => {
                 if u64::from(i.k) >= left {
-                    return at("jumps past the end".into());
+                    return Err(ProgramError::JumpPastEnd { pc });
                 }
             }
             op::LD_W_LEN
@@ -162,26 +195,22 @@ pub fn decode(program: &[u8]) -> Result<Vec<Insn>, String> {
             c if is_alu(c) => {
                 let op = c & 0xf0;
                 if c & op::X == 0 && op == op::DIV && i.k == 0 {
-                    return at("divides by the constant 0".into());
+                    return Err(ProgramError::DivideByZero { pc });
                 }
                 if c & op::X == 0 && matches!(op, op::LSH | op::RSH) && i.k >= 32 {
-                    return at(format!("shifts by {}", i.k));
+                    return Err(ProgramError::Shift { pc, shift: i.k });
                 }
             }
             c if is_cond_jump(c) => {
                 if u64::from(i.jt) >= left || u64::from(i.jf) >= left {
-                    return at("jumps past the end".into());
+                    return Err(ProgramError::JumpPastEnd { pc });
                 }
             }
-            c => {
-                return at(format!(
-                    "has opcode {c:#06x}, which seccomp does not accept"
-                ));
-            }
+            code => return Err(ProgramError::Opcode { pc, code }),
         }
     }
     if !matches!(insns[n - 1].code, op::RET_K | op::RET_A) {
-        return Err("does not end with a return".into());
+        return Err(ProgramError::NoReturn);
     }
     check_load_and_stores(&insns)?;
     Ok(insns)
@@ -189,7 +218,7 @@ pub fn decode(program: &[u8]) -> Result<Vec<Insn>, String> {
 
 /// The kernel's `check_load_and_stores`: scratch memory is stored before it is loaded, on
 /// every path (joins keep only what every incoming path stored).
-fn check_load_and_stores(insns: &[Insn]) -> Result<(), String> {
+fn check_load_and_stores(insns: &[Insn]) -> Result<(), ProgramError> {
     let mut masks = vec![u16::MAX; insns.len()];
     let mut valid: u16 = 0;
     for (pc, i) in insns.iter().enumerate() {
@@ -197,10 +226,7 @@ fn check_load_and_stores(insns: &[Insn]) -> Result<(), String> {
         match i.code {
             op::ST | op::STX => valid |= 1 << i.k,
             op::LD_MEM | op::LDX_MEM if valid & (1 << i.k) == 0 => {
-                return Err(format!(
-                    "loads scratch memory word {} before a store to it (instruction {pc})",
-                    i.k
-                ));
+                return Err(ProgramError::LoadBeforeStore { pc, word: i.k });
             }
             op::JA => {
                 masks[pc + 1 + i.k as usize] &= valid;
@@ -1021,7 +1047,7 @@ mod tests {
             (prog(&[(op::LD_MEM, 0, 0, 3), ret_allow]), "before a store"),
             (prog(&[(op::LD_IMM, 0, 0, 3)]), "does not end with a return"),
         ] {
-            let err = decode(&p).expect_err(why);
+            let err = decode(&p).expect_err(why).to_string();
             assert!(err.contains(why), "{why:?} not in {err:?}");
         }
         // A store on only one side of a branch is not a store on every path.
@@ -1031,7 +1057,10 @@ mod tests {
             (op::LD_MEM, 0, 0, 0),
             ret_allow,
         ]);
-        assert!(decode(&p).unwrap_err().contains("before a store"));
+        assert_eq!(
+            decode(&p),
+            Err(ProgramError::LoadBeforeStore { pc: 2, word: 0 })
+        );
     }
 
     fn leaves(p: &[(u16, u8, u8, u32)], arch: u32) -> Vec<Leaf> {
