@@ -1,9 +1,9 @@
 //! Generates the decoders of CRIU's image files from CRIU's own `.proto` files in
-//! `proto/proto/criu` (see `SOURCE.md` there). `protox` compiles them, so no `protoc` is needed.
+//! `proto/vendor/criu` (see `SOURCE.md` there). `protox` compiles them, so no `protoc` is needed.
 
 use std::path::Path;
 
-/// The images the restore check reads, and what they import.
+/// The images the restore check reads (and what they import), and CRIU's statistics.
 const PROTOS: &[&str] = &[
     "core.proto",
     "pstree.proto",
@@ -12,12 +12,20 @@ const PROTOS: &[&str] = &[
     "mnt.proto",
     "userns.proto",
     "cgroup.proto",
+    "stats.proto",
 ];
 
+/// Messages that are also written out as JSON (`stats-dump.json` beside a checkpoint).
+const SERIALIZED: &[&str] = &[".stats_entry", ".dump_stats_entry", ".restore_stats_entry"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let include = Path::new("../proto/proto/criu");
+    let include = Path::new("../proto/vendor/criu");
     println!("cargo:rerun-if-changed={}", include.display());
     let fds = protox::compile(PROTOS, [include])?;
-    prost_build::Config::new().compile_fds(fds)?;
+    let mut config = prost_build::Config::new();
+    for message in SERIALIZED {
+        config.type_attribute(message, "#[derive(serde::Serialize)]");
+    }
+    config.compile_fds(fds)?;
     Ok(())
 }

@@ -1,28 +1,54 @@
-//! Generates the gRPC code from the `.proto` files in `proto/`.
+//! Generates the protobuf and gRPC code from the `.proto` files in `proto/` (written for
+//! revive) and `vendor/` (upstream's own, unchanged; see the `SOURCE.md` files there).
 //!
 //! The descriptors are produced by `protox` (a pure-Rust protobuf compiler),
-//! so building this crate needs no `protoc` binary.
+//! so building this crate needs no `protoc` binary. What is compiled follows
+//! the crate's features: the option messages always, containerd's services
+//! with `services`, CRI's `runtime.v1` with `cri`.
 
-use std::path::Path;
+/// Option messages that travel in `google.protobuf.Any`: prost messages only, no gRPC.
+const OPTIONS: &[&str] = &[
+    "containerd/runc/options/oci.proto",
+    "containerd/runtime/linux/runctypes/runc.proto",
+    "containerd/pkg/runtimeoptions/v1/api.proto",
+];
 
-/// Files to compile, relative to the `proto/` include directory.
-const PROTOS: &[&str] = &[
+/// containerd's services (feature `services`): messages, clients and servers.
+const SERVICES: &[&str] = &[
     "containerd/types/mount.proto",
     "containerd/types/descriptor.proto",
     "containerd/services/snapshots/v1/snapshots.proto",
     "containerd/services/tasks/v1/tasks.proto",
     "containerd/services/images/v1/images.proto",
     "containerd/services/content/v1/content.proto",
-    "containerd/runc/options/oci.proto",
 ];
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let include = Path::new("proto");
-    println!("cargo:rerun-if-changed={}", include.display());
+/// CRI (feature `cri`): messages and a client.
+const CRI: &[&str] = &["cri/runtime/v1/api.proto"];
 
+/// The include directories, in which the paths above are looked up.
+const INCLUDES: &[&str] = &["proto", "vendor"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for include in INCLUDES {
+        println!("cargo:rerun-if-changed={include}");
+    }
+
+    compile(OPTIONS, false, false)?;
+    if std::env::var_os("CARGO_FEATURE_SERVICES").is_some() {
+        compile(SERVICES, true, true)?;
+    }
+    if std::env::var_os("CARGO_FEATURE_CRI").is_some() {
+        compile(CRI, false, true)?;
+    }
+    Ok(())
+}
+
+/// Compiles `protos` (paths below [`INCLUDES`]) into `OUT_DIR`, one Rust file per package.
+fn compile(protos: &[&str], server: bool, client: bool) -> Result<(), Box<dyn std::error::Error>> {
     // protox resolves google/protobuf/*.proto from its built-in copies; the
     // generated code refers to them through prost-types.
-    let fds = protox::compile(PROTOS, [include])?;
+    let fds = protox::compile(protos, INCLUDES)?;
 
     // Type names let messages be packed into `google.protobuf.Any` (e.g. in
     // containerd events) via `prost::Name`.
@@ -30,8 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.enable_type_names();
 
     tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
+        .build_server(server)
+        .build_client(client)
         .emit_rerun_if_changed(false)
         .compile_fds_with_config(fds, config)?;
     Ok(())

@@ -4,7 +4,6 @@
 //! own), followed by records: a little-endian u32 length and a protobuf message.
 
 use prost::Message;
-use serde::Serialize;
 
 pub mod images;
 pub mod proto;
@@ -16,7 +15,7 @@ pub const SERVICE_MAGIC: u32 = 0x5510_5940;
 /// The magic of `stats-dump` and `stats-restore`.
 pub const STATS_MAGIC: u32 = 0x5709_3306;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ImageError {
     #[error("the image is truncated: {0}")]
     Truncated(&'static str),
@@ -32,56 +31,12 @@ pub enum ImageError {
     Io(String),
 }
 
-/// CRIU's `dump_stats_entry` (times in microseconds).
-#[derive(Clone, PartialEq, Message, Serialize)]
-pub struct DumpStats {
-    #[prost(uint32, tag = "1")]
-    pub freezing_time: u32,
-    #[prost(uint32, tag = "2")]
-    pub frozen_time: u32,
-    #[prost(uint32, tag = "3")]
-    pub memdump_time: u32,
-    #[prost(uint32, tag = "4")]
-    pub memwrite_time: u32,
-    #[prost(uint64, tag = "5")]
-    pub pages_scanned: u64,
-    #[prost(uint64, tag = "6")]
-    pub pages_skipped_parent: u64,
-    #[prost(uint64, tag = "7")]
-    pub pages_written: u64,
-    #[prost(uint32, tag = "8")]
-    pub irmap_resolve: u32,
-    #[prost(uint64, tag = "9")]
-    pub pages_lazy: u64,
-    #[prost(uint64, tag = "10")]
-    pub page_pipes: u64,
-    #[prost(uint64, tag = "11")]
-    pub page_pipe_bufs: u64,
-}
-
+/// CRIU's `dump_stats_entry` (times in microseconds), generated from its `stats.proto`.
+pub use proto::DumpStatsEntry as DumpStats;
 /// CRIU's `restore_stats_entry` (times in microseconds).
-#[derive(Clone, PartialEq, Message, Serialize)]
-pub struct RestoreStats {
-    #[prost(uint64, tag = "1")]
-    pub pages_compared: u64,
-    #[prost(uint64, tag = "2")]
-    pub pages_skipped_cow: u64,
-    #[prost(uint32, tag = "3")]
-    pub forking_time: u32,
-    #[prost(uint32, tag = "4")]
-    pub restore_time: u32,
-    #[prost(uint64, tag = "5")]
-    pub pages_restored: u64,
-}
-
+pub use proto::RestoreStatsEntry as RestoreStats;
 /// CRIU's `stats_entry`: what `stats-dump` / `stats-restore` hold.
-#[derive(Clone, PartialEq, Message, Serialize)]
-pub struct Stats {
-    #[prost(message, optional, tag = "1")]
-    pub dump: Option<DumpStats>,
-    #[prost(message, optional, tag = "2")]
-    pub restore: Option<RestoreStats>,
-}
+pub use proto::StatsEntry as Stats;
 
 /// Parses a `stats-dump` or `stats-restore` image.
 pub fn parse_stats(data: &[u8]) -> Result<Stats, ImageError> {

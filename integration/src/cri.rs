@@ -3,9 +3,9 @@
 //! (`runtime.v1`) on the node's containerd socket.
 //!
 //! The client is ours, not `crictl`: Debian ships no cri-tools (neither trixie nor sid).
-//! The messages below are the subset of k8s.io/cri-api's `pkg/apis/runtime/v1/api.proto`
-//! these tests use, written as prost types with the proto's field numbers (fields they do not
-//! use are left out, which protobuf allows: unknown fields are skipped on decode).
+//! Its messages and gRPC clients are generated from k8s.io/cri-api's
+//! `pkg/apis/runtime/v1/api.proto` of the kubelet release the harness runs
+//! (`revive_proto::cri`, see `proto/vendor/cri/SOURCE.md`).
 //!
 //! The test images live in containerd's `k8s.io` namespace, where CRI looks; the sandbox
 //! ("pause") image is built locally and named as the node's containerd expects (read from
@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
 use crate::image::{BUSYBOX, Image, busybox_builder};
@@ -39,548 +38,16 @@ pub const PAUSE_SLEEP: &str = "sleep 2147483647";
 /// A marker in the test container's command line.
 pub const WORKLOAD_MARKER: &str = "revive-cri-workload";
 
-/// The CRI `runtime.v1` messages the tests use (field numbers from api.proto).
-#[allow(missing_docs)]
+/// CRI's `runtime.v1` messages, generated from k8s.io/cri-api's `api.proto` (vendored in
+/// `proto/vendor/cri`, compiled by `revive-proto` with its `cri` feature).
 pub mod api {
-    use std::collections::HashMap;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct VersionRequest {
-        #[prost(string, tag = "1")]
-        pub version: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct VersionResponse {
-        #[prost(string, tag = "1")]
-        pub version: String,
-        #[prost(string, tag = "2")]
-        pub runtime_name: String,
-        #[prost(string, tag = "3")]
-        pub runtime_version: String,
-        #[prost(string, tag = "4")]
-        pub runtime_api_version: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PodSandboxMetadata {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(string, tag = "2")]
-        pub uid: String,
-        #[prost(string, tag = "3")]
-        pub namespace: String,
-        #[prost(uint32, tag = "4")]
-        pub attempt: u32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PodSandboxConfig {
-        #[prost(message, optional, tag = "1")]
-        pub metadata: Option<PodSandboxMetadata>,
-        #[prost(string, tag = "2")]
-        pub hostname: String,
-        #[prost(string, tag = "3")]
-        pub log_directory: String,
-        #[prost(map = "string, string", tag = "6")]
-        pub labels: HashMap<String, String>,
-        #[prost(map = "string, string", tag = "7")]
-        pub annotations: HashMap<String, String>,
-        #[prost(message, optional, tag = "8")]
-        pub linux: Option<LinuxPodSandboxConfig>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct LinuxPodSandboxConfig {
-        #[prost(string, tag = "1")]
-        pub cgroup_parent: String,
-        #[prost(message, optional, tag = "2")]
-        pub security_context: Option<LinuxSandboxSecurityContext>,
-        #[prost(map = "string, string", tag = "3")]
-        pub sysctls: HashMap<String, String>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct LinuxSandboxSecurityContext {
-        #[prost(message, optional, tag = "1")]
-        pub namespace_options: Option<NamespaceOption>,
-        #[prost(bool, tag = "4")]
-        pub readonly_rootfs: bool,
-        #[prost(bool, tag = "6")]
-        pub privileged: bool,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct NamespaceOption {
-        #[prost(enumeration = "NamespaceMode", tag = "1")]
-        pub network: i32,
-        #[prost(enumeration = "NamespaceMode", tag = "2")]
-        pub pid: i32,
-        #[prost(enumeration = "NamespaceMode", tag = "3")]
-        pub ipc: i32,
-        #[prost(string, tag = "4")]
-        pub target_id: String,
-    }
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-    #[repr(i32)]
-    pub enum NamespaceMode {
-        Pod = 0,
-        Container = 1,
-        Node = 2,
-        Target = 3,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RunPodSandboxRequest {
-        #[prost(message, optional, tag = "1")]
-        pub config: Option<PodSandboxConfig>,
-        #[prost(string, tag = "2")]
-        pub runtime_handler: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RunPodSandboxResponse {
-        #[prost(string, tag = "1")]
-        pub pod_sandbox_id: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StopPodSandboxRequest {
-        #[prost(string, tag = "1")]
-        pub pod_sandbox_id: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StopPodSandboxResponse {}
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RemovePodSandboxRequest {
-        #[prost(string, tag = "1")]
-        pub pod_sandbox_id: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RemovePodSandboxResponse {}
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PodSandboxStatusRequest {
-        #[prost(string, tag = "1")]
-        pub pod_sandbox_id: String,
-        #[prost(bool, tag = "2")]
-        pub verbose: bool,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PodSandboxStatusResponse {
-        #[prost(message, optional, tag = "1")]
-        pub status: Option<PodSandboxStatus>,
-        #[prost(map = "string, string", tag = "2")]
-        pub info: HashMap<String, String>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PodSandboxStatus {
-        #[prost(string, tag = "1")]
-        pub id: String,
-        #[prost(message, optional, tag = "2")]
-        pub metadata: Option<PodSandboxMetadata>,
-        #[prost(enumeration = "PodSandboxState", tag = "3")]
-        pub state: i32,
-        #[prost(int64, tag = "4")]
-        pub created_at: i64,
-        #[prost(message, optional, tag = "6")]
-        pub linux: Option<LinuxPodSandboxStatus>,
-        #[prost(map = "string, string", tag = "7")]
-        pub labels: HashMap<String, String>,
-        #[prost(map = "string, string", tag = "8")]
-        pub annotations: HashMap<String, String>,
-        #[prost(string, tag = "9")]
-        pub runtime_handler: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct LinuxPodSandboxStatus {
-        #[prost(message, optional, tag = "1")]
-        pub namespaces: Option<Namespace>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Namespace {
-        #[prost(message, optional, tag = "2")]
-        pub options: Option<NamespaceOption>,
-    }
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-    #[repr(i32)]
-    pub enum PodSandboxState {
-        SandboxReady = 0,
-        SandboxNotready = 1,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ListPodSandboxRequest {}
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ListPodSandboxResponse {
-        #[prost(message, repeated, tag = "1")]
-        pub items: Vec<PodSandbox>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PodSandbox {
-        #[prost(string, tag = "1")]
-        pub id: String,
-        #[prost(message, optional, tag = "2")]
-        pub metadata: Option<PodSandboxMetadata>,
-        #[prost(enumeration = "PodSandboxState", tag = "3")]
-        pub state: i32,
-        #[prost(string, tag = "7")]
-        pub runtime_handler: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ContainerMetadata {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(uint32, tag = "2")]
-        pub attempt: u32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ImageSpec {
-        #[prost(string, tag = "1")]
-        pub image: String,
-        #[prost(map = "string, string", tag = "2")]
-        pub annotations: HashMap<String, String>,
-        #[prost(string, tag = "18")]
-        pub user_specified_image: String,
-        #[prost(string, tag = "19")]
-        pub runtime_handler: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct KeyValue {
-        #[prost(string, tag = "1")]
-        pub key: String,
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Mount {
-        #[prost(string, tag = "1")]
-        pub container_path: String,
-        #[prost(string, tag = "2")]
-        pub host_path: String,
-        #[prost(bool, tag = "3")]
-        pub readonly: bool,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ContainerConfig {
-        #[prost(message, optional, tag = "1")]
-        pub metadata: Option<ContainerMetadata>,
-        #[prost(message, optional, tag = "2")]
-        pub image: Option<ImageSpec>,
-        #[prost(string, repeated, tag = "3")]
-        pub command: Vec<String>,
-        #[prost(string, repeated, tag = "4")]
-        pub args: Vec<String>,
-        #[prost(string, tag = "5")]
-        pub working_dir: String,
-        #[prost(message, repeated, tag = "6")]
-        pub envs: Vec<KeyValue>,
-        #[prost(message, repeated, tag = "7")]
-        pub mounts: Vec<Mount>,
-        #[prost(map = "string, string", tag = "9")]
-        pub labels: HashMap<String, String>,
-        #[prost(map = "string, string", tag = "10")]
-        pub annotations: HashMap<String, String>,
-        #[prost(string, tag = "11")]
-        pub log_path: String,
-        #[prost(bool, tag = "12")]
-        pub stdin: bool,
-        #[prost(bool, tag = "13")]
-        pub stdin_once: bool,
-        #[prost(bool, tag = "14")]
-        pub tty: bool,
-        #[prost(message, optional, tag = "15")]
-        pub linux: Option<LinuxContainerConfig>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct LinuxContainerConfig {
-        #[prost(message, optional, tag = "2")]
-        pub security_context: Option<LinuxContainerSecurityContext>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct LinuxContainerSecurityContext {
-        #[prost(message, optional, tag = "1")]
-        pub capabilities: Option<Capability>,
-        #[prost(bool, tag = "2")]
-        pub privileged: bool,
-        #[prost(message, optional, tag = "3")]
-        pub namespace_options: Option<NamespaceOption>,
-        #[prost(message, optional, tag = "5")]
-        pub run_as_user: Option<Int64Value>,
-        #[prost(bool, tag = "11")]
-        pub no_new_privs: bool,
-        #[prost(message, optional, tag = "15")]
-        pub seccomp: Option<SecurityProfile>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Capability {
-        #[prost(string, repeated, tag = "1")]
-        pub add_capabilities: Vec<String>,
-        #[prost(string, repeated, tag = "2")]
-        pub drop_capabilities: Vec<String>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Int64Value {
-        #[prost(int64, tag = "1")]
-        pub value: i64,
-    }
-    /// A seccomp or AppArmor profile; RuntimeDefault is the zero value, so a message that
-    /// is present asks for the runtime's default profile.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SecurityProfile {
-        #[prost(enumeration = "ProfileType", tag = "1")]
-        pub profile_type: i32,
-        #[prost(string, tag = "2")]
-        pub localhost_ref: String,
-    }
-    /// `SecurityProfile.ProfileType`.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-    #[repr(i32)]
-    pub enum ProfileType {
-        RuntimeDefault = 0,
-        Unconfined = 1,
-        Localhost = 2,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct CreateContainerRequest {
-        #[prost(string, tag = "1")]
-        pub pod_sandbox_id: String,
-        #[prost(message, optional, tag = "2")]
-        pub config: Option<ContainerConfig>,
-        #[prost(message, optional, tag = "3")]
-        pub sandbox_config: Option<PodSandboxConfig>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct CreateContainerResponse {
-        #[prost(string, tag = "1")]
-        pub container_id: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StartContainerRequest {
-        #[prost(string, tag = "1")]
-        pub container_id: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StartContainerResponse {}
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StopContainerRequest {
-        #[prost(string, tag = "1")]
-        pub container_id: String,
-        /// Seconds to wait after the stop signal before SIGKILL.
-        #[prost(int64, tag = "2")]
-        pub timeout: i64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StopContainerResponse {}
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RemoveContainerRequest {
-        #[prost(string, tag = "1")]
-        pub container_id: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RemoveContainerResponse {}
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ListContainersRequest {}
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ListContainersResponse {
-        #[prost(message, repeated, tag = "1")]
-        pub containers: Vec<Container>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Container {
-        #[prost(string, tag = "1")]
-        pub id: String,
-        #[prost(string, tag = "2")]
-        pub pod_sandbox_id: String,
-        #[prost(message, optional, tag = "3")]
-        pub metadata: Option<ContainerMetadata>,
-        #[prost(message, optional, tag = "4")]
-        pub image: Option<ImageSpec>,
-        #[prost(string, tag = "5")]
-        pub image_ref: String,
-        #[prost(enumeration = "ContainerState", tag = "6")]
-        pub state: i32,
-    }
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-    #[repr(i32)]
-    pub enum ContainerState {
-        ContainerCreated = 0,
-        ContainerRunning = 1,
-        ContainerExited = 2,
-        ContainerUnknown = 3,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ContainerStatusRequest {
-        #[prost(string, tag = "1")]
-        pub container_id: String,
-        #[prost(bool, tag = "2")]
-        pub verbose: bool,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ContainerStatusResponse {
-        #[prost(message, optional, tag = "1")]
-        pub status: Option<ContainerStatus>,
-        #[prost(map = "string, string", tag = "2")]
-        pub info: HashMap<String, String>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ContainerStatus {
-        #[prost(string, tag = "1")]
-        pub id: String,
-        #[prost(message, optional, tag = "2")]
-        pub metadata: Option<ContainerMetadata>,
-        #[prost(enumeration = "ContainerState", tag = "3")]
-        pub state: i32,
-        #[prost(int64, tag = "4")]
-        pub created_at: i64,
-        #[prost(int64, tag = "5")]
-        pub started_at: i64,
-        #[prost(int64, tag = "6")]
-        pub finished_at: i64,
-        #[prost(int32, tag = "7")]
-        pub exit_code: i32,
-        #[prost(message, optional, tag = "8")]
-        pub image: Option<ImageSpec>,
-        #[prost(string, tag = "9")]
-        pub image_ref: String,
-        #[prost(string, tag = "10")]
-        pub reason: String,
-        #[prost(string, tag = "11")]
-        pub message: String,
-        #[prost(string, tag = "15")]
-        pub log_path: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ExecSyncRequest {
-        #[prost(string, tag = "1")]
-        pub container_id: String,
-        #[prost(string, repeated, tag = "2")]
-        pub cmd: Vec<String>,
-        /// Seconds; 0 means no timeout.
-        #[prost(int64, tag = "3")]
-        pub timeout: i64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ExecSyncResponse {
-        #[prost(bytes = "vec", tag = "1")]
-        pub stdout: Vec<u8>,
-        #[prost(bytes = "vec", tag = "2")]
-        pub stderr: Vec<u8>,
-        #[prost(int32, tag = "3")]
-        pub exit_code: i32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ContainerStatsRequest {
-        #[prost(string, tag = "1")]
-        pub container_id: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ContainerStatsResponse {
-        #[prost(message, optional, tag = "1")]
-        pub stats: Option<ContainerStats>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ContainerStats {
-        #[prost(message, optional, tag = "1")]
-        pub attributes: Option<ContainerAttributes>,
-        #[prost(message, optional, tag = "2")]
-        pub cpu: Option<CpuUsage>,
-        #[prost(message, optional, tag = "3")]
-        pub memory: Option<MemoryUsage>,
-        #[prost(message, optional, tag = "4")]
-        pub writable_layer: Option<FilesystemUsage>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ContainerAttributes {
-        #[prost(string, tag = "1")]
-        pub id: String,
-        #[prost(message, optional, tag = "2")]
-        pub metadata: Option<ContainerMetadata>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct UInt64Value {
-        #[prost(uint64, tag = "1")]
-        pub value: u64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct CpuUsage {
-        #[prost(int64, tag = "1")]
-        pub timestamp: i64,
-        #[prost(message, optional, tag = "2")]
-        pub usage_core_nano_seconds: Option<UInt64Value>,
-        #[prost(message, optional, tag = "3")]
-        pub usage_nano_cores: Option<UInt64Value>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct MemoryUsage {
-        #[prost(int64, tag = "1")]
-        pub timestamp: i64,
-        #[prost(message, optional, tag = "2")]
-        pub working_set_bytes: Option<UInt64Value>,
-        #[prost(message, optional, tag = "3")]
-        pub available_bytes: Option<UInt64Value>,
-        #[prost(message, optional, tag = "4")]
-        pub usage_bytes: Option<UInt64Value>,
-        #[prost(message, optional, tag = "5")]
-        pub rss_bytes: Option<UInt64Value>,
-        #[prost(message, optional, tag = "6")]
-        pub page_faults: Option<UInt64Value>,
-        #[prost(message, optional, tag = "7")]
-        pub major_page_faults: Option<UInt64Value>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct FilesystemUsage {
-        #[prost(int64, tag = "1")]
-        pub timestamp: i64,
-        #[prost(message, optional, tag = "3")]
-        pub used_bytes: Option<UInt64Value>,
-        #[prost(message, optional, tag = "4")]
-        pub inodes_used: Option<UInt64Value>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct CheckpointContainerRequest {
-        #[prost(string, tag = "1")]
-        pub container_id: String,
-        /// Where the runtime writes the checkpoint archive (a .tar path).
-        #[prost(string, tag = "2")]
-        pub location: String,
-        /// Seconds.
-        #[prost(int64, tag = "3")]
-        pub timeout: i64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct CheckpointContainerResponse {}
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ImageStatusRequest {
-        #[prost(message, optional, tag = "1")]
-        pub image: Option<ImageSpec>,
-        #[prost(bool, tag = "2")]
-        pub verbose: bool,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ImageStatusResponse {
-        #[prost(message, optional, tag = "1")]
-        pub image: Option<Image>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Image {
-        #[prost(string, tag = "1")]
-        pub id: String,
-        #[prost(string, repeated, tag = "2")]
-        pub repo_tags: Vec<String>,
-        #[prost(string, repeated, tag = "3")]
-        pub repo_digests: Vec<String>,
-        #[prost(uint64, tag = "4")]
-        pub size: u64,
-        #[prost(bool, tag = "8")]
-        pub pinned: bool,
-    }
+    pub use revive_proto::cri::v1::security_profile::ProfileType;
+    pub use revive_proto::cri::v1::*;
 }
 
+use api::image_service_client::ImageServiceClient;
+use api::runtime_service_client::RuntimeServiceClient;
 use api::{ContainerState, NamespaceMode, PodSandboxState};
-
-const RUNTIME_SERVICE: &str = "/runtime.v1.RuntimeService/";
-const IMAGE_SERVICE: &str = "/runtime.v1.ImageService/";
 
 /// A CRI call failed; keeps the gRPC status so callers can tell rejections apart.
 #[derive(Debug)]
@@ -642,13 +109,17 @@ impl Stats {
 
 /// A CRI client connected to a node's containerd (through the node's root, from the host).
 pub struct Cri {
-    runtime: tokio::runtime::Runtime,
-    grpc: tonic::client::Grpc<Channel>,
+    tokio: tokio::runtime::Runtime,
+    runtime_service: RuntimeServiceClient<Channel>,
+    image_service: ImageServiceClient<Channel>,
     socket: PathBuf,
 }
 
 /// How long a CRI call may take unless the call says otherwise.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the calls that start or stop processes (sandboxes, containers) may take.
+const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Cri {
     /// Connects to the CRI of `node`'s containerd.
@@ -659,10 +130,10 @@ impl Cri {
         ))
         .context("writing the kubelet's hosts file in the node")?;
         let socket = crate::containerd::socket_of(node);
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let channel = crate::containerd::unix_channel(&runtime, &socket).with_context(|| {
+        let channel = crate::containerd::unix_channel(&tokio, &socket).with_context(|| {
             format!(
                 "connecting to containerd's CRI in node {} ({})",
                 node.name(),
@@ -670,42 +141,35 @@ impl Cri {
             )
         })?;
         Ok(Cri {
-            runtime,
-            grpc: tonic::client::Grpc::new(channel),
+            tokio,
+            runtime_service: RuntimeServiceClient::new(channel.clone()),
+            image_service: ImageServiceClient::new(channel),
             socket,
         })
     }
 
-    /// One unary call of `service` + `method`, with a deadline.
-    fn call<Req, Resp>(
-        &mut self,
-        service: &'static str,
+    /// A client of CRI's RuntimeService (clients share the connection).
+    fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        self.runtime_service.clone()
+    }
+
+    /// A client of CRI's ImageService.
+    fn images(&self) -> ImageServiceClient<Channel> {
+        self.image_service.clone()
+    }
+
+    /// Runs `call`, CRI's `method`, to its answer or for at most `timeout`.
+    fn call<Resp>(
+        &self,
         method: &'static str,
-        request: Req,
         timeout: Duration,
-    ) -> Result<Resp>
-    where
-        Req: prost::Message + Send + Sync + 'static,
-        Resp: prost::Message + Default + Send + Sync + 'static,
-    {
-        let path = PathAndQuery::try_from(format!("{service}{method}"))
-            .with_context(|| format!("bad CRI method {method}"))?;
-        let grpc = &mut self.grpc;
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(timeout, async {
-                grpc.ready().await.map_err(|e| {
-                    tonic::Status::unavailable(format!("CRI connection not ready: {e}"))
-                })?;
-                grpc.unary(
-                    tonic::Request::new(request),
-                    path,
-                    tonic_prost::ProstCodec::<Req, Resp>::default(),
-                )
-                .await
-            })
-            .await
-        });
-        match result {
+        call: impl Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    ) -> Result<Resp> {
+        // The deadline's timer is made inside the runtime, which owns the timers.
+        let answer = self
+            .tokio
+            .block_on(async { tokio::time::timeout(timeout, call).await });
+        match answer {
             Err(_) => bail!(
                 "CRI {method} did not answer within {timeout:?} (socket {})",
                 self.socket.display()
@@ -720,33 +184,23 @@ impl Cri {
         }
     }
 
-    fn runtime_call<Req, Resp>(&mut self, method: &'static str, request: Req) -> Result<Resp>
-    where
-        Req: prost::Message + Send + Sync + 'static,
-        Resp: prost::Message + Default + Send + Sync + 'static,
-    {
-        self.call(RUNTIME_SERVICE, method, request, CALL_TIMEOUT)
-    }
-
     pub fn version(&mut self) -> Result<api::VersionResponse> {
-        self.runtime_call(
-            "Version",
-            api::VersionRequest {
-                version: "v1".into(),
-            },
-        )
+        let request = api::VersionRequest {
+            version: "v1".into(),
+        };
+        self.call("Version", CALL_TIMEOUT, self.runtime().version(request))
     }
 
     /// ImageStatus: the image as CRI sees it, None when CRI does not know it.
     pub fn image_status(&mut self, image: &str) -> Result<Option<api::Image>> {
-        let response: api::ImageStatusResponse = self.call(
-            IMAGE_SERVICE,
+        let request = api::ImageStatusRequest {
+            image: Some(image_spec(image)),
+            verbose: false,
+        };
+        let response = self.call(
             "ImageStatus",
-            api::ImageStatusRequest {
-                image: Some(image_spec(image)),
-                verbose: false,
-            },
             CALL_TIMEOUT,
+            self.images().image_status(request),
         )?;
         Ok(response.image)
     }
@@ -757,14 +211,14 @@ impl Cri {
         config: &api::PodSandboxConfig,
         handler: &str,
     ) -> Result<String> {
-        let response: api::RunPodSandboxResponse = self.call(
-            RUNTIME_SERVICE,
+        let request = api::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        };
+        let response = self.call(
             "RunPodSandbox",
-            api::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: handler.into(),
-            },
-            Duration::from_secs(120),
+            LIFECYCLE_TIMEOUT,
+            self.runtime().run_pod_sandbox(request),
         )?;
         ensure!(
             !response.pod_sandbox_id.is_empty(),
@@ -774,12 +228,14 @@ impl Cri {
     }
 
     pub fn pod_sandbox_status(&mut self, id: &str) -> Result<api::PodSandboxStatus> {
-        let response: api::PodSandboxStatusResponse = self.runtime_call(
+        let request = api::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: false,
+        };
+        let response = self.call(
             "PodSandboxStatus",
-            api::PodSandboxStatusRequest {
-                pod_sandbox_id: id.into(),
-                verbose: false,
-            },
+            CALL_TIMEOUT,
+            self.runtime().pod_sandbox_status(request),
         )?;
         response
             .status
@@ -787,31 +243,35 @@ impl Cri {
     }
 
     pub fn list_pod_sandboxes(&mut self) -> Result<Vec<api::PodSandbox>> {
-        let response: api::ListPodSandboxResponse =
-            self.runtime_call("ListPodSandbox", api::ListPodSandboxRequest {})?;
+        let request = api::ListPodSandboxRequest::default();
+        let response = self.call(
+            "ListPodSandbox",
+            CALL_TIMEOUT,
+            self.runtime().list_pod_sandbox(request),
+        )?;
         Ok(response.items)
     }
 
     pub fn stop_pod_sandbox(&mut self, id: &str) -> Result<()> {
-        let _: api::StopPodSandboxResponse = self.call(
-            RUNTIME_SERVICE,
+        let request = api::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        };
+        self.call(
             "StopPodSandbox",
-            api::StopPodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            },
-            Duration::from_secs(120),
+            LIFECYCLE_TIMEOUT,
+            self.runtime().stop_pod_sandbox(request),
         )?;
         Ok(())
     }
 
     pub fn remove_pod_sandbox(&mut self, id: &str) -> Result<()> {
-        let _: api::RemovePodSandboxResponse = self.call(
-            RUNTIME_SERVICE,
+        let request = api::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        };
+        self.call(
             "RemovePodSandbox",
-            api::RemovePodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            },
-            Duration::from_secs(120),
+            LIFECYCLE_TIMEOUT,
+            self.runtime().remove_pod_sandbox(request),
         )?;
         Ok(())
     }
@@ -823,15 +283,15 @@ impl Cri {
         config: &api::ContainerConfig,
         sandbox_config: &api::PodSandboxConfig,
     ) -> Result<String> {
-        let response: api::CreateContainerResponse = self.call(
-            RUNTIME_SERVICE,
+        let request = api::CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config.clone()),
+            sandbox_config: Some(sandbox_config.clone()),
+        };
+        let response = self.call(
             "CreateContainer",
-            api::CreateContainerRequest {
-                pod_sandbox_id: pod_id.into(),
-                config: Some(config.clone()),
-                sandbox_config: Some(sandbox_config.clone()),
-            },
-            Duration::from_secs(120),
+            LIFECYCLE_TIMEOUT,
+            self.runtime().create_container(request),
         )?;
         ensure!(
             !response.container_id.is_empty(),
@@ -841,48 +301,52 @@ impl Cri {
     }
 
     pub fn start_container(&mut self, id: &str) -> Result<()> {
-        let _: api::StartContainerResponse = self.call(
-            RUNTIME_SERVICE,
+        let request = api::StartContainerRequest {
+            container_id: id.into(),
+        };
+        self.call(
             "StartContainer",
-            api::StartContainerRequest {
-                container_id: id.into(),
-            },
-            Duration::from_secs(120),
+            LIFECYCLE_TIMEOUT,
+            self.runtime().start_container(request),
         )?;
         Ok(())
     }
 
     /// StopContainer: the stop signal, then SIGKILL after `grace` seconds.
     pub fn stop_container(&mut self, id: &str, grace: u32) -> Result<()> {
-        let _: api::StopContainerResponse = self.call(
-            RUNTIME_SERVICE,
+        let request = api::StopContainerRequest {
+            container_id: id.into(),
+            timeout: grace.into(),
+        };
+        self.call(
             "StopContainer",
-            api::StopContainerRequest {
-                container_id: id.into(),
-                timeout: grace.into(),
-            },
             Duration::from_secs(u64::from(grace) + 60),
+            self.runtime().stop_container(request),
         )?;
         Ok(())
     }
 
     pub fn remove_container(&mut self, id: &str) -> Result<()> {
-        let _: api::RemoveContainerResponse = self.runtime_call(
+        let request = api::RemoveContainerRequest {
+            container_id: id.into(),
+        };
+        self.call(
             "RemoveContainer",
-            api::RemoveContainerRequest {
-                container_id: id.into(),
-            },
+            CALL_TIMEOUT,
+            self.runtime().remove_container(request),
         )?;
         Ok(())
     }
 
     pub fn container_status(&mut self, id: &str) -> Result<api::ContainerStatus> {
-        let response: api::ContainerStatusResponse = self.runtime_call(
+        let request = api::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        };
+        let response = self.call(
             "ContainerStatus",
-            api::ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: false,
-            },
+            CALL_TIMEOUT,
+            self.runtime().container_status(request),
         )?;
         response
             .status
@@ -890,22 +354,26 @@ impl Cri {
     }
 
     pub fn list_containers(&mut self) -> Result<Vec<api::Container>> {
-        let response: api::ListContainersResponse =
-            self.runtime_call("ListContainers", api::ListContainersRequest {})?;
+        let request = api::ListContainersRequest::default();
+        let response = self.call(
+            "ListContainers",
+            CALL_TIMEOUT,
+            self.runtime().list_containers(request),
+        )?;
         Ok(response.containers)
     }
 
     /// ExecSync `cmd` in container `id`; `timeout` in seconds bounds the command.
     pub fn exec_sync(&mut self, id: &str, cmd: &[&str], timeout: u32) -> Result<ExecOutput> {
-        let response: api::ExecSyncResponse = self.call(
-            RUNTIME_SERVICE,
+        let request = api::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: timeout.into(),
+        };
+        let response = self.call(
             "ExecSync",
-            api::ExecSyncRequest {
-                container_id: id.into(),
-                cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                timeout: timeout.into(),
-            },
             Duration::from_secs(u64::from(timeout) + 60),
+            self.runtime().exec_sync(request),
         )?;
         Ok(ExecOutput {
             stdout: String::from_utf8_lossy(&response.stdout).into_owned(),
@@ -915,11 +383,13 @@ impl Cri {
     }
 
     pub fn container_stats(&mut self, id: &str) -> Result<Stats> {
-        let response: api::ContainerStatsResponse = self.runtime_call(
+        let request = api::ContainerStatsRequest {
+            container_id: id.into(),
+        };
+        let response = self.call(
             "ContainerStats",
-            api::ContainerStatsRequest {
-                container_id: id.into(),
-            },
+            CALL_TIMEOUT,
+            self.runtime().container_stats(request),
         )?;
         let stats = response
             .stats
@@ -930,15 +400,15 @@ impl Cri {
     /// CheckpointContainer (containerd 2.x; 1.7 answers Unimplemented): writes a checkpoint
     /// archive of container `id` to `location` (a path inside the node).
     pub fn checkpoint_container(&mut self, id: &str, location: &str, timeout: u32) -> Result<()> {
-        let _: api::CheckpointContainerResponse = self.call(
-            RUNTIME_SERVICE,
+        let request = api::CheckpointContainerRequest {
+            container_id: id.into(),
+            location: location.into(),
+            timeout: timeout.into(),
+        };
+        self.call(
             "CheckpointContainer",
-            api::CheckpointContainerRequest {
-                container_id: id.into(),
-                location: location.into(),
-                timeout: timeout.into(),
-            },
             Duration::from_secs(u64::from(timeout) + 60),
+            self.runtime().checkpoint_container(request),
         )?;
         Ok(())
     }
@@ -1176,6 +646,7 @@ pub fn host_network_pod(name: &str, uid: &str) -> api::PodSandboxConfig {
                     pid: NamespaceMode::Container as i32,
                     ipc: NamespaceMode::Pod as i32,
                     target_id: String::new(),
+                    ..Default::default()
                 }),
                 ..Default::default()
             }),
@@ -1205,6 +676,7 @@ pub fn container(name: &str, image: &str, command: &[&str]) -> api::ContainerCon
             container_path: "/etc/hosts".into(),
             host_path: KUBELET_HOSTS.into(),
             readonly: false,
+            ..Default::default()
         }],
         labels: [("io.kubernetes.container.name".to_string(), name.to_string())].into(),
         // What the kubelet sends for a container of a host-network pod without
@@ -1216,9 +688,11 @@ pub fn container(name: &str, image: &str, command: &[&str]) -> api::ContainerCon
                     pid: NamespaceMode::Container as i32,
                     ipc: NamespaceMode::Pod as i32,
                     target_id: String::new(),
+                    ..Default::default()
                 }),
                 ..Default::default()
             }),
+            ..Default::default()
         }),
         ..Default::default()
     }

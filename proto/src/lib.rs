@@ -1,29 +1,37 @@
-//! Generated protobuf/gRPC code (prost + tonic) for the containerd APIs revive
-//! serves or calls.
+//! Generated protobuf/gRPC code (prost + tonic) for the containerd and CRI APIs
+//! revive serves or calls, and for the option messages containerd sends the shim.
 //!
-//! The `.proto` sources live in `proto/proto/` and are compiled by `build.rs`
-//! with `protox`, so no `protoc` is needed. Well-known types
+//! The `.proto` sources live in `proto/proto/` (written for revive) and
+//! `proto/vendor/` (upstream's, unchanged, with their provenance in `SOURCE.md`
+//! files); `build.rs` compiles them with `protox`, so no `protoc` is needed. Well-known types
 //! (`google.protobuf.*`) map to [`prost_types`], re-exported here so users do
 //! not need a direct dependency.
+//!
+//! Features choose what is compiled: the option messages ([`runc`],
+//! [`runctypes`], [`runtimeoptions`]) always; containerd's services with
+//! `services` (a default feature); CRI's `runtime.v1` client with `cri`.
 
 pub use prost;
 pub use prost_types;
+#[cfg(any(feature = "services", feature = "cri"))]
 pub use tonic;
 
 /// `containerd.types`: types shared between containerd services.
+#[cfg(feature = "services")]
 pub mod types {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
     include!(concat!(env!("OUT_DIR"), "/containerd.types.rs"));
 }
 
 /// `containerd.services.*`
+#[cfg(feature = "services")]
 pub mod services {
     /// `containerd.services.snapshots`
     pub mod snapshots {
         /// `containerd.services.snapshots.v1`: the snapshots service containerd
         /// calls on proxy snapshotter plugins.
         pub mod v1 {
-            #![allow(clippy::all, clippy::pedantic, missing_docs)]
+            #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
             include!(concat!(
                 env!("OUT_DIR"),
                 "/containerd.services.snapshots.v1.rs"
@@ -36,7 +44,7 @@ pub mod services {
         /// `containerd.services.images.v1`: containerd's image records (name -> target
         /// descriptor), which revive's snapshotter reads to find a checkpoint's base image.
         pub mod v1 {
-            #![allow(clippy::all, clippy::pedantic, missing_docs)]
+            #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
             include!(concat!(
                 env!("OUT_DIR"),
                 "/containerd.services.images.v1.rs"
@@ -49,7 +57,7 @@ pub mod services {
         /// `containerd.services.content.v1`: containerd's content store (blobs by digest),
         /// from which revive's snapshotter reads a base image's manifests and layers.
         pub mod v1 {
-            #![allow(clippy::all, clippy::pedantic, missing_docs)]
+            #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
             include!(concat!(
                 env!("OUT_DIR"),
                 "/containerd.services.content.v1.rs"
@@ -62,26 +70,30 @@ pub mod services {
         /// `containerd.services.tasks.v1`: the calls of containerd's tasks service that
         /// `ctr` cannot make with every option (see the .proto file).
         pub mod v1 {
-            #![allow(clippy::all, clippy::pedantic, missing_docs)]
+            #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
             include!(concat!(env!("OUT_DIR"), "/containerd.services.tasks.v1.rs"));
         }
     }
 }
 
 /// Short path to [`services::content`], e.g. `revive_proto::content::v1`.
+#[cfg(feature = "services")]
 pub use services::content;
 /// Short path to [`services::images`], e.g. `revive_proto::images::v1`.
+#[cfg(feature = "services")]
 pub use services::images;
 /// Short path to [`services::snapshots`], e.g. `revive_proto::snapshots::v1`.
+#[cfg(feature = "services")]
 pub use services::snapshots;
 /// Short path to [`services::tasks`], e.g. `revive_proto::tasks::v1`.
+#[cfg(feature = "services")]
 pub use services::tasks;
 
 /// `containerd.runc.v1`: the options of runc shims (and revive), which travel in
 /// `google.protobuf.Any` with the type URL [`runc::RUNC_OPTIONS`] or
 /// [`runc::RUNC_CHECKPOINT_OPTIONS`].
 pub mod runc {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
     include!(concat!(env!("OUT_DIR"), "/containerd.runc.v1.rs"));
 
     /// containerd's type URL for [`Options`] (typeurl registers the bare name).
@@ -90,7 +102,52 @@ pub mod runc {
     pub const RUNC_CHECKPOINT_OPTIONS: &str = "containerd.runc.v1.CheckpointOptions";
 }
 
-#[cfg(test)]
+/// `containerd.linux.runc` (containerd 1.7's `runtime/linux/runctypes`): the create and
+/// checkpoint options containerd 1.7's client sends runtimes not named `io.containerd.runc*`,
+/// with the type URLs [`runctypes::CREATE_OPTIONS`] and [`runctypes::CHECKPOINT_OPTIONS`].
+pub mod runctypes {
+    #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
+    include!(concat!(env!("OUT_DIR"), "/containerd.linux.runc.rs"));
+
+    /// containerd's type URL for [`CreateOptions`].
+    pub const CREATE_OPTIONS: &str = "containerd.linux.runc.CreateOptions";
+    /// containerd's type URL for [`CheckpointOptions`].
+    pub const CHECKPOINT_OPTIONS: &str = "containerd.linux.runc.CheckpointOptions";
+}
+
+/// `runtimeoptions.v1`: CRI's wrapper of a runtime handler's `options` table (TOML text in
+/// `config_body`) for runtime types CRI does not know.
+pub mod runtimeoptions {
+    /// `runtimeoptions.v1`
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
+        include!(concat!(env!("OUT_DIR"), "/runtimeoptions.v1.rs"));
+
+        /// containerd's type URL for [`Options`].
+        pub const OPTIONS: &str = "runtimeoptions.v1.Options";
+    }
+}
+
+/// The Kubernetes Container Runtime Interface (k8s.io/cri-api, package `runtime.v1`), as
+/// the kubelet calls it on containerd's socket: messages and tonic clients
+/// ([`cri::v1::runtime_service_client`], [`cri::v1::image_service_client`]).
+#[cfg(feature = "cri")]
+pub mod cri {
+    /// `runtime.v1`
+    pub mod v1 {
+        // CRI's comments are Go documentation, not rustdoc.
+        #![allow(
+            clippy::all,
+            clippy::pedantic,
+            missing_docs,
+            unused_qualifications,
+            rustdoc::all
+        )]
+        include!(concat!(env!("OUT_DIR"), "/runtime.v1.rs"));
+    }
+}
+
+#[cfg(all(test, feature = "services"))]
 mod tests {
     use prost::{Message, Name};
 
@@ -185,5 +242,47 @@ mod tests {
             req.encode_to_vec(),
             [0x0a, 0x01, b'd', 0x10, 0x01, 0x18, 0x02]
         );
+    }
+}
+
+#[cfg(test)]
+mod option_tests {
+    use prost::{Message, Name};
+
+    use super::runctypes::{CHECKPOINT_OPTIONS, CREATE_OPTIONS, CheckpointOptions, CreateOptions};
+    use super::runtimeoptions::v1::{OPTIONS, Options};
+
+    /// The type URL constants are the messages' protobuf names.
+    #[test]
+    fn type_urls_are_the_full_names() {
+        assert_eq!(CreateOptions::full_name(), CREATE_OPTIONS);
+        assert_eq!(CheckpointOptions::full_name(), CHECKPOINT_OPTIONS);
+        assert_eq!(Options::full_name(), OPTIONS);
+        assert_eq!(super::runc::Options::full_name(), super::runc::RUNC_OPTIONS);
+    }
+
+    /// Field numbers and wire types as containerd 1.7 encodes them.
+    #[test]
+    fn legacy_options_wire_format() {
+        // CreateOptions: open_tcp (2) true, shim_cgroup (9) "/s", io_uid (10) 7.
+        let bytes = [0x10, 1, 0x4a, 2, b'/', b's', 0x50, 7];
+        let create = CreateOptions::decode(&bytes[..]).unwrap();
+        assert!(create.open_tcp);
+        assert_eq!((create.shim_cgroup.as_str(), create.io_uid), ("/s", 7));
+        assert_eq!(create.encode_to_vec(), bytes);
+        // CheckpointOptions: exit (1) true, work_path (8) "w", image_path (9) "i".
+        let bytes = [0x08, 1, 0x42, 1, b'w', 0x4a, 1, b'i'];
+        let checkpoint = CheckpointOptions::decode(&bytes[..]).unwrap();
+        assert!(checkpoint.exit);
+        assert_eq!(
+            (
+                checkpoint.work_path.as_str(),
+                checkpoint.image_path.as_str()
+            ),
+            ("w", "i")
+        );
+        // runtimeoptions.v1.Options: config_body (3) is bytes, so any octets decode.
+        let options = Options::decode(&[0x1a, 2, 0xff, b'x'][..]).unwrap();
+        assert_eq!(options.config_body, [0xff, b'x']);
     }
 }

@@ -19,77 +19,14 @@ use containerd_shim_protos::shim::oci::{CheckpointOptions, Options};
 
 use crate::error::{Error, Result};
 
-const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
-const RUNC_CHECKPOINT_OPTIONS: &str = "containerd.runc.v1.CheckpointOptions";
-const LEGACY_CREATE_OPTIONS: &str = "containerd.linux.runc.CreateOptions";
-const LEGACY_CHECKPOINT_OPTIONS: &str = "containerd.linux.runc.CheckpointOptions";
-const CRI_OPTIONS: &str = "runtimeoptions.v1.Options";
-
-/// containerd 1.7's `containerd.linux.runc.CreateOptions` (runtime/linux/runctypes).
-#[derive(Clone, PartialEq, prost::Message)]
-struct LegacyCreateOptions {
-    #[prost(bool, tag = "1")]
-    no_pivot_root: bool,
-    #[prost(bool, tag = "2")]
-    open_tcp: bool,
-    #[prost(bool, tag = "3")]
-    external_unix_sockets: bool,
-    #[prost(bool, tag = "4")]
-    terminal: bool,
-    #[prost(bool, tag = "5")]
-    file_locks: bool,
-    #[prost(string, repeated, tag = "6")]
-    empty_namespaces: Vec<String>,
-    #[prost(string, tag = "7")]
-    cgroups_mode: String,
-    #[prost(bool, tag = "8")]
-    no_new_keyring: bool,
-    #[prost(string, tag = "9")]
-    shim_cgroup: String,
-    #[prost(uint32, tag = "10")]
-    io_uid: u32,
-    #[prost(uint32, tag = "11")]
-    io_gid: u32,
-    #[prost(string, tag = "12")]
-    criu_work_path: String,
-    #[prost(string, tag = "13")]
-    criu_image_path: String,
-}
-
-/// containerd 1.7's `containerd.linux.runc.CheckpointOptions` (runtime/linux/runctypes).
-#[derive(Clone, PartialEq, prost::Message)]
-struct LegacyCheckpointOptions {
-    #[prost(bool, tag = "1")]
-    exit: bool,
-    #[prost(bool, tag = "2")]
-    open_tcp: bool,
-    #[prost(bool, tag = "3")]
-    external_unix_sockets: bool,
-    #[prost(bool, tag = "4")]
-    terminal: bool,
-    #[prost(bool, tag = "5")]
-    file_locks: bool,
-    #[prost(string, repeated, tag = "6")]
-    empty_namespaces: Vec<String>,
-    #[prost(string, tag = "7")]
-    cgroups_mode: String,
-    #[prost(string, tag = "8")]
-    work_path: String,
-    #[prost(string, tag = "9")]
-    image_path: String,
-}
-
-/// CRI's wrapper for the options of a runtime whose type is not `io.containerd.runc.v2`:
-/// the handler's `options` table as TOML text.
-#[derive(Clone, PartialEq, prost::Message)]
-struct CriRuntimeOptions {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(string, tag = "2")]
-    config_path: String,
-    #[prost(string, tag = "3")]
-    config_body: String,
-}
+// containerd 1.7's legacy options and CRI's wrapper, generated from containerd's own
+// `.proto` files (`proto/vendor/containerd/SOURCE.md`).
+use revive_proto::runc::{RUNC_CHECKPOINT_OPTIONS, RUNC_OPTIONS};
+use revive_proto::runctypes::{
+    CHECKPOINT_OPTIONS as LEGACY_CHECKPOINT_OPTIONS, CREATE_OPTIONS as LEGACY_CREATE_OPTIONS,
+    CheckpointOptions as LegacyCheckpointOptions, CreateOptions as LegacyCreateOptions,
+};
+use revive_proto::runtimeoptions::v1::{OPTIONS as CRI_OPTIONS, Options as CriRuntimeOptions};
 
 /// The handler's `options` table in containerd's CRI config (the names runc.v1.Options
 /// fields have there).
@@ -202,7 +139,10 @@ pub fn parse_options(any: Option<&Any>) -> Result<CreateOptions> {
         CRI_OPTIONS => {
             let wrapper = <CriRuntimeOptions as prost::Message>::decode(any.value.as_slice())
                 .map_err(|e| invalid(CRI_OPTIONS, e))?;
-            let toml: TomlOptions = toml::from_str(&wrapper.config_body).map_err(|e| {
+            // `config_body` is `bytes` in CRI's proto; the TOML text in it must be UTF-8.
+            let body =
+                std::str::from_utf8(&wrapper.config_body).map_err(|e| invalid(CRI_OPTIONS, e))?;
+            let toml: TomlOptions = toml::from_str(body).map_err(|e| {
                 Error::InvalidArgument(format!(
                     "invalid runtime options in containerd's CRI config: {e}"
                 ))
@@ -435,6 +375,13 @@ mod tests {
         let sent = any(CRI_OPTIONS, prost::Message::encode_to_vec(&bad));
         let err = parse_options(Some(&sent)).unwrap_err().to_string();
         assert!(err.contains("CRI config"), "{err}");
+        let not_utf8 = CriRuntimeOptions {
+            config_body: vec![b'a', 0xff],
+            ..Default::default()
+        };
+        let sent = any(CRI_OPTIONS, prost::Message::encode_to_vec(&not_utf8));
+        let err = parse_options(Some(&sent)).unwrap_err().to_string();
+        assert!(err.contains(CRI_OPTIONS), "{err}");
     }
 
     fn request(options: Option<Any>, path: &str) -> CheckpointTaskRequest {
