@@ -1,14 +1,9 @@
 //! The shim's reconciliation of a new container's spec with a checkpoint's `spec.dump`
-//! (`shim/src/reconcile.rs`), on two JSON documents separated by a NUL byte: it must answer
-//! with a spec or an error, never panic, whatever either holds.
-//!
-//! The shim is a binary crate, so the module is compiled here on its own (it needs only
-//! serde_json).
+//! (the shim's `reconcile` module), on two JSON documents separated by a NUL byte: it must
+//! answer with a spec or an error, never panic, whatever either holds.
 #![no_main]
 
-#[path = "../../shim/src/reconcile.rs"]
-mod reconcile;
-
+use containerd_shim_revive_v2::reconcile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,30 +1,15 @@
-//! The options containerd attaches to CreateTask and Checkpoint (`shim/src/options.rs`):
-//! a protobuf `Any` whose type is one of those the shim knows (or not), whose value is
-//! raw bytes or, for CRI's wrapper, TOML text in a valid message.
-//!
-//! The shim is a binary crate, so its options module is compiled here on its own, beside a
-//! stand-in for the one thing it takes from its crate (`error::{Error, Result}`).
+//! The options containerd attaches to CreateTask and Checkpoint (the shim's `options`
+//! module): a protobuf `Any` whose type is one of those the shim knows (or not), whose
+//! value is raw bytes or, for CRI's wrapper, TOML text in a valid message.
 #![no_main]
-
-#[allow(dead_code)]
-#[path = "../../shim/src/options.rs"]
-mod options;
-
-/// Stand-in for the shim's `error`.
-mod error {
-    #[derive(Debug)]
-    pub enum Error {
-        InvalidArgument(String),
-    }
-
-    pub type Result<T> = std::result::Result<T, Error>;
-}
 
 use std::path::Path;
 
 use arbitrary::Arbitrary;
 use containerd_shim_protos::api::CheckpointTaskRequest;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_revive_v2::error::Error;
+use containerd_shim_revive_v2::options;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -85,7 +70,9 @@ fuzz_target!(|input: Input| {
         Ok(create) => {
             let _ = create.restore.args();
         }
-        Err(error::Error::InvalidArgument(msg)) => assert!(!msg.is_empty()),
+        // Options are refused as invalid, with a message saying why.
+        Err(Error::InvalidArgument(msg)) => assert!(!msg.is_empty()),
+        Err(other) => panic!("options refused as something else than invalid: {other:?}"),
     }
     let _ = options::as_runc_options(&any);
     let request = CheckpointTaskRequest {

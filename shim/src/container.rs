@@ -10,16 +10,15 @@ use containerd_shim::mount::{mount_rootfs, umount_recursive};
 use containerd_shim_protos::api::CreateTaskRequest;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use log::{debug, info, warn};
-use runc::Runc;
-use runc::options::{CreateOpts, DeleteOpts, ExecOpts, KillOpts};
 use tokio::sync::Mutex;
 
-use crate::error::{Error, Result, is_already_finished, runtime_error};
+use crate::checkpoint::{Target, checkpoint_image, reconcile_with};
+use crate::error::{Error, Result, is_already_finished};
 use crate::io::{ProcessIo, StdioSpec};
-use crate::options::{CheckpointConfig, CreateOptions, CriuFlags, parse_options};
-use crate::process::{Op, Process, Status};
-use crate::runtime::{LOG_FILE, RawRuntime, RuntimeConfig};
-use crate::spec::{cri_checkpoint_dir, has_own_namespace, read_spec, write_spec};
+use crate::options::{CheckpointConfig, CreateOptions, parse_options};
+use crate::process::{Op, Process, Restore, Status};
+use crate::runtime::{Connect, CreateConfig, OciRuntime, RuntimeConfig, read_pid};
+use crate::spec::{has_own_namespace, read_spec, write_spec};
 
 /// An exec that has been added but maybe not started, with what starting it needs.
 pub struct Exec {
@@ -27,24 +26,11 @@ pub struct Exec {
     pub spec: oci_spec::runtime::Process,
 }
 
-/// A checkpoint the init is restored from at Start.
-#[derive(Debug, Clone)]
-struct Restore {
-    image: PathBuf,
-    work: Option<PathBuf>,
-    no_pivot: bool,
-    /// CRIU switches (containerd 1.7's legacy CreateOptions carry them).
-    criu: CriuFlags,
-}
-
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
     pub namespace: String,
-    runtime: Runc,
-    raw: RawRuntime,
-    /// Set between a Create from a checkpoint and its Start.
-    restore: Mutex<Option<Restore>>,
+    runtime: Arc<dyn OciRuntime>,
     rootfs: Option<PathBuf>,
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Exec>>>,
@@ -54,6 +40,35 @@ pub struct Container {
     /// its init unless the shim kills them.
     own_pid_ns: bool,
     exec_gate: tokio::sync::watch::Sender<ExecGate>,
+}
+
+/// An exec counted as starting (see [`Container::enter_exec`]); dropped before
+/// [`ExecSlot::running`], it no longer counts.
+pub struct ExecSlot<'a> {
+    container: &'a Container,
+    started: bool,
+}
+
+impl ExecSlot<'_> {
+    /// The exec started: it counts until its exit is handled.
+    pub fn running(mut self) {
+        self.started = true;
+    }
+}
+
+impl Drop for ExecSlot<'_> {
+    fn drop(&mut self) {
+        if !self.started {
+            self.container.leave_exec();
+        }
+    }
+}
+
+/// What Start did: the init's pid, and whether it was restored from a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    pub pid: u32,
+    pub restored: bool,
 }
 
 /// Execs starting or running, and whether the init has exited (the Go shim's runningExecs
@@ -73,15 +88,18 @@ pub fn has_own_pid_ns(bundle: &Path) -> bool {
 impl Container {
     /// Mounts the rootfs, sets up stdio and runs `runtime create`. On any failure nothing is
     /// left behind: mounts are undone and the runtime's container deleted.
-    pub async fn create(req: &CreateTaskRequest, namespace: &str) -> Result<Container> {
+    pub async fn create(
+        req: &CreateTaskRequest,
+        namespace: &str,
+        connect: &Connect,
+    ) -> Result<Container> {
         let CreateOptions {
             runtime: options,
             restore: criu,
         } = parse_options(req.options.as_ref())?;
         let bundle = PathBuf::from(&req.bundle);
         let config = RuntimeConfig::from_options(&options);
-        let runtime = config.client(namespace, &bundle)?;
-        let raw = config.raw(namespace)?;
+        let runtime = connect(&config, namespace, &bundle)?;
         config.save(&bundle)?;
         // A checkpoint to restore from (containerd unpacked it, or the runtime options name
         // one): Create only records it; the restore runs at Start, as in the Go shim.
@@ -135,32 +153,24 @@ impl Container {
         let result = async {
             let io =
                 ProcessIo::new(&req.id, namespace, &stdio, options.io_uid, options.io_gid).await?;
-            if restore.is_some() {
-                return Ok(Process::new(false, stdio.clone(), io));
+            if let Some(restore) = restore {
+                return Ok(Process::from_checkpoint(stdio.clone(), io, restore));
             }
-            let pid_file = bundle.join("init.pid");
-            let mut opts = CreateOpts::new()
-                .pid_file(&pid_file)
-                .no_pivot(options.no_pivot_root)
-                .no_new_keyring(options.no_new_keyring);
-            if let Some(runc_io) = io.runc_io() {
-                opts = opts.io(runc_io);
-            }
-            if let Some(socket) = io.console_socket() {
-                opts = opts.console_socket(socket);
-            }
+            let config = CreateConfig {
+                pid_file: bundle.join("init.pid"),
+                no_pivot: options.no_pivot_root,
+                no_new_keyring: options.no_new_keyring,
+            };
             let console = io.expect_console();
-            if let Err(e) = runtime.create(&req.id, &bundle, Some(&opts)).await {
+            if let Err(e) = runtime.create(&req.id, &bundle, &config, &io).await {
                 if let Some(pending) = console {
                     pending.abort();
                 }
-                return Err(runtime_error("create", e, Some(&bundle.join(LOG_FILE))));
+                return Err(e);
             }
             io.attach_console(console, &stdio).await?;
-            let pid = read_pid(&pid_file).await?;
-            let init = Process::new(false, stdio.clone(), io);
-            init.set_pid(pid).await;
-            Ok::<_, Error>(init)
+            let pid = read_pid(&config.pid_file).await?;
+            Ok::<_, Error>(Process::init(stdio.clone(), io, pid))
         }
         .await;
         match result {
@@ -169,8 +179,6 @@ impl Container {
                 bundle,
                 namespace: namespace.to_string(),
                 runtime,
-                raw,
-                restore: Mutex::new(restore),
                 rootfs,
                 init: Arc::new(init),
                 execs: Mutex::new(HashMap::new()),
@@ -180,18 +188,11 @@ impl Container {
                 exec_gate: tokio::sync::watch::Sender::new(ExecGate::default()),
             }),
             Err(err) => {
-                let _ = runtime
-                    .delete(&req.id, Some(&DeleteOpts::new().force(true)))
-                    .await;
+                let _ = runtime.delete(&req.id, true).await;
                 unmount(rootfs.as_deref());
                 Err(err)
             }
         }
-    }
-
-    /// A failed runtime command as an error, with what the runtime logged.
-    fn runtime_error(&self, what: &str, err: runc::error::Error) -> Error {
-        runtime_error(what, err, Some(&self.bundle.join(LOG_FILE)))
     }
 
     /// The process `exec_id` names (the init for an empty id).
@@ -212,10 +213,11 @@ impl Container {
             })
     }
 
-    /// Counts an exec as starting (and, once started, running) until [`Container::leave_exec`].
+    /// Counts an exec as starting until the slot is dropped, or, once
+    /// [`ExecSlot::running`], until its exit ([`Container::leave_exec`]).
     /// Refused once the init has exited: no exec may start in a container whose init is
     /// gone, though containerd has not been told yet (containerd issue 10589).
-    pub fn enter_exec(&self) -> Result<()> {
+    pub fn enter_exec(&self) -> Result<ExecSlot<'_>> {
         let mut refused = false;
         self.exec_gate.send_modify(|gate| {
             if gate.init_exited {
@@ -230,10 +232,13 @@ impl Container {
                 self.id
             )));
         }
-        Ok(())
+        Ok(ExecSlot {
+            container: self,
+            started: false,
+        })
     }
 
-    /// An exec counted by [`Container::enter_exec`] failed to start or has exited.
+    /// An exec counted by [`Container::enter_exec`] and started has exited.
     pub fn leave_exec(&self) {
         self.exec_gate
             .send_modify(|gate| gate.execs = gate.execs.saturating_sub(1));
@@ -247,244 +252,51 @@ impl Container {
         let _ = gate.wait_for(|gate| gate.execs == 0).await;
     }
 
-    pub async fn start_init(&self) -> Result<u32> {
-        self.init.check(Op::Start).await?;
-        let restore = self.restore.lock().await.take();
-        match restore {
-            Some(restore) => self.restore_init(&restore).await?,
-            None => {
-                self.runtime
-                    .start(&self.id)
-                    .await
-                    .map_err(|e| self.runtime_error("start", e))?;
-            }
+    /// The container for [`crate::checkpoint`].
+    fn target(&self) -> Target<'_> {
+        Target {
+            id: &self.id,
+            bundle: &self.bundle,
+            runtime: self.runtime.as_ref(),
         }
-        self.init.set_status(Status::Running).await;
-        Ok(self.init.pid().await)
     }
 
-    /// `runtime restore --detach` of the recorded checkpoint, with the init's stdio.
-    async fn restore_init(&self, restore: &Restore) -> Result<()> {
-        crate::preflight::check(true).await?;
-        let mut spec = read_spec(&self.bundle)?;
-        // Never into another container's cgroup (the checkpoint's spec names the original's).
-        let moved = crate::cgroup::relocate_restore(&mut spec, &self.id)?.is_some();
-        // Loopback up in a new network namespace before the processes resume.
-        let shim = std::env::current_exe().map_err(Error::io("finding the shim binary"))?;
-        let hooked = crate::network::add_loopback_hook(&mut spec, &shim);
-        if moved || hooked {
-            write_spec(&self.bundle, &spec)?;
-        }
-        let pid_file = self.bundle.join("init.pid");
-        let work = self.criu_work(restore.work.as_ref())?;
-        let mut args = vec![
-            "restore".to_string(),
-            "--detach".into(),
-            "--pid-file".into(),
-            pid_file.to_string_lossy().into_owned(),
-            "--bundle".into(),
-            self.bundle.to_string_lossy().into_owned(),
-            "--image-path".into(),
-            restore.image.to_string_lossy().into_owned(),
-            "--work-path".into(),
-            work.to_string_lossy().into_owned(),
-        ];
-        if restore.no_pivot {
-            args.push("--no-pivot".into());
-        }
-        let mut criu = restore.criu.clone();
-        // A checkpoint taken with open_tcp holds its connections as tcp-stream images;
-        // CRIU restores them only with --tcp-established, which no restore request can
-        // ask for (runc's Options has no such field).
-        if !criu.open_tcp && holds_tcp_connections(&restore.image) {
-            info!(
-                "{}: the checkpoint holds established TCP connections: restoring them",
-                self.id
-            );
-            criu.open_tcp = true;
-        }
-        args.extend(criu.args());
-        args.extend(crate::privilege::lsm_args(&spec));
-        let io = &self.init.io;
-        if let Some(socket) = io.console_socket() {
-            args.push("--console-socket".into());
-            args.push(socket.to_string_lossy().into_owned());
-        }
-        args.push(self.id.clone());
-        let console = io.expect_console();
-        let log = self.bundle.join("restore-log.json");
-        if let Err(e) = self
-            .raw
-            .run("restore", &args, &log, io.runc_io().as_ref())
-            .await
-        {
-            if let Some(pending) = console {
-                pending.abort();
+    /// Starts the init, or restores it if it was created from a checkpoint.
+    pub async fn start_init(&self) -> Result<Started> {
+        let mut init = self.init.lock().await;
+        init.check(Op::Start)?;
+        let (pid, restored) = match init.restore().cloned() {
+            Some(restore) => {
+                let pid = crate::checkpoint::restore(
+                    &self.target(),
+                    &restore,
+                    &self.init.io,
+                    &self.init.stdio,
+                )
+                .await?;
+                (pid, true)
             }
-            let kept = keep_criu_log(
-                &work.join("restore.log"),
-                &self.bundle.join("criu-restore.log"),
-            );
-            // A failed restore leaves no container behind in the runtime.
-            let _ = self
-                .runtime
-                .delete(&self.id, Some(&DeleteOpts::new().force(true)))
-                .await;
-            return Err(Error::Runtime(format!("{e}{kept}")));
-        }
-        io.attach_console(console, &self.init.stdio).await?;
-        let pid = read_pid(&pid_file).await?;
-        self.init.set_pid(pid).await;
-        Ok(())
+            None => {
+                self.runtime.start(&self.id).await?;
+                (init.pid(), false)
+            }
+        };
+        init.started(pid)?;
+        Ok(Started { pid, restored })
     }
 
     /// Checkpoints the running (or paused) init with the runtime and CRIU.
     pub async fn checkpoint(&self, config: &CheckpointConfig) -> Result<()> {
-        let status = self.init.status().await;
-        if !matches!(status, Status::Running | Status::Paused) {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot checkpoint a task in {} state",
-                format!("{status:?}").to_lowercase()
-            )));
-        }
-        crate::preflight::check(false).await?;
-        // CRI's archive directory when CRI sent no options (see `cri_checkpoint_dir`): CRIU's
-        // log and stats land where CRI archives them, as they do for runc-typed runtimes.
-        let asked_work = config.work_path.clone().or_else(|| {
-            let dir = cri_checkpoint_dir(&read_spec(&self.bundle).ok()?, &self.id)?;
-            dir.is_dir().then(|| {
-                info!(
-                    "checkpoint of {}: CRIU's log and stats go to CRI's archive directory {}",
-                    self.id,
-                    dir.display()
-                );
-                dir
-            })
-        });
-        let work = self.criu_work(asked_work.as_ref())?;
-        let image_existed = config.image_path.exists();
-        let log = self.bundle.join("checkpoint-log.json");
-        let mut result = self.dump(config, &work, &log).await;
-        // A process caught in uninterruptible sleep fails the dump; the container goes on
-        // running, and a second attempt a moment later usually finds it awake.
-        if result.is_err()
-            && std::fs::read_to_string(work.join("dump.log"))
-                .is_ok_and(|text| revive_checkpoint::criulog::transient(&text))
-        {
-            warn!(
-                "checkpoint of {}: a process was in state D; trying once more",
-                self.id
-            );
-            if !image_existed {
-                let _ = std::fs::remove_dir_all(&config.image_path);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            result = self.dump(config, &work, &log).await;
-        }
-        if let Err(e) = result {
-            let kept = keep_criu_log(&work.join("dump.log"), &self.bundle.join("criu-dump.log"));
-            // What CRIU wrote before failing holds memory pages: gone if the directory
-            // was ours, root-only if it was there before.
-            if image_existed {
-                restrict(&config.image_path);
-            } else {
-                let _ = std::fs::remove_dir_all(&config.image_path);
-            }
-            if asked_work.is_none() {
-                let _ = std::fs::remove_dir_all(&work);
-            }
-            return Err(Error::Runtime(format!(
-                "checkpoint of {} failed; the container is left as it was: {e}{kept}",
-                self.id
-            )));
-        }
-        report_stats(&self.id, &work, &config.image_path);
-        // Every memory page of the container is in there, secrets included: root only.
-        restrict(&config.image_path);
-        if asked_work.is_none() {
-            let _ = std::fs::remove_dir_all(&work);
-        } else {
-            restrict(&work);
-        }
+        let init = self.init.lock().await;
+        init.check(Op::Checkpoint)?;
+        crate::checkpoint::checkpoint(&self.target(), init.pid(), config).await?;
         Ok(())
-    }
-
-    /// `runc checkpoint`. One that ends the container freezes its cgroup first, which spares
-    /// CRIU's 100 ms freezer step (see [`crate::freezer`]); a failed one leaves it running.
-    async fn dump(&self, config: &CheckpointConfig, work: &Path, log: &Path) -> Result<()> {
-        let freezer = if config.exit && self.raw.is_runc() {
-            self.freeze_early().await
-        } else {
-            None
-        };
-        let result = self
-            .raw
-            .run("checkpoint", &config.args(&self.id, work), log, None)
-            .await;
-        // After a dump that failed CRIU hands the processes back frozen, as it found them;
-        // after one that succeeded they are gone and the cgroup with them. (One write to
-        // the cgroup file: nothing to wait for.)
-        if let Some(Err(e)) = freezer.map(|f| f.thaw()) {
-            warn!("checkpoint of {}: thawing its cgroup: {e}", self.id);
-        }
-        result
-    }
-
-    /// Freezes the container's cgroup for a checkpoint with exit; None (and nothing changed)
-    /// when there is no freezer, the container is already paused, or it did not freeze
-    /// within [`crate::freezer::BUDGET`], leaving the freezing to CRIU as usual.
-    async fn freeze_early(&self) -> Option<crate::freezer::Freezer> {
-        let pid = self.init.pid().await;
-        let id = self.id.clone();
-        tokio::task::spawn_blocking(move || {
-            let freezer = crate::freezer::Freezer::of(pid)?;
-            match freezer.freeze(crate::freezer::BUDGET) {
-                Ok(Some(took)) => {
-                    info!(
-                        "checkpoint of {id}: froze its cgroup in {} us",
-                        took.as_micros()
-                    );
-                    Some(freezer)
-                }
-                Ok(None) => {
-                    info!("checkpoint of {id}: cgroup not frozen early; CRIU freezes it");
-                    None
-                }
-                Err(e) => {
-                    warn!("checkpoint of {id}: freezing its cgroup early: {e}; CRIU freezes it");
-                    None
-                }
-            }
-        })
-        .await
-        .ok()
-        .flatten()
-    }
-
-    /// CRIU's work directory (logs, stats): the one asked for, else `criu-work` in
-    /// [`Container::work_dir`]; created.
-    fn criu_work(&self, asked: Option<&PathBuf>) -> Result<PathBuf> {
-        let work = asked
-            .cloned()
-            .unwrap_or_else(|| self.work_dir().join("criu-work"));
-        std::fs::create_dir_all(&work)
-            .map_err(Error::io(format!("creating {}", work.display())))?;
-        Ok(work)
-    }
-
-    /// containerd's per-task work directory (`<bundle>/work`), else the bundle.
-    fn work_dir(&self) -> PathBuf {
-        let work = self.bundle.join("work");
-        if work.is_dir() {
-            work
-        } else {
-            self.bundle.clone()
-        }
     }
 
     /// Registers an exec (ExecProcessRequest); it runs at start.
     pub async fn add_exec(&self, exec_id: &str, spec: &Any, stdio: StdioSpec) -> Result<()> {
-        self.init.check(Op::Exec).await?;
+        let init = self.init.lock().await;
+        init.check(Op::Exec)?;
         let mut spec: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
             .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
         // The request's terminal flag wins over the spec's, as in the Go shim: containerd's
@@ -498,8 +310,9 @@ impl Container {
         }
         let io =
             ProcessIo::new(&self.id, &self.namespace, &stdio, self.io_uid, self.io_gid).await?;
-        let process = Arc::new(Process::new(true, stdio, io));
+        let process = Arc::new(Process::exec(stdio, io));
         execs.insert(exec_id.to_string(), Arc::new(Exec { process, spec }));
+        drop(init);
         Ok(())
     }
 
@@ -512,29 +325,20 @@ impl Container {
             .get(exec_id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))?;
-        exec.process.check(Op::Start).await?;
+        let mut process = exec.process.lock().await;
+        process.check(Op::Start)?;
         let pid_file = self.bundle.join(format!("{exec_id}.pid"));
-        let mut opts = ExecOpts::new().pid_file(&pid_file).detach(true);
-        if let Some(runc_io) = exec.process.io.runc_io() {
-            opts = opts.io(runc_io);
-        }
-        if let Some(socket) = exec.process.io.console_socket() {
-            opts = opts.console_socket(socket);
-        }
-        let console = exec.process.io.expect_console();
-        if let Err(e) = self.runtime.exec(&self.id, &exec.spec, Some(&opts)).await {
+        let io = &exec.process.io;
+        let console = io.expect_console();
+        if let Err(e) = self.runtime.exec(&self.id, &exec.spec, &pid_file, io).await {
             if let Some(pending) = console {
                 pending.abort();
             }
-            return Err(self.runtime_error("exec", e));
+            return Err(e);
         }
-        exec.process
-            .io
-            .attach_console(console, &exec.process.stdio)
-            .await?;
+        io.attach_console(console, &exec.process.stdio).await?;
         let pid = read_pid(&pid_file).await?;
-        exec.process.set_pid(pid).await;
-        exec.process.set_status(Status::Running).await;
+        process.started(pid)?;
         Ok(pid)
     }
 
@@ -543,21 +347,24 @@ impl Container {
         let exec = execs
             .get(exec_id)
             .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))?;
-        exec.process.check(Op::Delete).await?;
-        let exec = execs.remove(exec_id).map(|e| e.process.clone());
-        exec.ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))
+        let process = exec.process.clone();
+        let mut locked = process.lock().await;
+        locked.check(Op::Delete)?;
+        locked.transition(Status::Deleted)?;
+        drop(locked);
+        execs.remove(exec_id);
+        Ok(process)
     }
 
     pub async fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let process = self.process(exec_id).await?;
-        process.check(Op::Kill).await?;
+        let locked = process.lock().await;
+        locked.check(Op::Kill)?;
         if exec_id.is_empty() {
-            let opts = KillOpts::new().all(all);
-            return match self.runtime.kill(&self.id, signal, Some(&opts)).await {
+            return match self.runtime.kill(&self.id, signal, all).await {
                 Ok(()) => Ok(()),
-                Err(e) => {
-                    let err = self.runtime_error("kill", e);
-                    // The init may have exited between the check and the kill.
+                Err(err) => {
+                    // The init may have died before the kill, its exit not yet recorded.
                     if process.exit().is_some() || is_already_finished(&err.to_string()) {
                         Err(Error::NotFound(format!("process already finished: {err}")))
                     } else {
@@ -566,7 +373,7 @@ impl Container {
                 }
             };
         }
-        let pid = process.pid().await as i32;
+        let pid = locked.pid() as i32;
         let sig = nix::sys::signal::Signal::try_from(signal as i32)
             .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
@@ -584,25 +391,24 @@ impl Container {
         if self.own_pid_ns {
             return;
         }
-        let opts = KillOpts::new().all(true);
-        if let Err(e) = self.runtime.kill(&self.id, 9, Some(&opts)).await {
+        if let Err(e) = self.runtime.kill(&self.id, 9, true).await {
             debug!("killing what is left of {}: {e}", self.id);
         }
     }
 
     pub async fn pause(&self) -> Result<()> {
-        self.init.check(Op::Pause).await?;
+        let mut init = self.init.lock().await;
+        init.check(Op::Pause)?;
         let mut attempt = 0;
         loop {
-            let Err(e) = self.runtime.pause(&self.id).await else {
+            let Err(err) = self.runtime.pause(&self.id).await else {
                 break;
             };
-            let err = self.runtime_error("pause", e);
             if !freeze_gave_up(&err.to_string()) {
                 return Err(err);
             }
             // Never leave the container half-frozen, whatever the runtime did.
-            if crate::cgroup::thaw_if_freezing(self.init.pid().await) {
+            if crate::cgroup::thaw_if_freezing(init.pid()) {
                 warn!("pause of {}: thawed a freezer left in FREEZING", self.id);
             }
             attempt += 1;
@@ -615,65 +421,46 @@ impl Container {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
         }
-        self.init.set_status(Status::Paused).await;
-        Ok(())
+        init.transition(Status::Paused)
     }
 
     pub async fn resume(&self) -> Result<()> {
-        self.init.check(Op::Resume).await?;
-        self.runtime
-            .resume(&self.id)
-            .await
-            .map_err(|e| self.runtime_error("resume", e))?;
-        self.init.set_status(Status::Running).await;
-        Ok(())
+        let mut init = self.init.lock().await;
+        init.check(Op::Resume)?;
+        self.runtime.resume(&self.id).await?;
+        init.transition(Status::Running)
     }
 
     pub async fn pids(&self) -> Result<Vec<usize>> {
-        self.runtime
-            .ps(&self.id)
-            .await
-            .map_err(|e| self.runtime_error("ps", e))
+        self.runtime.ps(&self.id).await
     }
 
     /// Exec ids by pid, for Pids.
     pub async fn exec_pids(&self) -> HashMap<u32, String> {
-        let execs: Vec<(String, Arc<Process>)> = self
-            .execs
+        self.execs
             .lock()
             .await
             .iter()
-            .map(|(id, e)| (id.clone(), e.process.clone()))
-            .collect();
-        let mut out = HashMap::new();
-        for (id, p) in execs {
-            out.insert(p.pid().await, id);
-        }
-        out
+            .map(|(id, e)| (e.process.pid(), id.clone()))
+            .collect()
     }
 
     pub async fn update(&self, resources: &Any) -> Result<()> {
-        self.init.check(Op::Update).await?;
+        let init = self.init.lock().await;
+        init.check(Op::Update)?;
         let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&resources.value)
             .map_err(|e| Error::InvalidArgument(format!("invalid resources: {e}")))?;
-        self.runtime
-            .update(&self.id, &resources)
-            .await
-            .map_err(|e| self.runtime_error("update", e))
+        self.runtime.update(&self.id, &resources).await
     }
 
     /// Deletes the container from the runtime and unmounts its rootfs.
     pub async fn delete(&self) -> Result<()> {
-        self.init.check(Op::Delete).await?;
+        let mut init = self.init.lock().await;
+        init.check(Op::Delete)?;
         // Everything the process wrote reaches containerd before the task goes away.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.init.io.wait()).await;
-        let force = self.init.status().await == Status::Created;
-        if let Err(e) = self
-            .runtime
-            .delete(&self.id, Some(&DeleteOpts::new().force(force)))
-            .await
-        {
-            let err = self.runtime_error("delete", e);
+        let force = matches!(init.status(), Status::Created | Status::CreatedCheckpoint);
+        if let Err(err) = self.runtime.delete(&self.id, force).await {
             // Already gone from the runtime is fine: the task is being deleted anyway.
             if !matches!(err, Error::NotFound(_)) {
                 return Err(err);
@@ -681,55 +468,8 @@ impl Container {
             debug!("runtime had no container {}: {err}", self.id);
         }
         unmount(self.rootfs.as_deref());
-        self.init.set_status(Status::Deleted).await;
-        Ok(())
+        init.transition(Status::Deleted)
     }
-}
-
-/// If revive-snapshotter made the container's rootfs from a checkpoint image (its handoff
-/// lies beside the overlay's upper directory, see `revive_checkpoint::handoff`): the handoff
-/// and the checkpoint's CRIU images, once checked. `None` for any other container.
-fn checkpoint_image(
-    id: &str,
-    rootfs: &[containerd_shim_protos::api::Mount],
-) -> Result<Option<(revive_checkpoint::handoff::Handoff, PathBuf)>> {
-    use revive_checkpoint::{archive, handoff};
-    let Some(upper) = rootfs
-        .iter()
-        .filter(|m| m.type_ == "overlay")
-        .find_map(|m| handoff::upperdir(&m.options))
-    else {
-        return Ok(None);
-    };
-    let Some(handoff) = handoff::find(upper).map_err(Error::InvalidArgument)? else {
-        return Ok(None);
-    };
-    let images = archive::validate(&handoff.archive)
-        .map_err(|e| refuse_image(id, &handoff, e.to_string()))?;
-    Ok(Some((handoff, images)))
-}
-
-fn refuse_image(id: &str, handoff: &revive_checkpoint::handoff::Handoff, what: String) -> Error {
-    Error::InvalidArgument(format!(
-        "{id} is created from a checkpoint image (of a container of {}), but cannot be \
-         restored: {what}",
-        handoff.base_image
-    ))
-}
-
-/// The new container's `spec` reconciled with the checkpoint's `spec.dump` (see
-/// [`crate::reconcile`]), and what changed.
-fn reconcile_with(
-    id: &str,
-    handoff: &revive_checkpoint::handoff::Handoff,
-    spec: &serde_json::Value,
-) -> Result<(serde_json::Value, Vec<String>)> {
-    let dumped = revive_checkpoint::archive::read_spec(&handoff.archive)
-        .map_err(|e| refuse_image(id, handoff, e.to_string()))?;
-    let mut spec = spec.clone();
-    let notes = crate::reconcile::reconcile(&mut spec, &dumped)
-        .map_err(|e| refuse_image(id, handoff, e))?;
-    Ok((spec, notes))
 }
 
 /// Mounts CreateTaskRequest's rootfs mounts on `<bundle>/rootfs`; `None` when there are none
@@ -758,101 +498,6 @@ fn mount_all(
     Ok(Some(target))
 }
 
-/// Whether CRIU's images in `image` hold established TCP connections (`tcp-stream-*.img`,
-/// written only by a dump with --tcp-established).
-fn holds_tcp_connections(image: &Path) -> bool {
-    std::fs::read_dir(image).is_ok_and(|entries| {
-        entries.flatten().any(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("tcp-stream-") && name.ends_with(".img")
-        })
-    })
-}
-
-/// Copies CRIU's `stats-dump` from the work directory into the image directory, logs its
-/// timings and writes them there as `stats-dump.json`. Best effort: a checkpoint without
-/// stats is still a checkpoint.
-fn report_stats(id: &str, work: &Path, image: &Path) {
-    let Ok(data) = std::fs::read(work.join("stats-dump")) else {
-        return;
-    };
-    if work != image {
-        let _ = std::fs::write(image.join("stats-dump"), &data);
-    }
-    match revive_checkpoint::criu::parse_stats(&data) {
-        Ok(stats) => {
-            if let Some(d) = &stats.dump {
-                info!(
-                    "checkpoint of {id}: freezing {} us, frozen {} us, memory dump {} us, memory write {} us, {} pages scanned, {} written",
-                    d.freezing_time,
-                    d.frozen_time,
-                    d.memdump_time,
-                    d.memwrite_time,
-                    d.pages_scanned,
-                    d.pages_written
-                );
-            }
-            if let Ok(json) = serde_json::to_vec_pretty(&stats) {
-                let _ = std::fs::write(image.join("stats-dump.json"), json);
-            }
-        }
-        Err(e) => warn!("checkpoint of {id}: unreadable stats-dump: {e}"),
-    }
-}
-
-/// Makes a checkpoint tree root-only: directories 0700, files 0600 (symlinks untouched).
-pub fn restrict(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::symlink_metadata(dir) else {
-        return;
-    };
-    if meta.is_dir() {
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            restrict(&entry.path());
-        }
-    } else if meta.is_file() {
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o600));
-    }
-}
-
-/// Copies CRIU's log of a failed dump or restore next to the bundle and returns a message
-/// part with its last lines and where the whole log is.
-fn keep_criu_log(log: &Path, keep: &Path) -> String {
-    use revive_checkpoint::criulog;
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(text) = std::fs::read_to_string(log) else {
-        return String::new();
-    };
-    // Root only, like the checkpoint: the log names the container's files and sockets.
-    let _ = std::fs::remove_file(keep);
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(keep)
-    {
-        let _ = std::io::Write::write_all(&mut file, text.as_bytes());
-    }
-    let errors = criulog::errors(&text, 5);
-    let mut out = String::new();
-    if errors.is_empty() {
-        let lines: Vec<&str> = text.lines().collect();
-        out.push_str(&format!(
-            "\nlast lines of CRIU's log:\n{}",
-            lines[lines.len().saturating_sub(10)..].join("\n")
-        ));
-    } else {
-        out.push_str(&format!("\nCRIU: {}", errors.join("; ")));
-    }
-    if let Some(advice) = criulog::advice(&errors) {
-        out.push_str(&format!("\nwhat to do: {advice}"));
-    }
-    out.push_str(&format!("\nCRIU's full log: {}", keep.display()));
-    out
-}
-
 fn unmount(rootfs: Option<&Path>) {
     let Some(rootfs) = rootfs.and_then(Path::to_str) else {
         return;
@@ -860,15 +505,6 @@ fn unmount(rootfs: Option<&Path>) {
     if let Err(e) = umount_recursive(Some(rootfs), 0) {
         warn!("unmounting {rootfs}: {e}");
     }
-}
-
-async fn read_pid(path: &Path) -> Result<u32> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(Error::io(format!("reading {}", path.display())))?;
-    text.trim()
-        .parse()
-        .map_err(|_| Error::Internal(format!("{} holds no pid: {text:?}", path.display())))
 }
 
 /// More tries of a pause that failed only to freeze.
@@ -905,29 +541,54 @@ mod tests {
         assert!(!has_own_pid_ns(dir.path()));
     }
 
-    #[test]
-    fn tcp_streams_in_the_images_are_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("inventory.img"), b"").unwrap();
-        assert!(!holds_tcp_connections(dir.path()));
-        std::fs::write(dir.path().join("tcp-stream-3a2b.img"), b"").unwrap();
-        assert!(holds_tcp_connections(dir.path()));
-        assert!(!holds_tcp_connections(&dir.path().join("missing")));
-    }
-
-    #[test]
-    fn checkpoint_trees_become_root_only() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let sub = dir.path().join("ck/inner");
-        std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(sub.join("pages-1.img"), b"secret").unwrap();
-        std::fs::write(dir.path().join("ck/core.img"), b"x").unwrap();
-        restrict(&dir.path().join("ck"));
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&dir.path().join("ck")), 0o700);
-        assert_eq!(mode(&sub), 0o700);
-        assert_eq!(mode(&sub.join("pages-1.img")), 0o600);
-        assert_eq!(mode(&dir.path().join("ck/core.img")), 0o600);
+    /// A Create from a checkpoint only records it (containerd's createdCheckpointState);
+    /// Start restores, and the pid is the restored init's.
+    #[tokio::test]
+    async fn a_container_created_from_a_checkpoint_is_restored_at_start() {
+        use crate::runtime::fake::{Fake, Script};
+        let fake = Fake::new(Script::default());
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::write(
+            bundle.path().join("config.json"),
+            r#"{"process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"}}"#,
+        )
+        .unwrap();
+        let restore = Restore {
+            image: bundle.path().join("images"),
+            work: None,
+            no_pivot: false,
+            criu: Default::default(),
+        };
+        let stdio = StdioSpec::default();
+        let io = ProcessIo::new("c1", "ns", &stdio, 0, 0).await.unwrap();
+        let container = Container {
+            id: "c1".into(),
+            bundle: bundle.path().to_path_buf(),
+            namespace: "ns".into(),
+            runtime: Arc::new(fake.clone()),
+            rootfs: None,
+            init: Arc::new(Process::from_checkpoint(stdio, io, restore)),
+            execs: Mutex::new(HashMap::new()),
+            io_uid: 0,
+            io_gid: 0,
+            own_pid_ns: true,
+            exec_gate: tokio::sync::watch::Sender::new(ExecGate::default()),
+        };
+        assert_eq!(
+            (container.init.status(), container.init.pid()),
+            (Status::CreatedCheckpoint, 0)
+        );
+        let started = container.start_init().await.unwrap();
+        assert!(started.restored);
+        assert!(started.pid >= 5_000_000, "{started:?}");
+        assert_eq!(
+            (container.init.status(), container.init.pid()),
+            (Status::Running, started.pid)
+        );
+        assert_eq!(fake.calls(), ["restore c1"]);
+        assert_eq!(
+            container.start_init().await.unwrap_err().to_string(),
+            "cannot start a running process"
+        );
     }
 }

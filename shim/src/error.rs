@@ -31,6 +31,15 @@ pub enum Error {
     },
     #[error("{0}")]
     Internal(String),
+    /// A checkpoint or a restore failed (see [`crate::checkpoint`]).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::Error),
+    /// A state change the process's table does not allow (see [`crate::process`]).
+    #[error("invalid state transition {from:?} to {to:?}")]
+    InvalidTransition {
+        from: &'static str,
+        to: &'static str,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -41,14 +50,19 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
-    fn code(&self) -> ttrpc::Code {
+    /// The status code containerd's client sees.
+    pub fn code(&self) -> ttrpc::Code {
         match self {
             Error::NotFound(_) => ttrpc::Code::NOT_FOUND,
             Error::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
             Error::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
             Error::PermissionDenied(_) => ttrpc::Code::PERMISSION_DENIED,
-            Error::Runtime(_) | Error::Io { .. } | Error::Internal(_) => ttrpc::Code::UNKNOWN,
+            Error::Runtime(_)
+            | Error::Io { .. }
+            | Error::Internal(_)
+            | Error::InvalidTransition { .. } => ttrpc::Code::UNKNOWN,
+            Error::Checkpoint(e) => e.code(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! freeze and then looks at its state in steps of 100 ms (criu/seize.c, `freeze_processes`).
 //! The freezer is often still FREEZING at the first look, so a small container's checkpoint
 //! took either about 0.08 s or about 0.18 s here, with either shim; CRIU's own `stats-dump`
-//! shows the 100 ms in its freezing time (`make bench`, README "Benchmarks").
+//! shows the 100 ms in its freezing time (`make bench`, docs/benchmarks.md).
 //!
 //! When a checkpoint ends the container (`exit`), the shim freezes the cgroup first, looking
 //! at its state every few hundred microseconds. CRIU, finding it FROZEN, records that, skips

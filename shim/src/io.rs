@@ -243,7 +243,7 @@ impl ProcessIo {
 
     /// Starts waiting for the pty master; call before the runtime command that creates the
     /// process, then [`ProcessIo::attach_console`] after it.
-    pub fn expect_console(&self) -> Option<tokio::task::JoinHandle<std::io::Result<OwnedFd>>> {
+    pub fn expect_console(&self) -> Option<JoinHandle<std::io::Result<OwnedFd>>> {
         let console = self.console.as_ref()?;
         let listener = console.listener.try_clone().ok()?;
         Some(tokio::task::spawn_blocking(move || {
@@ -254,7 +254,7 @@ impl ProcessIo {
     /// Connects the received pty master to the stdio fifos.
     pub async fn attach_console(
         &self,
-        pending: Option<tokio::task::JoinHandle<std::io::Result<OwnedFd>>>,
+        pending: Option<JoinHandle<std::io::Result<OwnedFd>>>,
         stdio: &StdioSpec,
     ) -> Result<()> {
         let (Some(console), Some(pending)) = (&self.console, pending) else {
@@ -597,7 +597,8 @@ async fn start_logger(
     let _ = ready.await;
     debug!("log binary {path} started as {}", child.id());
     // The logger is reaped by the shim's reaper; it exits when both streams are closed.
-    std::mem::forget(child);
+    // Dropping the handle neither waits for it nor kills it (its stdio is /dev/null).
+    drop(child);
     Ok(())
 }
 

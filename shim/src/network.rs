@@ -46,7 +46,7 @@ pub fn add_loopback_hook(spec: &mut serde_json::Value, shim: &Path) -> bool {
 
 /// The hook itself: reads the OCI state from stdin, enters the restored init's network
 /// namespace and brings `lo` up. Runs single-threaded, before any runtime is started.
-pub fn run_loopback_hook() -> std::result::Result<(), String> {
+pub fn run_loopback_hook() -> Result<(), String> {
     let mut state = String::new();
     std::io::stdin()
         .read_to_string(&mut state)

@@ -12,14 +12,17 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::OnceCell;
 
-use crate::error::{Error, Result};
+/// What this host lacks for a checkpoint or a restore, in words that name it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unready(pub String);
 
 /// The oldest CRIU runc checkpoints and restores with (runc's own minimum).
 const MIN_CRIU: u32 = 30000;
 
 /// The CRIU the preflight found: its path and version (major * 10000 + minor * 100 +
 /// sublevel).
-type Found = std::result::Result<(PathBuf, u32), String>;
+type Found = Result<(PathBuf, u32), String>;
 
 /// Only a CRIU that answered is remembered: one installed after a failed preflight is
 /// found by the next.
@@ -30,7 +33,7 @@ static FOUND: OnceCell<(PathBuf, u32)> = OnceCell::const_new();
 const CACHE: &str = "/run/revive/criu-preflight";
 
 /// Checks CRIU and the kernel for a checkpoint (`restore` false) or a restore.
-pub async fn check(restore: bool) -> Result<()> {
+pub async fn check(restore: bool) -> Result<(), Unready> {
     FOUND
         .get_or_try_init(|| async {
             tokio::task::spawn_blocking(|| find_criu(Path::new(CACHE)))
@@ -38,8 +41,8 @@ pub async fn check(restore: bool) -> Result<()> {
                 .unwrap_or_else(|e| Err(format!("checking CRIU: {e}")))
         })
         .await
-        .map_err(|e| Error::FailedPrecondition(e.clone()))?;
-    kernel(Path::new("/proc"), restore).map_err(Error::FailedPrecondition)
+        .map_err(|e| Unready(e.clone()))?;
+    kernel(Path::new("/proc"), restore).map_err(Unready)
 }
 
 /// What tells one CRIU binary from another: a new or reinstalled one has another inode,
@@ -143,7 +146,7 @@ fn find_criu(cache: &Path) -> Found {
 }
 
 /// The kernel features a checkpoint or restore needs, seen in `proc`.
-fn kernel(proc: &Path, restore: bool) -> std::result::Result<(), String> {
+fn kernel(proc: &Path, restore: bool) -> Result<(), String> {
     // /proc/<pid>/map_files exists only with CONFIG_CHECKPOINT_RESTORE, which CRIU needs
     // to read a process's mappings (and which carries TCP repair for open_tcp).
     if !proc.join("self/map_files").is_dir() {

@@ -1,5 +1,6 @@
-//! The OCI runtime binary (runc by default, crun when `Options.binary_name` says so),
-//! driven through the `runc` crate.
+//! The OCI runtime: the operations the shim asks of it ([`OciRuntime`]), implemented for
+//! runc and crun (any binary with runc's command line, [`Cli`]) through the `runc` crate,
+//! and by a fake in unit tests.
 //!
 //! The shim is a subreaper and reaps every child on SIGCHLD (see [`crate::daemon`]), so a
 //! runtime invocation must not `waitpid` itself: [`MonitorSpawner`] subscribes to the exit
@@ -19,7 +20,102 @@ use tokio::io::AsyncReadExt;
 
 use containerd_shim_protos::shim::oci::Options;
 
-use crate::error::{Error, Result, runtime_said};
+use crate::error::{Error, Result, runtime_error, runtime_said};
+use crate::io::ProcessIo;
+use crate::options::{CheckpointConfig, CriuFlags};
+use crate::preflight::Unready;
+
+/// What `create` needs besides the bundle.
+#[derive(Debug, Clone)]
+pub struct CreateConfig {
+    /// Where the runtime writes the init's pid.
+    pub pid_file: PathBuf,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+}
+
+/// What `restore --detach` needs besides the bundle.
+#[derive(Debug, Clone)]
+pub struct RestoreConfig {
+    /// Where the runtime writes the restored init's pid.
+    pub pid_file: PathBuf,
+    /// CRIU's images.
+    pub image: PathBuf,
+    /// CRIU's work directory (its log, its stats).
+    pub work: PathBuf,
+    pub no_pivot: bool,
+    pub criu: CriuFlags,
+    /// The runtime's arguments for the container's LSM labels (see `privilege::lsm_args`).
+    pub lsm: Vec<String>,
+    /// The runtime's JSON log of this restore.
+    pub log: PathBuf,
+}
+
+/// The OCI runtime's operations on a container, as the shim uses them. Errors carry the
+/// runtime's own words; "does not exist" is [`Error::NotFound`] (see
+/// [`crate::error::runtime_error`]).
+#[async_trait]
+pub trait OciRuntime: Send + Sync {
+    /// `create`: the container exists, its init waits for `start`; its pid is in
+    /// `config.pid_file`.
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        config: &CreateConfig,
+        io: &ProcessIo,
+    ) -> Result<()>;
+    async fn start(&self, id: &str) -> Result<()>;
+    /// `exec --detach` of `spec` in the container; the new process's pid is in `pid_file`.
+    async fn exec(
+        &self,
+        id: &str,
+        spec: &oci_spec::runtime::Process,
+        pid_file: &Path,
+        io: &ProcessIo,
+    ) -> Result<()>;
+    /// Signals the container's init (every process of it with `all`).
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()>;
+    async fn pause(&self, id: &str) -> Result<()>;
+    async fn resume(&self, id: &str) -> Result<()>;
+    async fn ps(&self, id: &str) -> Result<Vec<usize>>;
+    async fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()>;
+    async fn delete(&self, id: &str, force: bool) -> Result<()>;
+    /// Whether CRIU and the kernel can checkpoint (`restore` false) or restore here.
+    async fn preflight(&self, restore: bool) -> std::result::Result<(), Unready>;
+    /// `checkpoint` with CRIU into `config.image_path`, logging to `log`.
+    async fn checkpoint(
+        &self,
+        id: &str,
+        config: &CheckpointConfig,
+        work: &Path,
+        log: &Path,
+    ) -> Result<()>;
+    /// `restore --detach` from a checkpoint; the restored init's pid is in
+    /// `config.pid_file`.
+    async fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        config: &RestoreConfig,
+        io: &ProcessIo,
+    ) -> Result<()>;
+    /// Whether the runtime hands CRIU the container's freezer cgroup (runc does), so a
+    /// checkpoint that ends the container may freeze it first (see [`crate::freezer`]).
+    fn hands_criu_the_freezer(&self) -> bool;
+}
+
+/// Opens the runtime a container's options name, for its namespace and bundle.
+pub type Connect =
+    Arc<dyn Fn(&RuntimeConfig, &str, &Path) -> Result<Arc<dyn OciRuntime>> + Send + Sync>;
+
+/// The [`Connect`] of the shim: the runtime binary on this host.
+pub fn connect_cli() -> Connect {
+    Arc::new(|config, namespace, bundle| Ok(Arc::new(Cli::new(config, namespace, bundle)?)))
+}
+
+#[cfg(test)]
+pub mod fake;
 
 /// Where runc keeps container state for a namespace (as containerd's Go shim does).
 pub const RUNTIME_ROOT: &str = "/run/containerd/runc";
@@ -178,6 +274,190 @@ impl RawRuntime {
             runtime_said(Some(log), &stderr, &stdout)
         )))
     }
+}
+
+/// runc, crun or another binary with runc's command line.
+pub struct Cli {
+    client: Runc,
+    raw: RawRuntime,
+    /// The runtime's JSON log in the bundle.
+    log: PathBuf,
+}
+
+impl Cli {
+    pub fn new(config: &RuntimeConfig, namespace: &str, bundle: &Path) -> Result<Cli> {
+        Ok(Cli {
+            client: config.client(namespace, bundle)?,
+            raw: config.raw(namespace)?,
+            log: bundle.join(LOG_FILE),
+        })
+    }
+
+    fn error(&self, what: &str, err: runc::error::Error) -> Error {
+        runtime_error(what, err, Some(&self.log))
+    }
+}
+
+#[async_trait]
+impl OciRuntime for Cli {
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        config: &CreateConfig,
+        io: &ProcessIo,
+    ) -> Result<()> {
+        let mut opts = runc::options::CreateOpts::new()
+            .pid_file(&config.pid_file)
+            .no_pivot(config.no_pivot)
+            .no_new_keyring(config.no_new_keyring);
+        if let Some(runc_io) = io.runc_io() {
+            opts = opts.io(runc_io);
+        }
+        if let Some(socket) = io.console_socket() {
+            opts = opts.console_socket(socket);
+        }
+        self.client
+            .create(id, bundle, Some(&opts))
+            .await
+            .map(drop)
+            .map_err(|e| self.error("create", e))
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.client
+            .start(id)
+            .await
+            .map(drop)
+            .map_err(|e| self.error("start", e))
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        spec: &oci_spec::runtime::Process,
+        pid_file: &Path,
+        io: &ProcessIo,
+    ) -> Result<()> {
+        let mut opts = runc::options::ExecOpts::new()
+            .pid_file(pid_file)
+            .detach(true);
+        if let Some(runc_io) = io.runc_io() {
+            opts = opts.io(runc_io);
+        }
+        if let Some(socket) = io.console_socket() {
+            opts = opts.console_socket(socket);
+        }
+        self.client
+            .exec(id, spec, Some(&opts))
+            .await
+            .map_err(|e| self.error("exec", e))
+    }
+
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+        let opts = runc::options::KillOpts::new().all(all);
+        self.client
+            .kill(id, signal, Some(&opts))
+            .await
+            .map_err(|e| self.error("kill", e))
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        self.client
+            .pause(id)
+            .await
+            .map_err(|e| self.error("pause", e))
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        self.client
+            .resume(id)
+            .await
+            .map_err(|e| self.error("resume", e))
+    }
+
+    async fn ps(&self, id: &str) -> Result<Vec<usize>> {
+        self.client.ps(id).await.map_err(|e| self.error("ps", e))
+    }
+
+    async fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        self.client
+            .update(id, resources)
+            .await
+            .map_err(|e| self.error("update", e))
+    }
+
+    async fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let opts = runc::options::DeleteOpts::new().force(force);
+        self.client
+            .delete(id, Some(&opts))
+            .await
+            .map_err(|e| self.error("delete", e))
+    }
+
+    async fn preflight(&self, restore: bool) -> std::result::Result<(), Unready> {
+        crate::preflight::check(restore).await
+    }
+
+    async fn checkpoint(
+        &self,
+        id: &str,
+        config: &CheckpointConfig,
+        work: &Path,
+        log: &Path,
+    ) -> Result<()> {
+        self.raw
+            .run("checkpoint", &config.args(id, work), log, None)
+            .await
+    }
+
+    async fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        config: &RestoreConfig,
+        io: &ProcessIo,
+    ) -> Result<()> {
+        let mut args = vec![
+            "restore".to_string(),
+            "--detach".into(),
+            "--pid-file".into(),
+            config.pid_file.to_string_lossy().into_owned(),
+            "--bundle".into(),
+            bundle.to_string_lossy().into_owned(),
+            "--image-path".into(),
+            config.image.to_string_lossy().into_owned(),
+            "--work-path".into(),
+            config.work.to_string_lossy().into_owned(),
+        ];
+        if config.no_pivot {
+            args.push("--no-pivot".into());
+        }
+        args.extend(config.criu.args());
+        args.extend(config.lsm.iter().cloned());
+        if let Some(socket) = io.console_socket() {
+            args.push("--console-socket".into());
+            args.push(socket.to_string_lossy().into_owned());
+        }
+        args.push(id.to_string());
+        self.raw
+            .run("restore", &args, &config.log, io.runc_io().as_ref())
+            .await
+    }
+
+    fn hands_criu_the_freezer(&self) -> bool {
+        self.raw.is_runc()
+    }
+}
+
+/// The pid a runtime wrote to `path`.
+pub async fn read_pid(path: &Path) -> Result<u32> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(Error::io(format!("reading {}", path.display())))?;
+    text.trim()
+        .parse()
+        .map_err(|_| Error::Internal(format!("{} holds no pid: {text:?}", path.display())))
 }
 
 /// Finds `binary` (a name looked up in PATH, or a path).

@@ -31,19 +31,21 @@ use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
 use log::{debug, info, warn};
 use tokio::sync::Mutex;
 
-use crate::container::Container;
+use crate::container::{Container, Started};
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::io::StdioSpec;
 use crate::options::checkpoint_config;
 use crate::process::{Exit, Process, Status};
+use crate::runtime::{Connect, connect_cli};
 
 /// Which process a pid belongs to: (container id, exec id; empty for init).
 type Owner = (String, String);
 
 /// Exit bookkeeping shared by the RPCs and the exit fan-in. Exits of pids nobody owns yet
 /// are kept only while a start is in flight (the process may exit before its pid is
-/// known); everything else unknown (runtime commands, loggers) is dropped.
+/// known), each start's in a [`Collector`]; everything else unknown (runtime commands,
+/// loggers) is dropped.
 #[derive(Default)]
 struct Exits {
     owners: HashMap<u32, Owner>,
@@ -57,8 +59,47 @@ struct Inner {
     oom: tokio::sync::mpsc::UnboundedSender<String>,
     publisher: Option<Publisher>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
-    exits: Mutex<Exits>,
+    /// Never held across an await.
+    exits: std::sync::Mutex<Exits>,
     exit: Arc<ExitSignal>,
+    /// Opens a container's OCI runtime.
+    connect: Connect,
+}
+
+/// Exits of pids nobody owns, collected while one start is in flight, from before the
+/// runtime runs until the started process's pid is known ([`Collector::owned`]); dropping
+/// it on an error path stops the collecting.
+struct Collector<'a> {
+    exits: &'a std::sync::Mutex<Exits>,
+    token: u64,
+}
+
+impl Collector<'_> {
+    /// Records that `pid` belongs to `owner` and stops collecting; returns the exit code
+    /// if the pid already exited meanwhile.
+    fn owned(self, pid: u32, owner: Owner) -> Option<i32> {
+        let mut exits = lock(self.exits);
+        let collected = exits.collectors.remove(&self.token).unwrap_or_default();
+        if let Some((_, code)) = collected.iter().find(|(p, _)| *p == pid) {
+            return Some(*code);
+        }
+        exits.owners.insert(pid, owner);
+        None
+    }
+}
+
+impl Drop for Collector<'_> {
+    fn drop(&mut self) {
+        lock(self.exits).collectors.remove(&self.token);
+    }
+}
+
+/// The exit bookkeeping, whatever a panicking holder left (each change is one insert or
+/// remove, so there is no half-done state to fear).
+fn lock(exits: &std::sync::Mutex<Exits>) -> std::sync::MutexGuard<'_, Exits> {
+    exits
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The ttrpc Task service (served as both containerd.task.v2.Task and v3).
@@ -83,14 +124,25 @@ impl TaskService {
         publisher: Option<Publisher>,
         exit: Arc<ExitSignal>,
     ) -> TaskService {
+        TaskService::with_runtime(namespace, publisher, exit, connect_cli()).await
+    }
+
+    /// The same, with containers' runtimes opened by `connect`.
+    pub async fn with_runtime(
+        namespace: &str,
+        publisher: Option<Publisher>,
+        exit: Arc<ExitSignal>,
+        connect: Connect,
+    ) -> TaskService {
         let (oom, mut ooms) = tokio::sync::mpsc::unbounded_channel::<String>();
         let inner = Arc::new(Inner {
             namespace: namespace.to_string(),
             oom,
             publisher,
             containers: Mutex::new(HashMap::new()),
-            exits: Mutex::new(Exits::default()),
+            exits: std::sync::Mutex::new(Exits::default()),
             exit,
+            connect,
         });
         let publishing = inner.clone();
         tokio::spawn(async move {
@@ -114,7 +166,7 @@ impl TaskService {
                             continue;
                         };
                         let Some((container, exec_id)) =
-                            inner.owner_of_exit(pid as u32, event.exit_code).await
+                            inner.owner_of_exit(pid as u32, event.exit_code)
                         else {
                             continue;
                         };
@@ -154,8 +206,8 @@ impl Inner {
     }
 
     /// Who owned `pid`; an exit nobody owns is handed to the starts in flight.
-    async fn owner_of_exit(&self, pid: u32, code: i32) -> Option<Owner> {
-        let mut exits = self.exits.lock().await;
+    fn owner_of_exit(&self, pid: u32, code: i32) -> Option<Owner> {
+        let mut exits = lock(&self.exits);
         let owner = exits.owners.remove(&pid);
         if owner.is_none() {
             for collected in exits.collectors.values_mut() {
@@ -165,29 +217,16 @@ impl Inner {
         owner
     }
 
-    /// Starts collecting exits of unknown pids; pair with [`Inner::owned`].
-    async fn collect(&self) -> u64 {
-        let mut exits = self.exits.lock().await;
+    /// Starts collecting exits of unknown pids, until the collector is dropped or owned.
+    fn collect(&self) -> Collector<'_> {
+        let mut exits = lock(&self.exits);
         exits.next_collector += 1;
         let token = exits.next_collector;
         exits.collectors.insert(token, Vec::new());
-        token
-    }
-
-    /// Records that `pid` belongs to `owner` and stops collecting; returns the exit code
-    /// if the pid already exited meanwhile.
-    async fn owned(&self, token: u64, pid: u32, owner: Owner) -> Option<i32> {
-        let mut exits = self.exits.lock().await;
-        let collected = exits.collectors.remove(&token).unwrap_or_default();
-        if let Some((_, code)) = collected.iter().find(|(p, _)| *p == pid) {
-            return Some(*code);
+        Collector {
+            exits: &self.exits,
+            token,
         }
-        exits.owners.insert(pid, owner);
-        None
-    }
-
-    async fn stop_collecting(&self, token: u64) {
-        self.exits.lock().await.collectors.remove(&token);
     }
 
     async fn handle_exit(&self, container_id: &str, exec_id: &str, pid: u32, code: i32) {
@@ -268,7 +307,7 @@ async fn drained(io: &crate::io::ProcessIo) -> bool {
 
 fn api_status(status: Status) -> ApiStatus {
     match status {
-        Status::Created => ApiStatus::CREATED,
+        Status::Created | Status::CreatedCheckpoint => ApiStatus::CREATED,
         Status::Running => ApiStatus::RUNNING,
         Status::Paused => ApiStatus::PAUSED,
         Status::Stopped | Status::Deleted => ApiStatus::STOPPED,
@@ -286,30 +325,23 @@ impl TaskService {
         }
         // The init can die before Create returns (killed, OOM; containerd issue 9103): its
         // exit must not be lost.
-        let token = inner.collect().await;
-        let container = match Container::create(&req, &inner.namespace).await {
-            Ok(container) => Arc::new(container),
-            Err(e) => {
-                inner.stop_collecting(token).await;
-                return Err(e);
-            }
-        };
-        let pid = container.init.pid().await;
+        let collector = inner.collect();
+        let container = Arc::new(Container::create(&req, &inner.namespace, &inner.connect).await?);
+        let pid = container.init.pid();
+        // A container created from a checkpoint has no process until Start restores it.
+        let from_checkpoint = container.init.status() == Status::CreatedCheckpoint;
         inner
             .containers
             .lock()
             .await
             .insert(req.id.clone(), container);
-        // A container created from a checkpoint has no process until Start restores it.
-        let early = if pid != 0 {
-            let early = inner
-                .owned(token, pid, (req.id.clone(), String::new()))
-                .await;
+        let early = if from_checkpoint {
+            drop(collector);
+            None
+        } else {
+            let early = collector.owned(pid, (req.id.clone(), String::new()));
             crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
             early
-        } else {
-            inner.stop_collecting(token).await;
-            None
         };
         info!("created container {} (pid {pid})", req.id);
         let event = TaskCreate {
@@ -347,19 +379,10 @@ impl TaskService {
         let inner = &self.inner;
         let container = inner.container(&req.id).await?;
         let pid = if req.exec_id.is_empty() {
-            let restoring = container.init.pid().await == 0;
-            let token = inner.collect().await;
-            let pid = match container.start_init().await {
-                Ok(pid) => pid,
-                Err(e) => {
-                    inner.stop_collecting(token).await;
-                    return Err(e);
-                }
-            };
-            let early = inner
-                .owned(token, pid, (req.id.clone(), String::new()))
-                .await;
-            if restoring {
+            let collector = inner.collect();
+            let Started { pid, restored } = container.start_init().await?;
+            let early = collector.owned(pid, (req.id.clone(), String::new()));
+            if restored {
                 crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
             }
             // /tasks/start before any /tasks/exit of the same init.
@@ -380,19 +403,11 @@ impl TaskService {
             }
             pid
         } else {
-            container.enter_exec()?;
-            let token = inner.collect().await;
-            let pid = match container.start_exec(&req.exec_id).await {
-                Ok(pid) => pid,
-                Err(e) => {
-                    inner.stop_collecting(token).await;
-                    container.leave_exec();
-                    return Err(e);
-                }
-            };
-            let early = inner
-                .owned(token, pid, (req.id.clone(), req.exec_id.clone()))
-                .await;
+            let slot = container.enter_exec()?;
+            let collector = inner.collect();
+            let pid = container.start_exec(&req.exec_id).await?;
+            slot.running();
+            let early = collector.owned(pid, (req.id.clone(), req.exec_id.clone()));
             inner
                 .publish(
                     topics::TASK_EXEC_STARTED_EVENT_TOPIC,
@@ -425,7 +440,7 @@ impl TaskService {
         } else {
             container.remove_exec(&req.exec_id).await?
         };
-        let pid = process.pid().await;
+        let pid = process.pid();
         let exit = process.exit().unwrap_or(Exit {
             status: 0,
             at: std::time::SystemTime::now(),
@@ -464,8 +479,8 @@ impl TaskService {
                 req.exec_id.clone()
             },
             bundle: container.bundle.to_string_lossy().into_owned(),
-            pid: process.pid().await,
-            status: api_status(process.status().await).into(),
+            pid: process.pid(),
+            status: api_status(process.status()).into(),
             stdin: process.stdio.stdin.clone(),
             stdout: process.stdio.stdout.clone(),
             stderr: process.stdio.stderr.clone(),
@@ -703,7 +718,7 @@ impl Task for TaskService {
                     req.id
                 )));
             }
-            let pid = container.init.pid().await;
+            let pid = container.init.pid();
             let stats = tokio::task::spawn_blocking(move || crate::stats::collect(pid))
                 .await
                 .map_err(|e| Error::Internal(format!("collecting stats: {e}")))??;
@@ -721,7 +736,7 @@ impl Task for TaskService {
         req: ConnectRequest,
     ) -> ttrpc::Result<ConnectResponse> {
         let task_pid = match self.inner.container(&req.id).await {
-            Ok(container) => container.init.pid().await,
+            Ok(container) => container.init.pid(),
             Err(_) => 0,
         };
         Ok(ConnectResponse {
@@ -738,5 +753,269 @@ impl Task for TaskService {
             self.inner.exit.signal();
         }
         Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::options::CheckpointConfig;
+    use crate::process::{Kind, Op};
+    use crate::runtime::fake::{Fake, Script};
+
+    /// A service over `fake`, and a bundle whose container has its own pid namespace.
+    async fn service(fake: &Fake) -> (TaskService, tempfile::TempDir) {
+        let service = TaskService::with_runtime(
+            "revive-unit-test",
+            None,
+            Arc::new(ExitSignal::default()),
+            fake.connect(),
+        )
+        .await;
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::write(
+            bundle.path().join("config.json"),
+            r#"{"process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},
+                "linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]}}"#,
+        )
+        .unwrap();
+        (service, bundle)
+    }
+
+    async fn create(service: &TaskService, id: &str, bundle: &tempfile::TempDir) -> u32 {
+        let req = CreateTaskRequest {
+            id: id.into(),
+            bundle: bundle.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        service.do_create(req).await.unwrap().pid
+    }
+
+    async fn start(service: &TaskService, id: &str, exec_id: &str) -> Result<u32> {
+        let req = StartRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        service.do_start(req).await.map(|r| r.pid)
+    }
+
+    async fn add_exec(service: &TaskService, id: &str, exec_id: &str) -> Result<()> {
+        let spec = Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: br#"{"user":{"uid":0,"gid":0},"args":["true"],"cwd":"/"}"#.to_vec(),
+            ..Default::default()
+        };
+        let container = service.inner.container(id).await?;
+        container
+            .add_exec(exec_id, &spec, StdioSpec::default())
+            .await
+    }
+
+    async fn state(service: &TaskService, id: &str, exec_id: &str) -> StateResponse {
+        let req = StateRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        service.do_state(req).await.unwrap()
+    }
+
+    async fn process(service: &TaskService, id: &str, exec_id: &str) -> Arc<Process> {
+        let container = service.inner.container(id).await.unwrap();
+        container.process(exec_id).await.unwrap()
+    }
+
+    /// The exit of `id`/`exec_id`, waiting at most a few seconds for it.
+    async fn exited(service: &TaskService, id: &str, exec_id: &str) -> Exit {
+        let process = process(service, id, exec_id).await;
+        tokio::time::timeout(Duration::from_secs(5), process.wait())
+            .await
+            .expect("the exit is recorded")
+    }
+
+    fn refusal(result: Result<impl std::fmt::Debug>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    /// containerd issue 9103: an init killed before Create returns still has its exit
+    /// reported, and is stopped, not started.
+    #[tokio::test]
+    async fn an_init_that_dies_before_create_returns_is_stopped() {
+        let fake = Fake::new(Script {
+            die_in_create: Some(137),
+            ..Default::default()
+        });
+        let (service, bundle) = service(&fake).await;
+        let pid = create(&service, "c1", &bundle).await;
+        assert!(pid >= 5_000_000, "{pid}");
+        assert_eq!(exited(&service, "c1", "").await.status, 137);
+        let s = state(&service, "c1", "").await;
+        assert_eq!(
+            (s.status.enum_value(), s.pid, s.exit_status),
+            (Ok(ApiStatus::STOPPED), pid, 137)
+        );
+        assert_eq!(
+            refusal(start(&service, "c1", "").await),
+            "cannot start a stopped process"
+        );
+        let deleted = service
+            .do_delete(DeleteRequest {
+                id: "c1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((deleted.pid, deleted.exit_status), (pid, 137));
+        assert_eq!(fake.calls(), ["create c1", "delete c1"]);
+    }
+
+    /// The Go shim's order (containerd issue 10589): an init's exit is recorded and
+    /// published only after the exits of its execs, and no exec starts meanwhile.
+    #[tokio::test]
+    async fn an_exec_outlives_its_init() {
+        let fake = Fake::new(Script::default());
+        let (service, bundle) = service(&fake).await;
+        let init_pid = create(&service, "c1", &bundle).await;
+        start(&service, "c1", "").await.unwrap();
+        add_exec(&service, "c1", "e1").await.unwrap();
+        add_exec(&service, "c1", "e2").await.unwrap();
+        let exec_pid = start(&service, "c1", "e1").await.unwrap();
+
+        Fake::exit(init_pid, 0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let init = process(&service, "c1", "").await;
+        assert_eq!(init.exit(), None, "the init's exit waits for the exec's");
+        assert_eq!(init.status(), Status::Running);
+        assert_eq!(
+            refusal(start(&service, "c1", "e2").await),
+            "container c1 init process is not running"
+        );
+
+        Fake::exit(exec_pid, 3).await;
+        let exec_exit = exited(&service, "c1", "e1").await;
+        let init_exit = exited(&service, "c1", "").await;
+        assert_eq!((exec_exit.status, init_exit.status), (3, 0));
+        assert!(exec_exit.at <= init_exit.at);
+        assert_eq!(
+            state(&service, "c1", "e1").await.status.enum_value(),
+            Ok(ApiStatus::STOPPED)
+        );
+        assert_eq!(
+            fake.calls(),
+            ["create c1", "start c1", "exec c1"],
+            "the refused exec never reached the runtime"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exec_is_refused_after_its_init_died() {
+        let fake = Fake::new(Script::default());
+        let (service, bundle) = service(&fake).await;
+        let init_pid = create(&service, "c1", &bundle).await;
+        start(&service, "c1", "").await.unwrap();
+        add_exec(&service, "c1", "added-before").await.unwrap();
+        Fake::exit(init_pid, 1).await;
+        assert_eq!(exited(&service, "c1", "").await.status, 1);
+        assert_eq!(
+            refusal(start(&service, "c1", "added-before").await),
+            "container c1 init process is not running"
+        );
+        assert_eq!(
+            refusal(add_exec(&service, "c1", "added-after").await),
+            "cannot exec in a stopped state"
+        );
+        assert_eq!(fake.calls(), ["create c1", "start c1"]);
+    }
+
+    /// Start, Pause, Checkpoint and Delete sent at once to one container run one after the
+    /// other, each checked against the state the one before left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_operations_on_one_process_are_serialised() {
+        let fake = Fake::new(Script {
+            delay: Duration::from_millis(20),
+            ..Default::default()
+        });
+        let (service, bundle) = service(&fake).await;
+        let images = tempfile::tempdir().unwrap();
+        for round in 0..8 {
+            let id = format!("c{round}");
+            create(&service, &id, &bundle).await;
+            let container = service.inner.container(&id).await.unwrap();
+            let config = CheckpointConfig {
+                image_path: images.path().join(&id),
+                ..Default::default()
+            };
+            let (started, paused, checkpointed, deleted) = tokio::join!(
+                start(&service, &id, ""),
+                container.pause(),
+                container.checkpoint(&config),
+                container.delete(),
+            );
+            assert!(!fake.overlapped(), "round {round}: calls overlapped");
+            // Replay what reached the runtime, in order, against the table.
+            let mut status = Status::Created;
+            for call in fake.calls() {
+                let Some(op) = call.strip_suffix(&format!(" {id}")) else {
+                    continue;
+                };
+                let (op, next) = match op {
+                    "create" => continue,
+                    "start" => (Op::Start, Status::Running),
+                    "pause" => (Op::Pause, Status::Paused),
+                    "checkpoint" => (Op::Checkpoint, status),
+                    "delete" => (Op::Delete, Status::Deleted),
+                    other => panic!("unexpected call {other}"),
+                };
+                status.check(Kind::Init, op).unwrap();
+                status = next;
+            }
+            assert_eq!(container.init.status(), status, "round {round}");
+            // Each refusal is the table's, for the state the calls before it left.
+            for (result, op) in [
+                (started.map(drop), Op::Start),
+                (paused, Op::Pause),
+                (checkpointed, Op::Checkpoint),
+                (deleted, Op::Delete),
+            ] {
+                if let Err(e) = result {
+                    assert!(
+                        matches!(e, Error::FailedPrecondition(_) | Error::NotFound(_)),
+                        "round {round} {op:?}: {e}"
+                    );
+                }
+            }
+            if status != Status::Deleted {
+                // Running or paused: end it, and delete it once its exit is in.
+                container.kill("", 9, false).await.unwrap();
+                assert_eq!(exited(&service, &id, "").await.status, 137);
+                container.delete().await.unwrap();
+            }
+        }
+    }
+
+    /// An exec that failed to start no longer counts: its init's exit goes out at once.
+    #[tokio::test]
+    async fn a_failed_exec_start_does_not_hold_back_the_init() {
+        let fake = Fake::new(Script {
+            fail_exec: true,
+            ..Default::default()
+        });
+        let (service, bundle) = service(&fake).await;
+        let init_pid = create(&service, "c1", &bundle).await;
+        start(&service, "c1", "").await.unwrap();
+        add_exec(&service, "c1", "e1").await.unwrap();
+        assert_eq!(
+            refusal(start(&service, "c1", "e1").await),
+            "exec: runtime exited with exit status: 1: exec failed in c1"
+        );
+        assert_eq!(
+            state(&service, "c1", "e1").await.status.enum_value(),
+            Ok(ApiStatus::CREATED)
+        );
+        Fake::exit(init_pid, 0).await;
+        assert_eq!(exited(&service, "c1", "").await.status, 0);
     }
 }
