@@ -6,18 +6,13 @@
 //! A blob read to its end must be what its descriptor says: its size and SHA-256 digest.
 //! The seeds (scripts/fuzz-seeds.sh) are small archives with an image in them.
 //!
-//! The CLI is a binary crate, so the module is compiled here on its own (it needs anyhow,
-//! serde, serde_json, sha2, hex, tar and revive-checkpoint's PAX parser).
 #![no_main]
-
-#[allow(dead_code)]
-#[path = "../../cli/src/layout.rs"]
-mod layout;
 
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
 use revive_checkpoint::oci;
+use revive_cli::layout;
 
 /// How many descriptors of each document are followed.
 const FOLLOW: usize = 8;
