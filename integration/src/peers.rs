@@ -50,6 +50,37 @@ pub struct Peer {
     /// local paths (`k8s.io/kubernetes` and its staging modules): build it from a wrapper
     /// module that pins each replaced module to this version instead (`v0.37.2`).
     pub staging_version: Option<String>,
+    /// Build a test binary of one of revive's own Go modules against the module instead of
+    /// the module's programs (absent from the keys of the peers that are programs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<GoTest>,
+}
+
+/// A Go test binary (`go test -c`) built from a module of revive's own, `integration/go/<dir>`,
+/// whose go.mod requires the peer's module at the peer's version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoTest {
+    /// The module's directory under `integration/go`.
+    pub dir: String,
+    /// SHA-256 of its sources, so an edited driver is rebuilt.
+    pub digest: String,
+}
+
+/// The sources of revive's Go test modules, by directory under `integration/go`:
+/// (file name, text). Compiled in, so the cache key follows every edit.
+const GO_TEST_SOURCES: &[(&str, &[(&str, &str)])] = &[(
+    "snapshotter-suite",
+    &[(
+        "suite_test.go",
+        include_str!("../go/snapshotter-suite/suite_test.go"),
+    )],
+)];
+
+fn go_test_sources(dir: &str) -> &'static [(&'static str, &'static str)] {
+    GO_TEST_SOURCES
+        .iter()
+        .find(|(d, _)| *d == dir)
+        .map_or(&[], |(_, files)| files)
 }
 
 impl Peer {
@@ -73,6 +104,7 @@ impl Peer {
                  -X github.com/containerd/containerd/v2/version.Revision=go-module"
             ),
             staging_version: None,
+            test: None,
         }
     }
 
@@ -91,6 +123,7 @@ impl Peer {
                 version.trim_start_matches('v')
             ),
             staging_version: None,
+            test: None,
         }
     }
 
@@ -106,6 +139,7 @@ impl Peer {
             tags: Vec::new(),
             ldflags: format!("-X sigs.k8s.io/cri-tools/pkg/version.Version={version}"),
             staging_version: None,
+            test: None,
         }
     }
 
@@ -127,11 +161,44 @@ impl Peer {
                 version.split('.').nth(1).unwrap_or_default()
             ),
             staging_version: Some(staging),
+            test: None,
+        }
+    }
+
+    /// The driver that runs containerd's snapshotter test suite (`core/snapshots/testsuite`)
+    /// against revive-snapshotter through containerd's snapshot proxy, built against
+    /// containerd `version` (`v2.3.7`); `integration/go/snapshotter-suite`.
+    pub fn snapshotter_suite(version: &str) -> Peer {
+        let dir = "snapshotter-suite";
+        let mut hasher = Sha256::new();
+        for (name, text) in go_test_sources(dir) {
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+            hasher.update([0]);
+        }
+        Peer {
+            name: dir.into(),
+            dir: String::new(),
+            module: "github.com/containerd/containerd/v2".into(),
+            version: version.into(),
+            packages: Vec::new(),
+            cgo: false,
+            tags: Vec::new(),
+            ldflags: String::new(),
+            staging_version: None,
+            test: Some(GoTest {
+                dir: dir.into(),
+                digest: hex::encode(hasher.finalize()),
+            }),
         }
     }
 
     /// The names of the binaries the build leaves in `bin/`.
     pub fn binaries(&self) -> Vec<String> {
+        if self.test.is_some() {
+            return vec![format!("{}.test", self.name)];
+        }
         self.packages
             .iter()
             .map(|p| {
@@ -321,6 +388,10 @@ fn build(cache: &Path, peer: &Peer, key: &str, dir: &Path) -> Result<()> {
         peer.version,
         log.display()
     );
+    if let Some(test) = &peer.test {
+        build_test(cache, peer, test, &work, &bin, &log)?;
+        return finish(dir, peer, key, go_version, &bin, &work);
+    }
     let module_dir = match &peer.staging_version {
         None => None,
         Some(staging) => Some(wrapper_module(cache, peer, staging, &work, &log)?),
@@ -350,6 +421,18 @@ fn build(cache: &Path, peer: &Peer, key: &str, dir: &Path) -> Result<()> {
         &log,
         &format!("building {} {}", peer.name, peer.version),
     )?;
+    finish(dir, peer, key, go_version, &bin, &work)
+}
+
+/// Records a finished build in `dir`: the digests of its binaries in `complete.json`.
+fn finish(
+    dir: &Path,
+    peer: &Peer,
+    key: &str,
+    go_version: String,
+    bin: &Path,
+    work: &Path,
+) -> Result<()> {
     let mut digests = BTreeMap::new();
     for name in peer.binaries() {
         let path = bin.join(&name);
@@ -359,7 +442,7 @@ fn build(cache: &Path, peer: &Peer, key: &str, dir: &Path) -> Result<()> {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
         digests.insert(name, rootfs::sha256_file(&path)?);
     }
-    rootfs::remove_tree(&work)?;
+    rootfs::remove_tree(work)?;
     let completion = Completion {
         key: key.to_string(),
         peer: peer.clone(),
@@ -371,6 +454,53 @@ fn build(cache: &Path, peer: &Peer, key: &str, dir: &Path) -> Result<()> {
         serde_json::to_vec_pretty(&completion)?,
     )?;
     Ok(())
+}
+
+/// Builds the test binary of `test` into `bin`: its sources in `work` with a go.mod that
+/// requires `peer.module` at `peer.version` (`go mod tidy` fills in the rest from that
+/// version's own requirements), then `go test -c`.
+fn build_test(
+    cache: &Path,
+    peer: &Peer,
+    test: &GoTest,
+    work: &Path,
+    bin: &Path,
+    log: &Path,
+) -> Result<()> {
+    let sources = go_test_sources(&test.dir);
+    if sources.is_empty() {
+        bail!(
+            "no Go test module integration/go/{} is compiled in",
+            test.dir
+        );
+    }
+    for (name, text) in sources {
+        fs::write(work.join(name), text)?;
+    }
+    fs::write(
+        work.join("go.mod"),
+        format!(
+            "module revive.test/{}\n\ngo {MIN_GO}\n\nrequire {} {}\n",
+            test.dir, peer.module, peer.version
+        ),
+    )?;
+    let what = format!(
+        "building {} against {} {}",
+        peer.name, peer.module, peer.version
+    );
+    rootfs::run_logged(go(cache, work).args(["mod", "tidy"]), log, &what)?;
+    let mut cmd = go(cache, work);
+    cmd.env("CGO_ENABLED", if peer.cgo { "1" } else { "0" });
+    cmd.args(["test", "-c", "-trimpath", "-o"])
+        .arg(bin.join(format!("{}.test", peer.name)));
+    cmd.args([
+        "-tags",
+        &peer.tags.join(" "),
+        "-ldflags",
+        &peer.ldflags,
+        ".",
+    ]);
+    rootfs::run_logged(&mut cmd, log, &what)
 }
 
 /// A module requiring `peer.module` whose go.mod pins every module the peer's own go.mod
@@ -529,6 +659,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("never finished"), "{err}");
+    }
+
+    #[test]
+    fn a_go_test_is_keyed_by_its_sources_and_programs_are_not_rekeyed() {
+        let suite = Peer::snapshotter_suite("v2.3.7");
+        assert_eq!(suite.binaries(), ["snapshotter-suite.test"]);
+        assert_ne!(suite.key(), Peer::snapshotter_suite("v2.4.2").key());
+        let mut edited = suite.clone();
+        if let Some(test) = &mut edited.test {
+            test.digest = "0".repeat(64);
+        }
+        assert_ne!(edited.key(), suite.key());
+        // Programs serialize as before the field existed, so their cached builds stay valid.
+        let containerd = serde_json::to_string(&Peer::containerd("v2.3.7")).unwrap();
+        assert!(!containerd.contains("\"test\""), "{containerd}");
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub enum SnapshotError {
     /// parent that is not committed, ...).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A worker thread of the operation failed (panicked or was cancelled); the message
+    /// says which.
+    #[error("{0}")]
+    Internal(String),
     /// The metadata database failed.
     #[error("metadata database: {0}")]
     Db(#[from] redb::Error),

@@ -12,10 +12,13 @@
 //! restarts.
 //!
 //! Layout: [`config`] holds the settings, [`socket`] owns the listening
-//! socket, [`store`] keeps the metadata, [`overlay`] manages directories,
-//! mounts and disk usage, [`filter`] implements containerd's `List` filter
-//! language, [`server`] maps the gRPC service onto them, and [`Snapshotter`]
-//! ties everything together.
+//! socket, [`snapshots`] states containerd's snapshotter contract,
+//! [`store`] keeps the metadata, [`overlay`] is the plain overlayfs
+//! snapshotter (directories, mounts, disk usage), [`filter`] implements
+//! containerd's `List` filter language, [`restore`] wraps the overlay
+//! snapshotter to restore checkpoint images (with [`checkpoint`], [`base`]
+//! and [`containerd`]), [`server`] serves any snapshotter over gRPC, and
+//! [`Snapshotter`] ties everything together.
 
 pub mod base;
 pub mod checkpoint;
@@ -24,7 +27,9 @@ pub mod containerd;
 pub mod error;
 pub mod filter;
 pub mod overlay;
+pub mod restore;
 pub mod server;
+pub mod snapshots;
 pub mod socket;
 pub mod store;
 
@@ -37,6 +42,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 use checkpoint::BaseSource;
 pub use config::Config;
 pub use error::{Error, Result, SnapshotError};
+use overlay::OverlaySnapshotter;
+use restore::CheckpointSnapshotter;
 use server::SnapshotService;
 use socket::BoundSocket;
 
@@ -52,7 +59,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Snapshotter {
     config: Config,
     socket: BoundSocket,
-    service: SnapshotService,
+    service: SnapshotService<CheckpointSnapshotter>,
 }
 
 impl Snapshotter {
@@ -67,7 +74,7 @@ impl Snapshotter {
     pub fn bind(config: Config) -> Result<Self> {
         socket::create_private_dir(&config.root)?;
         let bases = base::Bases::open(&config.root)
-            .map_err(|e| Error::Store(error::SnapshotError::FailedPrecondition(e.to_string())))?;
+            .map_err(|e| Error::Store(SnapshotError::FailedPrecondition(e.to_string())))?;
         let client = containerd::Client::new(&config.containerd_socket);
         let source: Arc<dyn BaseSource> = Arc::new(checkpoint::ContainerdBases::new(client, bases));
         Self::bind_with_bases(config, Some(source))
@@ -78,10 +85,8 @@ impl Snapshotter {
     pub fn bind_with_bases(config: Config, bases: Option<Arc<dyn BaseSource>>) -> Result<Self> {
         socket::create_private_dir(&config.root)?;
         let socket = BoundSocket::bind(&config.address)?;
-        let mut service = SnapshotService::open(&config.root)?;
-        if let Some(bases) = bases {
-            service = service.with_bases(bases);
-        }
+        let overlay = OverlaySnapshotter::open(&config.root)?;
+        let service = SnapshotService::new(CheckpointSnapshotter::new(overlay, bases));
         Ok(Snapshotter {
             config,
             socket,

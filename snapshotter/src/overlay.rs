@@ -15,8 +15,11 @@
 //!   transaction has committed;
 //! - commit keeps the id, so the directory never moves.
 //!
-//! Every method blocks (filesystem walks, redb transactions); the gRPC layer
-//! runs them with `spawn_blocking`.
+//! It knows nothing of checkpoints: [`crate::restore`] wraps it for that.
+//!
+//! Every method of [`Overlay`] blocks (filesystem walks, redb transactions);
+//! [`OverlaySnapshotter`] implements [`Snapshotter`] on it, running each on
+//! tokio's blocking pool.
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder};
@@ -25,13 +28,13 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use revive_proto::types::Mount;
 
-use crate::checkpoint::{self, Base, Layer, Layers, Rebuilt};
 use crate::error::SnapshotError;
 use crate::filter::Filter;
-use crate::store::{Info, Kind, Labels, Snapshot, Store, Usage};
+use crate::snapshots::Snapshotter;
+use crate::store::{Entry, Info, Kind, Labels, Snapshot, Store, Usage};
 
 type Result<T, E = SnapshotError> = std::result::Result<T, E>;
 
@@ -58,8 +61,6 @@ pub struct Overlay {
     /// and exclusively by Cleanup, so Cleanup never deletes a directory that
     /// is about to be renamed into place.
     dirs: RwLock<()>,
-    /// Checkpoint layers (see [`checkpoint`]).
-    layers: Layers,
 }
 
 impl Overlay {
@@ -88,7 +89,6 @@ impl Overlay {
             snapshots,
             store,
             dirs: RwLock::new(()),
-            layers: Layers::default(),
         })
     }
 
@@ -116,45 +116,62 @@ impl Overlay {
         parent: Option<&str>,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
+        let snapshot = self.create_with(kind, key, parent, labels, |_, _| Ok(()))?;
+        Ok(self.mounts_of(&snapshot))
+    }
+
+    /// Creates an active snapshot or a view. `populate` runs once the new
+    /// snapshot's directory (`fs`, `work`) is made and its id is known, before
+    /// it is moved into place; if it fails, nothing is left.
+    pub fn create_with(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+        populate: impl FnOnce(&Snapshot, &Path) -> Result<()>,
+    ) -> Result<Snapshot> {
         let _dirs = self.dirs.read().unwrap_or_else(PoisonError::into_inner);
         let mut dir = NewDir::create(&self.snapshots, kind)?;
         let snapshot = self.store.create(kind, key, parent, labels, |s| {
             if let Some(&parent) = s.parent_ids.first() {
-                let layer = self.layer_dirs(parent);
-                if kind == Kind::Active
-                    && let Some(rebuilt) = self.layers.rebuilt(parent, &self.snapshot_dir(parent))
-                {
-                    let layer = Layer {
-                        id: parent,
-                        dir: self.snapshot_dir(parent),
-                        namespace: String::new(),
-                    };
-                    checkpoint::write_handoff(&dir.path, &layer, &rebuilt)?;
-                }
                 // Like containerd: the new layer's root directory gets the
                 // owner of the parent's, or the overlay's root would turn
                 // root-owned in images whose `/` belongs to another user.
-                let parent_fs = layer[0].clone();
+                let parent_fs = self.fs_dir(parent);
                 let meta = fs::metadata(&parent_fs)
                     .map_err(|e| SnapshotError::io("failed to stat", &parent_fs, e))?;
                 let fs_path = dir.path.join("fs");
                 std::os::unix::fs::lchown(&fs_path, Some(meta.uid()), Some(meta.gid()))
                     .map_err(|e| SnapshotError::io("failed to chown", &fs_path, e))?;
             }
+            populate(s, &dir.path)?;
             dir.rename(&self.snapshot_dir(s.id))
         })?;
         dir.keep();
         debug!("created {kind:?} snapshot {key:?} with id {}", snapshot.id);
-        Ok(self.mounts_of(&snapshot))
+        Ok(snapshot)
     }
 
     /// Mounts of an active snapshot or view.
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        Ok(self.mounts_of(&self.store.snapshot(key)?))
+        Ok(self.mounts_of(&self.snapshot(key)?))
     }
 
-    /// Mounts as containerd's overlayfs snapshotter builds them.
+    /// The active snapshot or view `key`, with its ancestors' ids.
+    pub fn snapshot(&self, key: &str) -> Result<Snapshot> {
+        self.store.snapshot(key)
+    }
+
+    /// Mounts as containerd's overlayfs snapshotter builds them: the layers of
+    /// `s`'s ancestors below its own.
     pub fn mounts_of(&self, s: &Snapshot) -> Vec<Mount> {
+        let lower: Vec<PathBuf> = s.parent_ids.iter().map(|&id| self.fs_dir(id)).collect();
+        self.mounts_on(s, &lower)
+    }
+
+    /// The mounts of `s` on the lower directories `lower`, topmost first.
+    pub fn mounts_on(&self, s: &Snapshot, lower: &[PathBuf]) -> Vec<Mount> {
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let bind = |source: PathBuf, mode: &str| Mount {
             r#type: "bind".into(),
@@ -162,12 +179,7 @@ impl Overlay {
             target: String::new(),
             options: vec![mode.into(), "rbind".into()],
         };
-        let lower: Vec<PathBuf> = s
-            .parent_ids
-            .iter()
-            .flat_map(|&id| self.layer_dirs(id))
-            .collect();
-        let mount = match (s.kind, lower.as_slice()) {
+        let mount = match (s.kind, lower) {
             // No parent: overlayfs needs a lower layer, so bind the layer.
             (Kind::View, []) => bind(self.fs_dir(s.id), "ro"),
             (_, []) => bind(self.fs_dir(s.id), "rw"),
@@ -192,61 +204,14 @@ impl Overlay {
         vec![mount]
     }
 
-    /// The directories committed snapshot `id` contributes to a mount, topmost first: its
-    /// layer, or for a rebuilt checkpoint layer the rebuilt rootfs over the base's layers
-    /// (the archive itself is in no mount).
-    fn layer_dirs(&self, id: u64) -> Vec<PathBuf> {
-        match self.layers.rebuilt(id, &self.snapshot_dir(id)) {
-            Some(rebuilt) => std::iter::once(self.snapshot_dir(id).join(checkpoint::ROOTFS_DIR))
-                .chain(rebuilt.base_lowers.iter().cloned())
-                .collect(),
-            None => vec![self.fs_dir(id)],
-        }
+    /// Id, info and stored usage of `key`.
+    pub fn entry(&self, key: &str) -> Result<Entry> {
+        self.store.entry(key)
     }
 
-    /// The checkpoint layer `parent` is, if it is one: a committed snapshot without a parent
-    /// whose content is a checkpoint archive. With its rebuild, if done.
-    pub fn checkpoint_layer(&self, parent: &str) -> Result<Option<(Layer, Option<Arc<Rebuilt>>)>> {
-        let entry = self.store.entry(parent)?;
-        if entry.info.kind != Kind::Committed || entry.info.parent.is_some() {
-            return Ok(None);
-        }
-        let dir = self.snapshot_dir(entry.id);
-        let rebuilt = self.layers.rebuilt(entry.id, &dir);
-        if rebuilt.is_none() && !revive_checkpoint::archive::is_checkpoint(&dir.join("fs")) {
-            return Ok(None);
-        }
-        let namespace = checkpoint::namespace_of(parent).ok_or_else(|| {
-            SnapshotError::InvalidArgument(format!(
-                "snapshot {parent:?} holds a checkpoint, but its name is not one containerd made \
-                 (<namespace>/<n>/<name>): create containers from checkpoint images through \
-                 containerd"
-            ))
-        })?;
-        Ok(Some((
-            Layer {
-                id: entry.id,
-                dir,
-                namespace: namespace.to_string(),
-            },
-            rebuilt,
-        )))
-    }
-
-    /// The base layer directories rebuilt checkpoint layers stand on.
-    pub fn bases_in_use(&self) -> Result<Vec<PathBuf>> {
-        let mut in_use = Vec::new();
-        for id in self.store.ids()? {
-            if let Some(rebuilt) = self.layers.rebuilt(id, &self.snapshot_dir(id)) {
-                in_use.extend(rebuilt.base_lowers.iter().cloned());
-            }
-        }
-        Ok(in_use)
-    }
-
-    /// Rebuilds the root filesystem of checkpoint layer `layer` on `base`.
-    pub fn rebuild(&self, layer: &Layer, base: &Base) -> Result<Arc<Rebuilt>> {
-        self.layers.rebuild(layer, base)
+    /// Ids of all snapshots.
+    pub fn ids(&self) -> Result<HashSet<u64>> {
+        self.store.ids()
     }
 
     /// Commits active snapshot `key` as `name`. Usage is measured before
@@ -271,10 +236,10 @@ impl Overlay {
         Ok(())
     }
 
-    /// Removes snapshot `key`: the record first, then its directory.
-    pub fn remove(&self, key: &str) -> Result<()> {
+    /// Removes snapshot `key`: the record first, then its directory. Returns
+    /// its id.
+    pub fn remove(&self, key: &str) -> Result<u64> {
         let (id, _) = self.store.remove(key)?;
-        self.layers.forget(id);
         let dir = self.snapshot_dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => debug!("removed snapshot {key:?} ({})", dir.display()),
@@ -282,7 +247,7 @@ impl Overlay {
             // The record is gone; Cleanup will retry the directory.
             Err(e) => warn!("failed to remove {}: {e}", dir.display()),
         }
-        Ok(())
+        Ok(id)
     }
 
     /// Info of `key`.
@@ -346,6 +311,108 @@ impl Overlay {
             }
         }
         Ok(removed)
+    }
+}
+
+/// The overlay snapshotter behind the [`Snapshotter`] contract: each call
+/// runs on tokio's blocking pool.
+#[derive(Debug, Clone)]
+pub struct OverlaySnapshotter {
+    overlay: Arc<Overlay>,
+}
+
+impl OverlaySnapshotter {
+    /// Opens the snapshotter state under `root` (which must exist).
+    pub fn open(root: &Path) -> Result<Self> {
+        Ok(OverlaySnapshotter {
+            overlay: Arc::new(Overlay::open(root)?),
+        })
+    }
+
+    /// The state itself, for blocking callers.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// Runs `f` on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Overlay) -> Result<T> + Send + 'static,
+    {
+        let overlay = Arc::clone(&self.overlay);
+        tokio::task::spawn_blocking(move || f(&overlay))
+            .await
+            .unwrap_or_else(|e| Err(thread_failed(&e)))
+    }
+}
+
+/// A blocking operation's thread ended without a result (it panicked).
+pub fn thread_failed(e: &tokio::task::JoinError) -> SnapshotError {
+    error!("snapshot operation failed: {e}");
+    SnapshotError::Internal(format!("snapshot operation failed: {e}"))
+}
+
+#[tonic::async_trait]
+impl Snapshotter for OverlaySnapshotter {
+    async fn stat(&self, key: String) -> Result<Info> {
+        self.run(move |o| o.stat(&key)).await
+    }
+
+    async fn update(&self, name: String, labels: Labels, paths: Vec<String>) -> Result<Info> {
+        self.run(move |o| o.update(&name, &labels, &paths)).await
+    }
+
+    async fn usage(&self, key: String) -> Result<Usage> {
+        self.run(move |o| o.usage(&key)).await
+    }
+
+    async fn mounts(&self, key: String) -> Result<Vec<Mount>> {
+        self.run(move |o| o.mounts(&key)).await
+    }
+
+    async fn prepare(
+        &self,
+        key: String,
+        parent: Option<String>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
+        self.run(move |o| o.create(Kind::Active, &key, parent.as_deref(), labels))
+            .await
+    }
+
+    async fn view(
+        &self,
+        key: String,
+        parent: Option<String>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
+        self.run(move |o| o.create(Kind::View, &key, parent.as_deref(), labels))
+            .await
+    }
+
+    async fn commit(
+        &self,
+        name: String,
+        key: String,
+        parent: Option<String>,
+        labels: Labels,
+    ) -> Result<()> {
+        self.run(move |o| o.commit(&name, &key, parent.as_deref(), labels))
+            .await
+    }
+
+    async fn remove(&self, key: String) -> Result<()> {
+        self.run(move |o| o.remove(&key).map(drop)).await
+    }
+
+    async fn list(&self, filters: Vec<String>) -> Result<Vec<Info>> {
+        let filter = Filter::parse_all(&filters)?;
+        self.run(move |o| o.list(&filter)).await
+    }
+
+    async fn cleanup(&self) -> Result<()> {
+        self.run(|o| o.cleanup().map(drop)).await
     }
 }
 

@@ -1,15 +1,13 @@
 //! The `containerd.services.snapshots.v1.Snapshots` gRPC service.
 //!
-//! This layer only translates: requests into calls on [`Overlay`] (run on
-//! tokio's blocking pool, since they do filesystem work and redb
-//! transactions), results into protobuf messages, and [`SnapshotError`]s
-//! into gRPC codes in [`status`], the one place that decides them.
-//! containerd turns those codes back into its `errdefs` errors, which its
-//! unpacker, garbage collector and CRI plugin depend on (e.g. ALREADY_EXISTS
-//! from Prepare/Commit means "another client unpacked this layer").
+//! This layer only translates, for any [`Snapshotter`]: requests into its calls,
+//! results into protobuf messages, and [`SnapshotError`]s into gRPC codes in
+//! [`status`], the one place that decides them. containerd turns those codes
+//! back into its `errdefs` errors, which its unpacker, garbage collector and CRI
+//! plugin depend on (e.g. ALREADY_EXISTS from Prepare/Commit means "another
+//! client unpacked this layer").
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -25,11 +23,9 @@ use revive_proto::snapshots::v1::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::checkpoint::BaseSource;
 use crate::error::SnapshotError;
-use crate::filter::Filter;
-use crate::overlay::Overlay;
-use crate::store::{Info, Kind, Labels, Timestamp};
+use crate::snapshots::{Info, Kind, Labels, Snapshotter};
+use crate::store::Timestamp;
 
 pub use revive_proto::snapshots::v1::snapshots_server::SnapshotsServer;
 
@@ -39,89 +35,31 @@ pub type ListStream = Pin<Box<dyn Stream<Item = Result<ListSnapshotsResponse, St
 /// Infos per `List` message, as containerd's own service sends them.
 pub const LIST_BATCH: usize = 100;
 
-/// State shared by all requests.
-#[derive(Debug, Clone)]
-pub struct SnapshotService {
-    overlay: Arc<Overlay>,
-    /// Where checkpoint layers find their base images; none: checkpoint images are refused.
-    bases: Option<Arc<dyn BaseSource>>,
-    /// Held shared from finding a base image to recording the rebuild that uses it, and
-    /// exclusively while unused base layers are removed.
-    rebuilds: Arc<tokio::sync::RwLock<()>>,
+/// The gRPC service in front of a [`Snapshotter`].
+#[derive(Debug)]
+pub struct SnapshotService<S> {
+    snapshotter: Arc<S>,
 }
 
-impl SnapshotService {
-    /// Opens the snapshot state under `root` (which must exist).
-    pub fn open(root: &Path) -> Result<Self, SnapshotError> {
-        Ok(SnapshotService {
-            overlay: Arc::new(Overlay::open(root)?),
-            bases: None,
-            rebuilds: Arc::new(tokio::sync::RwLock::new(())),
-        })
-    }
-
-    /// Restores containers created from checkpoint images, finding their base images in
-    /// `bases`.
-    pub fn with_bases(mut self, bases: Arc<dyn BaseSource>) -> Self {
-        self.bases = Some(bases);
-        self
-    }
-
-    /// Before a snapshot is made on `parent`: if `parent` is a checkpoint image's layer not
-    /// rebuilt yet, finds its base image and rebuilds its root filesystem (see
-    /// [`crate::checkpoint`]). A failure here fails the Prepare or View, leaving nothing.
-    async fn rebuild_if_checkpoint(&self, parent: &str) -> Result<(), Status> {
-        let name = parent.to_string();
-        let Some((layer, None)) = self.run(move |o| o.checkpoint_layer(&name)).await? else {
-            return Ok(());
-        };
-        let Some(bases) = &self.bases else {
-            return Err(Status::failed_precondition(format!(
-                "snapshot {parent:?} is a checkpoint image's layer, and this snapshotter was \
-                 started without access to containerd, so it cannot find the checkpoint's base \
-                 image"
-            )));
-        };
-        let archive = layer.archive();
-        let config =
-            tokio::task::spawn_blocking(move || revive_checkpoint::archive::read_config(&archive))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| {
-                    Status::invalid_argument(format!("{e}; refusing to restore from it"))
-                })?;
-        let refs = config.base_image_refs();
-        if refs.is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "checkpoint image: {} names no base image (rootfsImageName, rootfsImage, \
-                 rootfsImageRef are empty); it cannot be restored",
-                revive_checkpoint::archive::CONFIG_DUMP
-            )));
+impl<S> Clone for SnapshotService<S> {
+    fn clone(&self) -> Self {
+        SnapshotService {
+            snapshotter: Arc::clone(&self.snapshotter),
         }
-        let base = bases.base(&layer.namespace, &refs).await.map_err(status)?;
-        self.run(move |o| o.rebuild(&layer, &base).map(|_| ()))
-            .await
+    }
+}
+
+impl<S: Snapshotter> SnapshotService<S> {
+    /// Serves `snapshotter`.
+    pub fn new(snapshotter: S) -> Self {
+        SnapshotService {
+            snapshotter: Arc::new(snapshotter),
+        }
     }
 
     /// Wraps the service for `tonic::transport::Server::add_service`.
     pub fn into_server(self) -> SnapshotsServer<Self> {
         SnapshotsServer::new(self)
-    }
-
-    /// Runs `f` on the blocking pool and maps its error to a status.
-    async fn run<T, F>(&self, f: F) -> Result<T, Status>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Overlay) -> Result<T, SnapshotError> + Send + 'static,
-    {
-        let overlay = Arc::clone(&self.overlay);
-        match tokio::task::spawn_blocking(move || f(&overlay)).await {
-            Ok(result) => result.map_err(status),
-            Err(e) => {
-                error!("snapshot operation failed: {e}");
-                Err(Status::internal(format!("snapshot operation failed: {e}")))
-            }
-        }
     }
 }
 
@@ -132,7 +70,10 @@ pub fn status(err: SnapshotError) -> Status {
         SnapshotError::AlreadyExists(m) => Status::already_exists(m),
         SnapshotError::FailedPrecondition(m) => Status::failed_precondition(m),
         SnapshotError::InvalidArgument(m) => Status::invalid_argument(m),
-        e @ (SnapshotError::Db(_) | SnapshotError::Corrupt { .. } | SnapshotError::Io { .. }) => {
+        e @ (SnapshotError::Internal(_)
+        | SnapshotError::Db(_)
+        | SnapshotError::Corrupt { .. }
+        | SnapshotError::Io { .. }) => {
             error!("{e}");
             Status::internal(e.to_string())
         }
@@ -172,26 +113,18 @@ fn proto_info(info: Info) -> ProtoInfo {
 }
 
 #[tonic::async_trait]
-impl Snapshots for SnapshotService {
+impl<S: Snapshotter> Snapshots for SnapshotService<S> {
     async fn prepare(
         &self,
         request: Request<PrepareSnapshotRequest>,
     ) -> Result<Response<PrepareSnapshotResponse>, Status> {
         let req = request.into_inner();
         debug!("Prepare key={:?} parent={:?}", req.key, req.parent);
-        if !req.parent.is_empty() {
-            self.rebuild_if_checkpoint(&req.parent).await?;
-        }
         let mounts = self
-            .run(move |o| {
-                o.create(
-                    Kind::Active,
-                    &req.key,
-                    parent(req.parent).as_deref(),
-                    labels(req.labels),
-                )
-            })
-            .await?;
+            .snapshotter
+            .prepare(req.key, parent(req.parent), labels(req.labels))
+            .await
+            .map_err(status)?;
         Ok(Response::new(PrepareSnapshotResponse { mounts }))
     }
 
@@ -201,19 +134,11 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<ViewSnapshotResponse>, Status> {
         let req = request.into_inner();
         debug!("View key={:?} parent={:?}", req.key, req.parent);
-        if !req.parent.is_empty() {
-            self.rebuild_if_checkpoint(&req.parent).await?;
-        }
         let mounts = self
-            .run(move |o| {
-                o.create(
-                    Kind::View,
-                    &req.key,
-                    parent(req.parent).as_deref(),
-                    labels(req.labels),
-                )
-            })
-            .await?;
+            .snapshotter
+            .view(req.key, parent(req.parent), labels(req.labels))
+            .await
+            .map_err(status)?;
         Ok(Response::new(ViewSnapshotResponse { mounts }))
     }
 
@@ -223,7 +148,7 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<MountsResponse>, Status> {
         let key = request.into_inner().key;
         debug!("Mounts key={key:?}");
-        let mounts = self.run(move |o| o.mounts(&key)).await?;
+        let mounts = self.snapshotter.mounts(key).await.map_err(status)?;
         Ok(Response::new(MountsResponse { mounts }))
     }
 
@@ -233,15 +158,10 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         debug!("Commit key={:?} name={:?}", req.key, req.name);
-        self.run(move |o| {
-            o.commit(
-                &req.name,
-                &req.key,
-                parent(req.parent).as_deref(),
-                labels(req.labels),
-            )
-        })
-        .await?;
+        self.snapshotter
+            .commit(req.name, req.key, parent(req.parent), labels(req.labels))
+            .await
+            .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -251,7 +171,7 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<()>, Status> {
         let key = request.into_inner().key;
         debug!("Remove key={key:?}");
-        self.run(move |o| o.remove(&key)).await?;
+        self.snapshotter.remove(key).await.map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -261,7 +181,7 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<StatSnapshotResponse>, Status> {
         let key = request.into_inner().key;
         debug!("Stat key={key:?}");
-        let info = self.run(move |o| o.stat(&key)).await?;
+        let info = self.snapshotter.stat(key).await.map_err(status)?;
         Ok(Response::new(StatSnapshotResponse {
             info: Some(proto_info(info)),
         }))
@@ -278,8 +198,10 @@ impl Snapshots for SnapshotService {
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         debug!("Update name={:?} paths={paths:?}", info.name);
         let info = self
-            .run(move |o| o.update(&info.name, &labels(info.labels), &paths))
-            .await?;
+            .snapshotter
+            .update(info.name, labels(info.labels), paths)
+            .await
+            .map_err(status)?;
         Ok(Response::new(UpdateSnapshotResponse {
             info: Some(proto_info(info)),
         }))
@@ -293,8 +215,7 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<Self::ListStream>, Status> {
         let filters = request.into_inner().filters;
         debug!("List filters={filters:?}");
-        let filter = Filter::parse_all(&filters).map_err(status)?;
-        let infos = self.run(move |o| o.list(&filter)).await?;
+        let infos = self.snapshotter.list(filters).await.map_err(status)?;
         let mut batches = Vec::with_capacity(infos.len().div_ceil(LIST_BATCH));
         let mut infos = infos.into_iter().map(proto_info).peekable();
         while infos.peek().is_some() {
@@ -310,7 +231,7 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<UsageResponse>, Status> {
         let key = request.into_inner().key;
         debug!("Usage key={key:?}");
-        let usage = self.run(move |o| o.usage(&key)).await?;
+        let usage = self.snapshotter.usage(key).await.map_err(status)?;
         Ok(Response::new(UsageResponse {
             size: i64::try_from(usage.size).unwrap_or(i64::MAX),
             inodes: i64::try_from(usage.inodes).unwrap_or(i64::MAX),
@@ -319,18 +240,7 @@ impl Snapshots for SnapshotService {
 
     async fn cleanup(&self, _request: Request<CleanupRequest>) -> Result<Response<()>, Status> {
         debug!("Cleanup");
-        self.run(|o| o.cleanup().map(drop)).await?;
-        if let Some(bases) = self.bases.clone() {
-            let _removing = self.rebuilds.write().await;
-            let in_use = self.run(|o| o.bases_in_use()).await?;
-            let removed = tokio::task::spawn_blocking(move || bases.remove_unused(&in_use))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(status)?;
-            if !removed.is_empty() {
-                log::info!("cleanup: removed {} unused base layers", removed.len());
-            }
-        }
+        self.snapshotter.cleanup().await.map_err(status)?;
         Ok(Response::new(()))
     }
 }

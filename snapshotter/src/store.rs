@@ -44,9 +44,10 @@ pub const METADATA_MODE: u32 = 0o600;
 /// containerd refuses labels whose key and value together exceed this.
 pub const MAX_LABEL_SIZE: usize = 4096;
 
-const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
-const CHILDREN: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("children");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SNAPSHOTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("snapshots");
+const CHILDREN: MultimapTableDefinition<'static, &str, &str> =
+    MultimapTableDefinition::new("children");
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 const META_NEXT_ID: &str = "next_id";
 const META_SCHEMA: &str = "schema_version";
 
