@@ -17,8 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
+use crate::ctr::{Status, parse_task_list};
 use crate::image::BUSYBOX;
-use crate::node::{Node, parse_task_list};
+use crate::node::Node;
 
 mod checkpoint;
 mod image_restore;
@@ -811,7 +812,7 @@ impl ShimMemory {
                 .iter()
                 .find(|t| &t.id == id)
                 .with_context(|| format!("task {id} is not listed by ctr tasks ls"))?;
-            if task.status != "RUNNING" {
+            if task.status != Status::Running {
                 bail!("task {id} is {} instead of RUNNING", task.status);
             }
             shims

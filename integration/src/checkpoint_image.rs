@@ -10,11 +10,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 
+use crate::ctr::remove;
 use crate::image::{BUSYBOX, Image, ImageBuilder};
 use crate::node::Node;
 use crate::scenario::{
-    COUNTER_SCRIPT, Counter, check_written_at_start, read_counter, remove_container, run_counter,
-    run_shell, wait_for_count,
+    COUNTER_SCRIPT, Counter, check_written_at_start, read_counter, run_counter, run_shell,
+    wait_for_count,
 };
 use crate::snapshotter::SNAPSHOTTER;
 
@@ -154,7 +155,7 @@ pub fn archive_dir_of(node: &Node, id: &str) -> Result<std::path::PathBuf> {
         &format!("{dir}/rootfs-diff.tar"),
         ".",
     ])?;
-    remove_container(node, id)?;
+    remove(node, id)?;
     Ok(host)
 }
 
@@ -278,7 +279,7 @@ pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Re
             "the archive's files are visible in {new}'s root:\n{leaked}"
         );
         narrate(&format!("{new} is restored: {counter}"));
-        remove_container(node, &new)?;
+        remove(node, &new)?;
         restored.push((format, counter));
     }
     // A restored container outlives a restart of the snapshotter, and is itself
@@ -311,7 +312,7 @@ pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Re
     let image = "revive.test/checkpoint/restored-again:1";
     node.ctr(&["container", "checkpoint", "--task", "--rw", again, image])?;
     let at = read_counter(node, again)?;
-    remove_container(node, again)?;
+    remove(node, again)?;
     node.ctr(&["container", "restore", "--live", "--rw", again, image])?;
     let last = wait_for_count(node, again, at.count + 3)?;
     ensure!(
@@ -320,7 +321,7 @@ pub fn ctr_run_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Re
     );
     check_written_at_start(node, again, &last)?;
     narrate(&format!("{again} checkpointed and restored again: {last}"));
-    remove_container(node, again)?;
+    remove(node, again)?;
     Ok(Report {
         checkpointed,
         restored,
@@ -519,7 +520,7 @@ pub enum RawEntry<'a> {
 }
 
 /// A tar of `entries`, names and link targets verbatim, root-owned.
-pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
+pub fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for entry in entries {
         let mut header = tar::Header::new_gnu();
@@ -579,7 +580,7 @@ fn hostile_archive(
         ("rootfs-diff.tar".into(), rootfs_diff.to_vec(), None),
     ];
     twist(&mut entries);
-    let mut raw: Vec<RawEntry> = vec![RawEntry::Dir("checkpoint/")];
+    let mut raw: Vec<RawEntry<'_>> = vec![RawEntry::Dir("checkpoint/")];
     for (name, data, link) in &entries {
         raw.push(match link {
             Some(target) => RawEntry::Symlink(name, target),
@@ -762,7 +763,7 @@ pub fn cli_convert_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Resul
         &["container", "checkpoint", "--task", "--rw", id, native],
     )?;
     let checkpointed = read_counter(node, id)?;
-    remove_container(node, id)?;
+    remove(node, id)?;
     narrate(&format!(
         "ctr container checkpoint --task --rw {id} {native}; container removed"
     ));
@@ -887,7 +888,7 @@ fn run_cli_image(
         inspected.contains(&format!("format {format}")) && inspected.contains(BUSYBOX),
         "revive image inspect {file}:\n{inspected}"
     );
-    // Unpacked into revive-snapshotter at import, as the README advises, rather than into
+    // Unpacked into revive-snapshotter at import, as docs/checkpoint-images.md advises, rather than into
     // overlayfs, where no checkpoint image is of use (ctr_run_restores imports the default
     // way).
     node.ctr(&["images", "import", "--snapshotter", SNAPSHOTTER, file])?;
@@ -906,7 +907,7 @@ fn run_cli_image(
     );
     check_written_at_start(node, new, &restored)?;
     narrate(&format!("{new} is restored: {restored}"));
-    remove_container(node, new)?;
+    remove(node, new)?;
     Ok((inspected, restored))
 }
 

@@ -26,18 +26,6 @@ pub fn require_root() -> Result<()> {
     Ok(())
 }
 
-/// Whether tests that need root can run; prints a loud reason when they cannot.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!(
-        "\n*** SKIPPED {test}: this end-to-end test needs root and a node (real containerd, \
-         runc and CRIU). Run `sudo make test`; CI runs it as root. ***\n"
-    );
-    false
-}
-
 /// Checks that `dev_dir` (normally `/dev`) holds intact character devices for every entry
 /// of [`REQUIRED_DEVICES`]. A /dev/null that became a regular file makes CRIU fail in
 /// misleading ways, so this runs before any node starts.

@@ -503,7 +503,7 @@ mod tests {
             .build()
             .unwrap();
         let mut archive = tar::Archive::new(image.archive());
-        let mut files = std::collections::BTreeMap::new();
+        let mut files = BTreeMap::new();
         for entry in archive.entries().unwrap() {
             let mut entry = entry.unwrap();
             let path = entry.path().unwrap().to_string_lossy().into_owned();

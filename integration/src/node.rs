@@ -594,26 +594,13 @@ impl Node {
         }
     }
 
-    /// Imports an image archive into the node's containerd.
-    /// The tasks `ctr task ls` lists.
-    pub fn tasks(&self) -> Result<Vec<TaskEntry>> {
-        Ok(parse_task_list(&self.ctr(&["task", "ls"])?))
-    }
-
-    /// Task `id` as `ctr task ls` lists it; fails when it is not listed.
-    pub fn task(&self, id: &str) -> Result<TaskEntry> {
-        self.tasks()?
-            .into_iter()
-            .find(|t| t.id == id)
-            .with_context(|| format!("task {id} is not listed by ctr task ls"))
-    }
-
     /// Imports the busybox image built from this node's busybox-static
     /// ([`crate::image::BUSYBOX`]).
     pub fn import_busybox(&self) -> Result<()> {
         self.import_image(&Image::busybox(&self.rootfs().path)?)
     }
 
+    /// Imports an image archive into the node's containerd.
     pub fn import_image(&self, image: &Image) -> Result<()> {
         let file = format!("{}.tar", image.file_stem());
         image.write_archive(&self.share_dir().join(&file))?;
@@ -859,7 +846,7 @@ pub fn without_deprecations(text: &str) -> String {
 fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     match fs::hard_link(from, to) {
         Ok(()) => Ok(()),
-        Err(err) if err.raw_os_error() == Some(nix::libc::EXDEV) => {
+        Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
             fs::copy(from, to).map(|_| ()).map_err(Into::into)
         }
         Err(err) => Err(err.into()),
@@ -942,78 +929,27 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> 
     })
 }
 
-/// A task as `ctr task ls` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskEntry {
-    pub id: String,
-    /// The task's pid in the node's pid namespace.
-    pub pid: u32,
-    pub status: String,
-}
-
-/// Parses `ctr task ls` (`TASK PID STATUS` and one line per task).
-pub fn parse_task_list(text: &str) -> Vec<TaskEntry> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            match cols.as_slice() {
-                [id, pid, status] => Some(TaskEntry {
-                    id: id.to_string(),
-                    pid: pid.parse().ok()?,
-                    status: status.to_string(),
-                }),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-/// The usual shape of an end-to-end test: as root (else skips loudly, naming `what`), starts
-/// a node of `flavour` labelled `label`, runs `scenario` on it with a narrator printing each
-/// step, fails with the node's logs if the scenario fails and if the node leaves anything
-/// behind. The scenario's result, or None when skipped.
+/// The usual shape of an end-to-end test: starts a node of `flavour` labelled `label`, runs
+/// `scenario` on it with a narrator printing each step, fails with the node's logs if the
+/// scenario fails and if the node leaves anything behind. The scenario's result. Its test
+/// needs root ([`crate::harness`] ignores it without).
 pub fn on_node<T>(
     flavour: Flavour,
     label: &str,
     what: &str,
     scenario: impl FnOnce(&Node, &mut dyn FnMut(&str)) -> Result<T>,
-) -> Option<T> {
-    if !crate::host::root_or_skip(&format!("{what} ({flavour})")) {
-        return None;
-    }
+) -> T {
     let node = Node::start(flavour, label).expect("node starts");
     let result = scenario(&node, &mut |step| eprintln!("  {step}"))
         .unwrap_or_else(|e| panic!("{what} on {flavour}: {e:#}\n{}", node.log_tails()));
     let left = node.stop().expect("node stops");
     assert!(left.is_empty(), "node left behind: {left:?}");
-    Some(result)
+    result
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn task_list_parses() {
-        let text = "TASK          PID     STATUS\nrunc-v2-idle-0    1234    RUNNING\n\
-                    broken line\nx    55    STOPPED\n";
-        assert_eq!(
-            parse_task_list(text),
-            vec![
-                TaskEntry {
-                    id: "runc-v2-idle-0".into(),
-                    pid: 1234,
-                    status: "RUNNING".into()
-                },
-                TaskEntry {
-                    id: "x".into(),
-                    pid: 55,
-                    status: "STOPPED".into()
-                },
-            ]
-        );
-    }
 
     #[test]
     fn deprecation_warnings_are_dropped() {

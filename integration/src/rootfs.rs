@@ -49,7 +49,7 @@ const VERIFIED_FILES: &[&str] = &[
     "var/lib/dpkg/status",
 ];
 
-/// Packages whose versions a node reports (README support table, test output).
+/// Packages whose versions a node reports (docs/support.md, test output).
 pub const REPORTED_PACKAGES: &[&str] = &[
     "containerd",
     "runc",
@@ -60,7 +60,7 @@ pub const REPORTED_PACKAGES: &[&str] = &[
     "kubelet",
 ];
 
-/// The containerd releases nodes run (README, "Supported versions").
+/// The containerd releases nodes run (docs/support.md).
 pub const CONTAINERD_LTS: &str = "v2.3.7";
 pub const CONTAINERD_LATEST: &str = "v2.4.2";
 /// The runc the 2.x flavours run: the newest release of the newest supported runc minor.

@@ -1,11 +1,13 @@
 //! End-to-end scenarios shared by the tests and `make demo`.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::ctr::{self, Status};
 use crate::image::BUSYBOX;
 use crate::node::Node;
 
@@ -52,43 +54,35 @@ pub fn read_counter(node: &Node, id: &str) -> Result<Counter> {
     parse_counter(&node.ctr(&["task", "exec", "--exec-id", &exec_id, id, "cat", "/state"])?)
 }
 
-/// Reads with `read` every 100 ms until `done` holds of what it read, for at most 30 s;
-/// then fails with the last value (`stuck` describes it) or the last error.
+/// Reads with `read` every 100 ms until `done` holds of what it read, for at most
+/// [`ctr::WAIT`]; then fails with the last value (`stuck` describes it) or the last error.
 fn poll<T>(
     mut read: impl FnMut() -> Result<T>,
     done: impl Fn(&T) -> bool,
     stuck: impl Fn(&T) -> String,
 ) -> Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match read() {
-            Ok(v) if done(&v) => return Ok(v),
-            Ok(_) | Err(_) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            Ok(v) => bail!("{}", stuck(&v)),
-            Err(err) => return Err(err),
-        }
-    }
+    ctr::poll(ctr::WAIT, Duration::from_millis(100), || {
+        let value = read()?;
+        Ok(if done(&value) {
+            ControlFlow::Break(value)
+        } else {
+            ControlFlow::Continue(stuck(&value))
+        })
+    })
 }
 
 /// Waits until the container's counter reaches at least `min`.
 pub fn wait_for_count(node: &Node, id: &str, min: u64) -> Result<Counter> {
+    wait_count(|| read_counter(node, id), min, id)
+}
+
+/// Waits until the counter `read` reads (of container `id`) reaches at least `min`.
+pub fn wait_count(read: impl FnMut() -> Result<Counter>, min: u64, id: &str) -> Result<Counter> {
     poll(
-        || read_counter(node, id),
+        read,
         |c| c.count >= min,
-        |c| format!("counter of {id} stuck at {c}"),
+        |c| format!("counter of {id} stuck at {c}, expected at least {min}"),
     )
-}
-
-/// The task's status as `ctr task ls` reports it (RUNNING, STOPPED, PAUSED...).
-pub fn task_status(node: &Node, id: &str) -> Result<String> {
-    Ok(node.task(id)?.status)
-}
-
-/// The init pid of task `id` as `ctr task ls` reports it.
-pub fn task_pid(node: &Node, id: &str) -> Result<u32> {
-    Ok(node.task(id)?.pid)
 }
 
 /// Starts the counter container `id` on `runtime` from the busybox image.
@@ -276,7 +270,7 @@ pub fn checkpoint_restore_counter(
             ],
         )?;
         check_criu_dir(node, &exit_dir, runtime)?;
-        wait_until_stopped(node, id)?;
+        ctr::wait_status(node, id, Status::Stopped)?;
     }
     remove_container(node, id)?;
     Ok(Report {
@@ -435,8 +429,8 @@ pub fn restored_copy_lives_apart(
     let original = wait_for_count(node, &a, before.count + 3)?;
     ensure!(original.token == before.token, "{a} restarted: {original}");
     let (cg_a, cg_b) = (
-        cgroups_of(node, task_pid(node, &a)?)?,
-        cgroups_of(node, task_pid(node, &b)?)?,
+        cgroups_of(node, ctr::task(node, &a)?.pid)?,
+        cgroups_of(node, ctr::task(node, &b)?.pid)?,
     );
     narrate(&format!("{a} cgroups:\n{cg_a}\n{b} cgroups:\n{cg_b}"));
     let (gone, survivor) = match remove {
@@ -450,7 +444,7 @@ pub fn restored_copy_lives_apart(
     let later = wait_for_count(node, survivor, seen.count + 5)
         .with_context(|| format!("{survivor} stopped counting after {gone} was removed"))?;
     ensure!(
-        task_status(node, survivor)? == "RUNNING",
+        ctr::status(node, survivor)? == Status::Running,
         "{survivor} is not running after {gone} was removed"
     );
     ensure!(later.token == before.token, "{survivor} restarted: {later}");
@@ -726,7 +720,7 @@ fn restored_task_behaves(
 ) -> Result<()> {
     node.ctr(&["task", "pause", id])?;
     ensure!(
-        task_status(node, id)? == "PAUSED",
+        ctr::status(node, id)? == Status::Paused,
         "{id} is not paused after ctr task pause"
     );
     // A paused task takes no exec: its files are read through its bundle's rootfs.
@@ -951,7 +945,7 @@ pub fn tcp_connection_survives(
         }
     }
     ensure!(
-        task_status(node, id)? == "RUNNING",
+        ctr::status(node, id)? == Status::Running,
         "{id} is not running after the refused checkpoint"
     );
     let seen = read_echo(node, id)?;
@@ -989,7 +983,7 @@ fn restore_tcp_echo(
             ..Default::default()
         },
     )?;
-    wait_until_stopped(node, id)?;
+    ctr::wait_status(node, id, Status::Stopped)?;
     let checkpointed = node
         .run(&["cat", &rootfs_file(id, "echo")])
         .ok()
@@ -1100,7 +1094,7 @@ pub fn checkpoint_without_criu(
     let after = wait_for_count(node, id, before.count + 3)
         .context("the container stopped counting after the refused checkpoint")?;
     ensure!(
-        after.token == before.token && task_status(node, id)? == "RUNNING",
+        after.token == before.token && ctr::status(node, id)? == Status::Running,
         "the refused checkpoint changed {id}: {before} -> {after}"
     );
     node.ctr(&["container", "checkpoint", "--task", "--rw", id, &image])
@@ -1120,7 +1114,7 @@ pub(crate) fn rootfs_file(id: &str, file: &str) -> String {
 }
 
 /// `ctr <args>` for a checkpoint of a task on `runtime`. The Go shim's reference runs retry,
-/// loudly, what revive's shim retries itself (see the README): runc giving up freezing the
+/// loudly, what revive's shim retries itself (see docs/shim.md): runc giving up freezing the
 /// container ("unable to freeze", its freezer timing out on a loaded machine), and a dump
 /// that met a process in uninterruptible sleep; the container keeps running after either, so
 /// a retry is sound. The Go shim's other CRIU failures get the error lines of its
@@ -1176,29 +1170,8 @@ pub fn with_criu_errors(err: anyhow::Error, log: Option<String>) -> anyhow::Erro
     }
 }
 
-/// Kills (if needed) and deletes task and container `id`.
-pub fn remove_container(node: &Node, id: &str) -> Result<()> {
-    if task_status(node, id)? != "STOPPED" {
-        node.ctr(&["task", "kill", "--signal", "SIGKILL", id])?;
-        wait_until_stopped(node, id)?;
-    }
-    node.ctr(&["task", "delete", id])?;
-    node.ctr(&["container", "delete", id])?;
-    Ok(())
-}
-
-/// Waits until the task `id` has stopped.
-pub fn wait_until_stopped(node: &Node, id: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while task_status(node, id)? != "STOPPED" {
-        ensure!(
-            Instant::now() < deadline,
-            "task {id} did not stop within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
+/// The name the scenario modules use for [`ctr::remove`].
+pub use crate::ctr::remove as remove_container;
 
 /// A shim's events reach a containerd that restarted since the shim started: a container
 /// runs on `runtime`, containerd restarts, and the kill that follows must reach it as

@@ -6,14 +6,11 @@
 use std::os::unix::fs::MetadataExt;
 
 use revive_integration::image::BUSYBOX;
-use revive_integration::{Flavour, Node, host};
+use revive_integration::{Flavour, Node};
 use revive_snapshotter::base::Bases;
 use revive_snapshotter::containerd::{Client, ImageRef};
 
 fn base_image(flavour: Flavour) {
-    if !host::root_or_skip(&format!("base image from containerd ({flavour})")) {
-        return;
-    }
     let node = Node::start(flavour, "base-image").expect("node starts");
     node.import_busybox().expect("busybox imports");
     let socket = format!(
@@ -64,12 +61,7 @@ fn base_image(flavour: Flavour) {
     assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
-#[test]
-fn base_image_from_containerd_stable() {
-    base_image(Flavour::Stable);
-}
-
-#[test]
-fn base_image_from_containerd_lts() {
-    base_image(Flavour::Lts);
+revive_integration::e2e_main! {
+    base_image_from_containerd_lts => base_image(Flavour::Lts),
+    base_image_from_containerd_stable => base_image(Flavour::Stable),
 }

@@ -5,13 +5,9 @@
 use std::fs;
 use std::process::Command;
 
-use revive_integration::{Flavour, host, rootfs};
+use revive_integration::{Flavour, rootfs};
 
-#[test]
 fn corrupt_cache_entry_is_rebuilt_not_used() {
-    if !host::root_or_skip("corrupt_cache_entry_is_rebuilt_not_used") {
-        return;
-    }
     let flavour = Flavour::Stable;
     let real = rootfs::ensure(flavour).expect("the real cache entry");
     let entry = real.path.parent().unwrap();
@@ -50,4 +46,8 @@ fn corrupt_cache_entry_is_rebuilt_not_used() {
     assert!(!partial.exists(), "the half-built entry was left behind");
     // The real cache entry is still intact.
     rootfs::verify_entry(entry, &real.completion.key).unwrap();
+}
+
+revive_integration::e2e_main! {
+    corrupt_cache_entry_is_rebuilt_not_used,
 }

@@ -13,7 +13,7 @@ use revive_integration::guest::report::{
     CheckpointRestore, Environment, ImageRestore, Lifecycle, StatsOom,
 };
 use revive_integration::guest::{self, Outcome};
-use revive_integration::{host, rootfs, rootfs::Flavour};
+use revive_integration::{rootfs, rootfs::Flavour};
 
 /// Checks that gather every failure before the test fails, with the guest's output.
 struct Checks {
@@ -211,7 +211,7 @@ fn assert_outcome(outcome: &Outcome, only: &[String]) {
     }
 }
 
-/// The Go shim's rows next to revive's, for the README.
+/// The Go shim's rows next to revive's, for docs/shim.md's comparison.
 fn comparison(outcome: &Outcome) -> String {
     let mut out = String::from("checkpoint/restore through containerd, systemd cgroup driver:\n");
     for name in [
@@ -243,13 +243,7 @@ fn comparison(outcome: &Outcome) -> String {
     out
 }
 
-#[test]
 fn cgroup_v2_guest_runs_the_scenarios() {
-    if !host::root_or_skip(
-        "the cgroup v2 guest (QEMU; containerd 2.3 with the systemd cgroup driver)",
-    ) {
-        return;
-    }
     let started = Instant::now();
     let image = guest::image::ensure().expect("the guest image builds or verifies");
     let image_seconds = started.elapsed().as_secs_f64();
@@ -295,4 +289,8 @@ fn cgroup_v2_guest_runs_the_scenarios() {
         started.elapsed().as_secs_f64()
     );
     assert_outcome(&outcome, &only);
+}
+
+revive_integration::e2e_main! {
+    cgroup_v2_guest_runs_the_scenarios,
 }

@@ -3,7 +3,7 @@
 //! revive-snapshotter and the revive shim, with no command, comes up restored.
 
 use revive_integration::checkpoint_image;
-use revive_integration::{Flavour, Node, host, on_node};
+use revive_integration::{Flavour, Node, on_node};
 
 fn ctr_run_restores(flavour: Flavour) {
     let report = on_node(
@@ -12,24 +12,7 @@ fn ctr_run_restores(flavour: Flavour) {
         "ctr run of checkpoint images",
         |node, say| checkpoint_image::ctr_run_restores(node, say),
     );
-    if let Some(report) = report {
-        assert_eq!(report.restored.len(), checkpoint_image::Format::ALL.len());
-    }
-}
-
-#[test]
-fn ctr_run_restores_checkpoint_images_lts() {
-    ctr_run_restores(Flavour::Lts);
-}
-
-#[test]
-fn ctr_run_restores_checkpoint_images_latest() {
-    ctr_run_restores(Flavour::Latest);
-}
-
-#[test]
-fn ctr_run_restores_checkpoint_images_stable() {
-    ctr_run_restores(Flavour::Stable);
+    assert_eq!(report.restored.len(), checkpoint_image::Format::ALL.len());
 }
 
 /// A pod's container is checkpointed through CRI (containerd 2.x; the kubelet's checkpoint
@@ -40,9 +23,6 @@ fn ctr_run_restores_checkpoint_images_stable() {
 fn pod_restores(flavour: Flavour, migrate_to_stable: bool) {
     use checkpoint_image::Format;
     use revive_integration::cri;
-    if !host::root_or_skip(&format!("pods from checkpoint images ({flavour})")) {
-        return;
-    }
     let node = Node::start(flavour, "ckpod").expect("node starts");
     let say = &mut |step: &str| eprintln!("  {step}");
     let report = cri::cri_scenario(&node, "revive").expect("CRI scenario");
@@ -90,16 +70,6 @@ fn pod_restores(flavour: Flavour, migrate_to_stable: bool) {
     assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
-#[test]
-fn pod_restores_from_a_kubernetes_checkpoint_lts() {
-    pod_restores(Flavour::Lts, true);
-}
-
-#[test]
-fn pod_restores_from_a_kubernetes_checkpoint_latest() {
-    pod_restores(Flavour::Latest, false);
-}
-
 fn hostile_images(flavour: Flavour) {
     let refusals = on_node(
         flavour,
@@ -107,12 +77,16 @@ fn hostile_images(flavour: Flavour) {
         "hostile checkpoint images",
         |node, _| checkpoint_image::hostile_images_are_refused(node),
     );
-    for (case, err) in refusals.iter().flatten() {
+    for (case, err) in &refusals {
         eprintln!("  {case}: {err}");
     }
 }
 
-#[test]
-fn hostile_checkpoint_images_are_refused_lts() {
-    hostile_images(Flavour::Lts);
+revive_integration::e2e_main! {
+    ctr_run_restores_checkpoint_images_latest => ctr_run_restores(Flavour::Latest),
+    ctr_run_restores_checkpoint_images_lts => ctr_run_restores(Flavour::Lts),
+    ctr_run_restores_checkpoint_images_stable => ctr_run_restores(Flavour::Stable),
+    hostile_checkpoint_images_are_refused_lts => hostile_images(Flavour::Lts),
+    pod_restores_from_a_kubernetes_checkpoint_latest => pod_restores(Flavour::Latest, false),
+    pod_restores_from_a_kubernetes_checkpoint_lts => pod_restores(Flavour::Lts, true),
 }

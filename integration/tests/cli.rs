@@ -7,11 +7,9 @@ use revive_integration::checkpoint_image;
 use revive_integration::{Flavour, on_node};
 
 fn convert_restores(flavour: Flavour) {
-    let Some(report) = on_node(flavour, "cli", "revive image convert", |node, say| {
+    let report = on_node(flavour, "cli", "revive image convert", |node, say| {
         checkpoint_image::cli_convert_restores(node, say)
-    }) else {
-        return;
-    };
+    });
     eprintln!(
         "revive image inspect of the export:\n{}\nof the converted image:\n{}",
         report.inspect_native, report.inspect_converted
@@ -19,25 +17,17 @@ fn convert_restores(flavour: Flavour) {
     assert_eq!(report.restored.token, report.checkpointed.token);
 }
 
-#[test]
-fn converted_containerd_checkpoint_restores_lts() {
-    convert_restores(Flavour::Lts);
-}
-
 /// `revive image build` of a zstd-compressed checkpoint archive (Podman's `--export`
 /// default), imported and run on revive.
 fn built_archive_restores(flavour: Flavour) {
-    let Some((built, inspected, restored)) =
+    let (built, inspected, restored) =
         on_node(flavour, "cli-build", "revive image build", |node, say| {
             checkpoint_image::cli_build_restores(node, say)
-        })
-    else {
-        return;
-    };
+        });
     eprintln!("{built}\n{inspected}\nrestored: {restored}");
 }
 
-#[test]
-fn built_zstd_archive_restores_lts() {
-    built_archive_restores(Flavour::Lts);
+revive_integration::e2e_main! {
+    built_zstd_archive_restores_lts => built_archive_restores(Flavour::Lts),
+    converted_containerd_checkpoint_restores_lts => convert_restores(Flavour::Lts),
 }

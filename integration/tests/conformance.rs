@@ -17,8 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+use revive_integration::Flavour;
 use revive_integration::conformance::{self, FlavourRun, Outcome, REVIVE_V2, RUNC_V2, Settings};
-use revive_integration::{Flavour, host};
 
 /// containerd's checkpoint tests (both suites have these six).
 const CHECKPOINT_TESTS: &[&str] = &[
@@ -114,9 +114,6 @@ fn run(flavour: Flavour, runtimes: &[&str], snapshotter: Option<&str>) -> Flavou
 /// The subset on `flavour` for both shims: the tests known to pass with the Go shim still do
 /// (the machinery works), and every test that passes with the Go shim passes with revive.
 fn subset(flavour: Flavour) {
-    if !host::root_or_skip(&format!("conformance ({flavour})")) {
-        return;
-    }
     let run = run(flavour, &[RUNC_V2, REVIVE_V2], None);
     if std::env::var_os("CONFORMANCE_TESTS").is_none() {
         let missing: Vec<&str> = known_good()
@@ -195,11 +192,7 @@ impl Drop for Load {
 
 /// The output tests, each run RUNS_UNDER_LOAD times for revive with every core busy: every
 /// run gets all of its process's output.
-#[test]
 fn output_under_load() {
-    if !host::root_or_skip("output under load (lts)") {
-        return;
-    }
     let settings = Settings {
         timeout: Duration::from_secs(60),
         log_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("output-under-load")),
@@ -237,9 +230,6 @@ fn output_under_load() {
 /// (`TEST_SNAPSHOTTER=revive`, a fresh revive-snapshotter per test): each test passes, as it
 /// does for the Go shim on containerd's overlayfs.
 fn on_revive_snapshotter(flavour: Flavour) {
-    if !host::root_or_skip(&format!("conformance on revive-snapshotter ({flavour})")) {
-        return;
-    }
     let run = run(flavour, &[REVIVE_V2], Some(conformance::REVIVE_SNAPSHOTTER));
     let failed: Vec<String> = known_good()
         .filter(|t| run.results.contains_key(*t))
@@ -257,22 +247,10 @@ fn on_revive_snapshotter(flavour: Flavour) {
     );
 }
 
-#[test]
-fn conformance_on_revive_snapshotter_lts() {
-    on_revive_snapshotter(Flavour::Lts);
-}
-
-#[test]
-fn conformance_on_revive_snapshotter_stable() {
-    on_revive_snapshotter(Flavour::Stable);
-}
-
-#[test]
-fn conformance_lts() {
-    subset(Flavour::Lts);
-}
-
-#[test]
-fn conformance_stable() {
-    subset(Flavour::Stable);
+revive_integration::e2e_main! {
+    conformance_lts => subset(Flavour::Lts),
+    conformance_on_revive_snapshotter_lts => on_revive_snapshotter(Flavour::Lts),
+    conformance_on_revive_snapshotter_stable => on_revive_snapshotter(Flavour::Stable),
+    conformance_stable => subset(Flavour::Stable),
+    output_under_load,
 }

@@ -6,13 +6,10 @@
 
 use std::time::Instant;
 
-use revive_integration::{Flavour, Node, cri, host, rootfs};
+use revive_integration::{Flavour, Node, cri, rootfs};
 
 fn cri_on(flavour: Flavour, handler: &str) {
     let test = format!("cri_{handler}_{flavour}");
-    if !host::root_or_skip(&test) {
-        return;
-    }
     let started = Instant::now();
     let node = Node::start(flavour, &test).expect("node starts");
     eprintln!(
@@ -31,27 +28,10 @@ fn cri_on(flavour: Flavour, handler: &str) {
     eprintln!("{test} took {:.1?}", started.elapsed());
 }
 
-#[test]
-fn cri_runc_stable() {
-    cri_on(Flavour::Stable, "runc");
-}
-
-#[test]
-fn cri_runc_lts() {
-    cri_on(Flavour::Lts, "runc");
-}
-
-#[test]
-fn cri_revive_stable() {
-    cri_on(Flavour::Stable, "revive");
-}
-
-#[test]
-fn cri_revive_lts() {
-    cri_on(Flavour::Lts, "revive");
-}
-
-#[test]
-fn cri_revive_latest() {
-    cri_on(Flavour::Latest, "revive");
+revive_integration::e2e_main! {
+    cri_revive_latest => cri_on(Flavour::Latest, "revive"),
+    cri_revive_lts => cri_on(Flavour::Lts, "revive"),
+    cri_revive_stable => cri_on(Flavour::Stable, "revive"),
+    cri_runc_lts => cri_on(Flavour::Lts, "runc"),
+    cri_runc_stable => cri_on(Flavour::Stable, "runc"),
 }

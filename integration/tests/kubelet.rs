@@ -12,14 +12,12 @@ use revive_integration::{Flavour, crictl, kubelet, on_node};
 
 fn kubelet_restores(flavour: Flavour) {
     let started = Instant::now();
-    let Some(report) = on_node(
+    let report = on_node(
         flavour,
         "kubelet",
         "a kubelet checkpoints and restores a static pod through revive",
         kubelet::kubelet_restores,
-    ) else {
-        return;
-    };
+    );
     eprintln!("{report}");
     assert_eq!(report.generations.len() as u32, kubelet::GENERATIONS);
     let token = &report.generations[0].checkpointed.token;
@@ -30,38 +28,23 @@ fn kubelet_restores(flavour: Flavour) {
     eprintln!("kubelet on {flavour}: {:.1?} in all", started.elapsed());
 }
 
-#[test]
-fn kubelet_checkpoints_and_restores_lts() {
-    kubelet_restores(Flavour::Lts);
-}
-
-#[test]
-fn kubelet_checkpoints_and_restores_latest() {
-    kubelet_restores(Flavour::Latest);
-}
-
 fn crictl_restores(flavour: Flavour) {
     let started = Instant::now();
-    let Some(report) = on_node(
+    let report = on_node(
         flavour,
         "crictl",
         "crictl checkpoints a container and restores it into a new pod through revive",
         crictl::crictl_restores,
-    ) else {
-        return;
-    };
+    );
     eprintln!("{report}");
     assert_eq!(report.restored.token, report.checkpointed.token);
     assert!(report.restored.count >= report.checkpointed.count);
     eprintln!("crictl on {flavour}: {:.1?} in all", started.elapsed());
 }
 
-#[test]
-fn crictl_checkpoints_and_restores_lts() {
-    crictl_restores(Flavour::Lts);
-}
-
-#[test]
-fn crictl_checkpoints_and_restores_latest() {
-    crictl_restores(Flavour::Latest);
+revive_integration::e2e_main! {
+    crictl_checkpoints_and_restores_latest => crictl_restores(Flavour::Latest),
+    crictl_checkpoints_and_restores_lts => crictl_restores(Flavour::Lts),
+    kubelet_checkpoints_and_restores_latest => kubelet_restores(Flavour::Latest),
+    kubelet_checkpoints_and_restores_lts => kubelet_restores(Flavour::Lts),
 }

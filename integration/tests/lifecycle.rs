@@ -1,76 +1,34 @@
 //! The lifecycle scenario table on every flavour, for the Go shim
 //! `io.containerd.runc.v2`: the reference a drop-in shim must match row by row.
 //!
-//! `LIFECYCLE_ROWS=tty,oom cargo test -p revive-integration --test lifecycle` runs some rows.
+//! Every row of every table is a test of its own, named `lifecycle_<runtime>_<flavour>::<row>`
+//! (`cargo test -p revive-integration --test lifecycle -- --list`); the rows of one table
+//! share one node, which starts before the first selected row and stops after the last, so
+//! `cargo test --test lifecycle lifecycle_revive_lts::oom` starts one node for one row.
 
-use std::time::Instant;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use revive_integration::lifecycle::{self, RowResult};
-use revive_integration::{Flavour, Node, host, rootfs};
+use revive_integration::harness::{Shared, Suite};
+use revive_integration::lifecycle::{self, ROWS, Table};
+use revive_integration::{Flavour, Node};
 
 const RUNC: &str = "io.containerd.runc.v2";
-
-fn table(flavour: Flavour, runtime: &str) {
-    let test = format!("lifecycle ({runtime}, {flavour})");
-    if !host::root_or_skip(&test) {
-        return;
-    }
-    let started = Instant::now();
-    let node = Node::start(flavour, "lifecycle").expect("node starts");
-    eprintln!(
-        "node {} up in {:.1?} ({})",
-        node.name(),
-        started.elapsed(),
-        rootfs::versions_line(&node.rootfs().completion.versions)
-    );
-    let filter = std::env::var("LIFECYCLE_ROWS").ok();
-    let results: Vec<RowResult> =
-        lifecycle::run_table(&node, runtime, filter.as_deref()).expect("the table runs");
-    eprintln!(
-        "{} ({flavour} flavour, {:.1?} in all)",
-        lifecycle::format_table(runtime, &results),
-        started.elapsed()
-    );
-    let failed = lifecycle::failed_rows(&results);
-    // Panicking while the node is alive prints its logs (containerd's carries the shims').
-    assert!(
-        failed.is_empty(),
-        "{runtime} on {flavour}: rows failed: {}",
-        failed.join(", ")
-    );
-    assert!(
-        !results.is_empty(),
-        "no row selected by LIFECYCLE_ROWS={filter:?}"
-    );
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
-}
-
-#[test]
-fn lifecycle_runc_stable() {
-    table(Flavour::Stable, RUNC);
-}
-
-#[test]
-fn lifecycle_runc_lts() {
-    table(Flavour::Lts, RUNC);
-}
-
 const REVIVE: &str = "io.containerd.revive.v2";
 
-#[test]
-fn lifecycle_revive_stable() {
-    table(Flavour::Stable, REVIVE);
-}
-
-#[test]
-fn lifecycle_revive_lts() {
-    table(Flavour::Lts, REVIVE);
-}
-
-#[test]
-fn lifecycle_revive_latest() {
-    table(Flavour::Latest, REVIVE);
+/// The table of `runtime` on a node of `flavour`, with the prefix of its trials'
+/// names: `lifecycle_<runtime>_<flavour>`.
+fn table(runtime: &'static str, flavour: Flavour) -> (String, Arc<Shared<Table>>) {
+    let short = if runtime == RUNC { "runc" } else { "revive" };
+    (
+        format!("lifecycle_{short}_{flavour}"),
+        lifecycle::shared_table(
+            runtime,
+            move || Node::start(flavour, "lifecycle"),
+            |_| Ok(()),
+        ),
+    )
 }
 
 /// Events a shim publishes after containerd restarted still reach containerd: the Go shim
@@ -83,20 +41,46 @@ fn events_after_restart(runtime: &str) {
             node,
             runtime,
             "after-restart",
-            std::time::Duration::from_secs(30),
+            Duration::from_secs(30),
         )
     });
-    if let Some(line) = line {
-        eprintln!("{runtime}: {line}");
+    eprintln!("{runtime}: {line}");
+}
+
+fn main() -> ExitCode {
+    let mut suite = Suite::new();
+    // Two workers (one per core) take the trials in this order, and the rows of one table run
+    // one at a time on its node: the rows of three tables alternate, so that a worker always
+    // finds a row whose table is free, and only those tables' nodes are up.
+    let groups = [
+        vec![
+            table(RUNC, Flavour::Stable),
+            table(RUNC, Flavour::Lts),
+            table(REVIVE, Flavour::Stable),
+        ],
+        vec![table(REVIVE, Flavour::Lts), table(REVIVE, Flavour::Latest)],
+    ];
+    // The two tests that start nodes of their own alternate with the rows of the last group.
+    let others: [(&str, fn()); 2] = [
+        ("events_reach_a_restarted_containerd_runc", || {
+            events_after_restart(RUNC)
+        }),
+        ("events_reach_a_restarted_containerd_revive", || {
+            events_after_restart(REVIVE)
+        }),
+    ];
+    let mut others = others.into_iter();
+    for (i, group) in groups.iter().enumerate() {
+        for row in ROWS {
+            for (prefix, table) in group {
+                lifecycle::add_row(&mut suite, table, prefix, row);
+            }
+            if i + 1 == groups.len()
+                && let Some((name, test)) = others.next()
+            {
+                suite.e2e(name, test);
+            }
+        }
     }
-}
-
-#[test]
-fn events_reach_a_restarted_containerd_runc() {
-    events_after_restart(RUNC);
-}
-
-#[test]
-fn events_reach_a_restarted_containerd_revive() {
-    events_after_restart(REVIVE);
+    suite.run()
 }

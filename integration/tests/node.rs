@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use revive_integration::image::BUSYBOX;
 use revive_integration::node::processes_in_cgroup;
-use revive_integration::{Flavour, Image, Node, host, mounts, scenario};
+use revive_integration::{Flavour, Image, Node, ctr, host, mounts, scenario};
 
 /// Everything a node could leave on the host, recorded while it runs.
 struct Footprint {
@@ -68,15 +68,11 @@ fn start_with_container(flavour: Flavour, label: &str) -> Node {
         .unwrap();
     node.ctr(&["run", "-d", BUSYBOX, "sleeper", "sleep", "1000"])
         .unwrap();
-    assert_eq!(scenario::task_status(&node, "sleeper").unwrap(), "RUNNING");
+    assert_eq!(ctr::status(&node, "sleeper").unwrap(), ctr::Status::Running);
     node
 }
 
-#[test]
 fn teardown_leaves_nothing_behind() {
-    if !host::root_or_skip("teardown_leaves_nothing_behind") {
-        return;
-    }
     let node = start_with_container(Flavour::Lts, "teardown");
     let fp = footprint(&node);
     // The container's own cgroup lives below the node's.
@@ -96,11 +92,7 @@ fn teardown_leaves_nothing_behind() {
     assert_gone(&fp);
 }
 
-#[test]
 fn a_panicking_test_still_tears_its_node_down() {
-    if !host::root_or_skip("a_panicking_test_still_tears_its_node_down") {
-        return;
-    }
     let (tx, rx) = mpsc::channel();
     let result = std::thread::spawn(move || {
         let node = start_with_container(Flavour::Stable, "panics");
@@ -120,11 +112,7 @@ fn a_panicking_test_still_tears_its_node_down() {
     assert_gone(&fp);
 }
 
-#[test]
 fn nodes_run_side_by_side_isolated() {
-    if !host::root_or_skip("nodes_run_side_by_side_isolated") {
-        return;
-    }
     let a = start_with_container(Flavour::Lts, "twin-a");
     let b = start_with_container(Flavour::Lts, "twin-b");
     // The same container id in both: each node has its own containerd, cgroups and pids.
@@ -159,11 +147,7 @@ fn nodes_run_side_by_side_isolated() {
     }
 }
 
-#[test]
 fn node_dev_is_private() {
-    if !host::root_or_skip("node_dev_is_private") {
-        return;
-    }
     let node = Node::start(Flavour::Stable, "dev").unwrap();
     let inside = node
         .run(&["stat", "-c", "%d:%i %F %t:%T", "/dev/null"])
@@ -184,9 +168,6 @@ fn node_dev_is_private() {
 /// containerd in each flavour loads revive-snapshotter as a proxy plugin and launches the
 /// revive shim for `--runtime io.containerd.revive.v2`.
 fn wiring(flavour: Flavour) {
-    if !host::root_or_skip(&format!("wiring_{flavour}")) {
-        return;
-    }
     let node = Node::start(flavour, "wiring").unwrap();
     let plugins = node.ctr(&["plugins", "ls"]).unwrap();
     let revive = plugins
@@ -237,23 +218,9 @@ fn wiring(flavour: Flavour) {
     assert!(node.stop().unwrap().is_empty());
 }
 
-#[test]
-fn wiring_stable() {
-    wiring(Flavour::Stable);
-}
-
-#[test]
-fn wiring_lts() {
-    wiring(Flavour::Lts);
-}
-
 /// `ImageBuilder` makes images of our own: here a static web server whose command comes from
 /// the image config, run with `ctr run` and no command.
-#[test]
 fn locally_built_server_image_runs() {
-    if !host::root_or_skip("locally_built_server_image_runs") {
-        return;
-    }
     let node = Node::start(Flavour::Lts, "webimage").unwrap();
     let image =
         revive_integration::image::busybox_builder(&node.rootfs().path, "docker.io/revive/web:1")
@@ -285,11 +252,7 @@ fn locally_built_server_image_runs() {
 
 /// A harness killed by a signal (no Drop runs) takes its node's processes with it, and the
 /// next node start removes the cgroups and files it left (keeping its logs).
-#[test]
 fn a_killed_harness_leaves_no_node_behind() {
-    if !host::root_or_skip("a_killed_harness_leaves_no_node_behind") {
-        return;
-    }
     let bin = revive_integration::node::bin_dir()
         .unwrap()
         .join("revive-node");
@@ -350,11 +313,7 @@ fn a_killed_harness_leaves_no_node_behind() {
 /// another harness's sweep must leave it alone, or its own teardown fails on files that
 /// vanish under it (CI saw `No such file or directory` ending a conformance run when a
 /// parallel test started a node at that moment). The node's lock tells them apart.
-#[test]
 fn a_live_node_without_processes_is_not_swept() {
-    if !host::root_or_skip("a_live_node_without_processes_is_not_swept") {
-        return;
-    }
     let mut node = Node::start(Flavour::Stable, "torn-down").unwrap();
     node.kill().unwrap();
     assert!(
@@ -376,4 +335,16 @@ fn a_live_node_without_processes_is_not_swept() {
     assert!(other.stop().unwrap().is_empty());
     let left = node.stop().unwrap();
     assert!(left.is_empty(), "teardown left {left:?}");
+}
+
+revive_integration::e2e_main! {
+    a_killed_harness_leaves_no_node_behind,
+    a_live_node_without_processes_is_not_swept,
+    a_panicking_test_still_tears_its_node_down,
+    locally_built_server_image_runs,
+    node_dev_is_private,
+    nodes_run_side_by_side_isolated,
+    teardown_leaves_nothing_behind,
+    wiring_lts => wiring(Flavour::Lts),
+    wiring_stable => wiring(Flavour::Stable),
 }

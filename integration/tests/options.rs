@@ -10,22 +10,13 @@ fn options_reach_the_shim(flavour: Flavour) {
         "runtime options",
         options::runtime_options_reach_the_shim,
     );
-    for line in seen.iter().flatten() {
+    for line in &seen {
         eprintln!("  {line}");
     }
 }
 
-#[test]
-fn runtime_options_reach_the_shim_stable() {
-    options_reach_the_shim(Flavour::Stable);
-}
-
-#[test]
-fn runtime_options_reach_the_shim_lts() {
-    options_reach_the_shim(Flavour::Lts);
-}
-
-#[test]
-fn runtime_options_reach_the_shim_latest() {
-    options_reach_the_shim(Flavour::Latest);
+revive_integration::e2e_main! {
+    runtime_options_reach_the_shim_latest => options_reach_the_shim(Flavour::Latest),
+    runtime_options_reach_the_shim_lts => options_reach_the_shim(Flavour::Lts),
+    runtime_options_reach_the_shim_stable => options_reach_the_shim(Flavour::Stable),
 }

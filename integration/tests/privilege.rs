@@ -29,28 +29,8 @@ fn judge(what: &str, cases: &[Case], started: Instant) {
 fn ctr_restores(flavour: Flavour) {
     let what = format!("privilege of ctr restores ({flavour})");
     let started = Instant::now();
-    if let Some(cases) = on_node(flavour, "privilege", &what, privilege::ctr_cases) {
-        judge(&what, &cases, started);
-    }
-}
-
-/// `ctr run` of checkpoint images on revive (containerd 2.1): a `--privileged` container's
-/// checkpoint is refused into a plain container (naming CAP_SYS_ADMIN and the read-write
-/// /sys) and into a `--user 1000:1000 --seccomp` one (naming the uid, CAP_SYS_ADMIN,
-/// seccomp, /sys), and restores into a `--privileged` one; a plain (uid 0) container's
-/// checkpoint is refused into a `--user 1000:1000` one (naming the uid); a `--seccomp`
-/// container's restores into a `--seccomp` one, and the same checkpoint with its filters
-/// replaced by one that allows everything is refused there (naming the system calls it
-/// allows). Refusals leave no task, mount, snapshot or process.
-#[test]
-fn ctr_restore_never_exceeds_the_new_containers_privilege_lts() {
-    ctr_restores(Flavour::Lts);
-}
-
-/// The same on containerd 1.7.
-#[test]
-fn ctr_restore_never_exceeds_the_new_containers_privilege_stable() {
-    ctr_restores(Flavour::Stable);
+    let cases = on_node(flavour, "privilege", &what, privilege::ctr_cases);
+    judge(&what, &cases, started);
 }
 
 /// Pods (containerd 2.1's CRI; 1.7 has no CheckpointContainer to make the checkpoints with),
@@ -64,21 +44,30 @@ fn ctr_restore_never_exceeds_the_new_containers_privilege_stable() {
 /// which the test says loudly). The privileged and confined checkpoints are then moved to a
 /// containerd 1.7 node (which cannot make them: it has no CheckpointContainer), where the
 /// same pods are refused and restored alike.
-#[test]
 fn pod_restore_never_exceeds_the_pods_security_context() {
     let what = "privilege of pod restores (lts)";
     let started = Instant::now();
-    let Some((cases, made)) = on_node(Flavour::Lts, "privilege-pod", what, privilege::cri_cases)
-    else {
-        return;
-    };
+    let (cases, made) = on_node(Flavour::Lts, "privilege-pod", what, privilege::cri_cases);
     judge(what, &cases, started);
     let what = "privilege of pod restores, checkpoints moved from lts (stable)";
     let started = Instant::now();
-    let moved = on_node(Flavour::Stable, "privilege-pod", what, |node, say| {
+    let cases = on_node(Flavour::Stable, "privilege-pod", what, |node, say| {
         privilege::cri_cases_moved(node, &made, say)
     });
-    if let Some(cases) = moved {
-        judge(what, &cases, started);
-    }
+    judge(what, &cases, started);
+}
+
+revive_integration::e2e_main! {
+    // `ctr run` of checkpoint images on revive (containerd 2.1): a `--privileged` container's
+    // checkpoint is refused into a plain container (naming CAP_SYS_ADMIN and the read-write
+    // /sys) and into a `--user 1000:1000 --seccomp` one (naming the uid, CAP_SYS_ADMIN,
+    // seccomp, /sys), and restores into a `--privileged` one; a plain (uid 0) container's
+    // checkpoint is refused into a `--user 1000:1000` one (naming the uid); a `--seccomp`
+    // container's restores into a `--seccomp` one, and the same checkpoint with its filters
+    // replaced by one that allows everything is refused there (naming the system calls it
+    // allows). Refusals leave no task, mount, snapshot or process.
+    ctr_restore_never_exceeds_the_new_containers_privilege_lts => ctr_restores(Flavour::Lts),
+    // The same on containerd 1.7.
+    ctr_restore_never_exceeds_the_new_containers_privilege_stable => ctr_restores(Flavour::Stable),
+    pod_restore_never_exceeds_the_pods_security_context,
 }

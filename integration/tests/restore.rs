@@ -10,7 +10,7 @@ const RUNC: &str = "io.containerd.runc.v2";
 
 /// A copy restored beside its running original lives in a cgroup of its own: removing
 /// either leaves the other running (containerd issue 9691; the Go shim restores into the
-/// original's cgroup, see the README's comparison).
+/// original's cgroup, see docs/shim.md's comparison).
 fn lives_apart(flavour: Flavour, remove: Remove) {
     let survivor = on_node(
         flavour,
@@ -18,19 +18,7 @@ fn lives_apart(flavour: Flavour, remove: Remove) {
         "restore beside the original",
         |node, say| scenario::restored_copy_lives_apart(node, REVIVE, "apart", remove, say),
     );
-    if let Some(survivor) = survivor {
-        eprintln!("survivor: {survivor}");
-    }
-}
-
-#[test]
-fn restored_copy_survives_its_original_lts() {
-    lives_apart(Flavour::Lts, Remove::Original);
-}
-
-#[test]
-fn original_survives_its_restored_copy_lts() {
-    lives_apart(Flavour::Lts, Remove::Restored);
+    eprintln!("survivor: {survivor}");
 }
 
 /// After a restore, loopback is up with its addresses and a server listening on 127.0.0.1
@@ -42,14 +30,7 @@ fn loopback_answers(flavour: Flavour) {
         "loopback after restore",
         |node, say| scenario::loopback_server_after_restore(node, REVIVE, "lo", say),
     );
-    if let Some(lo) = lo {
-        assert!(lo.contains("UP") && lo.contains("127.0.0.1/8"), "{lo}");
-    }
-}
-
-#[test]
-fn loopback_server_answers_after_restore_lts() {
-    loopback_answers(Flavour::Lts);
+    assert!(lo.contains("UP") && lo.contains("127.0.0.1/8"), "{lo}");
 }
 
 /// Kernel-held state survives a checkpoint and restore (fd offset, a pipe between two
@@ -58,44 +39,20 @@ fn loopback_server_answers_after_restore_lts() {
 /// for the Go shim, which does the same.
 fn process_state(flavour: Flavour, runtime: &str) {
     let what = format!("process state across restore ({runtime})");
-    let states = on_node(flavour, "state", &what, |node, say| {
+    let (before, after) = on_node(flavour, "state", &what, |node, say| {
         scenario::process_state_survives(node, runtime, "state", say)
     });
-    if let Some((before, after)) = states {
-        eprintln!("before: {before}\nafter:  {after}");
-    }
-}
-
-#[test]
-fn process_state_survives_revive_lts() {
-    process_state(Flavour::Lts, REVIVE);
-}
-
-#[test]
-fn process_state_survives_runc_lts() {
-    process_state(Flavour::Lts, RUNC);
+    eprintln!("before: {before}\nafter:  {after}");
 }
 
 /// A container with a terminal keeps it across checkpoint and restore (ctr on a pty of the
 /// harness): for revive and, side by side, the Go shim.
 fn terminal(flavour: Flavour, runtime: &str) {
     let what = format!("terminal across restore ({runtime})");
-    let ttys = on_node(flavour, "tty", &what, |node, say| {
+    let (before, after) = on_node(flavour, "tty", &what, |node, say| {
         scenario::terminal_survives(node, runtime, "tty", say)
     });
-    if let Some((before, after)) = ttys {
-        eprintln!("terminal before: {before}, after: {after}");
-    }
-}
-
-#[test]
-fn terminal_survives_revive_lts() {
-    terminal(Flavour::Lts, REVIVE);
-}
-
-#[test]
-fn terminal_survives_runc_lts() {
-    terminal(Flavour::Lts, RUNC);
+    eprintln!("terminal before: {before}, after: {after}");
 }
 
 /// An established TCP connection over the container's loopback: a checkpoint without
@@ -108,37 +65,24 @@ fn tcp(flavour: Flavour) {
         "TCP connection across restore",
         |node, say| scenario::tcp_connection_survives(node, REVIVE, "tcp", say),
     );
-    if let Some(report) = report {
-        assert!(
-            report.refused.contains("TCP") && report.refused.contains("open_tcp"),
-            "the refusal does not say what to do: {}",
-            report.refused
-        );
-    }
-}
-
-#[test]
-fn tcp_connection_survives_lts() {
-    tcp(Flavour::Lts);
+    assert!(
+        report.refused.contains("TCP") && report.refused.contains("open_tcp"),
+        "the refusal does not say what to do: {}",
+        report.refused
+    );
 }
 
 /// A TCP connection from the container to a server outside it (in the node, on the node's
 /// network that the container shares) survives a checkpoint with open_tcp and exit and a
 /// restore: the server outside keeps its end and the numbers go on.
 fn tcp_outside(flavour: Flavour) {
-    if let Some((checkpointed, restored)) = on_node(
+    let (checkpointed, restored) = on_node(
         flavour,
         "tcp-outside",
         "TCP connection to a server outside the container",
         |node, say| scenario::tcp_to_outside_survives(node, REVIVE, "tcp-out", say),
-    ) {
-        assert!(restored > checkpointed + 3);
-    }
-}
-
-#[test]
-fn tcp_connection_to_outside_survives_lts() {
-    tcp_outside(Flavour::Lts);
+    );
+    assert!(restored > checkpointed + 3);
 }
 
 /// The CRIU preflight: without CRIU a checkpoint says so and the container goes on; with
@@ -147,15 +91,21 @@ fn no_criu(flavour: Flavour) {
     let refused = on_node(flavour, "nocriu", "checkpoint without CRIU", |node, say| {
         scenario::checkpoint_without_criu(node, REVIVE, "nocriu", say)
     });
-    if let Some(refused) = refused {
-        assert!(
-            refused.contains("CRIU is not installed"),
-            "the error does not name what is missing: {refused}"
-        );
-    }
+    assert!(
+        refused.contains("CRIU is not installed"),
+        "the error does not name what is missing: {refused}"
+    );
 }
 
-#[test]
-fn checkpoint_without_criu_lts() {
-    no_criu(Flavour::Lts);
+revive_integration::e2e_main! {
+    checkpoint_without_criu_lts => no_criu(Flavour::Lts),
+    loopback_server_answers_after_restore_lts => loopback_answers(Flavour::Lts),
+    original_survives_its_restored_copy_lts => lives_apart(Flavour::Lts, Remove::Restored),
+    process_state_survives_revive_lts => process_state(Flavour::Lts, REVIVE),
+    process_state_survives_runc_lts => process_state(Flavour::Lts, RUNC),
+    restored_copy_survives_its_original_lts => lives_apart(Flavour::Lts, Remove::Original),
+    tcp_connection_survives_lts => tcp(Flavour::Lts),
+    tcp_connection_to_outside_survives_lts => tcp_outside(Flavour::Lts),
+    terminal_survives_revive_lts => terminal(Flavour::Lts, REVIVE),
+    terminal_survives_runc_lts => terminal(Flavour::Lts, RUNC),
 }

@@ -4,12 +4,9 @@
 
 use std::time::Instant;
 
-use revive_integration::{Flavour, Node, host, rootfs, scenario};
+use revive_integration::{Flavour, Node, rootfs, scenario};
 
 fn smoke(flavour: Flavour, runtime: &str) {
-    if !host::root_or_skip(&format!("smoke {runtime} {flavour}")) {
-        return;
-    }
     let started = Instant::now();
     let node = Node::start(flavour, "smoke").expect("node starts");
     eprintln!(
@@ -44,27 +41,10 @@ fn smoke(flavour: Flavour, runtime: &str) {
 const RUNC: &str = "io.containerd.runc.v2";
 const REVIVE: &str = "io.containerd.revive.v2";
 
-#[test]
-fn smoke_runc_stable() {
-    smoke(Flavour::Stable, RUNC);
-}
-
-#[test]
-fn smoke_runc_lts() {
-    smoke(Flavour::Lts, RUNC);
-}
-
-#[test]
-fn smoke_revive_stable() {
-    smoke(Flavour::Stable, REVIVE);
-}
-
-#[test]
-fn smoke_revive_lts() {
-    smoke(Flavour::Lts, REVIVE);
-}
-
-#[test]
-fn smoke_revive_latest() {
-    smoke(Flavour::Latest, REVIVE);
+revive_integration::e2e_main! {
+    smoke_revive_latest => smoke(Flavour::Latest, REVIVE),
+    smoke_revive_lts => smoke(Flavour::Lts, REVIVE),
+    smoke_revive_stable => smoke(Flavour::Stable, REVIVE),
+    smoke_runc_lts => smoke(Flavour::Lts, RUNC),
+    smoke_runc_stable => smoke(Flavour::Stable, RUNC),
 }

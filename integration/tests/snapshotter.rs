@@ -3,11 +3,13 @@
 //! running container, and the shim's whole lifecycle table passes with revive-snapshotter as
 //! the only snapshotter `ctr` uses.
 
-use std::time::Instant;
+use std::process::ExitCode;
 
-use revive_integration::lifecycle::{self, RowResult};
+use anyhow::ensure;
+use revive_integration::harness::Suite;
+use revive_integration::lifecycle;
 use revive_integration::snapshotter::{self, SNAPSHOTTER};
-use revive_integration::{Flavour, Node, NodeOptions, host};
+use revive_integration::{Flavour, Node, NodeOptions};
 
 const REVIVE: &str = "io.containerd.revive.v2";
 
@@ -25,9 +27,6 @@ fn node_on_revive(flavour: Flavour, label: &str) -> Node {
 }
 
 fn ordinary_image(flavour: Flavour) {
-    if !host::root_or_skip(&format!("ordinary image on revive-snapshotter ({flavour})")) {
-        return;
-    }
     let node = node_on_revive(flavour, "snapshotter");
     let report = snapshotter::ordinary_image(&node, REVIVE, &mut |step| eprintln!("  {step}"))
         .unwrap_or_else(|e| {
@@ -43,43 +42,33 @@ fn ordinary_image(flavour: Flavour) {
     assert!(left.is_empty(), "node left behind: {left:?}");
 }
 
-#[test]
-fn ordinary_image_on_revive_snapshotter_lts() {
-    ordinary_image(Flavour::Lts);
-}
-
-fn lifecycle_table(flavour: Flavour) {
-    if !host::root_or_skip(&format!("lifecycle on revive-snapshotter ({flavour})")) {
-        return;
+fn main() -> ExitCode {
+    let mut suite = Suite::new();
+    suite.e2e("ordinary_image_on_revive_snapshotter_lts", || {
+        ordinary_image(Flavour::Lts)
+    });
+    // Every row of the lifecycle table is a test of its own; the rows share one node.
+    let table = lifecycle::shared_table(
+        REVIVE,
+        || Ok(node_on_revive(Flavour::Lts, "lifecycle-snapshotter")),
+        |table| {
+            // The rows really ran on revive's snapshots: the image's layers are there.
+            ensure!(
+                snapshotter::snapshots(table.node())?
+                    .iter()
+                    .any(|(_, kind)| kind == "Committed"),
+                "the lifecycle image was not unpacked into revive-snapshotter"
+            );
+            Ok(())
+        },
+    );
+    for row in lifecycle::ROWS {
+        lifecycle::add_row(
+            &mut suite,
+            &table,
+            "lifecycle_on_revive_snapshotter_lts",
+            row,
+        );
     }
-    let started = Instant::now();
-    let node = node_on_revive(flavour, "lifecycle-snapshotter");
-    let results: Vec<RowResult> =
-        lifecycle::run_table(&node, REVIVE, None).expect("the table runs");
-    eprintln!(
-        "{} ({flavour} flavour on revive-snapshotter, {:.1?} in all)",
-        lifecycle::format_table(REVIVE, &results),
-        started.elapsed()
-    );
-    let failed = lifecycle::failed_rows(&results);
-    assert!(
-        failed.is_empty(),
-        "{REVIVE} on revive-snapshotter, {flavour}: rows failed: {}",
-        failed.join(", ")
-    );
-    // The rows really ran on revive's snapshots: the image's layers are there.
-    assert!(
-        snapshotter::snapshots(&node)
-            .expect("revive's snapshots")
-            .iter()
-            .any(|(_, kind)| kind == "Committed"),
-        "the lifecycle image was not unpacked into revive-snapshotter"
-    );
-    let left = node.stop().expect("node stops");
-    assert!(left.is_empty(), "node left behind: {left:?}");
-}
-
-#[test]
-fn lifecycle_on_revive_snapshotter_lts() {
-    lifecycle_table(Flavour::Lts);
+    suite.run()
 }

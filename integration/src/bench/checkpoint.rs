@@ -25,6 +25,7 @@ use revive_proto::runc::CheckpointOptions;
 
 use super::{Benchmark, Cell, Goal, Settings, Summary, Target, remove_containers, short_runtime};
 use crate::containerd::Containerd;
+use crate::ctr::{self, Status};
 use crate::node::Node;
 use crate::scenario;
 
@@ -165,7 +166,7 @@ impl CheckpointRestore {
         )?;
         let checkpoint = started.elapsed().as_secs_f64();
         let stats = dump_stats(node, &work)?;
-        scenario::wait_until_stopped(node, id)?;
+        ctr::wait_status(node, id, Status::Stopped)?;
         let bytes: u64 = node
             .sh(&format!("cat {dir}/pages-*.img | wc -c"))?
             .trim()
@@ -181,10 +182,10 @@ impl CheckpointRestore {
         api.restore_from_dir(id, "overlayfs", &dir)?;
         let restore = started.elapsed().as_secs_f64();
         ensure!(
-            scenario::task_status(node, id)? == "RUNNING",
+            ctr::status(node, id)? == Status::Running,
             "the restored {id} is not running"
         );
-        scenario::remove_container(node, id)?;
+        ctr::remove(node, id)?;
         node.run(&["rm", "-rf", &dir, &work])?;
         Ok(Run {
             checkpoint,
@@ -265,7 +266,7 @@ impl<'a> Samples<'a> {
 
     /// The column's cells; `reference` is the first column, which the round-by-round rows
     /// compare with (None for the first column itself).
-    fn cells(&self, reference: Option<&Samples>) -> Result<Vec<Cell>> {
+    fn cells(&self, reference: Option<&Samples<'_>>) -> Result<Vec<Cell>> {
         if let Some(err) = &self.failed {
             return Err(anyhow::anyhow!("{err:#}"));
         }
@@ -410,7 +411,7 @@ impl Benchmark for CheckpointRestore {
             }
         };
         let title = self.title(settings);
-        let mut columns: Vec<Samples> =
+        let mut columns: Vec<Samples<'_>> =
             runtimes.iter().map(|r| Samples::new(r, settings)).collect();
         for column in &mut columns {
             progress(&format!(

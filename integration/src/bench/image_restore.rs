@@ -35,6 +35,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use super::checkpoint::size_label;
 use super::{Benchmark, Cell, REVIVE_V2, RUNC_V2, Settings, Summary, Target};
 use crate::checkpoint_image::{self, Format};
+use crate::ctr;
 use crate::image::BUSYBOX;
 use crate::node::Node;
 use crate::scenario;
@@ -224,7 +225,7 @@ impl Checkpoints {
             );
             Ok(())
         });
-        let removed = scenario::remove_container(node, id);
+        let removed = ctr::remove(node, id);
         // containerd's tasks service extracts a checkpoint image's CRIU images into a
         // temporary directory for the restore and never removes it.
         let swept = if runtime == RUNC_V2 {
@@ -393,7 +394,7 @@ impl Benchmark for ImageRestore {
     ) -> Vec<Result<Vec<Cell>>> {
         let title = "image restore";
         let sizes = settings.checkpoint_mib.len();
-        let mut columns: Vec<Samples> = runtimes
+        let mut columns: Vec<Samples<'_>> = runtimes
             .iter()
             .map(|runtime| Samples {
                 runtime,
