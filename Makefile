@@ -27,7 +27,7 @@ test: host-deps debug-build unit fuzz-test e2e
 unit:
 	$(CARGO) test --workspace --lib --bins
 
-# Every fuzz target for FUZZ_SECONDS each (scripts/fuzz.sh; README, "Fuzzing").
+# Every fuzz target for FUZZ_SECONDS each (scripts/fuzz.sh; docs/fuzzing.md).
 FUZZ_SECONDS ?= 20
 fuzz:
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
