@@ -134,7 +134,7 @@ trait Expect: Send + Sync {
     fn expect_one(&self);
 }
 
-type SetUp<F> = Box<dyn Fn() -> Result<F> + Send + Sync>;
+type SetUp<F> = Arc<dyn Fn() -> Result<F> + Send + Sync>;
 type TearDown<F> = Box<dyn Fn(F, bool) -> Result<()> + Send + Sync>;
 
 /// A fixture that trials share, used by one trial at a time.
@@ -147,6 +147,11 @@ pub struct Shared<F> {
 struct State<F> {
     /// The fixture once set up; the error when setting it up failed.
     fixture: Option<std::result::Result<F, String>>,
+    /// The thread that set the fixture up, alive until it is torn down: what a fixture
+    /// starts may die with the thread that started it (a node's init asks for
+    /// `PR_SET_PDEATHSIG`), and the test harness's worker threads end as soon as no trial
+    /// is left for them, while trials on other threads still use the fixture.
+    keeper: Option<Keeper>,
     /// Trials selected to run on it that have not finished.
     remaining: usize,
     /// Whether a trial on it failed.
@@ -162,10 +167,11 @@ impl<F: Send + 'static> Shared<F> {
         tear_down: impl Fn(F, bool) -> Result<()> + Send + Sync + 'static,
     ) -> Arc<Shared<F>> {
         Arc::new(Shared {
-            set_up: Box::new(set_up),
+            set_up: Arc::new(set_up),
             tear_down: Box::new(tear_down),
             state: Mutex::new(State {
                 fixture: None,
+                keeper: None,
                 remaining: 0,
                 failed: false,
             }),
@@ -183,10 +189,9 @@ impl<F: Send + 'static> Shared<F> {
     fn run(&self, test: impl FnOnce(&mut F) -> Result<()>) -> std::result::Result<(), Failed> {
         let mut state = self.lock();
         if state.fixture.is_none() {
-            state.fixture = Some(match catch_unwind(AssertUnwindSafe(|| (self.set_up)())) {
-                Ok(set_up) => set_up.map_err(|e| format!("{e:#}")),
-                Err(panic) => Err(panic_message(panic.as_ref())),
-            });
+            let (keeper, fixture) = Keeper::set_up(Arc::clone(&self.set_up));
+            state.keeper = Some(keeper);
+            state.fixture = Some(fixture);
         }
         let outcome = match state.fixture.as_mut() {
             Some(Ok(fixture)) => match catch_unwind(AssertUnwindSafe(|| test(fixture))) {
@@ -216,6 +221,9 @@ impl<F: Send + 'static> Shared<F> {
         } else {
             Ok(())
         };
+        if state.remaining == 0 {
+            state.keeper = None;
+        }
         match (outcome, torn_down) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err.into()),
@@ -227,6 +235,38 @@ impl<F: Send + 'static> Shared<F> {
 impl<F: Send + 'static> Expect for Shared<F> {
     fn expect_one(&self) {
         self.lock().remaining += 1;
+    }
+}
+
+/// A thread that set up a shared fixture and waits, alive, until it is dropped.
+struct Keeper {
+    /// Dropping it wakes the thread, which then ends.
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+impl Keeper {
+    /// Runs `set_up` on a new thread that outlives this call, and waits for its result.
+    fn set_up<F: Send + 'static>(set_up: SetUp<F>) -> (Keeper, std::result::Result<F, String>) {
+        let (done, result) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("shared-fixture".into())
+            .spawn(move || {
+                let fixture = match catch_unwind(AssertUnwindSafe(|| set_up())) {
+                    Ok(fixture) => fixture.map_err(|e| format!("{e:#}")),
+                    Err(panic) => Err(panic_message(panic.as_ref())),
+                };
+                let _ = done.send(fixture);
+                // Returns once the Keeper (the only sender) is dropped.
+                let _ = released.recv();
+            });
+        let fixture = match spawned {
+            Ok(_) => result
+                .recv()
+                .unwrap_or_else(|_| Err("the set-up thread ended without a result".into())),
+            Err(err) => Err(format!("could not start the set-up thread: {err}")),
+        };
+        (Keeper { _release: release }, fixture)
     }
 }
 
@@ -288,6 +328,67 @@ mod tests {
         assert_eq!(err.message(), Some("after the last trial: saw 3 trials"));
         assert_eq!(SET_UP.load(Ordering::SeqCst), 1);
         assert_eq!(TORN_DOWN.load(Ordering::SeqCst), 1);
+    }
+
+    /// A child that the kernel kills when the thread that forked it ends, as a node's init.
+    fn child_dying_with_its_thread() -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("60");
+        // SAFETY: prctl only sets a flag on the child, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap()
+    }
+
+    fn alive(pid: u32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Neither gone nor a zombie (state Z) waiting to be reaped.
+        !stat.is_empty() && !stat.contains(") Z ")
+    }
+
+    #[test]
+    fn a_shared_fixture_outlives_the_thread_of_its_first_trial() {
+        let fixture = Shared::new(
+            || Ok(child_dying_with_its_thread()),
+            |mut child: std::process::Child, _| {
+                child.kill()?;
+                child.wait()?;
+                Ok(())
+            },
+        );
+        fixture.expect_one();
+        fixture.expect_one();
+        let first = Arc::clone(&fixture);
+        let pid = std::thread::spawn(move || {
+            let mut pid = 0;
+            first
+                .run(|child| {
+                    pid = child.id();
+                    Ok(())
+                })
+                .unwrap();
+            pid
+        })
+        .join()
+        .unwrap();
+        // The first trial's thread has ended; give the kernel's signal time to land.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            alive(pid),
+            "the fixture died with the thread of its first trial"
+        );
+        fixture.run(|_| Ok(())).unwrap();
+        assert!(
+            !alive(pid),
+            "the fixture was not torn down after its last trial"
+        );
     }
 
     #[test]

@@ -374,6 +374,11 @@ impl Container {
             };
         }
         let pid = locked.pid() as i32;
+        // An exec that was added but not started has no process: a signal to pid 0 would
+        // reach the shim's own process group.
+        if pid <= 0 {
+            return Err(Error::FailedPrecondition("process not created".into()));
+        }
         let sig = nix::sys::signal::Signal::try_from(signal as i32)
             .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {

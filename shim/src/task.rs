@@ -930,6 +930,24 @@ mod tests {
         assert_eq!(fake.calls(), ["create c1", "start c1"]);
     }
 
+    /// An exec added but not started has no process to signal. SIGWINCH, whose default
+    /// action is to be ignored, keeps a regression (a signal to the test's own process
+    /// group) harmless to the test run.
+    #[tokio::test]
+    async fn a_kill_of_an_exec_not_started_is_refused() {
+        let fake = Fake::new(Script::default());
+        let (service, bundle) = service(&fake).await;
+        create(&service, "c1", &bundle).await;
+        start(&service, "c1", "").await.unwrap();
+        add_exec(&service, "c1", "e1").await.unwrap();
+        let container = service.inner.container("c1").await.unwrap();
+        assert_eq!(
+            refusal(container.kill("e1", libc::SIGWINCH as u32, false).await),
+            "process not created"
+        );
+        assert_eq!(state(&service, "c1", "e1").await.pid, 0);
+    }
+
     /// Start, Pause, Checkpoint and Delete sent at once to one container run one after the
     /// other, each checked against the state the one before left.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
