@@ -135,9 +135,9 @@ fn mount_fs(
     })
 }
 
-/// Builds the node's file system under `spec.root()`, pivots into it, then serves as pid 1.
-fn init(spec: &NodeSpec) -> Result<()> {
-    // Nothing mounted from here on may propagate back to the host.
+/// Makes every mount of this process's mount namespace private: nothing mounted from here
+/// on propagates back to the host. Only a system call, so it may run between fork and exec.
+pub fn make_mounts_private() -> nix::Result<()> {
     mount(
         None::<&str>,
         "/",
@@ -145,7 +145,11 @@ fn init(spec: &NodeSpec) -> Result<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .context("making the node's mounts private")?;
+}
+
+/// Builds the node's file system under `spec.root()`, pivots into it, then serves as pid 1.
+fn init(spec: &NodeSpec) -> Result<()> {
+    make_mounts_private().context("making the node's mounts private")?;
     let root = spec.root();
     let overlay = format!(
         "lowerdir={},upperdir={},workdir={}",

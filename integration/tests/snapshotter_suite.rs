@@ -57,15 +57,8 @@ fn containerd_snapshotter_suite_passes_on_revive_snapshotter() {
     // calls on memory prepared before the fork.
     unsafe {
         cmd.pre_exec(|| {
-            use nix::mount::{MsFlags, mount};
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )?;
+            revive_integration::init::make_mounts_private()?;
             Ok(())
         });
     }
