@@ -1,5 +1,5 @@
-//! Generates the protobuf and gRPC code from the `.proto` files in `proto/` (written for
-//! revive) and `vendor/` (upstream's own, unchanged; see the `SOURCE.md` files there).
+//! Generates the protobuf and gRPC code from the `.proto` files in `vendor/` (upstream's own,
+//! unchanged; see the `SOURCE.md` files there).
 //!
 //! The descriptors are produced by `protox` (a pure-Rust protobuf compiler),
 //! so building this crate needs no `protoc` binary. What is compiled follows
@@ -8,26 +8,28 @@
 
 /// Option messages that travel in `google.protobuf.Any`: prost messages only, no gRPC.
 const OPTIONS: &[&str] = &[
-    "containerd/runc/options/oci.proto",
+    "types/runc/options/oci.proto",
     "containerd/runtime/linux/runctypes/runc.proto",
     "containerd/pkg/runtimeoptions/v1/api.proto",
 ];
 
 /// containerd's services (feature `services`): messages, clients and servers.
 const SERVICES: &[&str] = &[
-    "containerd/types/mount.proto",
-    "containerd/types/descriptor.proto",
-    "containerd/services/snapshots/v1/snapshots.proto",
-    "containerd/services/tasks/v1/tasks.proto",
-    "containerd/services/images/v1/images.proto",
-    "containerd/services/content/v1/content.proto",
+    "types/mount.proto",
+    "types/descriptor.proto",
+    "services/snapshots/v1/snapshots.proto",
+    "services/tasks/v1/tasks.proto",
+    "services/images/v1/images.proto",
+    "services/content/v1/content.proto",
 ];
 
 /// CRI (feature `cri`): messages and a client.
 const CRI: &[&str] = &["cri/runtime/v1/api.proto"];
 
-/// The include directories, in which the paths above are looked up.
-const INCLUDES: &[&str] = &["proto", "vendor"];
+/// The include directories, in which the paths above are looked up. containerd's API module
+/// (`vendor/containerd/api`) is a root of its own because its files import one another by
+/// paths relative to it (`types/mount.proto`).
+const INCLUDES: &[&str] = &["vendor/containerd/api", "vendor"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for include in INCLUDES {

@@ -116,6 +116,7 @@ impl Containerd {
         let request = self.request(UpdateTaskRequest {
             container_id: id.to_string(),
             resources: Some(resources),
+            ..Default::default()
         })?;
         let mut tasks = TasksClient::new(self.channel.clone());
         self.runtime
@@ -143,6 +144,7 @@ impl Containerd {
         let options = Options {
             criu_image_path: image_path.to_string(),
             criu_work_path: String::new(),
+            ..Default::default()
         };
         let mut tasks = TasksClient::new(self.channel.clone());
         let create = self.request(CreateTaskRequest {

@@ -1,9 +1,8 @@
 //! Generated protobuf/gRPC code (prost + tonic) for the containerd and CRI APIs
 //! revive serves or calls, and for the option messages containerd sends the shim.
 //!
-//! The `.proto` sources live in `proto/proto/` (written for revive) and
-//! `proto/vendor/` (upstream's, unchanged, with their provenance in `SOURCE.md`
-//! files); `build.rs` compiles them with `protox`, so no `protoc` is needed. Well-known types
+//! The `.proto` sources are upstream's, unchanged, in `proto/vendor/` (with their provenance
+//! in `SOURCE.md` files); `build.rs` compiles them with `protox`, so no `protoc` is needed. Well-known types
 //! (`google.protobuf.*`) map to [`prost_types`], re-exported here so users do
 //! not need a direct dependency.
 //!
@@ -21,6 +20,17 @@ pub use tonic;
 pub mod types {
     #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
     include!(concat!(env!("OUT_DIR"), "/containerd.types.rs"));
+}
+
+/// `containerd.v1.*`
+#[cfg(feature = "services")]
+pub mod v1 {
+    /// `containerd.v1.types`: a task's status and its processes, as the tasks service
+    /// reports them.
+    pub mod types {
+        #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
+        include!(concat!(env!("OUT_DIR"), "/containerd.v1.types.rs"));
+    }
 }
 
 /// `containerd.services.*`
@@ -67,8 +77,8 @@ pub mod services {
 
     /// `containerd.services.tasks`
     pub mod tasks {
-        /// `containerd.services.tasks.v1`: the calls of containerd's tasks service that
-        /// `ctr` cannot make with every option (see the .proto file).
+        /// `containerd.services.tasks.v1`: containerd's tasks service, which revive calls
+        /// for what `ctr` cannot do with every option.
         pub mod v1 {
             #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
             include!(concat!(env!("OUT_DIR"), "/containerd.services.tasks.v1.rs"));
