@@ -321,6 +321,13 @@ mod tests {
         .unwrap();
     }
 
+    /// A fresh directory holding a complete checkpoint layout.
+    fn laid_out() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        layout(dir.path());
+        dir
+    }
+
     #[test]
     fn a_complete_layout_is_recognised_and_valid() {
         let dir = tempfile::tempdir().unwrap();
@@ -343,8 +350,7 @@ mod tests {
 
     #[test]
     fn a_symlink_among_the_images_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        layout(dir.path());
+        let dir = laid_out();
         std::os::unix::fs::symlink("/etc/shadow", dir.path().join("checkpoint/pages-1.img"))
             .unwrap();
         let err = validate(dir.path()).unwrap_err().to_string();
@@ -353,8 +359,7 @@ mod tests {
 
     #[test]
     fn missing_images_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        layout(dir.path());
+        let dir = laid_out();
         std::fs::remove_file(dir.path().join("checkpoint/pstree.img")).unwrap();
         let err = validate(dir.path()).unwrap_err().to_string();
         assert!(err.contains("pstree.img is missing"), "{err}");
@@ -365,8 +370,7 @@ mod tests {
 
     #[test]
     fn metadata_through_a_symlink_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        layout(dir.path());
+        let dir = laid_out();
         std::fs::remove_file(dir.path().join(SPEC_DUMP)).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join(SPEC_DUMP)).unwrap();
         assert!(!is_checkpoint(dir.path()));
@@ -376,8 +380,7 @@ mod tests {
 
     #[test]
     fn bad_json_and_giant_files_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        layout(dir.path());
+        let dir = laid_out();
         std::fs::write(dir.path().join(CONFIG_DUMP), b"{\"id\": 3").unwrap();
         assert!(read_config(dir.path()).is_err());
         std::fs::write(dir.path().join(CONFIG_DUMP), b"{\"id\": 3}").unwrap();

@@ -373,8 +373,7 @@ pub fn parse_document(media_type: &str, data: &[u8]) -> Result<Document, Documen
     let parse_index = || -> Result<Document, DocumentError> {
         let index: Index = serde_json::from_slice(data)?;
         if let Some(kind) = &index.media_type
-            && kind != OCI_INDEX
-            && kind != DOCKER_MANIFEST_LIST
+            && !is_index(kind)
         {
             return Err(DocumentError::IndexMediaType(truncated(kind)));
         }
@@ -386,8 +385,7 @@ pub fn parse_document(media_type: &str, data: &[u8]) -> Result<Document, Documen
     let parse_manifest = || -> Result<Document, DocumentError> {
         let manifest: Manifest = serde_json::from_slice(data)?;
         if let Some(kind) = &manifest.media_type
-            && kind != OCI_MANIFEST
-            && kind != DOCKER_MANIFEST
+            && !is_manifest(kind)
         {
             return Err(DocumentError::ManifestMediaType(truncated(kind)));
         }

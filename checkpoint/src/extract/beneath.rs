@@ -60,14 +60,12 @@ pub(super) fn join(components: &[&[u8]]) -> Vec<u8> {
 }
 
 pub(super) fn check_name(raw: &[u8], limits: &Limits, path: &Path) -> Result<(), ExtractError> {
-    if raw.len() > limits.max_path_len {
-        return Err(ExtractError::LimitExceeded {
-            path: path.to_path_buf(),
-            what: "name length",
-            limit: limits.max_path_len as u64,
-        });
-    }
-    Ok(())
+    ExtractError::check_limit(
+        raw.len() as u64,
+        limits.max_path_len as u64,
+        "name length",
+        path,
+    )
 }
 
 pub(super) fn check_depth(
@@ -75,14 +73,12 @@ pub(super) fn check_depth(
     limits: &Limits,
     path: &Path,
 ) -> Result<(), ExtractError> {
-    if components.len() > limits.max_depth {
-        return Err(ExtractError::LimitExceeded {
-            path: path.to_path_buf(),
-            what: "path depth",
-            limit: limits.max_depth as u64,
-        });
-    }
-    Ok(())
+    ExtractError::check_limit(
+        components.len() as u64,
+        limits.max_depth as u64,
+        "path depth",
+        path,
+    )
 }
 
 pub(super) fn is_dir(mode: libc::mode_t) -> bool {

@@ -46,6 +46,26 @@ pub enum ExtractError {
     Io { path: PathBuf, source: io::Error },
 }
 
+impl ExtractError {
+    /// `Ok` while `value` is at most `limit`; otherwise [`ExtractError::LimitExceeded`] for
+    /// `what` at `path`.
+    pub(super) fn check_limit(
+        value: u64,
+        limit: u64,
+        what: &'static str,
+        path: &Path,
+    ) -> Result<(), Self> {
+        if value > limit {
+            return Err(Self::LimitExceeded {
+                path: path.to_path_buf(),
+                what,
+                limit,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a name would escape the target.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EscapeReason {

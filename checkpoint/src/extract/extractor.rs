@@ -132,13 +132,12 @@ impl<'o> Extractor<'o> {
     /// Accounts for a path kept in memory until the end.
     fn retain(&mut self, path: &Path, len: usize) -> Result<(), ExtractError> {
         let retained = self.retained.saturating_add(len);
-        if retained > MAX_RETAINED_BYTES {
-            return Err(ExtractError::LimitExceeded {
-                path: path.to_path_buf(),
-                what: "bytes of whiteout paths",
-                limit: MAX_RETAINED_BYTES as u64,
-            });
-        }
+        ExtractError::check_limit(
+            retained as u64,
+            MAX_RETAINED_BYTES as u64,
+            "bytes of whiteout paths",
+            path,
+        )?;
         self.retained = retained;
         Ok(())
     }
@@ -208,21 +207,9 @@ impl<'o> Extractor<'o> {
 
     fn count_bytes(&mut self, size: u64, path: &Path) -> Result<(), ExtractError> {
         let limits = self.limits();
-        if size > limits.max_file_bytes {
-            return Err(ExtractError::LimitExceeded {
-                path: path.to_path_buf(),
-                what: "entry size",
-                limit: limits.max_file_bytes,
-            });
-        }
+        ExtractError::check_limit(size, limits.max_file_bytes, "entry size", path)?;
         let total = self.total.saturating_add(size);
-        if total > limits.max_total_bytes {
-            return Err(ExtractError::LimitExceeded {
-                path: path.to_path_buf(),
-                what: "total size",
-                limit: limits.max_total_bytes,
-            });
-        }
+        ExtractError::check_limit(total, limits.max_total_bytes, "total size", path)?;
         self.total = total;
         Ok(())
     }
@@ -244,13 +231,7 @@ impl<'o> Extractor<'o> {
         match kind.as_byte() {
             b'L' | b'K' => {
                 let max = self.limits().max_path_len as u64 + 1;
-                if size > max {
-                    return Err(ExtractError::LimitExceeded {
-                        path: header_path,
-                        what: "GNU long name length",
-                        limit: max,
-                    });
-                }
+                ExtractError::check_limit(size, max, "GNU long name length", &header_path)?;
                 let mut data =
                     read_bounded(entry, size).map_err(|e| self.malformed(&header_path, e))?;
                 while data.last() == Some(&0) {
@@ -267,13 +248,7 @@ impl<'o> Extractor<'o> {
                 return Ok(None);
             }
             b'x' | b'g' => {
-                if size > MAX_PAX_BYTES {
-                    return Err(ExtractError::LimitExceeded {
-                        path: header_path,
-                        what: "PAX header size",
-                        limit: MAX_PAX_BYTES,
-                    });
-                }
+                ExtractError::check_limit(size, MAX_PAX_BYTES, "PAX header size", &header_path)?;
                 let data =
                     read_bounded(entry, size).map_err(|e| self.malformed(&header_path, e))?;
                 if kind.as_byte() == b'g' {

@@ -167,6 +167,11 @@ impl Sandbox {
         self.extract_with(archive, &Options::default())
     }
 
+    /// Makes `name`, beneath the target, a symlink to the directory outside it.
+    fn link_outside(&self, name: &str) {
+        std::os::unix::fs::symlink(&self.outside, self.at(name)).unwrap();
+    }
+
     fn extract_with(&self, archive: &[u8], options: &Options) -> Result<Report, ExtractError> {
         extract(archive, &self.target, options)
     }
@@ -987,8 +992,8 @@ fn make_whiteouts_stays_inside() {
     fs::write(sandbox.at("f"), b"").unwrap();
     fs::create_dir_all(sandbox.at("tree/a/b")).unwrap();
     fs::write(sandbox.at("tree/a/b/c"), b"").unwrap();
-    std::os::unix::fs::symlink(&sandbox.outside, sandbox.at("tree/a/out")).unwrap();
-    std::os::unix::fs::symlink(&sandbox.outside, sandbox.at("sym")).unwrap();
+    sandbox.link_outside("tree/a/out");
+    sandbox.link_outside("sym");
 
     for bad in [
         "sym/secret",
@@ -1098,7 +1103,7 @@ fn dir_attrs_come_from_the_first_lower_that_has_them() {
     assert_eq!(mode(&sandbox.at("none")), IMPLICIT_DIR_MODE);
 
     // Beneath the target, nothing is followed.
-    std::os::unix::fs::symlink(&sandbox.outside, sandbox.at("link")).unwrap();
+    sandbox.link_outside("link");
     let err = copy_dir_attrs(&sandbox.target, Path::new("link"), &lowers).unwrap_err();
     assert!(matches!(err, ExtractError::PathEscape { .. }), "{err}");
     let err = copy_dir_attrs(&sandbox.target, Path::new("../outside"), &lowers).unwrap_err();
@@ -1115,16 +1120,17 @@ fn deletions_stay_inside() {
     fs::create_dir_all(sandbox.at("tree/a/b/c")).unwrap();
     fs::write(sandbox.at("tree/a/b/c/f"), b"").unwrap();
     fs::write(sandbox.at("tree/f"), b"").unwrap();
-    std::os::unix::fs::symlink(&sandbox.outside, sandbox.at("tree/a/out")).unwrap();
-    std::os::unix::fs::symlink(&sandbox.outside, sandbox.at("sym")).unwrap();
-    std::os::unix::fs::symlink(&sandbox.outside, sandbox.at("sym2")).unwrap();
+    sandbox.link_outside("tree/a/out");
+    sandbox.link_outside("sym");
+    sandbox.link_outside("sym2");
 
-    let err = apply_deletions(&sandbox.target, &["sym/secret".into()]).unwrap_err();
-    assert!(matches!(err, ExtractError::PathEscape { .. }), "{err}");
-    let err = apply_deletions(&sandbox.target, &["../outside/secret".into()]).unwrap_err();
-    assert!(matches!(err, ExtractError::PathEscape { .. }), "{err}");
-    let err = apply_deletions(&sandbox.target, &["/".into()]).unwrap_err();
-    assert!(matches!(err, ExtractError::PathEscape { .. }), "{err}");
+    for bad in ["sym/secret", "../outside/secret", "/"] {
+        let err = apply_deletions(&sandbox.target, &[bad.into()]).unwrap_err();
+        assert!(
+            matches!(err, ExtractError::PathEscape { .. }),
+            "{bad}: {err}"
+        );
+    }
     sandbox.assert_contained();
 
     let deleted = [

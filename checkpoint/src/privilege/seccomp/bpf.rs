@@ -259,20 +259,17 @@ pub enum Atom {
 }
 
 impl Atom {
+    /// The words whose bits under `mask` equal `value` (`eq`), or differ from it (`!eq`).
+    pub fn masked(mask: u32, value: u32, eq: bool) -> Atom {
+        Atom::Masked { mask, value, eq }
+    }
+
     pub fn eq(value: u32) -> Atom {
-        Atom::Masked {
-            mask: u32::MAX,
-            value,
-            eq: true,
-        }
+        Atom::masked(u32::MAX, value, true)
     }
 
     pub fn ne(value: u32) -> Atom {
-        Atom::Masked {
-            mask: u32::MAX,
-            value,
-            eq: false,
-        }
+        Atom::masked(u32::MAX, value, false)
     }
 
     pub fn above(value: u32) -> Atom {
@@ -672,32 +669,16 @@ fn branch(jump: u16, a: Val, b: Val) -> Branch {
         {
             let w = word as usize;
             if jump == op::JEQ {
-                let t = Atom::Masked {
-                    mask,
-                    value: k,
-                    eq: true,
-                };
-                let f = Atom::Masked {
-                    mask,
-                    value: k,
-                    eq: false,
-                };
+                let t = Atom::masked(mask, k, true);
+                let f = Atom::masked(mask, k, false);
                 Branch::Split(Some((w, t)), Some((w, f)))
             } else {
                 let bits = mask & k;
                 if bits == 0 {
                     return Branch::Known(false);
                 }
-                let t = Atom::Masked {
-                    mask: bits,
-                    value: 0,
-                    eq: false,
-                };
-                let f = Atom::Masked {
-                    mask: bits,
-                    value: 0,
-                    eq: true,
-                };
+                let t = Atom::masked(bits, 0, false);
+                let f = Atom::masked(bits, 0, true);
                 Branch::Split(Some((w, t)), Some((w, f)))
             }
         }
@@ -848,25 +829,16 @@ pub fn run(
                     if c & 0xf0 == op::DIV && c & op::X != 0 && !matches!(s.x, Val::Const(_)) {
                         // A division by an input: the inputs where it is 0 return 0.
                         let zero = match s.x {
-                            Val::Word { word, mask } => s.region.with(
-                                word as usize,
-                                Atom::Masked {
-                                    mask,
-                                    value: 0,
-                                    eq: true,
-                                },
-                            ),
+                            Val::Word { word, mask } => {
+                                s.region.with(word as usize, Atom::masked(mask, 0, true))
+                            }
                             _ => Some(s.region.clone()),
                         };
                         if let Some(r) = zero {
                             leaf(out, r, 0, budget)?;
                         }
                         if let Val::Word { word, mask } = s.x {
-                            let nonzero = Atom::Masked {
-                                mask,
-                                value: 0,
-                                eq: false,
-                            };
+                            let nonzero = Atom::masked(mask, 0, false);
                             match s.region.with(word as usize, nonzero) {
                                 Some(r) => s.region = r,
                                 None => break,
@@ -995,33 +967,17 @@ mod tests {
         s.add(Atom::ne(10));
         s.add(Atom::ne(11));
         assert_eq!(s.single(), Some(12));
-        s.add(Atom::Masked {
-            mask: 0b100,
-            value: 0,
-            eq: false,
-        });
+        s.add(Atom::masked(0b100, 0, false));
         assert_eq!(s.single(), Some(12));
         s.add(Atom::ne(12));
         assert!(s.is_empty());
         // Known bits against an exclusion under the same mask.
         let mut s = WordSet::ANY;
-        s.add(Atom::Masked {
-            mask: 0x7e02_0000,
-            value: 0,
-            eq: true,
-        });
-        s.add(Atom::Masked {
-            mask: 0x7e02_0000,
-            value: 0,
-            eq: false,
-        });
+        s.add(Atom::masked(0x7e02_0000, 0, true));
+        s.add(Atom::masked(0x7e02_0000, 0, false));
         assert!(s.is_empty());
         let mut s = WordSet::ANY;
-        s.add(Atom::Masked {
-            mask: 0xf,
-            value: 0x10,
-            eq: true,
-        });
+        s.add(Atom::masked(0xf, 0x10, true));
         assert!(s.is_empty(), "a value outside its mask never matches");
         assert!(WordSet::ANY.first(0, &[0, 1, 2]) == Some(3));
     }

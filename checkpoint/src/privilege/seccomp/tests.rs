@@ -287,133 +287,126 @@ fn nr(abi: Abi, name: &str) -> u32 {
     abi.table().iter().find(|(n, _)| *n == name).unwrap().1
 }
 
+/// Asserts the strictest answer `profile` may give to each `(arch, nr, args)` input.
+fn answers(profile: &Value, cases: &[(u32, u32, [u64; 6], Class)]) {
+    for (i, &(arch, nr, args, expected)) in cases.iter().enumerate() {
+        assert_eq!(
+            answer(profile, arch, nr, args),
+            expected,
+            "case {i}: arch {arch:#x}, nr {nr}, args {args:#x?}"
+        );
+    }
+}
+
 #[test]
 fn the_profile_answers_as_runc_and_libseccomp_compile_it() {
+    use Class::{Allow, Errno, KillProcess, KillThread, Trap};
     let (_, profile) = real_filter();
     let x86 = |name| nr(Abi::X86_64, name);
-    let a = |arch, nr, args| answer(&profile, arch, nr, args);
-    assert_eq!(a(AUDIT_X86_64, x86("read"), [0; 6]), Class::Allow);
-    assert_eq!(a(AUDIT_X86_64, x86("mount"), [0; 6]), Class::Errno);
-    // clone: allowed unless it asks for a namespace.
-    assert_eq!(
-        a(AUDIT_X86_64, x86("clone"), [0x11, 0, 0, 0, 0, 0]),
-        Class::Allow
+    let (clone, personality) = (x86("clone"), x86("personality"));
+    let x32_personality = nr(Abi::X32, "personality");
+    answers(
+        &profile,
+        &[
+            (AUDIT_X86_64, x86("read"), [0; 6], Allow),
+            (AUDIT_X86_64, x86("mount"), [0; 6], Errno),
+            // clone: allowed unless it asks for a namespace.
+            (AUDIT_X86_64, clone, [0x11, 0, 0, 0, 0, 0], Allow),
+            (AUDIT_X86_64, clone, [0x1000_0011, 0, 0, 0, 0, 0], Errno),
+            // personality: only the listed values, compared on 64 bits on x86_64...
+            (AUDIT_X86_64, personality, [8, 0, 0, 0, 0, 0], Allow),
+            (AUDIT_X86_64, personality, [9, 0, 0, 0, 0, 0], Errno),
+            (
+                AUDIT_X86_64,
+                personality,
+                [0x1_0000_0008, 0, 0, 0, 0, 0],
+                Errno,
+            ),
+            // ...and on their low 32 bits on x32.
+            (
+                AUDIT_X86_64,
+                x32_personality,
+                [0x1_0000_0008, 0, 0, 0, 0, 0],
+                Allow,
+            ),
+            // i386: socket(2) reached through socketcall(2) follows socket's rule.
+            (AUDIT_I386, SOCKETCALL, [1, 0, 0, 0, 0, 0], Allow),
+            // runc's stub: ENOSYS above the highest number the profile names.
+            (AUDIT_X86_64, 1000, [0; 6], Errno),
+            // Architectures the profile does not list are killed.
+            (AUDIT_AARCH64, 63, [0; 6], KillThread),
+            (AUDIT_ARM, 3, [0; 6], KillThread),
+        ],
     );
-    assert_eq!(
-        a(AUDIT_X86_64, x86("clone"), [0x1000_0011, 0, 0, 0, 0, 0]),
-        Class::Errno
-    );
-    // personality: only the listed values, compared on 64 bits on x86_64...
-    assert_eq!(
-        a(AUDIT_X86_64, x86("personality"), [8, 0, 0, 0, 0, 0]),
-        Class::Allow
-    );
-    assert_eq!(
-        a(AUDIT_X86_64, x86("personality"), [9, 0, 0, 0, 0, 0]),
-        Class::Errno
-    );
-    assert_eq!(
-        a(
-            AUDIT_X86_64,
-            x86("personality"),
-            [0x1_0000_0008, 0, 0, 0, 0, 0]
-        ),
-        Class::Errno
-    );
-    // ...and on their low 32 bits on x32.
-    let x32 = nr(Abi::X32, "personality");
-    assert_eq!(
-        a(AUDIT_X86_64, x32, [0x1_0000_0008, 0, 0, 0, 0, 0]),
-        Class::Allow
-    );
-    // i386: socket(2) reached through socketcall(2) follows socket's rule.
-    assert_eq!(a(AUDIT_I386, SOCKETCALL, [1, 0, 0, 0, 0, 0]), Class::Allow);
-    // runc's stub: ENOSYS above the highest number the profile names.
-    assert_eq!(a(AUDIT_X86_64, 1000, [0; 6]), Class::Errno);
-    // Architectures the profile does not list are killed.
-    assert_eq!(a(AUDIT_AARCH64, 63, [0; 6]), Class::KillThread);
-    assert_eq!(a(AUDIT_ARM, 3, [0; 6]), Class::KillThread);
 
-    // Several conditions on one argument make one rule each (runc); on different arguments
-    // they are all required.
-    let p = json!({"defaultAction": "SCMP_ACT_KILL_PROCESS", "syscalls": [
-        {"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [
-            {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
-            {"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]},
-        {"names": ["write"], "action": "SCMP_ACT_ALLOW", "args": [
-            {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
-            {"index": 1, "value": 2, "op": "SCMP_CMP_GT"}]},
-    ]});
     let read = x86("read");
     let write = x86("write");
-    assert_eq!(
-        answer(&p, AUDIT_X86_64, read, [2, 0, 0, 0, 0, 0]),
-        Class::Allow
-    );
-    assert_eq!(
-        answer(&p, AUDIT_X86_64, read, [3, 0, 0, 0, 0, 0]),
-        Class::KillProcess
-    );
-    assert_eq!(
-        answer(&p, AUDIT_X86_64, write, [1, 3, 0, 0, 0, 0]),
-        Class::Allow
-    );
-    assert_eq!(
-        answer(&p, AUDIT_X86_64, write, [1, 2, 0, 0, 0, 0]),
-        Class::KillProcess
-    );
-    // No x32 listed: x32 numbers are another architecture.
-    assert_eq!(answer(&p, AUDIT_X86_64, X32_BIT, [0; 6]), Class::KillThread);
-    // The first rule without conditions overrides every conditional one; a rule whose
-    // action is the default is skipped.
-    let p = json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
-        {"names": ["read"], "action": "SCMP_ACT_TRAP", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
-        {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
-        {"names": ["read"], "action": "SCMP_ACT_KILL"},
-        {"names": ["write"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
-        {"names": ["write"], "action": "SCMP_ACT_ERRNO"},
-    ]});
-    assert_eq!(
-        answer(&p, AUDIT_X86_64, read, [1, 0, 0, 0, 0, 0]),
-        Class::Allow
-    );
-    assert_eq!(
-        answer(&p, AUDIT_X86_64, write, [1, 0, 0, 0, 0, 0]),
-        Class::Allow
-    );
-    // i386: a rule for socket(2) also holds socketcall(2) with SYS_SOCKET, whatever it said
-    // of the first argument (libseccomp).
-    let p = json!({"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86"], "syscalls": [
-        {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_NE"}]},
-    ]});
     let socket = nr(Abi::I386, "socket");
-    assert_eq!(
-        answer(&p, AUDIT_I386, SOCKETCALL, [1, 0, 0, 0, 0, 0]),
-        Class::Allow
-    );
-    assert_eq!(
-        answer(&p, AUDIT_I386, SOCKETCALL, [2, 0, 0, 0, 0, 0]),
-        Class::Errno
-    );
-    assert_eq!(
-        answer(&p, AUDIT_I386, socket, [40, 0, 0, 0, 0, 0]),
-        Class::Errno
-    );
-    assert_eq!(
-        answer(&p, AUDIT_I386, socket, [2, 0, 0, 0, 0, 0]),
-        Class::Allow
-    );
-    // Overlapping rules with different actions: both answers count.
-    let p = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["read"], "action": "SCMP_ACT_TRAP", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
-        {"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 1, "op": "SCMP_CMP_EQ"}]},
-    ]});
-    assert_eq!(
-        answer(&p, AUDIT_X86_64, read, [1, 1, 0, 0, 0, 0]),
-        Class::Trap
-    );
-    // No stub in front of a filter whose default allows: new calls are allowed.
-    assert_eq!(answer(&p, AUDIT_X86_64, 1000, [0; 6]), Class::Allow);
+    let profiles = [
+        // Several conditions on one argument make one rule each (runc); on different
+        // arguments they are all required.
+        (
+            json!({"defaultAction": "SCMP_ACT_KILL_PROCESS", "syscalls": [
+                {"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [
+                    {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
+                    {"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["write"], "action": "SCMP_ACT_ALLOW", "args": [
+                    {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
+                    {"index": 1, "value": 2, "op": "SCMP_CMP_GT"}]},
+            ]}),
+            vec![
+                (AUDIT_X86_64, read, [2, 0, 0, 0, 0, 0], Allow),
+                (AUDIT_X86_64, read, [3, 0, 0, 0, 0, 0], KillProcess),
+                (AUDIT_X86_64, write, [1, 3, 0, 0, 0, 0], Allow),
+                (AUDIT_X86_64, write, [1, 2, 0, 0, 0, 0], KillProcess),
+                // No x32 listed: x32 numbers are another architecture.
+                (AUDIT_X86_64, X32_BIT, [0; 6], KillThread),
+            ],
+        ),
+        // The first rule without conditions overrides every conditional one; a rule whose
+        // action is the default is skipped.
+        (
+            json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+                {"names": ["read"], "action": "SCMP_ACT_TRAP", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["read"], "action": "SCMP_ACT_KILL"},
+                {"names": ["write"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["write"], "action": "SCMP_ACT_ERRNO"},
+            ]}),
+            vec![
+                (AUDIT_X86_64, read, [1, 0, 0, 0, 0, 0], Allow),
+                (AUDIT_X86_64, write, [1, 0, 0, 0, 0, 0], Allow),
+            ],
+        ),
+        // i386: a rule for socket(2) also holds socketcall(2) with SYS_SOCKET, whatever it
+        // said of the first argument (libseccomp).
+        (
+            json!({"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86"], "syscalls": [
+                {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_NE"}]},
+            ]}),
+            vec![
+                (AUDIT_I386, SOCKETCALL, [1, 0, 0, 0, 0, 0], Allow),
+                (AUDIT_I386, SOCKETCALL, [2, 0, 0, 0, 0, 0], Errno),
+                (AUDIT_I386, socket, [40, 0, 0, 0, 0, 0], Errno),
+                (AUDIT_I386, socket, [2, 0, 0, 0, 0, 0], Allow),
+            ],
+        ),
+        // Overlapping rules with different actions: both answers count.
+        (
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["read"], "action": "SCMP_ACT_TRAP", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 1, "op": "SCMP_CMP_EQ"}]},
+            ]}),
+            vec![
+                (AUDIT_X86_64, read, [1, 1, 0, 0, 0, 0], Trap),
+                // No stub in front of a filter whose default allows: new calls are allowed.
+                (AUDIT_X86_64, 1000, [0; 6], Allow),
+            ],
+        ),
+    ];
+    for (p, cases) in &profiles {
+        answers(p, cases);
+    }
 }
 
 #[test]
