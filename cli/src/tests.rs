@@ -388,27 +388,21 @@ fn build_refuses_hostile_and_incomplete_archives() {
             .bytes(),
     );
     assert!(err.contains("pages-1.img is a symlink"), "{err}");
-    let err = build_err(
-        Tar::new()
-            .file("config.dump", b"{\"name\": 3")
-            .file("spec.dump", SPEC)
-            .bytes(),
-    );
-    assert!(err.contains("config.dump"), "{err}");
-    let err = build_err(
-        Tar::new()
-            .file("config.dump", &config_dump())
-            .file("spec.dump", SPEC)
-            .bytes(),
-    );
-    assert!(err.contains("no CRIU images"), "{err}");
-    let err = build_err(
-        Tar::new()
-            .file("config.dump", &config_dump())
-            .file("spec.dump", b"[]")
-            .bytes(),
-    );
-    assert!(err.contains("not an OCI runtime spec"), "{err}");
+    // Only the two dump files, each case breaking one thing.
+    let cases: [(&[u8], &[u8], &str); 3] = [
+        (b"{\"name\": 3", SPEC, "config.dump"),
+        (&config_dump(), SPEC, "no CRIU images"),
+        (&config_dump(), b"[]", "not an OCI runtime spec"),
+    ];
+    for (config, spec, want) in cases {
+        let err = build_err(
+            Tar::new()
+                .file("config.dump", config)
+                .file("spec.dump", spec)
+                .bytes(),
+        );
+        assert!(err.contains(want), "{err}");
+    }
     let err = build_err(Tar::new().file("hello", b"world").bytes());
     assert!(err.contains("not a checkpoint archive"), "{err}");
     let err = build_err(b"this is not a tar archive at all, just text".repeat(20));
@@ -551,14 +545,8 @@ fn convert_turns_a_containerd_checkpoint_into_a_checkpoint_image() {
     assert_eq!(*rw_diff_bytes, Some(rootfs_diff().len() as u64));
 
     let out = dir.path().join("out.tar");
-    let converted = convert::convert(
-        &native,
-        "revive.test/converted:1",
-        &out,
-        Format::Podman,
-        &ConvertOptions::default(),
-    )
-    .unwrap();
+    let converted =
+        convert_default(&native, "revive.test/converted:1", &out, Format::Podman).unwrap();
     assert!(converted.warnings.is_empty());
     // Its CRIU images were decoded on the way: a plain uid 0 container.
     let held = converted.summary.privilege.as_ref().expect("decoded");
@@ -616,30 +604,26 @@ fn convert_turns_a_containerd_checkpoint_into_a_checkpoint_image() {
     // Converting a checkpoint image again is refused, with the reason.
     let err = format!(
         "{:#}",
-        convert::convert(
-            &out,
-            "x:1",
-            &dir.path().join("x.tar"),
-            Format::Criu,
-            &ConvertOptions::default()
-        )
-        .unwrap_err()
+        convert_default(&out, "x:1", &dir.path().join("x.tar"), Format::Criu).unwrap_err()
     );
     assert!(err.contains("already a checkpoint image"), "{err}");
+}
+
+/// [`convert::convert`] with the default options.
+fn convert_default(
+    input: &Path,
+    reference: &str,
+    out: &Path,
+    format: Format,
+) -> anyhow::Result<convert::Converted> {
+    convert::convert(input, reference, out, format, &ConvertOptions::default())
 }
 
 fn convert_err(data: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let native = write_native(dir.path(), data);
     let out = dir.path().join("out.tar");
-    let err = convert::convert(
-        &native,
-        "revive.test/c:1",
-        &out,
-        Format::Criu,
-        &ConvertOptions::default(),
-    )
-    .unwrap_err();
+    let err = convert_default(&native, "revive.test/c:1", &out, Format::Criu).unwrap_err();
     assert_eq!(
         listing(dir.path()),
         ["native.tar"],

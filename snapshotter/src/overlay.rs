@@ -371,23 +371,14 @@ impl Snapshotter for OverlaySnapshotter {
         self.run(move |o| o.mounts(&key)).await
     }
 
-    async fn prepare(
+    async fn create(
         &self,
+        kind: Kind,
         key: String,
         parent: Option<String>,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
-        self.run(move |o| o.create(Kind::Active, &key, parent.as_deref(), labels))
-            .await
-    }
-
-    async fn view(
-        &self,
-        key: String,
-        parent: Option<String>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>> {
-        self.run(move |o| o.create(Kind::View, &key, parent.as_deref(), labels))
+        self.run(move |o| o.create(kind, &key, parent.as_deref(), labels))
             .await
     }
 
@@ -542,45 +533,37 @@ mod tests {
         let (_d, o) = overlay();
         let fs = |id| p(o.fs_dir(id));
 
-        let m = o.mounts_of(&s(1, Kind::Active, &[]));
-        assert_eq!(m.len(), 1);
-        assert_eq!((m[0].r#type.as_str(), &m[0].source), ("bind", &fs(1)));
-        assert_eq!(m[0].options, ["rw", "rbind"]);
+        // The first mount of `snapshot`: its type, source and options.
+        let check = |snapshot: Snapshot, r#type: &str, source: &str, options: &[&str]| {
+            let m = o.mounts_of(&snapshot);
+            assert_eq!(
+                (m[0].r#type.as_str(), m[0].source.as_str()),
+                (r#type, source)
+            );
+            assert_eq!(m[0].options, options);
+        };
 
-        let m = o.mounts_of(&s(1, Kind::View, &[]));
-        assert_eq!((m[0].r#type.as_str(), &m[0].source), ("bind", &fs(1)));
-        assert_eq!(m[0].options, ["ro", "rbind"]);
-
-        let m = o.mounts_of(&s(3, Kind::View, &[2]));
-        assert_eq!((m[0].r#type.as_str(), &m[0].source), ("bind", &fs(2)));
-        assert_eq!(m[0].options, ["ro", "rbind"]);
-
-        let m = o.mounts_of(&s(3, Kind::View, &[2, 1]));
-        assert_eq!(
-            (m[0].r#type.as_str(), m[0].source.as_str()),
-            ("overlay", "overlay")
+        assert_eq!(o.mounts_of(&s(1, Kind::Active, &[])).len(), 1);
+        check(s(1, Kind::Active, &[]), "bind", &fs(1), &["rw", "rbind"]);
+        check(s(1, Kind::View, &[]), "bind", &fs(1), &["ro", "rbind"]);
+        check(s(3, Kind::View, &[2]), "bind", &fs(2), &["ro", "rbind"]);
+        let lower = format!("lowerdir={}:{}", fs(2), fs(1));
+        check(
+            s(3, Kind::View, &[2, 1]),
+            "overlay",
+            "overlay",
+            &["index=off", &lower],
         );
-        assert_eq!(
-            m[0].options,
-            [
-                "index=off".to_owned(),
-                format!("lowerdir={}:{}", fs(2), fs(1))
-            ]
-        );
-
-        let m = o.mounts_of(&s(3, Kind::Active, &[2, 1]));
-        assert_eq!(
-            (m[0].r#type.as_str(), m[0].source.as_str()),
-            ("overlay", "overlay")
-        );
-        assert_eq!(
-            m[0].options,
-            [
-                "index=off".to_owned(),
-                format!("workdir={}", p(o.work_dir(3))),
-                format!("upperdir={}", fs(3)),
-                format!("lowerdir={}:{}", fs(2), fs(1)),
-            ]
+        check(
+            s(3, Kind::Active, &[2, 1]),
+            "overlay",
+            "overlay",
+            &[
+                "index=off",
+                &format!("workdir={}", p(o.work_dir(3))),
+                &format!("upperdir={}", fs(3)),
+                &lower,
+            ],
         );
     }
 

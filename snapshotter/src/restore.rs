@@ -101,29 +101,6 @@ impl CheckpointSnapshotter {
             .run(move |_| layers.rebuild(&layer, &base).map(drop))
             .await
     }
-
-    /// Prepare or View: rebuilds a checkpoint parent first, then creates the snapshot with
-    /// a handoff if it is an active snapshot on a rebuilt checkpoint layer.
-    async fn create(
-        &self,
-        kind: Kind,
-        key: String,
-        parent: Option<String>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>> {
-        if let Some(parent) = &parent {
-            self.rebuild_if_checkpoint(parent).await?;
-        }
-        let layers = Arc::clone(&self.layers);
-        self.inner
-            .run(move |o| {
-                let snapshot = o.create_with(kind, &key, parent.as_deref(), labels, |s, dir| {
-                    populate(o, &layers, s, dir)
-                })?;
-                Ok(mounts(o, &layers, &snapshot))
-            })
-            .await
-    }
 }
 
 /// The checkpoint layer `parent` is, if it is one: a committed snapshot without a parent
@@ -242,22 +219,27 @@ impl Snapshotter for CheckpointSnapshotter {
             .await
     }
 
-    async fn prepare(
+    /// Prepare or View: rebuilds a checkpoint parent first, then creates the snapshot with
+    /// a handoff if it is an active snapshot on a rebuilt checkpoint layer.
+    async fn create(
         &self,
+        kind: Kind,
         key: String,
         parent: Option<String>,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
-        self.create(Kind::Active, key, parent, labels).await
-    }
-
-    async fn view(
-        &self,
-        key: String,
-        parent: Option<String>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>> {
-        self.create(Kind::View, key, parent, labels).await
+        if let Some(parent) = &parent {
+            self.rebuild_if_checkpoint(parent).await?;
+        }
+        let layers = Arc::clone(&self.layers);
+        self.inner
+            .run(move |o| {
+                let snapshot = o.create_with(kind, &key, parent.as_deref(), labels, |s, dir| {
+                    populate(o, &layers, s, dir)
+                })?;
+                Ok(mounts(o, &layers, &snapshot))
+            })
+            .await
     }
 
     async fn commit(

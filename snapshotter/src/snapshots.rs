@@ -55,12 +55,30 @@ pub trait Snapshotter: Send + Sync + 'static {
         key: String,
         parent: Option<String>,
         labels: Labels,
-    ) -> Result<Vec<Mount>>;
+    ) -> Result<Vec<Mount>> {
+        self.create(Kind::Active, key, parent, labels).await
+    }
 
     /// [`Snapshotter::prepare`] for a read-only view of `parent`: its mounts are
     /// read-only and it can never be committed, only removed.
-    async fn view(&self, key: String, parent: Option<String>, labels: Labels)
-    -> Result<Vec<Mount>>;
+    async fn view(
+        &self,
+        key: String,
+        parent: Option<String>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
+        self.create(Kind::View, key, parent, labels).await
+    }
+
+    /// [`Snapshotter::prepare`] (`kind` [`Kind::Active`]) or [`Snapshotter::view`]
+    /// ([`Kind::View`]); the one method implementations provide for both.
+    async fn create(
+        &self,
+        kind: Kind,
+        key: String,
+        parent: Option<String>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>>;
 
     /// Turns the active snapshot `key` into the committed snapshot `name` with the labels
     /// `labels`; `key` no longer exists afterwards. `parent` may give a parent to a

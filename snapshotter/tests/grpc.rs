@@ -73,10 +73,7 @@ fn start_with_bases(dir: tempfile::TempDir, bases: Option<Arc<dyn BaseSource>>) 
     let socket = dir.path().join("run/revive/snapshotter.sock");
     let root = dir.path().join("lib/revive/snapshotter");
     let snapshotter = Snapshotter::bind_with_bases(Config::new(&socket, &root), bases).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(snapshotter.serve(async {
-        let _ = stopped.await;
-    }));
+    let (stop, task) = serve(snapshotter);
     Running {
         dir,
         socket,
@@ -84,6 +81,20 @@ fn start_with_bases(dir: tempfile::TempDir, bases: Option<Arc<dyn BaseSource>>) 
         stop,
         task,
     }
+}
+
+/// Serves `snapshotter` in the background until the returned sender fires (or is dropped).
+fn serve(
+    snapshotter: Snapshotter,
+) -> (
+    oneshot::Sender<()>,
+    JoinHandle<revive_snapshotter::Result<()>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(snapshotter.serve(async {
+        let _ = stopped.await;
+    }));
+    (stop, task)
 }
 
 async fn connect(socket: &Path) -> Result<SnapshotsClient<Channel>, BoxError> {
@@ -122,26 +133,14 @@ async fn stat_and_usage_return_not_found() {
     let server = start().await;
     let mut client = connect(&server.socket).await.unwrap();
 
-    let status = client
-        .stat(StatSnapshotRequest {
-            snapshotter: "revive".into(),
-            key: "default/1/sha256:abc".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = stat(&mut client, "default/1/sha256:abc").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert!(
         status.message().contains("default/1/sha256:abc"),
         "message should name the key: {status:?}"
     );
 
-    let status = client
-        .usage(UsageRequest {
-            snapshotter: "revive".into(),
-            key: "k".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = usage(&mut client, "k").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     server.stop().await.unwrap();
@@ -205,10 +204,7 @@ async fn replaces_stale_socket() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
 
     let snapshotter = Snapshotter::bind(Config::new(&socket, dir.path().join("root"))).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(snapshotter.serve(async {
-        let _ = stopped.await;
-    }));
+    let (stop, task) = serve(snapshotter);
     let mut client = connect(&socket).await.unwrap();
     client.cleanup(CleanupRequest::default()).await.unwrap();
     stop.send(()).unwrap();
@@ -222,10 +218,7 @@ async fn shutdown_does_not_wait_forever_for_clients() {
     let mut config = Config::new(&socket, dir.path().join("root"));
     config.shutdown_grace = Duration::from_millis(200);
     let snapshotter = Snapshotter::bind(config).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(snapshotter.serve(async {
-        let _ = stopped.await;
-    }));
+    let (stop, task) = serve(snapshotter);
 
     // A well-behaved idle gRPC client goes away on GOAWAY...
     let mut client = connect(&socket).await.unwrap();
@@ -289,6 +282,18 @@ async fn commit(client: &mut Client, name: &str, key: &str) -> Result<(), tonic:
         })
         .await?;
     Ok(())
+}
+
+async fn view(client: &mut Client, key: &str, parent: &str) -> Result<Vec<Mount>, tonic::Status> {
+    let resp = client
+        .view(ViewSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+            parent: parent.into(),
+            labels: Default::default(),
+        })
+        .await?;
+    Ok(resp.into_inner().mounts)
 }
 
 async fn mounts(client: &mut Client, key: &str) -> Result<Vec<Mount>, tonic::Status> {
@@ -475,17 +480,7 @@ async fn full_lifecycle_survives_restart() {
     }
 
     // A view of the layer: read-only bind of the layer itself.
-    let view = client
-        .view(ViewSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: "view-1".into(),
-            parent: "layer-1".into(),
-            labels: Default::default(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .mounts;
+    let view = view(&mut client, "view-1", "layer-1").await.unwrap();
     assert_eq!(view.len(), 1);
     assert_eq!(view[0].r#type, "bind");
     assert_eq!(PathBuf::from(&view[0].source), layer_fs);
@@ -693,17 +688,7 @@ async fn active_chain_mounts_nearest_parent_first() {
     assert_eq!(lower, [&fs_dirs[2], &fs_dirs[1], &fs_dirs[0]]);
 
     // A view of several layers: overlay with only lower dirs.
-    let view = client
-        .view(ViewSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: "view".into(),
-            parent: "layer-2".into(),
-            labels: Default::default(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .mounts;
+    let view = view(&mut client, "view", "layer-2").await.unwrap();
     assert_eq!(view[0].r#type, "overlay");
     assert_eq!(
         view[0].options,
@@ -870,10 +855,14 @@ fn write_archive(dir: &Path, base: &str) {
     std::fs::write(dir.join("rootfs-diff.tar"), tar.into_inner().unwrap()).unwrap();
 }
 
-/// The directory a bind mount of a fresh snapshot names.
-fn bound_dir(mounts: &[Mount]) -> PathBuf {
+/// Prepares `key` without a parent, as containerd does to unpack a layer, and writes a
+/// checkpoint archive naming `base` into it; returns the directory its bind mount names.
+async fn prepare_archive(client: &mut Client, key: &str, base: &str) -> PathBuf {
+    let mounts = prepare(client, key, "").await.unwrap();
     assert_eq!(mounts[0].r#type, "bind");
-    PathBuf::from(&mounts[0].source)
+    let dir = PathBuf::from(&mounts[0].source);
+    write_archive(&dir, base);
+    dir
 }
 
 #[tokio::test]
@@ -897,21 +886,21 @@ async fn a_checkpoint_layer_becomes_its_containers_rootfs() {
     let mut client = connect(&server.socket).await.unwrap();
 
     // The checkpoint image's layer, unpacked as containerd does, and a hostile one.
-    let layer = bound_dir(
-        &prepare(&mut client, "default/1/extract-1", "")
-            .await
-            .unwrap(),
-    );
-    write_archive(&layer, "docker.io/revive/base:1");
+    let layer = prepare_archive(
+        &mut client,
+        "default/1/extract-1",
+        "docker.io/revive/base:1",
+    )
+    .await;
     commit(&mut client, "default/2/sha256:ck", "default/1/extract-1")
         .await
         .unwrap();
-    let hostile = bound_dir(
-        &prepare(&mut client, "default/3/extract-2", "")
-            .await
-            .unwrap(),
-    );
-    write_archive(&hostile, "docker.io/revive/base:1");
+    let hostile = prepare_archive(
+        &mut client,
+        "default/3/extract-2",
+        "docker.io/revive/base:1",
+    )
+    .await;
     std::fs::remove_file(hostile.join("checkpoint/pages-1.img")).unwrap();
     std::os::unix::fs::symlink("/etc/shadow", hostile.join("checkpoint/pages-1.img")).unwrap();
     commit(
@@ -921,12 +910,12 @@ async fn a_checkpoint_layer_becomes_its_containers_rootfs() {
     )
     .await
     .unwrap();
-    let missing = bound_dir(
-        &prepare(&mut client, "default/5/extract-3", "")
-            .await
-            .unwrap(),
-    );
-    write_archive(&missing, "docker.io/revive/elsewhere:1");
+    prepare_archive(
+        &mut client,
+        "default/5/extract-3",
+        "docker.io/revive/elsewhere:1",
+    )
+    .await;
     commit(
         &mut client,
         "default/6/sha256:missing",
@@ -967,17 +956,9 @@ async fn a_checkpoint_layer_becomes_its_containers_rootfs() {
     assert_eq!(mode(&layer) & 0o777, 0o700, "the archive is root-only");
 
     // A view on it has both lowers too, and no handoff.
-    let view = client
-        .view(ViewSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: "default/8/view".into(),
-            parent: "default/2/sha256:ck".into(),
-            labels: Default::default(),
-        })
+    let view = view(&mut client, "default/8/view", "default/2/sha256:ck")
         .await
-        .unwrap()
-        .into_inner()
-        .mounts;
+        .unwrap();
     assert_eq!(
         option(&view[0], "lowerdir="),
         option(&ctr_mounts[0], "lowerdir=")

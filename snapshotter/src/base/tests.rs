@@ -110,6 +110,16 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// A fake containerd, a client of it, and an empty store of base layers in a fresh
+/// directory (kept while the returned `TempDir` lives).
+async fn start() -> (FakeContainerd, Client, tempfile::TempDir, Bases) {
+    let fake = FakeContainerd::start().await;
+    let client = fake.client();
+    let root = tempfile::tempdir().unwrap();
+    let bases = Bases::open(root.path()).unwrap();
+    (fake, client, root, bases)
+}
+
 /// The two layers of the main test image.
 fn two_layers() -> Vec<Vec<u8>> {
     let bottom = Tar::new()
@@ -139,13 +149,10 @@ async fn a_two_layer_image_unpacks_into_overlay_layers() {
     if !is_root() {
         return;
     }
-    let fake = FakeContainerd::start().await;
-    let client = fake.client();
+    let (fake, client, root, bases) = start().await;
     let layers = two_layers();
     let pushed = fake.push_image(NS, "docker.io/revive/base:1", &layers, Style::default());
     let chain = chain_ids(&pushed.diff_ids);
-    let root = tempfile::tempdir().unwrap();
-    let bases = Bases::open(root.path()).unwrap();
     assert_eq!(mode(bases.dir()), PRIVATE_DIR_MODE);
 
     let dirs = bases
@@ -255,10 +262,7 @@ async fn zstd_uncompressed_and_docker_layers_unpack() {
     if !is_root() {
         return;
     }
-    let fake = FakeContainerd::start().await;
-    let client = fake.client();
-    let root = tempfile::tempdir().unwrap();
-    let bases = Bases::open(root.path()).unwrap();
+    let (fake, client, _root, bases) = start().await;
     let styles = [
         ("zstd:1", false, "zstd"),
         ("plain:1", false, ""),
@@ -311,15 +315,20 @@ fn push_raw(fake: &FakeContainerd, name: &str, blob: &[u8], media_type: &str, di
     fake.add_image(NS, name, manifest);
 }
 
+/// Ensures the image called `name`, which must fail, and returns the error.
+async fn ensure_fails(bases: &Bases, client: &Client, name: &str) -> BaseError {
+    bases
+        .ensure(client, NS, &ImageRef::Name(name.into()))
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn bad_layers_leave_nothing() {
     if !is_root() {
         return;
     }
-    let fake = FakeContainerd::start().await;
-    let client = fake.client();
-    let root = tempfile::tempdir().unwrap();
-    let bases = Bases::open(root.path()).unwrap();
+    let (fake, client, root, bases) = start().await;
     let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
     let layer = Tar::new().file("f", 0o644, b"content").bytes();
 
@@ -332,10 +341,7 @@ async fn bad_layers_leave_nothing() {
         gzip,
         &sha256_digest(&layer),
     );
-    let err = bases
-        .ensure(&client, NS, &ImageRef::Name("mismatch:1".into()))
-        .await
-        .unwrap_err();
+    let err = ensure_fails(&bases, &client, "mismatch:1").await;
     let text = err.to_string();
     assert!(matches!(err, BaseError::Layer { index: 1, .. }), "{text}");
     assert!(
@@ -366,10 +372,7 @@ async fn bad_layers_leave_nothing() {
     ];
     for (name, blob, media_type, want) in cases {
         push_raw(&fake, name, &blob, media_type, &sha256_digest(&layer));
-        let err = bases
-            .ensure(&client, NS, &ImageRef::Name(name.into()))
-            .await
-            .unwrap_err();
+        let err = ensure_fails(&bases, &client, name).await;
         assert!(err.to_string().contains(want), "{name}: {err}");
         assert!(names(bases.dir()).is_empty(), "{name}");
     }
@@ -388,10 +391,7 @@ async fn bad_layers_leave_nothing() {
         gzip,
         &sha256_digest(&hostile),
     );
-    let err = bases
-        .ensure(&client, NS, &ImageRef::Name("hostile:1".into()))
-        .await
-        .unwrap_err();
+    let err = ensure_fails(&bases, &client, "hostile:1").await;
     assert!(err.to_string().contains("symlink"), "{err}");
     assert!(names(&outside).is_empty());
     assert!(names(bases.dir()).is_empty());
@@ -399,10 +399,7 @@ async fn bad_layers_leave_nothing() {
 
 #[tokio::test]
 async fn a_missing_layer_blob_says_what_to_do() {
-    let fake = FakeContainerd::start().await;
-    let client = fake.client();
-    let root = tempfile::tempdir().unwrap();
-    let bases = Bases::open(root.path()).unwrap();
+    let (fake, client, _root, bases) = start().await;
     let pushed = fake.push_image(
         NS,
         "docker.io/revive/gone:1",
@@ -410,10 +407,7 @@ async fn a_missing_layer_blob_says_what_to_do() {
         Style::default(),
     );
     fake.remove_blob(&pushed.layer_digests[1]);
-    let err = bases
-        .ensure(&client, NS, &ImageRef::Name("revive/gone:1".into()))
-        .await
-        .unwrap_err();
+    let err = ensure_fails(&bases, &client, "revive/gone:1").await;
     assert!(
         matches!(
             err,
@@ -439,10 +433,7 @@ async fn a_missing_layer_blob_says_what_to_do() {
             .all(|n| !n.starts_with(TEMP_PREFIX))
     );
 
-    let err = bases
-        .ensure(&client, NS, &ImageRef::Name("revive/none:1".into()))
-        .await
-        .unwrap_err();
+    let err = ensure_fails(&bases, &client, "revive/none:1").await;
     assert_eq!(
         err.to_string(),
         "the checkpoint's base image revive/none:1 is not in containerd (namespace k8s.io): \
@@ -450,27 +441,17 @@ async fn a_missing_layer_blob_says_what_to_do() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_ensures_share_the_layers() {
-    if !is_root() {
-        return;
-    }
-    let fake = FakeContainerd::start().await;
-    let client = fake.client();
-    // Layers big enough for the unpacks to overlap.
-    let mut bottom = Tar::new();
-    for i in 0..200 {
-        bottom.file(&format!("d{}/f{i}", i % 10), 0o644, &vec![b'x'; 10_000 + i]);
-    }
-    let layers = vec![bottom.bytes(), two_layers().remove(1)];
-    let pushed = fake.push_image(NS, "docker.io/revive/busy:1", &layers, Style::default());
-    let root = tempfile::tempdir().unwrap();
-    let bases = Arc::new(Bases::open(root.path()).unwrap());
-    let image = ImageRef::Name("revive/busy:1".into());
-
-    let tasks: Vec<_> = (0..6)
-        .map(|_| {
-            let (bases, client, image) = (bases.clone(), client.clone(), image.clone());
+/// Ensures `image` on each of `stores` at once, one task each; all must succeed with the
+/// same layer directories, which are returned (one list per task).
+async fn ensure_all(
+    stores: Vec<Arc<Bases>>,
+    client: &Client,
+    image: &ImageRef,
+) -> Vec<Vec<PathBuf>> {
+    let tasks: Vec<_> = stores
+        .into_iter()
+        .map(|bases| {
+            let (client, image) = (client.clone(), image.clone());
             tokio::spawn(async move { bases.ensure(&client, NS, &image).await })
         })
         .collect();
@@ -479,6 +460,26 @@ async fn concurrent_ensures_share_the_layers() {
         results.push(task.await.unwrap().unwrap());
     }
     assert!(results.windows(2).all(|w| w[0] == w[1]));
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_ensures_share_the_layers() {
+    if !is_root() {
+        return;
+    }
+    let (fake, client, root, bases) = start().await;
+    let bases = Arc::new(bases);
+    // Layers big enough for the unpacks to overlap.
+    let mut bottom = Tar::new();
+    for i in 0..200 {
+        bottom.file(&format!("d{}/f{i}", i % 10), 0o644, &vec![b'x'; 10_000 + i]);
+    }
+    let layers = vec![bottom.bytes(), two_layers().remove(1)];
+    let pushed = fake.push_image(NS, "docker.io/revive/busy:1", &layers, Style::default());
+    let image = ImageRef::Name("revive/busy:1".into());
+
+    ensure_all(vec![bases.clone(); 6], &client, &image).await;
     // One process unpacks each layer once.
     for digest in &pushed.layer_digests {
         assert_eq!(fake.reads(digest), 1);
@@ -500,18 +501,12 @@ async fn concurrent_ensures_share_the_layers() {
     );
     let other = Arc::new(Bases::open(root.path()).unwrap());
     let image = ImageRef::Name("revive/race:1".into());
-    let tasks: Vec<_> = [bases.clone(), other.clone(), bases.clone(), other]
-        .into_iter()
-        .map(|bases| {
-            let (client, image) = (client.clone(), image.clone());
-            tokio::spawn(async move { bases.ensure(&client, NS, &image).await })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for task in tasks {
-        results.push(task.await.unwrap().unwrap());
-    }
-    assert!(results.windows(2).all(|w| w[0] == w[1]));
+    let results = ensure_all(
+        vec![bases.clone(), other.clone(), bases.clone(), other],
+        &client,
+        &image,
+    )
+    .await;
     assert_eq!(fs::read(results[0][0].join("race")).unwrap(), b"r");
     assert_eq!(
         names(&results[0][1]),
