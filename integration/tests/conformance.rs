@@ -91,6 +91,7 @@ fn run(flavour: Flavour, runtimes: &[&str], snapshotter: Option<&str>) -> Flavou
         log_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(logs)),
         count: 1,
         snapshotter: snapshotter.map(str::to_string),
+        retry: Some(RUNC_V2.to_string()),
     };
     let started = Instant::now();
     let mut progress = |line: &str| eprintln!("==> {line}");

@@ -98,6 +98,7 @@ fn run(cli: &Cli) -> Result<bool> {
         log_dir: Some(cli.logs.clone()),
         count: cli.count,
         snapshotter: cli.snapshotter.clone(),
+        retry: None,
     };
     if cli.logs.exists() {
         std::fs::remove_dir_all(&cli.logs)

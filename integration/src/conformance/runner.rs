@@ -35,6 +35,13 @@ pub enum Outcome {
     NotRun,
 }
 
+impl Outcome {
+    /// The test ran and did not pass or skip.
+    pub fn failed(self) -> bool {
+        matches!(self, Outcome::Fail | Outcome::Timeout | Outcome::Error)
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -238,6 +245,11 @@ pub struct Settings {
     /// The suite's `TEST_SNAPSHOTTER`; containerd's default (overlayfs) when None. For
     /// [`REVIVE_SNAPSHOTTER`] each test gets a revive-snapshotter of its own.
     pub snapshotter: Option<String>,
+    /// A runtime whose failed tests run once more, loudly: the reference the run compares
+    /// against (the Go shim), whose own flakes under load (runc's `read init-p: connection
+    /// reset by peer`) are not what the run measures. The first run's log is kept beside the
+    /// second's as `<test>.first.log`, and its outcome named in the reason.
+    pub retry: Option<String>,
 }
 
 impl Default for Settings {
@@ -247,6 +259,7 @@ impl Default for Settings {
             log_dir: None,
             count: 1,
             snapshotter: None,
+            retry: None,
         }
     }
 }
@@ -544,7 +557,16 @@ pub fn run_flavour(
         for (ri, runtime) in runtimes.iter().enumerate() {
             let rt_started = Instant::now();
             for (i, test) in tests.iter().enumerate() {
-                let result = run_test(&node, test, runtime, settings);
+                let mut result = run_test(&node, test, runtime, settings);
+                if result.outcome.failed() && settings.retry.as_ref() == Some(runtime) {
+                    progress(&format!(
+                        "*** [{flavour} {}] {test}: {} for the reference: {}; running it once more",
+                        crate::bench::short_runtime(runtime),
+                        result.outcome,
+                        shorten(&result.reason, 100)
+                    ));
+                    result = run_again(&node, test, runtime, settings, result);
+                }
                 progress(&format!(
                     "[{flavour} {}/{} {}] {test}: {}{} ({:.1} s)",
                     i + 1,
@@ -578,6 +600,32 @@ pub fn run_flavour(
     }
     run.seconds = started.elapsed().as_secs_f64();
     run
+}
+
+/// A second run of `test` after `first` failed: its log moves aside to `<test>.first.log`,
+/// and the second result's reason names the first outcome.
+fn run_again(
+    node: &Node,
+    test: &str,
+    runtime: &str,
+    settings: &Settings,
+    first: TestResult,
+) -> TestResult {
+    if let Some(log) = &first.log {
+        let _ = fs::rename(log, log.with_extension("first.log"));
+    }
+    let mut second = run_test(node, test, runtime, settings);
+    let before = format!(
+        "a second run; the first: {}: {}",
+        first.outcome,
+        shorten(&first.reason, 200)
+    );
+    second.reason = if second.reason.is_empty() {
+        before
+    } else {
+        format!("{} ({before})", second.reason)
+    };
+    second
 }
 
 fn not_run(test: &str, runtime: &str) -> TestResult {
