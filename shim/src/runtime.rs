@@ -293,8 +293,14 @@ impl Cli {
         })
     }
 
-    fn error(&self, what: &str, err: runc::error::Error) -> Error {
-        runtime_error(what, err, Some(&self.log))
+    /// The outcome of the runtime's `what`, its failure told with the runtime's last logged
+    /// error.
+    fn checked<T>(
+        &self,
+        what: &str,
+        result: std::result::Result<T, runc::error::Error>,
+    ) -> Result<T> {
+        result.map_err(|err| runtime_error(what, err, Some(&self.log)))
     }
 }
 
@@ -307,29 +313,23 @@ impl OciRuntime for Cli {
         config: &CreateConfig,
         io: &ProcessIo,
     ) -> Result<()> {
-        let mut opts = runc::options::CreateOpts::new()
+        let opts = runc::options::CreateOpts::new()
             .pid_file(&config.pid_file)
             .no_pivot(config.no_pivot)
             .no_new_keyring(config.no_new_keyring);
-        if let Some(runc_io) = io.runc_io() {
-            opts = opts.io(runc_io);
-        }
-        if let Some(socket) = io.console_socket() {
-            opts = opts.console_socket(socket);
-        }
-        self.client
-            .create(id, bundle, Some(&opts))
-            .await
-            .map(drop)
-            .map_err(|e| self.error("create", e))
+        let opts = with_stdio(
+            opts,
+            io,
+            runc::options::CreateOpts::io,
+            runc::options::CreateOpts::console_socket::<PathBuf>,
+        );
+        let created = self.client.create(id, bundle, Some(&opts)).await;
+        self.checked("create", created.map(drop))
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        self.client
-            .start(id)
-            .await
-            .map(drop)
-            .map_err(|e| self.error("start", e))
+        let started = self.client.start(id).await;
+        self.checked("start", started.map(drop))
     }
 
     async fn exec(
@@ -339,60 +339,42 @@ impl OciRuntime for Cli {
         pid_file: &Path,
         io: &ProcessIo,
     ) -> Result<()> {
-        let mut opts = runc::options::ExecOpts::new()
+        let opts = runc::options::ExecOpts::new()
             .pid_file(pid_file)
             .detach(true);
-        if let Some(runc_io) = io.runc_io() {
-            opts = opts.io(runc_io);
-        }
-        if let Some(socket) = io.console_socket() {
-            opts = opts.console_socket(socket);
-        }
-        self.client
-            .exec(id, spec, Some(&opts))
-            .await
-            .map_err(|e| self.error("exec", e))
+        let opts = with_stdio(
+            opts,
+            io,
+            runc::options::ExecOpts::io,
+            runc::options::ExecOpts::console_socket::<PathBuf>,
+        );
+        self.checked("exec", self.client.exec(id, spec, Some(&opts)).await)
     }
 
     async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         let opts = runc::options::KillOpts::new().all(all);
-        self.client
-            .kill(id, signal, Some(&opts))
-            .await
-            .map_err(|e| self.error("kill", e))
+        self.checked("kill", self.client.kill(id, signal, Some(&opts)).await)
     }
 
     async fn pause(&self, id: &str) -> Result<()> {
-        self.client
-            .pause(id)
-            .await
-            .map_err(|e| self.error("pause", e))
+        self.checked("pause", self.client.pause(id).await)
     }
 
     async fn resume(&self, id: &str) -> Result<()> {
-        self.client
-            .resume(id)
-            .await
-            .map_err(|e| self.error("resume", e))
+        self.checked("resume", self.client.resume(id).await)
     }
 
     async fn ps(&self, id: &str) -> Result<Vec<usize>> {
-        self.client.ps(id).await.map_err(|e| self.error("ps", e))
+        self.checked("ps", self.client.ps(id).await)
     }
 
     async fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
-        self.client
-            .update(id, resources)
-            .await
-            .map_err(|e| self.error("update", e))
+        self.checked("update", self.client.update(id, resources).await)
     }
 
     async fn delete(&self, id: &str, force: bool) -> Result<()> {
         let opts = runc::options::DeleteOpts::new().force(force);
-        self.client
-            .delete(id, Some(&opts))
-            .await
-            .map_err(|e| self.error("delete", e))
+        self.checked("delete", self.client.delete(id, Some(&opts)).await)
     }
 
     async fn preflight(&self, restore: bool) -> std::result::Result<(), Unready> {
@@ -448,6 +430,23 @@ impl OciRuntime for Cli {
     fn hands_criu_the_freezer(&self) -> bool {
         self.raw.is_runc()
     }
+}
+
+/// `opts` of a call that starts a process, given the process's stdio: its pipes (`pipes`) or
+/// its terminal's console socket (`console`), whichever it has.
+fn with_stdio<O>(
+    mut opts: O,
+    io: &ProcessIo,
+    pipes: fn(O, Arc<dyn runc::Io>) -> O,
+    console: fn(O, PathBuf) -> O,
+) -> O {
+    if let Some(runc_io) = io.runc_io() {
+        opts = pipes(opts, runc_io);
+    }
+    if let Some(socket) = io.console_socket() {
+        opts = console(opts, socket);
+    }
+    opts
 }
 
 /// The pid a runtime wrote to `path`.

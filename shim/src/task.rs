@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -194,6 +195,11 @@ impl Inner {
             return;
         };
         publisher.publish(topic, &self.namespace, event);
+    }
+
+    /// Process `exec_id` (the init for "") of container `id`.
+    async fn process(&self, id: &str, exec_id: &str) -> Result<Arc<Process>> {
+        self.container(id).await?.process(exec_id).await
     }
 
     async fn container(&self, id: &str) -> Result<Arc<Container>> {
@@ -492,6 +498,19 @@ impl TaskService {
         })
     }
 
+    /// The answer to a request whose work gave `result`: on success the event `event` makes
+    /// of its value is published on `topic` first, as the Go shim publishes before replying.
+    async fn answer<T, E: MessageDyn>(
+        &self,
+        result: Result<T>,
+        topic: &str,
+        event: impl FnOnce(T) -> E,
+    ) -> ttrpc::Result<Empty> {
+        let value = to_ttrpc(result)?;
+        self.inner.publish(topic, Box::new(event(value))).await;
+        Ok(Empty::new())
+    }
+
     async fn do_pids(&self, req: PidsRequest) -> Result<PidsResponse> {
         let container = self.inner.container(&req.id).await?;
         let pids = container.pids().await?;
@@ -553,33 +572,25 @@ impl Task for TaskService {
     }
 
     async fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
-        let result = async {
-            self.inner.container(&req.id).await?.pause().await?;
-            let event = TaskPaused {
+        let paused = async { self.inner.container(&req.id).await?.pause().await };
+        self.answer(paused.await, topics::TASK_PAUSED_EVENT_TOPIC, |()| {
+            TaskPaused {
                 container_id: req.id.clone(),
                 ..Default::default()
-            };
-            self.inner
-                .publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
-                .await;
-            Ok(Empty::new())
-        };
-        to_ttrpc(result.await)
+            }
+        })
+        .await
     }
 
     async fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
-        let result = async {
-            self.inner.container(&req.id).await?.resume().await?;
-            let event = TaskResumed {
+        let resumed = async { self.inner.container(&req.id).await?.resume().await };
+        self.answer(resumed.await, topics::TASK_RESUMED_EVENT_TOPIC, |()| {
+            TaskResumed {
                 container_id: req.id.clone(),
                 ..Default::default()
-            };
-            self.inner
-                .publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
-                .await;
-            Ok(Empty::new())
-        };
-        to_ttrpc(result.await)
+            }
+        })
+        .await
     }
 
     async fn checkpoint(
@@ -587,7 +598,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
-        let result = async {
+        let checkpointed = async {
             let container = self.inner.container(&req.id).await?;
             let config = checkpoint_config(&req)?;
             info!(
@@ -596,17 +607,17 @@ impl Task for TaskService {
                 config.image_path.display()
             );
             container.checkpoint(&config).await?;
-            let event = TaskCheckpointed {
-                container_id: req.id.clone(),
-                checkpoint: config.image_path.to_string_lossy().into_owned(),
-                ..Default::default()
-            };
-            self.inner
-                .publish(topics::TASK_CHECKPOINTED_EVENT_TOPIC, Box::new(event))
-                .await;
-            Ok(Empty::new())
+            Ok(config.image_path)
         };
-        to_ttrpc(result.await)
+        let topic = topics::TASK_CHECKPOINTED_EVENT_TOPIC;
+        self.answer(checkpointed.await, topic, |image: PathBuf| {
+            TaskCheckpointed {
+                container_id: req.id.clone(),
+                checkpoint: image.to_string_lossy().into_owned(),
+                ..Default::default()
+            }
+        })
+        .await
     }
 
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
@@ -622,7 +633,7 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
-        let result = async {
+        let added = async {
             let container = self.inner.container(&req.id).await?;
             let spec = req
                 .spec
@@ -634,28 +645,21 @@ impl Task for TaskService {
                 stderr: req.stderr.clone(),
                 terminal: req.terminal,
             };
-            container.add_exec(&req.exec_id, spec, stdio).await?;
-            let event = TaskExecAdded {
+            container.add_exec(&req.exec_id, spec, stdio).await
+        };
+        self.answer(added.await, topics::TASK_EXEC_ADDED_EVENT_TOPIC, |()| {
+            TaskExecAdded {
                 container_id: req.id.clone(),
                 exec_id: req.exec_id.clone(),
                 ..Default::default()
-            };
-            self.inner
-                .publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
-                .await;
-            Ok(Empty::new())
-        };
-        to_ttrpc(result.await)
+            }
+        })
+        .await
     }
 
     async fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
         let result = async {
-            let process = self
-                .inner
-                .container(&req.id)
-                .await?
-                .process(&req.exec_id)
-                .await?;
+            let process = self.inner.process(&req.id, &req.exec_id).await?;
             process.io.resize(req.width, req.height)?;
             Ok(Empty::new())
         };
@@ -664,12 +668,7 @@ impl Task for TaskService {
 
     async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
         let result = async {
-            let process = self
-                .inner
-                .container(&req.id)
-                .await?
-                .process(&req.exec_id)
-                .await?;
+            let process = self.inner.process(&req.id, &req.exec_id).await?;
             if req.stdin {
                 process.io.close_stdin().await;
             }
@@ -693,12 +692,7 @@ impl Task for TaskService {
 
     async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
         let result = async {
-            let process = self
-                .inner
-                .container(&req.id)
-                .await?
-                .process(&req.exec_id)
-                .await?;
+            let process = self.inner.process(&req.id, &req.exec_id).await?;
             let exit = process.wait().await;
             Ok(WaitResponse {
                 exit_status: exit.status,
