@@ -6,21 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use revive_snapshotter::error::SnapshotError;
 use revive_snapshotter::filter;
-use revive_snapshotter::store::{Info, Kind, Labels, Timestamp};
-
-fn info(name: &str, parent: Option<&str>, kind: Kind, labels: &[(&str, &str)]) -> Info {
-    Info {
-        name: name.into(),
-        parent: parent.map(Into::into),
-        kind,
-        labels: labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<Labels>(),
-        created_at: Timestamp::default(),
-        updated_at: Timestamp::default(),
-    }
-}
+use revive_snapshotter::store::{Info, Kind};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -28,14 +14,14 @@ fuzz_target!(|data: &[u8]| {
     match filter::Filter::parse_all(&filters) {
         Ok(filter) => {
             let snapshots = [
-                info(
+                Info::unstored(
                     "sha256:abc",
                     None,
                     Kind::Committed,
                     &[("containerd.io/gc.root", "2024"), ("x", "1")],
                 ),
-                info("k/1", Some("sha256:abc"), Kind::Active, &[("a.b", "é\"\n")]),
-                info("", Some(""), Kind::View, &[("", "")]),
+                Info::unstored("k/1", Some("sha256:abc"), Kind::Active, &[("a.b", "é\"\n")]),
+                Info::unstored("", Some(""), Kind::View, &[("", "")]),
             ];
             for snapshot in &snapshots {
                 let _ = filter.matches(snapshot);

@@ -422,21 +422,7 @@ fn unescape(s: &str, quote: char) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Kind, Labels, Timestamp};
-
-    fn info(name: &str, parent: Option<&str>, kind: Kind, labels: &[(&str, &str)]) -> Info {
-        Info {
-            name: name.into(),
-            parent: parent.map(Into::into),
-            kind,
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<Labels>(),
-            created_at: Timestamp::default(),
-            updated_at: Timestamp::default(),
-        }
-    }
+    use crate::store::Kind;
 
     fn m(filters: &[&str], obj: &Info) -> bool {
         Filter::parse_all(filters).unwrap().matches(obj)
@@ -444,13 +430,13 @@ mod tests {
 
     #[test]
     fn operators_and_fields() {
-        let base = info(
+        let base = Info::unstored(
             "sha256:abc",
             None,
             Kind::Committed,
             &[("containerd.io/gc.root", "2024"), ("x", "1")],
         );
-        let child = info("k/1", Some("sha256:abc"), Kind::Active, &[]);
+        let child = Info::unstored("k/1", Some("sha256:abc"), Kind::Active, &[]);
 
         assert!(m(&[], &base));
         assert!(m(&[""], &base));
@@ -482,8 +468,8 @@ mod tests {
 
     #[test]
     fn and_or() {
-        let a = info("a", None, Kind::Committed, &[("x", "1")]);
-        let b = info("b", Some("a"), Kind::Active, &[("x", "2")]);
+        let a = Info::unstored("a", None, Kind::Committed, &[("x", "1")]);
+        let b = Info::unstored("b", Some("a"), Kind::Active, &[("x", "2")]);
         let f = Filter::parse_all(&["kind==active,labels.x==1"]).unwrap();
         assert!(!f.matches(&a) && !f.matches(&b));
         let f = Filter::parse_all(&["kind==active , labels.x==2"]).unwrap();
@@ -494,7 +480,7 @@ mod tests {
 
     #[test]
     fn quoting() {
-        let a = info("a b\t\"c\"é", None, Kind::View, &[]);
+        let a = Info::unstored("a b\t\"c\"é", None, Kind::View, &[]);
         assert!(m(&[r#"name=="a b\t\"c\"\u00e9""#], &a));
         assert!(m(&[r#"name=="a b\x09\"c\"\303\251""#], &a));
         assert!(m(&[r#""name"=="a b\t\"c\"é""#], &a));

@@ -156,6 +156,24 @@ pub struct Info {
     pub updated_at: Timestamp,
 }
 
+impl Info {
+    /// A snapshot's info as no store holds it, created and updated at the epoch: what a
+    /// filter is matched against outside a store (unit tests, fuzzing).
+    pub fn unstored(name: &str, parent: Option<&str>, kind: Kind, labels: &[(&str, &str)]) -> Info {
+        Info {
+            name: name.into(),
+            parent: parent.map(Into::into),
+            kind,
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            created_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
+        }
+    }
+}
+
 /// A snapshot with everything needed to build its mounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
