@@ -30,6 +30,7 @@ pub mod privilege;
 pub mod rootfs;
 pub mod scenario;
 pub mod snapshotter;
+pub mod tool;
 
 pub use image::{Image, ImageBuilder};
 pub use node::{Node, NodeOptions, on_node};

@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use revive_integration::bench::{self, FlavourReport, Report, Settings};
-use revive_integration::{Flavour, Node, host, rootfs};
+use revive_integration::{Flavour, Node, host, rootfs, tool};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -95,15 +95,7 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(2),
-        Err(err) => {
-            eprintln!("revive-bench: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tool::exit_code("revive-bench", run(&Cli::parse()))
 }
 
 fn progress(line: &str) {
@@ -139,12 +131,7 @@ fn run(cli: &Cli) -> Result<bool> {
     };
     let markdown = bench::render_markdown(&report);
     println!("\n{markdown}");
-    if let Some(dir) = cli.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&cli.out, &markdown)
-        .with_context(|| format!("writing {}", cli.out.display()))?;
-    eprintln!("revive-bench: report written to {}", cli.out.display());
+    tool::write_report("revive-bench", &cli.out, &markdown)?;
     if let Some(err) = report.flavours.iter().find_map(|f| f.error.as_ref()) {
         anyhow::bail!("the benchmark could not complete: {err}");
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use revive_integration::conformance::{self, Report, Settings};
-use revive_integration::{Flavour, bench, host};
+use revive_integration::{Flavour, bench, host, tool};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,15 +79,7 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(2),
-        Err(err) => {
-            eprintln!("revive-conformance: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tool::exit_code("revive-conformance", run(&Cli::parse()))
 }
 
 fn run(cli: &Cli) -> Result<bool> {
@@ -128,19 +120,11 @@ fn run(cli: &Cli) -> Result<bool> {
         "\nEvery test's output: `{}/<flavour>/<runtime>/<test>.log`.\n",
         cli.logs.display()
     ));
-    if let Some(dir) = cli.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&cli.out, &markdown)
-        .with_context(|| format!("writing {}", cli.out.display()))?;
+    tool::write_report("revive-conformance", &cli.out, &markdown)?;
     // The summary: counts and differences of every flavour.
     for run in &report.flavours {
         eprintln!("\n{}", conformance::summary(run));
     }
-    eprintln!(
-        "revive-conformance: report written to {}",
-        cli.out.display()
-    );
     if let Some(run) = report.flavours.iter().find(|f| f.error.is_some()) {
         anyhow::bail!(
             "the {} run did not complete: {}",
