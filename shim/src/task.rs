@@ -2,7 +2,7 @@
 //! place where internal errors become ttrpc codes. It never runs the runtime itself
 //! ([`crate::container`] does).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +60,9 @@ struct Inner {
     oom: tokio::sync::mpsc::UnboundedSender<String>,
     publisher: Option<Publisher>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Ids whose Create is in flight, so that a second Create of one fails at once rather
+    /// than build a second container. Never held across an await.
+    creating: std::sync::Mutex<HashSet<String>>,
     /// Never held across an await.
     exits: std::sync::Mutex<Exits>,
     exit: Arc<ExitSignal>,
@@ -92,6 +95,21 @@ impl Collector<'_> {
 impl Drop for Collector<'_> {
     fn drop(&mut self) {
         lock(self.exits).collectors.remove(&self.token);
+    }
+}
+
+/// A container id reserved while its Create runs; released when dropped, on every path.
+struct Reserved<'a> {
+    creating: &'a std::sync::Mutex<HashSet<String>>,
+    id: &'a str,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(self.id);
     }
 }
 
@@ -141,6 +159,7 @@ impl TaskService {
             oom,
             publisher,
             containers: Mutex::new(HashMap::new()),
+            creating: std::sync::Mutex::default(),
             exits: std::sync::Mutex::new(Exits::default()),
             exit,
             connect,
@@ -171,15 +190,9 @@ impl TaskService {
                         else {
                             continue;
                         };
-                        // Each exit on a task of its own: an init's exit waits for its
-                        // execs' exits, which come through this loop, and every exit
-                        // waits for its process's output to be copied.
-                        let inner = inner.clone();
-                        tokio::spawn(async move {
-                            inner
-                                .handle_exit(&container, &exec_id, pid as u32, event.exit_code)
-                                .await;
-                        });
+                        // An init's exit waits for its execs' exits, which come through
+                        // this loop.
+                        inner.spawn_exit(&container, &exec_id, pid as u32, event.exit_code);
                     }
                 });
             }
@@ -233,6 +246,15 @@ impl Inner {
             exits: &self.exits,
             token,
         }
+    }
+
+    /// Handles an exit on a task of its own: an init's exit waits for its execs' exits,
+    /// and every exit waits for its process's output to be copied, which no caller waits
+    /// for.
+    fn spawn_exit(self: &Arc<Self>, container_id: &str, exec_id: &str, pid: u32, code: i32) {
+        let (inner, container_id, exec_id) =
+            (self.clone(), container_id.to_string(), exec_id.to_string());
+        tokio::spawn(async move { inner.handle_exit(&container_id, &exec_id, pid, code).await });
     }
 
     async fn handle_exit(&self, container_id: &str, exec_id: &str, pid: u32, code: i32) {
@@ -323,12 +345,23 @@ fn api_status(status: Status) -> ApiStatus {
 impl TaskService {
     async fn do_create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
         let inner = &self.inner;
-        if inner.containers.lock().await.contains_key(&req.id) {
-            return Err(Error::AlreadyExists(format!(
-                "container {:?} already exists",
-                req.id
-            )));
-        }
+        let reserved = {
+            let containers = inner.containers.lock().await;
+            let mut creating = inner
+                .creating
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if containers.contains_key(&req.id) || !creating.insert(req.id.clone()) {
+                return Err(Error::AlreadyExists(format!(
+                    "container {:?} already exists",
+                    req.id
+                )));
+            }
+            Reserved {
+                creating: &inner.creating,
+                id: &req.id,
+            }
+        };
         // The init can die before Create returns (killed, OOM; containerd issue 9103): its
         // exit must not be lost.
         let collector = inner.collect();
@@ -341,6 +374,7 @@ impl TaskService {
             .lock()
             .await
             .insert(req.id.clone(), container);
+        drop(reserved);
         let early = if from_checkpoint {
             drop(collector);
             None
@@ -373,7 +407,7 @@ impl TaskService {
                 "the init of {} (pid {pid}) exited before Create returned",
                 req.id
             );
-            inner.handle_exit(&req.id, "", pid, code).await;
+            inner.spawn_exit(&req.id, "", pid, code);
         }
         Ok(CreateTaskResponse {
             pid,
@@ -385,9 +419,24 @@ impl TaskService {
         let inner = &self.inner;
         let container = inner.container(&req.id).await?;
         let pid = if req.exec_id.is_empty() {
+            // An exit during the start goes to the collector, not to the owner Create
+            // recorded: it is handled only after /tasks/start is published, and the pid is
+            // owned again only if it did not exit (as the Go shim's preStart does).
+            let owner = (req.id.clone(), String::new());
             let collector = inner.collect();
-            let Started { pid, restored } = container.start_init().await?;
-            let early = collector.owned(pid, (req.id.clone(), String::new()));
+            let created = container.init.pid();
+            let disowned = lock(&inner.exits).owners.remove(&created).is_some();
+            let Started { pid, restored } = match container.start_init().await {
+                Ok(started) => started,
+                Err(err) => {
+                    // The created init is owned again, its exit handled if it came meanwhile.
+                    if disowned && let Some(code) = collector.owned(created, owner) {
+                        inner.spawn_exit(&req.id, "", created, code);
+                    }
+                    return Err(err);
+                }
+            };
+            let early = collector.owned(pid, owner);
             if restored {
                 crate::oom::watch(pid, req.id.clone(), inner.oom.clone());
             }
@@ -403,9 +452,7 @@ impl TaskService {
                 )
                 .await;
             if let Some(code) = early {
-                let inner = self.inner.clone();
-                let id = req.id.clone();
-                tokio::spawn(async move { inner.handle_exit(&id, "", pid, code).await });
+                inner.spawn_exit(&req.id, "", pid, code);
             }
             pid
         } else {
@@ -426,7 +473,7 @@ impl TaskService {
                 )
                 .await;
             if let Some(code) = early {
-                inner.handle_exit(&req.id, &req.exec_id, pid, code).await;
+                inner.spawn_exit(&req.id, &req.exec_id, pid, code);
             }
             pid
         };
@@ -864,6 +911,66 @@ mod tests {
             .unwrap();
         assert_eq!((deleted.pid, deleted.exit_status), (pid, 137));
         assert_eq!(fake.calls(), ["create c1", "delete c1"]);
+    }
+
+    /// Two Creates of one id at once: one container, the other Create refused.
+    #[tokio::test]
+    async fn concurrent_creates_of_one_id_make_one_container() {
+        let fake = Fake::new(Script {
+            delay: Duration::from_millis(50),
+            ..Default::default()
+        });
+        let (service, bundle) = service(&fake).await;
+        let req = CreateTaskRequest {
+            id: "c1".into(),
+            bundle: bundle.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let (a, b) = tokio::join!(
+            service.do_create(req.clone()),
+            service.do_create(req.clone())
+        );
+        let refused = a.err().or(b.err()).expect("one Create is refused");
+        assert_eq!(refused.to_string(), "container \"c1\" already exists");
+        assert_eq!(fake.calls(), ["create c1"]);
+        // A Create that failed releases its id.
+        let broken = CreateTaskRequest {
+            id: "c2".into(),
+            bundle: "/nonexistent".into(),
+            ..Default::default()
+        };
+        assert!(service.do_create(broken).await.is_err());
+        assert!(service.inner.creating.lock().unwrap().is_empty());
+    }
+
+    /// An init that exits while Start runs has its exit handled after the start, and its
+    /// pid is not left owned for a later process that reuses it.
+    #[tokio::test]
+    async fn an_init_that_exits_during_start_leaves_no_owner() {
+        let fake = Fake::new(Script {
+            die_in_start: Some(7),
+            ..Default::default()
+        });
+        let (service, bundle) = service(&fake).await;
+        let pid = create(&service, "c1", &bundle).await;
+        assert_eq!(start(&service, "c1", "").await.unwrap(), pid);
+        assert_eq!(exited(&service, "c1", "").await.status, 7);
+        assert!(lock(&service.inner.exits).owners.is_empty());
+    }
+
+    /// A Start the runtime refuses leaves the created init owned: its exit is still seen.
+    #[tokio::test]
+    async fn a_failed_start_keeps_the_init_owned() {
+        let fake = Fake::new(Script {
+            fail_start: true,
+            ..Default::default()
+        });
+        let (service, bundle) = service(&fake).await;
+        let pid = create(&service, "c1", &bundle).await;
+        assert!(refusal(start(&service, "c1", "").await).contains("cannot start c1"));
+        Fake::exit(pid, 9).await;
+        assert_eq!(exited(&service, "c1", "").await.status, 9);
+        assert!(lock(&service.inner.exits).owners.is_empty());
     }
 
     /// The Go shim's order (containerd issue 10589): an init's exit is recorded and

@@ -25,10 +25,14 @@ static NEXT_PID: AtomicU32 = AtomicU32::new(5_000_000);
 pub struct Script {
     /// The init exits with this code before `create` returns.
     pub die_in_create: Option<i32>,
+    /// The init exits with this code before `start` returns (a command that ends at once).
+    pub die_in_start: Option<i32>,
     /// How long every call but `ps` takes.
     pub delay: Duration,
     /// `exec` fails, as for a command the container does not have.
     pub fail_exec: bool,
+    /// `start` fails, leaving the init created.
+    pub fail_start: bool,
 }
 
 #[derive(Default)]
@@ -114,6 +118,8 @@ impl Fake {
         match pid {
             Some(pid) => {
                 Fake::exit(pid, code).await;
+                // The shim's exit fan-in sees the exit before the call returns.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 Ok(())
             }
             None => Err(Error::Runtime(format!(
@@ -137,14 +143,20 @@ impl OciRuntime for Fake {
         self.record().inits.insert(id.to_string(), pid);
         if let Some(code) = self.script.die_in_create {
             self.end_init(id, code).await?;
-            // The shim's exit fan-in sees the exit before create returns.
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
 
     async fn start(&self, id: &str) -> Result<()> {
         self.call("start", id).await;
+        if self.script.fail_start {
+            return Err(Error::Runtime(format!(
+                "start: runtime exited with exit status: 1: cannot start {id}"
+            )));
+        }
+        if let Some(code) = self.script.die_in_start {
+            self.end_init(id, code).await?;
+        }
         Ok(())
     }
 
