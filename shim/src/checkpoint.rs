@@ -36,6 +36,7 @@ pub enum Error {
         log: CriuLog,
     },
     /// Around the runtime call: the work directory, the spec, the console, the pid file.
+    /// A restore failing here leaves no container behind in the runtime either.
     #[error(transparent)]
     Setup(Box<crate::error::Error>),
 }
@@ -281,8 +282,15 @@ pub async fn restore(
             log,
         });
     }
-    io.attach_console(console, stdio).await?;
-    Ok(read_pid(&config.pid_file).await?)
+    let restored = match io.attach_console(console, stdio).await {
+        Ok(()) => read_pid(&config.pid_file).await,
+        Err(err) => Err(err),
+    };
+    if restored.is_err() {
+        // Restored but not the shim's to manage: it goes, as after a failed restore.
+        let _ = target.runtime.delete(id, true).await;
+    }
+    Ok(restored?)
 }
 
 /// CRIU's work directory (logs, stats): the one asked for, else `criu-work` in

@@ -110,9 +110,8 @@ impl Container {
         // Or a container created from a checkpoint image on revive-snapshotter. Its spec is
         // reconciled with the checkpoint's even when containerd names a checkpoint of its own
         // (`ctr c restore` of a container that was restored from an image: its spec is still
-        // the image's, with no command).
-        // The policy of a restore: the spec as containerd or CRI wrote it, read before
-        // anything here changes it.
+        // the image's, with no command). The policy of any restore is the spec as containerd
+        // or CRI wrote it, read before anything here changes it.
         let policy = read_spec(&bundle)?;
         let from_image = checkpoint_image(&req.id, &req.rootfs)?;
         let restore_image =
@@ -293,27 +292,30 @@ impl Container {
         Ok(())
     }
 
-    /// Registers an exec (ExecProcessRequest); it runs at start.
+    /// Registers an exec (ExecProcessRequest); it runs at start. Its stdio is opened with
+    /// no lock held: opening a FIFO waits for its reader, and the init and the other execs
+    /// go on meanwhile.
     pub async fn add_exec(&self, exec_id: &str, spec: &Any, stdio: StdioSpec) -> Result<()> {
-        let init = self.init.lock().await;
-        init.check(Op::Exec)?;
+        self.init.lock().await.check(Op::Exec)?;
         let mut spec: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
             .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
         // The request's terminal flag wins over the spec's, as in the Go shim: containerd's
         // client passes the container's process spec with the exec's own stdio.
         spec.set_terminal(Some(stdio.terminal));
-        let mut execs = self.execs.lock().await;
-        if execs.contains_key(exec_id) {
-            return Err(Error::AlreadyExists(format!(
-                "exec {exec_id:?} already exists"
-            )));
+        let exists = || Error::AlreadyExists(format!("exec {exec_id:?} already exists"));
+        if self.execs.lock().await.contains_key(exec_id) {
+            return Err(exists());
         }
         let io =
             ProcessIo::new(&self.id, &self.namespace, &stdio, self.io_uid, self.io_gid).await?;
         let process = Arc::new(Process::exec(stdio, io));
-        execs.insert(exec_id.to_string(), Arc::new(Exec { process, spec }));
-        drop(init);
-        Ok(())
+        match self.execs.lock().await.entry(exec_id.to_string()) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(exists()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Arc::new(Exec { process, spec }));
+                Ok(())
+            }
+        }
     }
 
     /// Runs `runtime exec --detach` for an added exec; returns its pid.
@@ -336,24 +338,41 @@ impl Container {
             }
             return Err(e);
         }
-        io.attach_console(console, &exec.process.stdio).await?;
+        if let Err(err) = io.attach_console(console, &exec.process.stdio).await {
+            // Running but out of the client's reach: it goes, as after a failed exec.
+            if let Ok(pid) = read_pid(&pid_file).await {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(err);
+        }
         let pid = read_pid(&pid_file).await?;
         process.started(pid)?;
         Ok(pid)
     }
 
+    /// Deletes an exec. The map of execs is not held while the exec's own lock is awaited
+    /// (a starting exec holds it across the runtime call).
     pub async fn remove_exec(&self, exec_id: &str) -> Result<Arc<Process>> {
-        let mut execs = self.execs.lock().await;
-        let exec = execs
+        let missing = || Error::NotFound(format!("exec {exec_id:?} does not exist"));
+        let exec = self
+            .execs
+            .lock()
+            .await
             .get(exec_id)
-            .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))?;
-        let process = exec.process.clone();
-        let mut locked = process.lock().await;
+            .cloned()
+            .ok_or_else(missing)?;
+        let mut locked = exec.process.lock().await;
         locked.check(Op::Delete)?;
         locked.transition(Status::Deleted)?;
         drop(locked);
-        execs.remove(exec_id);
-        Ok(process)
+        let mut execs = self.execs.lock().await;
+        if execs.get(exec_id).is_some_and(|e| Arc::ptr_eq(e, &exec)) {
+            execs.remove(exec_id);
+        }
+        Ok(exec.process.clone())
     }
 
     pub async fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
@@ -524,6 +543,7 @@ fn freeze_gave_up(message: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn only_a_freeze_that_gave_up_is_tried_again() {
@@ -532,7 +552,6 @@ mod tests {
         ));
         assert!(!freeze_gave_up("pause: container \"c\" does not exist"));
     }
-    use super::*;
 
     #[test]
     fn pid_namespace_ownership() {

@@ -24,9 +24,10 @@ use crate::spec::has_own_namespace;
 pub const HOOK_ARG: &str = "restore-hook-loopback";
 
 /// Adds the loopback hook to the spec when the container has a network namespace of its
-/// own. `shim` is this binary's path. Returns whether it did.
+/// own and the spec lacks it (a restore retried on the spec an earlier one wrote). `shim`
+/// is this binary's path. Returns whether it did.
 pub fn add_loopback_hook(spec: &mut serde_json::Value, shim: &Path) -> bool {
-    if !has_own_namespace(spec, "network") {
+    if !has_own_namespace(spec, "network") || has_loopback_hook(spec, shim) {
         return false;
     }
     let hook = serde_json::json!({
@@ -42,6 +43,17 @@ pub fn add_loopback_hook(spec: &mut serde_json::Value, shim: &Path) -> bool {
         None => spec["hooks"]["createRuntime"] = serde_json::json!([hook]),
     }
     true
+}
+
+fn has_loopback_hook(spec: &serde_json::Value, shim: &Path) -> bool {
+    spec["hooks"]["createRuntime"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|hook| {
+            hook["path"].as_str().map(Path::new) == Some(shim)
+                && hook["args"].get(1).and_then(|a| a.as_str()) == Some(HOOK_ARG)
+        })
 }
 
 /// The hook itself: reads the OCI state from stdin, enters the restored init's network
@@ -110,6 +122,10 @@ mod tests {
         assert_eq!(hooks[0]["args"][1], HOOK_ARG);
         assert_eq!(hooks[1]["path"], "/bin/cni");
         assert_eq!(spec["hooks"]["poststop"][0]["path"], "/x");
+        // A retried restore finds the hook in the spec the first one wrote.
+        let written = spec.clone();
+        assert!(!add_loopback_hook(&mut spec, Path::new("/usr/bin/shim")));
+        assert_eq!(spec, written);
 
         let mut bare = serde_json::json!({"linux": {"namespaces": [{"type": "network"}]}});
         assert!(add_loopback_hook(&mut bare, Path::new("/s")));
