@@ -201,19 +201,9 @@ impl RuntimeConfig {
         opts.build()
             .map_err(|e| Error::Internal(format!("building the runtime client: {e}")))
     }
-}
 
-/// The runtime binary for the commands the `runc` crate does not offer (checkpoint,
-/// restore), run through the same reaper-aware spawner.
-#[derive(Debug, Clone)]
-pub struct RawRuntime {
-    binary: PathBuf,
-    root: PathBuf,
-    systemd_cgroup: bool,
-}
-
-impl RuntimeConfig {
-    pub fn raw(&self, namespace: &str) -> Result<RawRuntime> {
+    /// The runtime binary for the commands the client does not offer.
+    fn raw(&self, namespace: &str) -> Result<RawRuntime> {
         let binary = resolve_binary(self.binary()).ok_or_else(|| {
             Error::InvalidArgument(format!("OCI runtime binary {:?} not found", self.binary()))
         })?;
@@ -225,16 +215,25 @@ impl RuntimeConfig {
     }
 }
 
+/// The runtime binary for the commands the `runc` crate does not offer (checkpoint,
+/// restore), run through the same reaper-aware spawner.
+#[derive(Debug, Clone)]
+struct RawRuntime {
+    binary: PathBuf,
+    root: PathBuf,
+    systemd_cgroup: bool,
+}
+
 impl RawRuntime {
     /// Whether the binary is runc, which hands CRIU the container's freezer cgroup (see
     /// [`crate::freezer`]).
-    pub fn is_runc(&self) -> bool {
+    fn is_runc(&self) -> bool {
         self.binary.file_name().is_some_and(|name| name == "runc")
     }
 
     /// Runs `<binary> --root R [--systemd-cgroup] --log LOG --log-format json ARGS`, with `io`
     /// as the process's stdio if given. Fails with the runtime's last logged error.
-    pub async fn run(
+    async fn run(
         &self,
         what: &str,
         args: &[String],
@@ -517,14 +516,20 @@ async fn spawn_and_wait(
             if let Subject::Pid(p) = exit.subject
                 && p as u32 == pid
             {
-                return exit.exit_code;
+                return Some(exit.exit_code);
             }
         }
-        -1
+        None
     };
     let (out, err, code) = tokio::join!(read_out, read_err, wait);
     // The reaper already collected the child; dropping the handle must not wait again.
     drop(child);
+    // Without its exit the command's outcome is unknown, never a success.
+    let code = code.ok_or_else(|| {
+        runc::error::Error::Other(Box::new(std::io::Error::other(format!(
+            "the exit of runtime command {pid} was not seen (the exit monitor closed)"
+        ))))
+    })?;
     debug!("runtime command {pid} exited with {code}");
     Ok((exit_status(code), pid, out, err))
 }
