@@ -139,6 +139,20 @@ pub(super) fn open_beneath_created(
     create: bool,
     created: &mut Vec<usize>,
 ) -> io::Result<Beneath> {
+    // Whatever the callers normalised: a component that is not a plain name could climb
+    // out in the walk, where the kernel would have refused it.
+    if let Some(bad) = components
+        .iter()
+        .find(|c| c.is_empty() || **c == b"." || **c == b".." || c.contains(&b'/'))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{:?} is not a plain path component",
+                String::from_utf8_lossy(bad)
+            ),
+        ));
+    }
     #[cfg(test)]
     let walk_only = WALK_ONLY.get();
     #[cfg(not(test))]
@@ -147,6 +161,8 @@ pub(super) fn open_beneath_created(
         match openat2_beneath(root, components) {
             Ok(fd) => return Ok(Beneath::Dir(fd)),
             Err(Errno::ENOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
+            // The path would leave the root: never retried by the walk.
+            Err(Errno::EXDEV) => return Err(Errno::EXDEV.into()),
             // A missing, symlinked or non-directory component, or a rename racing the
             // lookup (EAGAIN): the walk finds out which, and creates what is missing.
             Err(_) => {}

@@ -1517,3 +1517,37 @@ fn openat2_and_the_component_walk_open_the_same_directories() {
     );
     sandbox.assert_contained();
 }
+
+#[test]
+fn components_that_are_not_plain_names_are_refused_by_both_paths() {
+    let sandbox = Sandbox::new();
+    fs::create_dir_all(sandbox.target.join("a")).unwrap();
+    let root = nix::fcntl::open(
+        sandbox.target.as_path(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    for walk in [false, true] {
+        WALK_ONLY.set(walk);
+        for path in [
+            &[&b"a"[..], b".."][..],
+            &[b"a", b"..", b".."],
+            &[b".."],
+            &[b"."],
+            &[b""],
+            &[b"a/.."],
+        ] {
+            for create in [false, true] {
+                let refused = open_beneath(&root, path, create).err();
+                assert_eq!(
+                    refused.map(|e| e.kind()),
+                    Some(std::io::ErrorKind::InvalidInput),
+                    "{path:?} (walk only: {walk})"
+                );
+            }
+        }
+    }
+    WALK_ONLY.set(false);
+    sandbox.assert_contained();
+}
