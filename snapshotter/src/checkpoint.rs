@@ -121,9 +121,11 @@ fn extract_error(what: &str, e: ExtractError) -> SnapshotError {
     ))
 }
 
-/// The checkpoint layers this snapshotter knows, by snapshot id: `Some` once rebuilt,
-/// `None` for snapshots known not to be checkpoint layers. Committed snapshots never change
-/// and ids are never reused, so entries stay true until the snapshot is removed.
+/// What this snapshotter knows of committed snapshots' rebuilds, by snapshot id: `Some`
+/// once rebuilt, `None` for a snapshot not rebuilt (any snapshot that is not a checkpoint
+/// layer, and a checkpoint layer until its rebuild, which replaces the entry). Committed
+/// snapshots never change and ids are never reused, so entries stay true until the
+/// snapshot is removed.
 #[derive(Debug, Default)]
 pub struct Layers {
     known: Mutex<HashMap<u64, Option<Arc<Rebuilt>>>>,
