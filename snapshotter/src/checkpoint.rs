@@ -96,7 +96,12 @@ pub struct Layer {
 impl Layer {
     /// The archive: the layer as unpacked.
     pub fn archive(&self) -> PathBuf {
-        self.dir.join("fs")
+        Layer::archive_in(&self.dir)
+    }
+
+    /// The archive of the checkpoint layer whose snapshot directory is `dir`.
+    pub fn archive_in(dir: &Path) -> PathBuf {
+        dir.join("fs")
     }
 }
 
@@ -279,11 +284,12 @@ fn build_rootfs(archive: &Path, target: &Path, lowers: &[PathBuf]) -> Result<()>
     Ok(())
 }
 
-/// Writes the handoff for the shim into the new active snapshot's directory `dir`.
-pub fn write_handoff(dir: &Path, layer: &Layer, rebuilt: &Rebuilt) -> Result<()> {
+/// Writes the handoff for the shim into the new active snapshot's directory `dir`, on the
+/// checkpoint layer whose archive is `archive`.
+pub fn write_handoff(dir: &Path, archive: PathBuf, rebuilt: &Rebuilt) -> Result<()> {
     let handoff = Handoff {
         version: Handoff::VERSION,
-        archive: layer.archive(),
+        archive,
         base_image: rebuilt.base_image.clone(),
     };
     write_atomically(

@@ -177,12 +177,7 @@ fn populate(overlay: &Overlay, layers: &Layers, s: &Snapshot, dir: &Path) -> Res
     std::os::unix::fs::lchown(&fs_path, Some(meta.uid()), Some(meta.gid()))
         .map_err(|e| SnapshotError::io("failed to chown", &fs_path, e))?;
     if s.kind == Kind::Active {
-        let layer = Layer {
-            id: parent,
-            dir: parent_dir,
-            namespace: String::new(),
-        };
-        checkpoint::write_handoff(dir, &layer, &rebuilt)?;
+        checkpoint::write_handoff(dir, Layer::archive_in(&parent_dir), &rebuilt)?;
     }
     Ok(())
 }
