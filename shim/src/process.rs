@@ -318,10 +318,12 @@ impl Locked<'_> {
         }
     }
 
-    /// Moves to `to`, if the table allows it from the current state.
+    /// Moves to `to`, if the table allows it from the current state. Only a recorded exit
+    /// stops a process ([`Process::set_exited`]), so Stopped always has an exit to wait for.
     pub fn transition(&mut self, to: Status) -> Result<()> {
         let from = self.status();
-        if !from.may_become(self.kind, to) {
+        let unexited = to == Status::Stopped && self.seen.borrow().exit.is_none();
+        if !from.may_become(self.kind, to) || unexited {
             return Err(Error::InvalidTransition {
                 from: from.name(),
                 to: to.name(),
@@ -567,6 +569,10 @@ mod tests {
         );
         assert_eq!(locked.status(), Status::Created);
         locked.started(7).unwrap();
+        assert!(
+            locked.transition(Status::Stopped).is_err(),
+            "stopped without an exit"
+        );
         locked.transition(Status::Paused).unwrap();
         assert!(locked.transition(Status::Deleted).is_err());
         drop(locked);
