@@ -318,15 +318,19 @@ impl Container {
         }
     }
 
-    /// Runs `runtime exec --detach` for an added exec; returns its pid.
-    pub async fn start_exec(&self, exec_id: &str) -> Result<u32> {
-        let exec = self
-            .execs
+    /// Added exec `exec_id`.
+    async fn exec(&self, exec_id: &str) -> Result<Arc<Exec>> {
+        self.execs
             .lock()
             .await
             .get(exec_id)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))?;
+            .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} does not exist")))
+    }
+
+    /// Runs `runtime exec --detach` for an added exec; returns its pid.
+    pub async fn start_exec(&self, exec_id: &str) -> Result<u32> {
+        let exec = self.exec(exec_id).await?;
         let mut process = exec.process.lock().await;
         process.check(Op::Start)?;
         let pid_file = self.bundle.join(format!("{exec_id}.pid"));
@@ -356,14 +360,7 @@ impl Container {
     /// Deletes an exec. The map of execs is not held while the exec's own lock is awaited
     /// (a starting exec holds it across the runtime call).
     pub async fn remove_exec(&self, exec_id: &str) -> Result<Arc<Process>> {
-        let missing = || Error::NotFound(format!("exec {exec_id:?} does not exist"));
-        let exec = self
-            .execs
-            .lock()
-            .await
-            .get(exec_id)
-            .cloned()
-            .ok_or_else(missing)?;
+        let exec = self.exec(exec_id).await?;
         let mut locked = exec.process.lock().await;
         locked.check(Op::Delete)?;
         locked.transition(Status::Deleted)?;
