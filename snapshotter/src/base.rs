@@ -57,6 +57,7 @@ use revive_checkpoint::extract::{self, ExtractError, Limits, Options};
 use sha2::{Digest, Sha256};
 
 use crate::containerd::{BaseImage, Client, Compression, ContainerdError, ImageRef, Layer};
+use crate::error::PathError;
 
 /// The directory beneath the snapshotter's root that holds the base layers.
 pub const BASES_DIR: &str = "bases";
@@ -111,22 +112,13 @@ pub enum BaseError {
         reason: String,
     },
     /// A filesystem operation on the snapshotter's own directories failed.
-    #[error("{context} {}: {source}", path.display())]
-    Io {
-        context: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 impl BaseError {
     fn io(context: &'static str, path: &Path, source: io::Error) -> Self {
-        BaseError::Io {
-            context,
-            path: path.to_path_buf(),
-            source,
-        }
+        BaseError::Io(PathError::new(context, path, source))
     }
 }
 

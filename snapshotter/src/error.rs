@@ -3,6 +3,29 @@
 use std::io;
 use std::path::PathBuf;
 
+/// A filesystem or socket operation on a path failed: `<context> <path>: <cause>`.
+#[derive(Debug, thiserror::Error)]
+#[error("{context} {}: {source}", .path.display())]
+pub struct PathError {
+    /// What was being done, e.g. "failed to create root directory".
+    pub context: &'static str,
+    /// The path involved.
+    pub path: PathBuf,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl PathError {
+    pub(crate) fn new(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        PathError {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
 /// Errors that stop the snapshotter.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -19,16 +42,8 @@ pub enum Error {
     NotASocket(PathBuf),
 
     /// A filesystem or socket operation failed.
-    #[error("{context} {}: {source}", .path.display())]
-    Io {
-        /// What we were doing, e.g. "failed to create root directory".
-        context: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
@@ -41,11 +56,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            context,
-            path: path.into(),
-            source,
-        }
+        Error::Io(PathError::new(context, path, source))
     }
 }
 
@@ -89,25 +100,13 @@ pub enum SnapshotError {
         source: serde_json::Error,
     },
     /// A filesystem operation failed.
-    #[error("{context} {}: {source}", .path.display())]
-    Io {
-        /// What we were doing.
-        context: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 impl SnapshotError {
     pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        SnapshotError::Io {
-            context,
-            path: path.into(),
-            source,
-        }
+        SnapshotError::Io(PathError::new(context, path, source))
     }
 }
 

@@ -73,7 +73,7 @@ pub fn status(err: SnapshotError) -> Status {
         e @ (SnapshotError::Internal(_)
         | SnapshotError::Db(_)
         | SnapshotError::Corrupt { .. }
-        | SnapshotError::Io { .. }) => {
+        | SnapshotError::Io(_)) => {
             error!("{e}");
             Status::internal(e.to_string())
         }
