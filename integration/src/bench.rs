@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
-use crate::ctr::{Status, parse_task_list};
+use crate::ctr::{Status, parse_task_list, run_args};
 use crate::image::BUSYBOX;
 use crate::node::Node;
 
@@ -790,16 +790,7 @@ impl ShimMemory {
         for id in ids {
             ctr(
                 node,
-                &[
-                    "run",
-                    "-d",
-                    "--runtime",
-                    runtime,
-                    BUSYBOX,
-                    id,
-                    "sleep",
-                    "100000",
-                ],
+                &run_args(&["-d"], runtime, BUSYBOX, id, &["sleep", "100000"]),
             )?;
         }
         std::thread::sleep(settings.settle);

@@ -14,7 +14,7 @@ use crate::ctr::remove;
 use crate::image::{BUSYBOX, Image, ImageBuilder};
 use crate::node::Node;
 use crate::scenario::{
-    COUNTER_SCRIPT, Counter, check_written_at_start, read_counter, run_counter, run_shell,
+    COUNTER_SCRIPT, Counter, check_written_at_start, read_counter, run_shell, start_counter,
     wait_for_count,
 };
 use crate::snapshotter::SNAPSHOTTER;
@@ -25,43 +25,20 @@ pub const GO_SHIM: &str = "io.containerd.runc.v2";
 /// revive's shim.
 pub const REVIVE: &str = "io.containerd.revive.v2";
 
-/// How a checkpoint image says what it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// checkpointctl and containerd 2.1-2.3: `org.criu.checkpoint.*`, on the index.
-    Criu,
-    /// CRI-O (kubelet checkpoints built with buildah): `io.kubernetes.cri-o.annotations.
-    /// checkpoint.*`, on the manifest.
-    CriO,
-    /// Podman (`podman container checkpoint --create-image`):
-    /// `io.podman.annotations.checkpoint.*`, on the manifest.
-    Podman,
-}
+/// How a checkpoint image says what it is: the `revive` CLI's formats, whose annotation
+/// namespaces the snapshotter recognises.
+pub use revive_cli::format::Format;
 
-impl Format {
-    pub const ALL: [Format; 3] = [Format::Criu, Format::CriO, Format::Podman];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Criu => "criu",
-            Format::CriO => "cri-o",
-            Format::Podman => "podman",
-        }
-    }
-
-    /// Where the annotations go (true: the index) and their prefix.
-    fn annotations(self) -> (bool, &'static str) {
-        match self {
-            Format::Criu => (true, "org.criu.checkpoint."),
-            Format::CriO => (false, "io.kubernetes.cri-o.annotations.checkpoint."),
-            Format::Podman => (false, "io.podman.annotations.checkpoint."),
-        }
-    }
-
+/// A checkpoint image of one [`Format`], as the tool that writes that format annotates it.
+pub trait FormatImage {
     /// A checkpoint image of this format named `name` whose layer is `archive` (a tar of
     /// the archive's layout), of container `container` of image `base`.
-    pub fn image(self, name: &str, archive: Vec<u8>, container: &str, base: &str) -> Result<Image> {
-        let (on_index, prefix) = self.annotations();
+    fn image(self, name: &str, archive: Vec<u8>, container: &str, base: &str) -> Result<Image>;
+}
+
+impl FormatImage for Format {
+    fn image(self, name: &str, archive: Vec<u8>, container: &str, base: &str) -> Result<Image> {
+        let (on_index, prefix) = (self.on_index(), self.prefix());
         let mut builder = ImageBuilder::new(name).raw_layer(archive);
         let fields: BTreeMap<&str, &str> = match self {
             Format::Criu => [
@@ -116,6 +93,23 @@ pub fn archive_of(node: &Node, id: &str) -> Result<(std::path::PathBuf, Counter)
     Ok((archive_dir_of(node, id)?, at))
 }
 
+/// Writes an archive's `spec.dump` (the spec of `ctr containers info`'s output `info`) and
+/// `config.dump` (container `id` of [`BUSYBOX`] on the Go shim, not restored) into `dir`.
+pub fn write_dumps(dir: &Path, id: &str, info: &str) -> Result<()> {
+    let info: serde_json::Value = serde_json::from_str(info).context("ctr containers info")?;
+    std::fs::write(dir.join("spec.dump"), serde_json::to_vec(&info["Spec"])?)?;
+    let config = serde_json::json!({
+        "id": id,
+        "name": id,
+        "rootfsImage": BUSYBOX,
+        "rootfsImageName": BUSYBOX,
+        "runtime": GO_SHIM,
+        "restored": false,
+    });
+    std::fs::write(dir.join("config.dump"), serde_json::to_vec(&config)?)?;
+    Ok(())
+}
+
 /// [`archive_of`] for any running container `id` on the Go shim and overlayfs (the
 /// benchmark's workload keeps no counter): the archive's host directory.
 pub fn archive_dir_of(node: &Node, id: &str) -> Result<std::path::PathBuf> {
@@ -133,19 +127,9 @@ pub fn archive_dir_of(node: &Node, id: &str) -> Result<std::path::PathBuf> {
             id,
         ],
     )?;
-    let info: serde_json::Value = serde_json::from_str(&node.ctr(&["containers", "info", id])?)
-        .context("ctr containers info")?;
+    let info = node.ctr(&["containers", "info", id])?;
     let host = node.share_dir().join(format!("{id}-archive"));
-    std::fs::write(host.join("spec.dump"), serde_json::to_vec(&info["Spec"])?)?;
-    let config = serde_json::json!({
-        "id": id,
-        "name": id,
-        "rootfsImage": BUSYBOX,
-        "rootfsImageName": BUSYBOX,
-        "runtime": GO_SHIM,
-        "restored": false,
-    });
-    std::fs::write(host.join("config.dump"), serde_json::to_vec(&config)?)?;
+    write_dumps(&host, id, &info)?;
     let upper = upperdir(node, id)?;
     node.run(&[
         "tar",
@@ -754,14 +738,9 @@ pub fn cli_convert_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Resul
     let id = "native";
     let native = "revive.test/native/ck:1";
     let converted = "revive.test/cli/converted:1";
-    run_counter(node, GO_SHIM, id)?;
-    let before = wait_for_count(node, id, 3)?;
+    let before = start_counter(node, GO_SHIM, id)?;
     narrate(&format!("counter {id} on the Go shim: {before}"));
-    crate::scenario::ctr_checkpoint(
-        node,
-        GO_SHIM,
-        &["container", "checkpoint", "--task", "--rw", id, native],
-    )?;
+    crate::scenario::checkpoint_container(node, GO_SHIM, id, native)?;
     let checkpointed = read_counter(node, id)?;
     remove(node, id)?;
     narrate(&format!(
@@ -828,8 +807,7 @@ pub fn cli_build_restores(
     node.import_busybox()?;
     let id = "exported";
     let reference = "revive.test/cli/built:1";
-    run_counter(node, GO_SHIM, id)?;
-    let before = wait_for_count(node, id, 3)?;
+    let before = start_counter(node, GO_SHIM, id)?;
     let (dir, checkpointed) = archive_of(node, id)?;
     let tar = tar_dir(&dir)?;
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;

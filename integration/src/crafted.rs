@@ -18,7 +18,7 @@ use revive_checkpoint::criu::images::{self, CORE_MAGIC, MNTS_MAGIC, MS_RDONLY, P
 use revive_checkpoint::criu::proto::{self, CoreEntry, CredsEntry, Fstype, MntEntry};
 use revive_checkpoint::privilege::caps;
 
-use crate::checkpoint_image::{self, Format, GO_SHIM, tar_dir};
+use crate::checkpoint_image::{self, Format, FormatImage, GO_SHIM, tar_dir};
 use crate::image::BUSYBOX;
 use crate::node::Node;
 use crate::scenario::{

@@ -624,6 +624,19 @@ pub fn checkpoint_container(
     })
 }
 
+/// The namespaces of a host-network pod and of its containers as the kubelet asks for them
+/// without shareProcessNamespace: the node's network, a pid namespace of each container's
+/// own, the pod's ipc.
+fn host_network_namespaces() -> api::NamespaceOption {
+    api::NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        target_id: String::new(),
+        ..Default::default()
+    }
+}
+
 /// A pod the way the kubelet asks for a `hostNetwork: true` pod: the node's network (and
 /// so no CNI), no hostname (there is no private UTS namespace to set it in), a private PID
 /// namespace per container, the pod's IPC namespace, logs in `log_directory`.
@@ -641,13 +654,7 @@ pub fn host_network_pod(name: &str, uid: &str) -> api::PodSandboxConfig {
         linux: Some(api::LinuxPodSandboxConfig {
             cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
             security_context: Some(api::LinuxSandboxSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    target_id: String::new(),
-                    ..Default::default()
-                }),
+                namespace_options: Some(host_network_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -683,13 +690,7 @@ pub fn container(name: &str, image: &str, command: &[&str]) -> api::ContainerCon
         // shareProcessNamespace: the node's network, a pid namespace of its own, the pod's ipc.
         linux: Some(api::LinuxContainerConfig {
             security_context: Some(api::LinuxContainerSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    target_id: String::new(),
-                    ..Default::default()
-                }),
+                namespace_options: Some(host_network_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()

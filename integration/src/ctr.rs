@@ -157,6 +157,21 @@ pub fn wait_status(node: &Node, id: &str, want: Status) -> Result<u32> {
     })
 }
 
+/// The arguments of `ctr run <flags> --runtime <runtime> <image> <id> <command>`.
+pub fn run_args<'a>(
+    flags: &[&'a str],
+    runtime: &'a str,
+    image: &'a str,
+    id: &'a str,
+    command: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["run"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--runtime", runtime, image, id]);
+    args.extend_from_slice(command);
+    args
+}
+
 /// Removes container `id`: its task, if it has one, is killed (SIGKILL) unless stopped,
 /// waited for and deleted; then the container is deleted.
 pub fn remove(node: &Node, id: &str) -> Result<()> {

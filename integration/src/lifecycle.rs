@@ -580,6 +580,11 @@ fn expect_contains(what: &str, haystack: &str, needles: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `ctr args`, which must fail saying every one of `needles` (`what` names the attempt).
+fn ctr_refuses(node: &Node, args: &[&str], what: &str, needles: &[&str]) -> Result<()> {
+    expect_contains(what, &ctr_fails(node, args)?, needles)
+}
+
 /// `ctr run -d --runtime <runtime> [extra] IMAGE id command...`
 fn run_detached_task(
     node: &Node,
@@ -595,6 +600,55 @@ fn run_detached_task(
     args.extend_from_slice(command);
     node.ctr(&args)
         .with_context(|| format!("starting container {id} on {runtime}"))?;
+    Ok(())
+}
+
+/// [`run_detached_task`] of `/lc/sleepers.sh`, whose init starts `sleep <seconds>` for each
+/// of `seconds` and waits for them: the init's pid once they have started.
+fn run_sleepers(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    extra: &[&str],
+    seconds: [&str; 2],
+) -> Result<u32> {
+    let [first, second] = seconds;
+    run_detached_task(
+        node,
+        runtime,
+        id,
+        extra,
+        &["sh", "/lc/sleepers.sh", first, second],
+    )?;
+    let (pid, _) = task(node, id)?;
+    wait_file(node, &in_task(pid, "/sleepers-ready"))?;
+    Ok(pid)
+}
+
+/// `ctr task kill -s SIGKILL` of task `id`, then a wait until it is stopped.
+fn kill_task(node: &Node, id: &str) -> Result<()> {
+    node.ctr(&["task", "kill", "-s", "SIGKILL", id])?;
+    wait_status(node, id, Status::Stopped)?;
+    Ok(())
+}
+
+/// `ctr run -d --runtime <runtime> [extra] IMAGE id true`, which must fail saying every one
+/// of `needles` (`what` names the attempt) and leave no task; the container record it leaves
+/// is removed.
+fn run_refused(
+    node: &Node,
+    runtime: &str,
+    extra: &[&str],
+    id: &str,
+    what: &str,
+    needles: &[&str],
+) -> Result<()> {
+    let mut args = vec!["run", "-d", "--runtime", runtime];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[IMAGE, id, "true"]);
+    ctr_refuses(node, &args, what, needles)?;
+    expect_no_task(node, id)?;
+    node.ctr(&["containers", "rm", id])?;
     Ok(())
 }
 
@@ -643,6 +697,20 @@ fn delete_task(node: &Node, id: &str, status: i64) -> Result<()> {
             &[&format!("task {id} exit with non-zero exit code {status}")],
         )?;
     }
+    Ok(())
+}
+
+/// [`delete_task`] of `id`'s stopped task, then `ctr containers rm` of the container.
+fn delete_container(node: &Node, id: &str, status: i64) -> Result<()> {
+    delete_task(node, id, status)?;
+    node.ctr(&["containers", "rm", id])?;
+    Ok(())
+}
+
+/// Fails unless task `id` is `want`; `when` says when, for the message.
+fn expect_status(node: &Node, id: &str, want: Status, when: &str) -> Result<()> {
+    let (_, status) = task(node, id)?;
+    ensure!(status == want, "{when} the task is {status}");
     Ok(())
 }
 
@@ -1304,38 +1372,29 @@ fn exec(node: &Node, runtime: &str) -> Result<()> {
             pids_running(node, "sleep 1001")?.contains(&x2),
             "ctr task ps says exec x2 is pid {x2}, which is not `sleep 1001` in the node"
         );
-        let err = ctr_fails(node, &["task", "exec", "-d", "--exec-id", "x2", id, "true"])?;
-        expect_contains(
+        ctr_refuses(
+            node,
+            &["task", "exec", "-d", "--exec-id", "x2", id, "true"],
             "a second exec with a running exec's id",
-            &err,
             &["x2", "already exists"],
         )?;
 
-        let err = ctr_fails(
+        ctr_refuses(
             node,
             &["task", "exec", "--exec-id", "x3", id, "/lc-no-such-binary"],
-        )?;
-        expect_contains(
             "exec of a missing binary",
-            &err,
             &["/lc-no-such-binary", "no such file or directory"],
         )?;
-        let (_, status) = task(node, id)?;
-        ensure!(
-            status == Status::Running,
-            "after a failed exec the task is {status}"
-        );
+        expect_status(node, id, Status::Running, "after a failed exec")?;
 
-        node.ctr(&["task", "kill", "-s", "SIGKILL", id])?;
-        wait_status(node, id, Status::Stopped)?;
-        let err = ctr_fails(node, &["task", "exec", "--exec-id", "x4", id, "true"])?;
-        expect_contains(
+        kill_task(node, id)?;
+        ctr_refuses(
+            node,
+            &["task", "exec", "--exec-id", "x4", id, "true"],
             "exec in a stopped task",
-            &err,
             &["cannot exec in a stopped state"],
         )?;
-        delete_task(node, id, 137)?;
-        node.ctr(&["containers", "rm", id])?;
+        delete_container(node, id, 137)?;
         Ok(())
     })();
     finish(node, &[id], result)
@@ -1350,11 +1409,7 @@ fn kill_signal(node: &Node, runtime: &str) -> Result<()> {
         node.ctr(&["task", "kill", "-s", "SIGHUP", trapper])?;
         wait_file_until(node, &in_task(pid, "/signals"), |s| s.contains("hup"))
             .context("the init's HUP trap did not run")?;
-        let (_, status) = task(node, trapper)?;
-        ensure!(
-            status == Status::Running,
-            "after a trapped SIGHUP the task is {status}"
-        );
+        expect_status(node, trapper, Status::Running, "after a trapped SIGHUP")?;
         // ctr task kill sends SIGTERM by default; the trap exits 42.
         node.ctr(&["task", "kill", trapper])?;
         wait_status(node, trapper, Status::Stopped)?;
@@ -1363,8 +1418,7 @@ fn kill_signal(node: &Node, runtime: &str) -> Result<()> {
             status == 42,
             "the TERM trap exits 42, containerd reports {status}"
         );
-        delete_task(node, trapper, 42)?;
-        node.ctr(&["containers", "rm", trapper])?;
+        delete_container(node, trapper, 42)?;
 
         run_detached_task(node, runtime, plain, &[], &["sleep", "1000"])?;
         let exec = Spawned::start(
@@ -1410,18 +1464,16 @@ fn kill_signal(node: &Node, runtime: &str) -> Result<()> {
             "killing an exec stopped the task ({status})"
         );
 
-        node.ctr(&["task", "kill", "-s", "SIGKILL", plain])?;
-        wait_status(node, plain, Status::Stopped)?;
+        kill_task(node, plain)?;
         let (status, _) = events.exit_status(node, plain, plain)?;
         ensure!(status == 137, "SIGKILL: exit status {status}, expected 137");
-        let err = ctr_fails(node, &["task", "kill", plain])?;
-        expect_contains(
+        ctr_refuses(
+            node,
+            &["task", "kill", plain],
             "kill of an exited task",
-            &err,
             &["process already finished"],
         )?;
-        delete_task(node, plain, 137)?;
-        node.ctr(&["containers", "rm", plain])?;
+        delete_container(node, plain, 137)?;
         Ok(())
     });
     finish(node, &[trapper, plain], result)
@@ -1500,11 +1552,12 @@ fn kill_all(node: &Node, runtime: &str) -> Result<()> {
             })
             .context("kill --all SIGTERM did not reach every process")?;
         }
-        let (_, status) = task(node, id)?;
-        ensure!(
-            status == Status::Running,
-            "after kill --all SIGTERM (trapped everywhere) the task is {status}"
-        );
+        expect_status(
+            node,
+            id,
+            Status::Running,
+            "after kill --all SIGTERM (trapped everywhere)",
+        )?;
         node.ctr(&["task", "kill", "--all", "-s", "SIGKILL", id])?;
         wait_status(node, id, Status::Stopped)?;
         let done = exec.finish()?;
@@ -1520,8 +1573,7 @@ fn kill_all(node: &Node, runtime: &str) -> Result<()> {
         ] {
             wait_gone(node, args)?;
         }
-        delete_task(node, id, 137)?;
-        node.ctr(&["containers", "rm", id])?;
+        delete_container(node, id, 137)?;
         Ok(())
     })();
     finish(node, &[id], result)
@@ -1531,15 +1583,7 @@ fn shared_pid_ns(node: &Node, runtime: &str) -> Result<()> {
     let (all, orphan) = ("lc-sharedpid-all", "lc-sharedpid-orphan");
     let host_pid_ns = ["--with-ns", "pid:/proc/1/ns/pid"];
     let result = (|| {
-        run_detached_task(
-            node,
-            runtime,
-            all,
-            &host_pid_ns,
-            &["sh", "/lc/sleepers.sh", "2301", "2302"],
-        )?;
-        let (pid, _) = task(node, all)?;
-        wait_file(node, &in_task(pid, "/sleepers-ready"))?;
+        run_sleepers(node, runtime, all, &host_pid_ns, ["2301", "2302"])?;
         let ps: BTreeSet<u32> = task_ps(node, all)?.into_iter().map(|(p, _)| p).collect();
         for args in ["sleep 2301", "sleep 2302"] {
             let pids = pids_running(node, args)?;
@@ -1553,8 +1597,7 @@ fn shared_pid_ns(node: &Node, runtime: &str) -> Result<()> {
         for args in ["sleep 2301", "sleep 2302"] {
             wait_gone(node, args).context("kill --all in a shared pid namespace")?;
         }
-        delete_task(node, all, 137)?;
-        node.ctr(&["containers", "rm", all])?;
+        delete_container(node, all, 137)?;
 
         // The init exits by itself and leaves a child: in a shared pid namespace the kernel
         // does not end it, the shim does.
@@ -1575,8 +1618,7 @@ fn shared_pid_ns(node: &Node, runtime: &str) -> Result<()> {
         wait_status(node, orphan, Status::Stopped)?;
         wait_gone(node, "sleep 2303")
             .context("the init of a shared-pid-namespace container exited; its child lives on")?;
-        delete_task(node, orphan, 3)?;
-        node.ctr(&["containers", "rm", orphan])?;
+        delete_container(node, orphan, 3)?;
         Ok(())
     })();
     finish(node, &[all, orphan], result)
@@ -1589,11 +1631,7 @@ fn pause_resume(node: &Node, runtime: &str) -> Result<()> {
         let (pid, _) = task(node, id)?;
         let before = wait_counter(node, pid, 3)?;
         node.ctr(&["task", "pause", id])?;
-        let (_, status) = task(node, id)?;
-        ensure!(
-            status == Status::Paused,
-            "after ctr task pause the task is {status}"
-        );
+        expect_status(node, id, Status::Paused, "after ctr task pause")?;
         events.wait(node, "/tasks/paused", |p| p["container_id"] == id)?;
         let freezer = read_node_file(node, &cgroup_file("freezer", id, "freezer.state"))?;
         ensure!(
@@ -1607,25 +1645,21 @@ fn pause_resume(node: &Node, runtime: &str) -> Result<()> {
             still == paused,
             "the counter moved while paused: {paused} -> {still}"
         );
-        let err = ctr_fails(node, &["task", "exec", "--exec-id", "p1", id, "true"])?;
-        expect_contains(
+        ctr_refuses(
+            node,
+            &["task", "exec", "--exec-id", "p1", id, "true"],
             "exec in a paused task",
-            &err,
             &["cannot exec in a paused state"],
         )?;
-        let err = ctr_fails(node, &["task", "pause", id])?;
-        expect_contains(
+        ctr_refuses(
+            node,
+            &["task", "pause", id],
             "pause of a paused task",
-            &err,
             &["cannot pause a paused container"],
         )?;
 
         node.ctr(&["task", "resume", id])?;
-        let (_, status) = task(node, id)?;
-        ensure!(
-            status == Status::Running,
-            "after ctr task resume the task is {status}"
-        );
+        expect_status(node, id, Status::Running, "after ctr task resume")?;
         events.wait(node, "/tasks/resumed", |p| p["container_id"] == id)?;
         let freezer = read_node_file(node, &cgroup_file("freezer", id, "freezer.state"))?;
         ensure!(
@@ -1637,10 +1671,10 @@ fn pause_resume(node: &Node, runtime: &str) -> Result<()> {
             after.token == before.token,
             "the process changed across pause/resume: {before} -> {after}"
         );
-        let err = ctr_fails(node, &["task", "resume", id])?;
-        expect_contains(
+        ctr_refuses(
+            node,
+            &["task", "resume", id],
             "resume of a running task",
-            &err,
             &["cannot resume a running process"],
         )?;
 
@@ -1650,14 +1684,13 @@ fn pause_resume(node: &Node, runtime: &str) -> Result<()> {
         wait_status(node, id, Status::Stopped).context("SIGKILL of a paused task")?;
         let (status, _) = events.exit_status(node, id, id)?;
         ensure!(status == 137, "SIGKILL while paused: exit status {status}");
-        let err = ctr_fails(node, &["task", "pause", id])?;
-        expect_contains(
+        ctr_refuses(
+            node,
+            &["task", "pause", id],
             "pause of a stopped task",
-            &err,
             &["cannot pause a stopped container"],
         )?;
-        delete_task(node, id, 137)?;
-        node.ctr(&["containers", "rm", id])?;
+        delete_container(node, id, 137)?;
         Ok(())
     });
     finish(node, &[id], result)
@@ -1666,15 +1699,7 @@ fn pause_resume(node: &Node, runtime: &str) -> Result<()> {
 fn pids(node: &Node, runtime: &str) -> Result<()> {
     let id = "lc-pids";
     let result = (|| {
-        run_detached_task(
-            node,
-            runtime,
-            id,
-            &[],
-            &["sh", "/lc/sleepers.sh", "2101", "2102"],
-        )?;
-        let (init, _) = task(node, id)?;
-        wait_file(node, &in_task(init, "/sleepers-ready"))?;
+        let init = run_sleepers(node, runtime, id, &[], ["2101", "2102"])?;
         node.ctr(&["task", "exec", "-d", "--exec-id", "px", id, "sleep", "2103"])?;
         let exec_pid = wait_exec(node, id, "px")?;
         let ps = task_ps(node, id)?;
@@ -1743,15 +1768,7 @@ fn metric(metrics: &[(String, String)], name: &str) -> Result<u64> {
 fn metrics(node: &Node, runtime: &str) -> Result<()> {
     let id = "lc-metrics";
     let result = (|| {
-        run_detached_task(
-            node,
-            runtime,
-            id,
-            &[],
-            &["sh", "/lc/sleepers.sh", "2201", "2202"],
-        )?;
-        let (pid, _) = task(node, id)?;
-        wait_file(node, &in_task(pid, "/sleepers-ready"))?;
+        run_sleepers(node, runtime, id, &[], ["2201", "2202"])?;
         let processes = task_ps(node, id)?.len() as u64;
         let m = metrics_of(node, id)?;
         ensure!(
@@ -1825,13 +1842,8 @@ fn update(node: &Node, runtime: &str) -> Result<()> {
             "a memory-only update changed pids.max to {}",
             read_node_file(node, &pids_max)?
         );
-        let (_, status) = task(node, id)?;
-        ensure!(
-            status == Status::Running,
-            "after the updates the task is {status}"
-        );
-        node.ctr(&["task", "kill", "-s", "SIGKILL", id])?;
-        wait_status(node, id, Status::Stopped)?;
+        expect_status(node, id, Status::Running, "after the updates")?;
+        kill_task(node, id)?;
         let err = update_task(
             node,
             id,
@@ -1898,8 +1910,7 @@ fn log_uri(node: &Node, runtime: &str) -> Result<()> {
                 );
             }
         }
-        delete_task(node, file_id, 2)?;
-        node.ctr(&["containers", "rm", file_id])?;
+        delete_container(node, file_id, 2)?;
 
         std::fs::write(node.share_dir().join("lc-logger.sh"), LOGGER)?;
         node.run(&["chmod", "755", "/share/lc-logger.sh"])?;
@@ -1922,35 +1933,21 @@ fn log_uri(node: &Node, runtime: &str) -> Result<()> {
         let info = read_node_file(node, &format!("{dir}/info"))?;
         let want = format!("args=dir {dir} id={binary_id} ns={NAMESPACE}");
         ensure!(info == want, "the logger saw {info:?}, expected {want:?}");
-        delete_task(node, binary_id, 2)?;
-        node.ctr(&["containers", "rm", binary_id])?;
+        delete_container(node, binary_id, 2)?;
         wait_gone(
             node,
             "/bin/sh /share/lc-logger.sh dir /var/log/revive/lc-log-uri/binary",
         )
         .context("the logger outlived its container")?;
 
-        let err = ctr_fails(
+        run_refused(
             node,
-            &[
-                "run",
-                "-d",
-                "--runtime",
-                runtime,
-                "--log-uri",
-                "binary:///lc-no-such-logger",
-                IMAGE,
-                missing_id,
-                "true",
-            ],
-        )?;
-        expect_contains(
+            runtime,
+            &["--log-uri", "binary:///lc-no-such-logger"],
+            missing_id,
             "a missing logging binary",
-            &err,
             &["/lc-no-such-logger", "no such file or directory"],
         )?;
-        expect_no_task(node, missing_id)?;
-        node.ctr(&["containers", "rm", missing_id])?;
         Ok(())
     })();
     finish(node, &[file_id, binary_id, missing_id], result)
@@ -1961,16 +1958,16 @@ fn delete(node: &Node, runtime: &str) -> Result<()> {
     let result = (|| {
         run_detached_task(node, runtime, id, &[], &["sh", "/lc/gate.sh", "9"])?;
         let (pid, _) = task(node, id)?;
-        let err = ctr_fails(node, &["task", "delete", id])?;
-        expect_contains(
+        ctr_refuses(
+            node,
+            &["task", "delete", id],
             "delete of a running task",
-            &err,
             &["task must be stopped before deletion"],
         )?;
-        let err = ctr_fails(node, &["containers", "rm", id])?;
-        expect_contains(
+        ctr_refuses(
+            node,
+            &["containers", "rm", id],
             "ctr containers rm with a running task",
-            &err,
             &["cannot delete a non stopped container"],
         )?;
         let (_, status) = task(node, id)?;
@@ -1983,8 +1980,12 @@ fn delete(node: &Node, runtime: &str) -> Result<()> {
         wait_status(node, id, Status::Stopped)?;
         delete_task(node, id, 9)?;
         expect_no_task(node, id)?;
-        let err = ctr_fails(node, &["task", "delete", id])?;
-        expect_contains("a second delete", &err, &["not found"])?;
+        ctr_refuses(
+            node,
+            &["task", "delete", id],
+            "a second delete",
+            &["not found"],
+        )?;
         node.ctr(&["containers", "rm", id])?;
         ensure!(
             !containers(node)?.iter().any(|c| c == id),
@@ -2079,10 +2080,10 @@ fn containerd_restart(node: &Node, runtime: &str) -> Result<()> {
         // (Pids), so containerd takes it for a leaked shim at load and deletes it; the task
         // is gone, its container stays.
         expect_no_task(node, exiting)?;
-        let err = ctr_fails(node, &["task", "delete", exiting])?;
-        expect_contains(
+        ctr_refuses(
+            node,
+            &["task", "delete", exiting],
             "delete of the task that exited meanwhile",
-            &err,
             &["not found"],
         )?;
         ensure!(
@@ -2091,10 +2092,8 @@ fn containerd_restart(node: &Node, runtime: &str) -> Result<()> {
         );
         node.ctr(&["containers", "rm", exiting])?;
 
-        node.ctr(&["task", "kill", "-s", "SIGKILL", running])?;
-        wait_status(node, running, Status::Stopped)?;
-        delete_task(node, running, 137)?;
-        node.ctr(&["containers", "rm", running])?;
+        kill_task(node, running)?;
+        delete_container(node, running, 137)?;
         Ok(())
     })();
     finish(node, &[running, exiting], result)
@@ -2134,8 +2133,7 @@ fn oom(node: &Node, runtime: &str) -> Result<()> {
             kills >= 1,
             "memory.oom_control counts no OOM kill: {control:?}"
         );
-        delete_task(node, id, 137)?;
-        node.ctr(&["containers", "rm", id])?;
+        delete_container(node, id, 137)?;
         Ok(())
     });
     finish(node, &[id], result)
@@ -2173,13 +2171,10 @@ fn missing_runc(node: &Node, runtime: &str) -> Result<()> {
     let result = (|| {
         {
             let _hidden = HiddenRunc::hide(node)?;
-            let err = ctr_fails(
+            ctr_refuses(
                 node,
                 &["run", "-d", "--runtime", runtime, IMAGE, detached, "true"],
-            )?;
-            expect_contains(
                 "ctr run -d without runc",
-                &err,
                 &["\"runc\"", "executable file not found in $PATH"],
             )?;
             expect_no_task(node, detached)?;
@@ -2188,13 +2183,10 @@ fn missing_runc(node: &Node, runtime: &str) -> Result<()> {
                 "ctr run -d removed the container record after the failed start"
             );
             node.ctr(&["containers", "rm", detached])?;
-            let err = ctr_fails(
+            ctr_refuses(
                 node,
                 &["run", "--rm", "--runtime", runtime, IMAGE, attached, "true"],
-            )?;
-            expect_contains(
                 "ctr run --rm without runc",
-                &err,
                 &["executable file not found in $PATH"],
             )?;
             ensure!(
@@ -2205,27 +2197,14 @@ fn missing_runc(node: &Node, runtime: &str) -> Result<()> {
         // ctr accepts --runc-binary only for io.containerd.runc.v2 (it refuses it for any other
         // runtime name before reaching containerd).
         if runtime == "io.containerd.runc.v2" {
-            let err = ctr_fails(
+            run_refused(
                 node,
-                &[
-                    "run",
-                    "-d",
-                    "--runtime",
-                    runtime,
-                    "--runc-binary",
-                    "/lc-nowhere/runc",
-                    IMAGE,
-                    option,
-                    "true",
-                ],
-            )?;
-            expect_contains(
+                runtime,
+                &["--runc-binary", "/lc-nowhere/runc"],
+                option,
                 "ctr run --runc-binary /lc-nowhere/runc",
-                &err,
                 &["/lc-nowhere/runc", "no such file or directory"],
             )?;
-            expect_no_task(node, option)?;
-            node.ctr(&["containers", "rm", option])?;
         }
         // With runc back, the runtime works again.
         let out = ctr_output(

@@ -330,15 +330,8 @@ pub fn verify_entry(entry: &Path, key: &str) -> Result<Completion> {
     if completion.digests.len() != completion.peer.binaries().len() {
         bail!("{} does not record every binary", record.display());
     }
-    for (name, want) in &completion.digests {
-        let got = rootfs::sha256_file(&entry.join("bin").join(name))?;
-        if &got != want {
-            bail!(
-                "{}/bin/{name} is corrupt: sha256 {got}, recorded {want}",
-                entry.display()
-            );
-        }
-    }
+    let recorded = completion.digests.keys().map(String::as_str);
+    rootfs::check_digests(&entry.join("bin"), &record, recorded, &completion.digests)?;
     Ok(completion)
 }
 
@@ -449,10 +442,7 @@ fn finish(
         go: go_version,
         digests,
     };
-    fs::write(
-        dir.join("complete.json"),
-        serde_json::to_vec_pretty(&completion)?,
-    )?;
+    rootfs::write_completion(dir, &completion)?;
     Ok(())
 }
 

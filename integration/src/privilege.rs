@@ -16,7 +16,7 @@ use std::fmt;
 
 use anyhow::{Result, bail, ensure};
 
-use crate::checkpoint_image::{self, Format, GO_SHIM, tar_dir};
+use crate::checkpoint_image::{self, Format, FormatImage, GO_SHIM, tar_dir};
 use crate::cri::{self, Cri, api};
 use crate::image::{BUSYBOX, Image};
 use crate::node::Node;

@@ -48,10 +48,18 @@ pub fn parse_counter(text: &str) -> Result<Counter> {
 
 static EXEC_ID: AtomicU32 = AtomicU32::new(0);
 
+/// `ctr task exec` of `command` in container `id`, with an exec id `<what>-<n>` no other
+/// exec of this process has; its stdout.
+pub fn exec_in(node: &Node, id: &str, what: &str, command: &[&str]) -> Result<String> {
+    let exec_id = format!("{what}-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
+    let mut args = vec!["task", "exec", "--exec-id", &exec_id, id];
+    args.extend_from_slice(command);
+    node.ctr(&args)
+}
+
 /// Reads the counter of a running container through `ctr task exec`.
 pub fn read_counter(node: &Node, id: &str) -> Result<Counter> {
-    let exec_id = format!("read-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
-    parse_counter(&node.ctr(&["task", "exec", "--exec-id", &exec_id, id, "cat", "/state"])?)
+    parse_counter(&exec_in(node, id, "read", &["cat", "/state"])?)
 }
 
 /// Reads with `read` every 100 ms until `done` holds of what it read, for at most
@@ -88,6 +96,13 @@ pub fn wait_count(read: impl FnMut() -> Result<Counter>, min: u64, id: &str) -> 
 /// Starts the counter container `id` on `runtime` from the busybox image.
 pub fn run_counter(node: &Node, runtime: &str, id: &str) -> Result<()> {
     run_shell(node, runtime, id, COUNTER_SCRIPT)
+}
+
+/// [`run_counter`], then [`wait_for_count`] until it has counted to 3: the counter as it
+/// stands then.
+pub fn start_counter(node: &Node, runtime: &str, id: &str) -> Result<Counter> {
+    run_counter(node, runtime, id)?;
+    wait_for_count(node, id, 3)
 }
 
 /// Starts container `id` on `runtime` from the busybox image, running `sh -c script`.
@@ -230,11 +245,7 @@ pub fn checkpoint_restore_counter(
     narrate(&format!(
         "ctr container checkpoint --task --rw {id} {image}"
     ));
-    ctr_checkpoint(
-        node,
-        runtime,
-        &["container", "checkpoint", "--task", "--rw", id, &image],
-    )?;
+    checkpoint_container(node, runtime, id, &image)?;
     let checkpointed = read_counter(node, id)?;
     narrate(&format!(
         "checkpointed at {checkpointed}; removing the container"
@@ -297,8 +308,7 @@ pub fn default_task_checkpoint(
     narrate: &mut dyn FnMut(&str),
 ) -> Result<String> {
     node.import_busybox()?;
-    run_counter(node, runtime, id)?;
-    let before = wait_for_count(node, id, 3)?;
+    let before = start_counter(node, runtime, id)?;
     let name = ctr_checkpoint(node, runtime, &["task", "checkpoint", id])?
         .trim()
         .to_string();
@@ -360,16 +370,7 @@ fn shim_froze_early(node: &Node, id: &str) -> Result<bool> {
 /// layer, once when it started: after a restore with `--rw` the file must still hold the
 /// token of the restored process.
 pub fn check_written_at_start(node: &Node, id: &str, restored: &Counter) -> Result<()> {
-    let exec_id = format!("rw-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
-    let written = node.ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        &exec_id,
-        id,
-        "cat",
-        "/written-at-start",
-    ])?;
+    let written = exec_in(node, id, "rw", &["cat", "/written-at-start"])?;
     ensure!(
         written.trim() == restored.token,
         "the rw layer's /written-at-start holds {:?}, not the token {}",
@@ -408,17 +409,12 @@ pub fn restored_copy_lives_apart(
 ) -> Result<Counter> {
     node.import_busybox()?;
     let (a, b) = (format!("{id}-a"), format!("{id}-b"));
-    run_counter(node, runtime, &a)?;
-    let before = wait_for_count(node, &a, 3)?;
+    let before = start_counter(node, runtime, &a)?;
     let image = format!("revive.test/checkpoint/{id}:1");
     narrate(&format!(
         "ctr c checkpoint --task --rw {a} {image} (keeps running)"
     ));
-    ctr_checkpoint(
-        node,
-        runtime,
-        &["container", "checkpoint", "--task", "--rw", &a, &image],
-    )?;
+    checkpoint_container(node, runtime, &a, &image)?;
     narrate(&format!("ctr c restore --live --rw {b} {image}"));
     node.ctr(&["container", "restore", "--live", "--rw", &b, &image])?;
     let restored = wait_for_count(node, &b, 1)?;
@@ -473,19 +469,12 @@ pub fn loopback_server_after_restore(
     );
     run_shell(node, runtime, id, &script)?;
     let fetch = |what: &str| -> Result<String> {
-        let exec_id = format!("{what}-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
-        node.ctr(&[
-            "task",
-            "exec",
-            "--exec-id",
-            &exec_id,
+        exec_in(
+            node,
             id,
-            "wget",
-            "-T",
-            "5",
-            "-qO-",
-            "http://127.0.0.1:8080/",
-        ])
+            what,
+            &["wget", "-T", "5", "-qO-", "http://127.0.0.1:8080/"],
+        )
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     let before = loop {
@@ -500,25 +489,10 @@ pub fn loopback_server_after_restore(
     narrate(&format!(
         "server answers; ctr c checkpoint --task --rw {id} {image}"
     ));
-    ctr_checkpoint(
-        node,
-        runtime,
-        &["container", "checkpoint", "--task", "--rw", id, &image],
-    )?;
+    checkpoint_container(node, runtime, id, &image)?;
     remove_container(node, id)?;
     node.ctr(&["container", "restore", "--live", "--rw", id, &image])?;
-    let exec_id = format!("lo-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
-    let lo = node.ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        &exec_id,
-        id,
-        "ip",
-        "addr",
-        "show",
-        "lo",
-    ])?;
+    let lo = exec_in(node, id, "lo", &["ip", "addr", "show", "lo"])?;
     narrate(&format!("restored; lo in the container:\n{lo}"));
     let after = fetch("after").with_context(|| format!("after the restore, with lo:\n{lo}"))?;
     ensure!(
@@ -597,17 +571,7 @@ pub fn parse_process_state(text: &str) -> Result<ProcessState> {
 
 /// Runs `sh -c script` in container `id` through `ctr task exec`; its stdout.
 pub fn exec_sh(node: &Node, id: &str, script: &str) -> Result<String> {
-    let exec_id = format!("sh-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
-    node.ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        &exec_id,
-        id,
-        "sh",
-        "-c",
-        script,
-    ])
+    exec_in(node, id, "sh", &["sh", "-c", script])
 }
 
 /// Reads the [`ProcessState`] of container `id` through `ctr task exec`.
@@ -664,14 +628,7 @@ pub fn process_state_survives(
     };
     for round in 1..=rounds {
         let image = format!("revive.test/checkpoint/{id}:{round}");
-        ctr_checkpoint(
-            node,
-            runtime,
-            &["container", "checkpoint", "--task", "--rw", id, &image],
-        )?;
-        let at = read_process_state(node, id)?;
-        remove_container(node, id)?;
-        node.ctr(&["container", "restore", "--live", "--rw", id, &image])?;
+        let at = checkpoint_and_restore(node, runtime, id, &image, read_process_state)?;
         let after = wait_for_tick(node, id, at.tick + 3)?;
         narrate(&format!(
             "checkpointed at tick {}; restored: {after}",
@@ -785,25 +742,18 @@ pub fn terminal_survives(
     node.import_busybox()?;
     let grace = Duration::from_secs(3);
     node.ctr_on_tty(
-        &[
-            "run",
-            "-d",
-            "-t",
-            "--runtime",
+        &ctr::run_args(
+            &["-d", "-t"],
             runtime,
             BUSYBOX,
             id,
-            "sh",
-            "-c",
-            TTY_COUNTER_SCRIPT,
-        ],
+            &["sh", "-c", TTY_COUNTER_SCRIPT],
+        ),
         Duration::from_secs(60),
     )?;
     let before = wait_for_count(node, id, 3)?;
     let read_tty = || -> Result<String> {
-        let exec_id = format!("tty-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
-        Ok(node
-            .ctr(&["task", "exec", "--exec-id", &exec_id, id, "cat", "/tty"])?
+        Ok(exec_in(node, id, "tty", &["cat", "/tty"])?
             .trim()
             .to_string())
     };
@@ -813,11 +763,7 @@ pub fn terminal_survives(
         "{id} has no terminal before the checkpoint: {tty_before:?}"
     );
     let image = format!("revive.test/checkpoint/{id}:1");
-    ctr_checkpoint(
-        node,
-        runtime,
-        &["container", "checkpoint", "--task", "--rw", id, &image],
-    )?;
+    checkpoint_container(node, runtime, id, &image)?;
     let checkpointed = read_counter(node, id)?;
     remove_container(node, id)?;
     narrate(&format!(
@@ -852,8 +798,7 @@ pub const TCP_ECHO_SCRIPT: &str = "nc -l -p 9000 -e cat & sleep 0.5; \
 
 /// The last number [`TCP_ECHO_SCRIPT`]'s client got back.
 fn read_echo(node: &Node, id: &str) -> Result<u64> {
-    let exec_id = format!("echo-{}", EXEC_ID.fetch_add(1, Ordering::SeqCst));
-    let text = node.ctr(&["task", "exec", "--exec-id", &exec_id, id, "cat", "/echo"])?;
+    let text = exec_in(node, id, "echo", &["cat", "/echo"])?;
     text.trim()
         .parse()
         .with_context(|| format!("unexpected /echo {text:?}"))
@@ -1042,18 +987,13 @@ pub fn tcp_to_outside_survives(
         |tables| listens_on(tables, OUTSIDE_PORT),
         |_| format!("the echo server did not listen on port {OUTSIDE_PORT}"),
     )?;
-    node.ctr(&[
-        "run",
-        "-d",
-        "--net-host",
-        "--runtime",
+    node.ctr(&ctr::run_args(
+        &["-d", "--net-host"],
         runtime,
         BUSYBOX,
         id,
-        "sh",
-        "-c",
-        TCP_CLIENT_SCRIPT,
-    ])?;
+        &["sh", "-c", TCP_CLIENT_SCRIPT],
+    ))?;
     let first = wait_for_echo(node, id, 3)?;
     narrate(&format!(
         "connected to the node's echo server on 127.0.0.1:{OUTSIDE_PORT}: {first} echoed"
@@ -1076,8 +1016,7 @@ pub fn checkpoint_without_criu(
     narrate: &mut dyn FnMut(&str),
 ) -> Result<String> {
     node.import_busybox()?;
-    run_counter(node, runtime, id)?;
-    let before = wait_for_count(node, id, 3)?;
+    let before = start_counter(node, runtime, id)?;
     let criu = node
         .run(&["sh", "-c", "command -v criu"])?
         .trim()
@@ -1111,6 +1050,32 @@ pub fn checkpoint_without_criu(
 /// ctr works), as its shim mounted it: readable when the task takes no exec (paused, stopped).
 pub(crate) fn rootfs_file(id: &str, file: &str) -> String {
     format!("/run/containerd/io.containerd.runtime.v2.task/default/{id}/rootfs/{file}")
+}
+
+/// `ctr container checkpoint --task --rw <id> <image>` of a container on `runtime` through
+/// [`ctr_checkpoint`]: its task keeps running.
+pub fn checkpoint_container(node: &Node, runtime: &str, id: &str, image: &str) -> Result<String> {
+    ctr_checkpoint(
+        node,
+        runtime,
+        &["container", "checkpoint", "--task", "--rw", id, image],
+    )
+}
+
+/// [`checkpoint_container`] of `id` into `image`, what `read` reads of it then, the container
+/// removed and `ctr container restore --live --rw` of it from `image`: what `read` read.
+pub fn checkpoint_and_restore<T>(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    image: &str,
+    read: impl FnOnce(&Node, &str) -> Result<T>,
+) -> Result<T> {
+    checkpoint_container(node, runtime, id, image)?;
+    let checkpointed = read(node, id)?;
+    remove_container(node, id)?;
+    node.ctr(&["container", "restore", "--live", "--rw", id, image])?;
+    Ok(checkpointed)
 }
 
 /// `ctr <args>` for a checkpoint of a task on `runtime`. The Go shim's reference runs retry,
@@ -1184,16 +1149,13 @@ pub fn events_after_containerd_restart(
     wait: Duration,
 ) -> Result<String> {
     node.import_busybox()?;
-    node.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
+    node.ctr(&ctr::run_args(
+        &["-d"],
         runtime,
         BUSYBOX,
         id,
-        "sleep",
-        "1000",
-    ])?;
+        &["sleep", "1000"],
+    ))?;
     node.restart_containerd()?;
     let log = format!("/var/log/revive/events-{id}.log");
     node.spawn_daemon(&format!("events-{id}"), "ctr events")?;

@@ -5,11 +5,12 @@
 
 use anyhow::{Context, Result, ensure};
 
+use crate::ctr;
 use crate::image::BUSYBOX;
 use crate::node::Node;
 use crate::scenario::{
-    Counter, check_written_at_start, ctr_checkpoint, read_counter, remove_container, run_counter,
-    wait_for_count,
+    Counter, check_written_at_start, checkpoint_and_restore, read_counter, remove_container,
+    start_counter, wait_for_count,
 };
 
 /// The proxy snapshotter's name in containerd's config (`config/`).
@@ -75,24 +76,20 @@ pub fn ordinary_image(node: &Node, runtime: &str, narrate: &mut dyn FnMut(&str))
     ensure!(layers > 0, "the import unpacked no layer into revive");
     narrate(&format!("imported: {layers} committed layer(s) in revive"));
 
-    let echoed = node.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
+    let echoed = node.ctr(&ctr::run_args(
+        &["--rm"],
         runtime,
         BUSYBOX,
         "snap-echo",
-        "echo",
-        "from a revive snapshot",
-    ])?;
+        &["echo", "from a revive snapshot"],
+    ))?;
     ensure!(
         echoed.trim() == "from a revive snapshot",
         "ctr run --rm printed {echoed:?}"
     );
 
     let id = "snap-counter";
-    run_counter(node, runtime, id)?;
-    let before_restart = wait_for_count(node, id, 3)?;
+    let before_restart = start_counter(node, runtime, id)?;
     narrate(&format!(
         "counter on {}",
         revive_rootfs_mount(node, id)?
@@ -118,14 +115,7 @@ pub fn ordinary_image(node: &Node, runtime: &str, narrate: &mut dyn FnMut(&str))
     ));
 
     let image = format!("revive.test/checkpoint/{id}:1");
-    ctr_checkpoint(
-        node,
-        runtime,
-        &["container", "checkpoint", "--task", "--rw", id, &image],
-    )?;
-    let checkpointed = read_counter(node, id)?;
-    remove_container(node, id)?;
-    node.ctr(&["container", "restore", "--live", "--rw", id, &image])?;
+    let checkpointed = checkpoint_and_restore(node, runtime, id, &image, read_counter)?;
     let restored = wait_for_count(node, id, checkpointed.count + 3)?;
     ensure!(
         restored.token == checkpointed.token,

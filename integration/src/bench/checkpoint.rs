@@ -39,6 +39,28 @@ const PROBE_BYTES: u64 = 1 << 30;
 /// How long a container may take to fill its memory.
 const FILL_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Starts container `id` on `runtime` running `script`, a workload that fills `mib` MiB of
+/// memory and then creates `/ready`, and waits (at most [`FILL_TIMEOUT`]) until it has.
+pub(super) fn run_filled(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    mib: u64,
+    script: &str,
+) -> Result<()> {
+    scenario::run_shell(node, runtime, id, script)?;
+    let ready = scenario::rootfs_file(id, "ready");
+    let deadline = Instant::now() + FILL_TIMEOUT;
+    while node.run(&["test", "-e", &ready]).is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "container {id} did not fill {mib} MiB within {FILL_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// The container's command for `mib` MiB of touched memory.
 pub fn workload(mib: u64) -> String {
     format!(
@@ -143,16 +165,7 @@ impl CheckpointRestore {
         let dir = format!("{DIR}/{id}");
         let work = format!("{DIR}/{id}.work");
         node.run(&["rm", "-rf", &dir, &work])?;
-        scenario::run_shell(node, runtime, id, &workload(mib))?;
-        let ready = scenario::rootfs_file(id, "ready");
-        let deadline = Instant::now() + FILL_TIMEOUT;
-        while node.run(&["test", "-e", &ready]).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "container {id} did not fill {mib} MiB within {FILL_TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        run_filled(node, runtime, id, mib, &workload(mib))?;
         node.run(&["sync"])?;
         let started = Instant::now();
         api.checkpoint(

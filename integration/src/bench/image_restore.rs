@@ -32,16 +32,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
-use super::checkpoint::size_label;
+use super::checkpoint::{run_filled, size_label};
 use super::{Benchmark, Cell, REVIVE_V2, RUNC_V2, Settings, Summary, Target};
-use crate::checkpoint_image::{self, Format};
+use crate::checkpoint_image::{self, Format, FormatImage};
 use crate::ctr;
 use crate::image::BUSYBOX;
 use crate::node::Node;
 use crate::scenario;
-
-/// How long a container may take to fill its memory.
-const FILL_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How long a restored container may take from the command to its answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -140,16 +137,7 @@ struct Checkpoints {
 impl Checkpoints {
     fn make(node: &Node, mib: u64) -> Result<Checkpoints> {
         let id = format!("image-source-{mib}m");
-        scenario::run_shell(node, RUNC_V2, &id, &workload(mib))?;
-        let ready = scenario::rootfs_file(&id, "ready");
-        let deadline = Instant::now() + FILL_TIMEOUT;
-        while node.run(&["test", "-e", &ready]).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "container {id} did not fill {mib} MiB within {FILL_TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        run_filled(node, RUNC_V2, &id, mib, &workload(mib))?;
         let token = first_answer(node, &id, Duration::from_secs(30))?;
         let containerd_image = format!("revive.bench/containerd-checkpoint-{mib}m:1");
         scenario::ctr_checkpoint(

@@ -134,27 +134,9 @@ fn containerd_version(root: &Rootfs) -> Result<String> {
 
 /// Checks a cached suite: record present with `key`, files matching their digests.
 pub fn verify_suite(dir: &Path, key: &str) -> Result<SuiteRecord> {
+    let record: SuiteRecord = rootfs::read_record(dir, key, |r: &SuiteRecord| &r.key)?;
     let path = dir.join("complete.json");
-    let text = fs::read_to_string(&path)
-        .with_context(|| format!("{} is missing: no finished build", path.display()))?;
-    let record: SuiteRecord = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a suite record", path.display()))?;
-    if record.key != key {
-        bail!("{} has key {}, expected {key}", path.display(), record.key);
-    }
-    for file in SUITE_FILES {
-        let want = record
-            .digests
-            .get(*file)
-            .with_context(|| format!("{} records no digest for {file}", path.display()))?;
-        let got = sha256_file(&dir.join(file))?;
-        if &got != want {
-            bail!(
-                "{}/{file} is corrupt: sha256 {got}, recorded {want}",
-                dir.display()
-            );
-        }
-    }
+    rootfs::check_digests(dir, &path, SUITE_FILES.iter().copied(), &record.digests)?;
     if record.tests.is_empty() {
         bail!("{} lists no tests", path.display());
     }
@@ -180,7 +162,22 @@ pub fn ensure_suite(root: &Rootfs, progress: &mut dyn FnMut(&str)) -> Result<Sui
             }
         }
     }
-    let record = build_suite(root, &key, &dir, progress)?;
+    // Built from the root's [`SuiteSource`] in `<cache>/builder-<flavour>`, which is never
+    // kept: the binary is all runs need.
+    let started = Instant::now();
+    let containerd = containerd_version(root)?;
+    let base = cache.join(format!("builder-{}", root.flavour));
+    rootfs::remove_tree(&base)?;
+    let built = match suite_source(root)? {
+        SuiteSource::Debian => build_suite_debian(root, &containerd, &base, progress)?,
+        SuiteSource::Module {
+            module,
+            version,
+            peers,
+        } => build_suite_from_module(&base, &module, &version, &peers, progress)?,
+    };
+    let record = store_suite(root, &key, &dir, &containerd, started, built)?;
+    rootfs::remove_tree(&base)?;
     progress(&format!(
         "suite built in {:.0} s: {} tests ({}; {})",
         record.build_seconds,
@@ -250,23 +247,6 @@ exec chroot $m /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_
     Ok(text)
 }
 
-/// Builds the suite for `root` from its [`SuiteSource`] and stores it in `dir`.
-fn build_suite(
-    root: &Rootfs,
-    key: &str,
-    dir: &Path,
-    progress: &mut dyn FnMut(&str),
-) -> Result<SuiteRecord> {
-    match suite_source(root)? {
-        SuiteSource::Debian => build_suite_debian(root, key, dir, progress),
-        SuiteSource::Module {
-            module,
-            version,
-            peers,
-        } => build_suite_from_module(root, key, dir, &module, &version, &peers, progress),
-    }
-}
-
 /// A `go` command for a module build: Go's module cache is the peers' (`<peers>/go/mod`, where
 /// the containerd peer's build left the module and its dependencies, so nothing is fetched
 /// twice), its build cache is `gocache` (removed with the builder), and only the host's
@@ -298,52 +278,36 @@ fn go_command(peers: &Path, gocache: &Path, dir: &Path) -> Command {
 /// dynamically linked against the host's glibc, which the nodes' Debian sid root (a newer
 /// glibc) satisfies.
 fn build_suite_from_module(
-    root: &Rootfs,
-    key: &str,
-    dir: &Path,
+    base: &Path,
     module: &str,
     version: &str,
     peers: &Path,
     progress: &mut dyn FnMut(&str),
-) -> Result<SuiteRecord> {
-    let started = Instant::now();
-    let containerd = containerd_version(root)?;
+) -> Result<Built> {
     let go = crate::peers::go_version()?;
-    let base = cache_dir().join(format!("builder-{}", root.flavour));
-    rootfs::remove_tree(&base)?;
     let (src, out, gocache) = (base.join("src"), base.join("out"), base.join("gocache"));
     for d in [&out, &gocache] {
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    fs::set_permissions(&base, fs::Permissions::from_mode(0o700))?;
+    fs::set_permissions(base, fs::Permissions::from_mode(0o700))?;
     let log_path = base.join("build.log");
     progress(&format!(
         "building containerd's integration/client tests from {module}@{version} with {go} \
          (2-3 minutes on 2 cores; log: {})",
         log_path.display()
     ));
-    let built = build_module_suite(module, version, peers, &base, &log_path);
+    let built = build_module_suite(module, version, peers, base, &log_path);
     // The source copy and the build cache (gigabytes) are never kept; a failed build's log is.
     for tree in [&src, &gocache] {
         rootfs::remove_tree(tree)?;
     }
     built?;
-    let log = fs::read_to_string(&log_path).unwrap_or_default();
-    let record = store_suite(
-        root,
-        key,
-        dir,
-        &out,
-        Stored {
-            containerd,
-            source: format!("{module}@{version} (its Go module)"),
-            go,
-            log,
-            started,
-        },
-    )?;
-    rootfs::remove_tree(&base)?;
-    Ok(record)
+    Ok(Built {
+        out,
+        source: format!("{module}@{version} (its Go module)"),
+        go,
+        log: fs::read_to_string(&log_path).unwrap_or_default(),
+    })
 }
 
 /// The steps of [`build_suite_from_module`] in `base`: the module's source copied to
@@ -448,20 +412,16 @@ fn logged(cmd: &mut Command, log: &Path, what: &str) -> Result<()> {
 /// archive's signed SHA-256) and patched as Debian builds it.
 fn build_suite_debian(
     root: &Rootfs,
-    key: &str,
-    dir: &Path,
+    containerd: &str,
+    base: &Path,
     progress: &mut dyn FnMut(&str),
-) -> Result<SuiteRecord> {
-    let started = Instant::now();
-    let containerd = containerd_version(root)?;
+) -> Result<Built> {
     // containerd 2.x's Go import path carries the major version.
     let import = if containerd.starts_with("1.") {
         "github.com/containerd/containerd"
     } else {
         "github.com/containerd/containerd/v2"
     };
-    let base = cache_dir().join(format!("builder-{}", root.flavour));
-    rootfs::remove_tree(&base)?;
     let upper = base.join("upper");
     let mut log = String::new();
     let apt = "apt-get -o Acquire::Check-Valid-Until=false";
@@ -472,7 +432,7 @@ fn build_suite_debian(
     ));
     log.push_str(&in_builder(
         &root.path,
-        &base,
+        base,
         &format!(
             "set -e; {apt} update -qq; \
              {apt} install -y -qq --no-install-recommends {} \
@@ -492,7 +452,7 @@ fn build_suite_debian(
         // The .dsc may be missing from a mirror (it is here); apt still fetches the
         // tarballs, which are all the build needs; their digests are the verdict.
         let showsrc = fs::read_to_string(upper.join("root/out/showsrc"))?;
-        let files = source_files(&showsrc, &containerd).with_context(|| {
+        let files = source_files(&showsrc, containerd).with_context(|| {
             format!("the mirror has no containerd source package {containerd} (any more)")
         })?;
         for (name, sha) in &files {
@@ -534,7 +494,7 @@ fn build_suite_debian(
     ));
     log.push_str(&in_builder(
         &root.path,
-        &base,
+        base,
         &format!(
             "set -e; {prepare}; cd $src; \
              export GO111MODULE=off GOPATH={gopath} GOCACHE=/tmp/gocache GOFLAGS= \
@@ -548,43 +508,35 @@ fn build_suite_debian(
     let go = fs::read_to_string(upper.join("root/out/go-version"))?
         .trim()
         .to_string();
-    let record = store_suite(
-        root,
-        key,
-        dir,
-        &upper.join("root/out"),
-        Stored {
-            containerd,
-            source,
-            go,
-            log,
-            started,
-        },
-    )?;
-    // The builder (about 3 GB of Go sources) is not kept: the binary is all runs need.
-    rootfs::remove_tree(&base)?;
-    Ok(record)
+    Ok(Built {
+        out: upper.join("root/out"),
+        source,
+        go,
+        log,
+    })
 }
 
-/// What a finished build records besides its files.
-struct Stored {
-    containerd: String,
+/// A finished build: its files in `out` (which also holds `tests.txt`, the test binary's
+/// `-test.list`), where they came from, the toolchain and the build's log.
+struct Built {
+    out: PathBuf,
     source: String,
     go: String,
     log: String,
-    started: Instant,
 }
 
-/// Copies a build's [`SUITE_FILES`] from `out` (which also holds `tests.txt`, the test
-/// binary's `-test.list`) into the cache entry `dir`, with their digests and the build log;
-/// `complete.json` is written last, and the entry appears whole (renamed into place).
+/// Copies a build's [`SUITE_FILES`] into the cache entry `dir`, with their digests and the
+/// build log; `complete.json` is written last, and the entry appears whole (renamed into
+/// place).
 fn store_suite(
     root: &Rootfs,
     key: &str,
     dir: &Path,
-    out: &Path,
-    stored: Stored,
+    containerd: &str,
+    started: Instant,
+    built: Built,
 ) -> Result<SuiteRecord> {
+    let out = &built.out;
     let tests: Vec<String> = fs::read_to_string(out.join("tests.txt"))?
         .lines()
         .map(str::trim)
@@ -592,34 +544,29 @@ fn store_suite(
         .map(str::to_string)
         .collect();
     if tests.is_empty() {
-        bail!("the built suite lists no tests:\n{}", tail(&stored.log, 40));
+        bail!("the built suite lists no tests:\n{}", tail(&built.log, 40));
     }
     let partial = dir.with_extension("partial");
     if partial.exists() {
         fs::remove_dir_all(&partial)?;
     }
     fs::create_dir_all(&partial)?;
-    let mut digests = BTreeMap::new();
     for file in SUITE_FILES {
         fs::copy(out.join(file), partial.join(file))?;
-        digests.insert(file.to_string(), sha256_file(&partial.join(file))?);
     }
-    fs::write(partial.join("build.log"), &stored.log)?;
+    let digests = rootfs::digest_files(&partial, SUITE_FILES)?;
+    fs::write(partial.join("build.log"), &built.log)?;
     let record = SuiteRecord {
         key: key.to_string(),
         flavour: root.flavour,
-        containerd: stored.containerd,
-        source: stored.source,
-        go: stored.go,
+        containerd: containerd.to_string(),
+        source: built.source,
+        go: built.go,
         tests,
         digests,
-        build_seconds: stored.started.elapsed().as_secs_f64(),
+        build_seconds: started.elapsed().as_secs_f64(),
     };
-    let tmp = partial.join("complete.json.tmp");
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(serde_json::to_string_pretty(&record)?.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&tmp, partial.join("complete.json"))?;
+    rootfs::write_completion(&partial, &record)?;
     fs::rename(&partial, dir)?;
     Ok(record)
 }

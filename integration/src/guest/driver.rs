@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
-use crate::checkpoint_image::tar_dir;
+use crate::checkpoint_image::{tar_dir, write_dumps};
 use crate::cri::{TOKEN_FILE, WORKLOAD_MARKER, WORKLOAD_SCRIPT};
 use crate::guest::containers::{Api, RuncOptions};
 use crate::guest::report::{
@@ -1009,15 +1009,7 @@ fn checkpoint_restore(
             r.lo_addr_after
         );
     }
-    let written = ctr(&[
-        "tasks",
-        "exec",
-        "--exec-id",
-        &exec_id("rw"),
-        id,
-        "cat",
-        "/written-at-start",
-    ])?;
+    let written = written_at_start(id)?;
     r.rw_layer_kept = written.trim() == restored.token;
     ensure!(
         r.rw_layer_kept,
@@ -1080,18 +1072,7 @@ fn archive_of(ctx: &mut Ctx, id: &str, dir: &Path) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let info: serde_json::Value =
-        serde_json::from_str(&ctr(&["containers", "info", id])?).context("ctr containers info")?;
-    fs::write(dir.join("spec.dump"), serde_json::to_vec(&info["Spec"])?)?;
-    let config = serde_json::json!({
-        "id": id,
-        "name": id,
-        "rootfsImage": BUSYBOX,
-        "rootfsImageName": BUSYBOX,
-        "runtime": GO_SHIM,
-        "restored": false,
-    });
-    fs::write(dir.join("config.dump"), serde_json::to_vec(&config)?)?;
+    write_dumps(dir, id, &ctr(&["containers", "info", id])?)?;
     let upper = upperdir(id)?;
     run(&[
         "tar",
@@ -1104,9 +1085,9 @@ fn archive_of(ctx: &mut Ctx, id: &str, dir: &Path) -> Result<()> {
     remove_container(id)
 }
 
-/// The rw-layer file of a restored counter holds its token.
-fn check_written_at_start(id: &str, token: &str) -> Result<()> {
-    let written = ctr(&[
+/// What the rw-layer file `/written-at-start` of counter `id` holds.
+fn written_at_start(id: &str) -> Result<String> {
+    ctr(&[
         "tasks",
         "exec",
         "--exec-id",
@@ -1114,7 +1095,12 @@ fn check_written_at_start(id: &str, token: &str) -> Result<()> {
         id,
         "cat",
         "/written-at-start",
-    ])?;
+    ])
+}
+
+/// The rw-layer file of a restored counter holds its token.
+fn check_written_at_start(id: &str, token: &str) -> Result<()> {
+    let written = written_at_start(id)?;
     ensure!(
         written.trim() == token,
         "{id}'s /written-at-start holds {:?}, not {token}",
@@ -1185,6 +1171,51 @@ fn remove_pod(pod: &str) -> Result<()> {
     Ok(())
 }
 
+/// `revive image build --format <format> <archive> <reference> -o <built>`: the digest it
+/// prints, narrated.
+fn image_build(
+    ctx: &mut Ctx,
+    format: &str,
+    archive: &Path,
+    reference: &str,
+    built: &Path,
+) -> Result<String> {
+    let digest = run(&[
+        "revive",
+        "image",
+        "build",
+        "--format",
+        format,
+        archive.to_str().context("path")?,
+        reference,
+        "-o",
+        built.to_str().context("path")?,
+    ])?
+    .trim()
+    .to_string();
+    ctx.step(format!("revive image build: {digest}"));
+    Ok(digest)
+}
+
+/// Container `id`, created from the checkpoint image of the counter that stood at `before`,
+/// counts on from there with its token (`what` names it) and holds the token in its rw
+/// layer: its `counter` and then its `cgroup` are recorded as they are read.
+fn restored_from_image(
+    ctx: &mut Ctx,
+    what: &str,
+    id: &str,
+    before: &CounterState,
+    counter: &mut Option<CounterState>,
+    cgroup: &mut String,
+) -> Result<()> {
+    let restored = checked_counter(ctx, what, id, before.count + 3, &before.token)?;
+    *counter = Some(restored.clone());
+    check_written_at_start(id, &restored.token)?;
+    *cgroup = cgroup_of(task_pid(id)?)?;
+    ctx.step(format!("{id} runs in {cgroup}"));
+    Ok(())
+}
+
 /// Checkpoint images built by `revive image build`:
 /// 1. from an engine-style archive of a counter (Go shim): `ctr run` on revive-snapshotter
 ///    and revive restores it (the cgroupfs driver, as ctr gives it), and the same image
@@ -1217,20 +1248,7 @@ fn checkpoint_image(ctx: &mut Ctx, r: &mut ImageRestore) -> Result<()> {
     r.checkpointed = Some(before.clone());
     let reference = "revive.test/guest/built:1";
     let built = ctx.work.join("built.tar");
-    r.built = run(&[
-        "revive",
-        "image",
-        "build",
-        "--format",
-        "podman",
-        archive.to_str().context("path")?,
-        reference,
-        "-o",
-        built.to_str().context("path")?,
-    ])?
-    .trim()
-    .to_string();
-    ctx.step(format!("revive image build: {}", r.built));
+    r.built = image_build(ctx, "podman", &archive, reference, &built)?;
     ctr(&[
         "images",
         "import",
@@ -1250,17 +1268,14 @@ fn checkpoint_image(ctx: &mut Ctx, r: &mut ImageRestore) -> Result<()> {
         reference,
         new,
     ])?;
-    let restored = checked_counter(
+    restored_from_image(
         ctx,
         "ctr run of the checkpoint image",
         new,
-        before.count + 3,
-        &before.token,
+        &before,
+        &mut r.ctr_restored,
+        &mut r.ctr_cgroup,
     )?;
-    r.ctr_restored = Some(restored.clone());
-    check_written_at_start(new, &restored.token)?;
-    r.ctr_cgroup = cgroup_of(task_pid(new)?)?;
-    ctx.step(format!("{new} runs in {}", r.ctr_cgroup));
     remove_container(new)?;
 
     let new = "restored-systemd";
@@ -1273,17 +1288,14 @@ fn checkpoint_image(ctx: &mut Ctx, r: &mut ImageRestore) -> Result<()> {
         &[],
     )?;
     ctr(&["tasks", "start", "-d", new])?;
-    let restored = checked_counter(
+    restored_from_image(
         ctx,
         "the checkpoint image created by ctr, systemd cgroup driver",
         new,
-        before.count + 3,
-        &before.token,
+        &before,
+        &mut r.systemd_restored,
+        &mut r.systemd_cgroup,
     )?;
-    r.systemd_restored = Some(restored.clone());
-    check_written_at_start(new, &restored.token)?;
-    r.systemd_cgroup = cgroup_of(task_pid(new)?)?;
-    ctx.step(format!("{new} runs in {}", r.systemd_cgroup));
     ensure!(
         r.systemd_cgroup == scope_of(new),
         "{new} runs in {}, not its systemd scope",
@@ -1328,20 +1340,7 @@ fn checkpoint_image(ctx: &mut Ctx, r: &mut ImageRestore) -> Result<()> {
     remove_pod(&pod)?;
     let reference = "revive.test/guest/cri:1";
     let built = ctx.work.join("cri-built.tar");
-    r.cri_built = run(&[
-        "revive",
-        "image",
-        "build",
-        "--format",
-        "cri-o",
-        archive.to_str().context("path")?,
-        reference,
-        "-o",
-        built.to_str().context("path")?,
-    ])?
-    .trim()
-    .to_string();
-    ctx.step(format!("revive image build: {}", r.cri_built));
+    r.cri_built = image_build(ctx, "cri-o", &archive, reference, &built)?;
     ctr(&[
         "-n",
         K8S,

@@ -308,29 +308,9 @@ pub fn ensure_in(cache: &Path) -> Result<GuestImage> {
 /// Checks an entry: its completion record exists, matches `key`, and the kernel, initramfs
 /// and root disk match their recorded digests.
 pub fn verify_entry(entry: &Path, key: &str) -> Result<Completion> {
+    let completion: Completion = rootfs::read_record(entry, key, |c: &Completion| &c.key)?;
     let record = entry.join("complete.json");
-    let text = fs::read_to_string(&record)
-        .with_context(|| format!("{} is missing: the build never finished", record.display()))?;
-    let completion: Completion = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid completion record", record.display()))?;
-    ensure!(
-        completion.key == key,
-        "{} records key {}, expected {key}",
-        record.display(),
-        completion.key
-    );
-    for file in VERIFIED {
-        let want = completion
-            .digests
-            .get(file)
-            .with_context(|| format!("{} records no digest of {file}", record.display()))?;
-        let got = sha256(&entry.join(file))?;
-        ensure!(
-            &got == want,
-            "{}/{file} is corrupt: sha256 {got}, recorded {want}",
-            entry.display()
-        );
-    }
+    rootfs::check_digests(entry, &record, VERIFIED, &completion.digests)?;
     Ok(completion)
 }
 
@@ -380,10 +360,7 @@ fn build(recipe: &Recipe, key: &str, mirror: &str, dir: &Path) -> Result<()> {
     configure(&root, recipe)?;
     make_ext4(&root, &dir.join(ROOT_DISK), recipe.free_mib, &log)?;
     rootfs::remove_tree(&root)?;
-    let mut digests = BTreeMap::new();
-    for file in VERIFIED {
-        digests.insert(file.to_string(), sha256(&dir.join(file))?);
-    }
+    let digests = rootfs::digest_files(dir, &VERIFIED)?;
     let completion = Completion {
         key: key.to_string(),
         recipe: recipe.clone(),
@@ -393,11 +370,7 @@ fn build(recipe: &Recipe, key: &str, mirror: &str, dir: &Path) -> Result<()> {
         digests,
         build_seconds: started.elapsed().as_secs_f64(),
     };
-    let tmp = dir.join("complete.json.tmp");
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(serde_json::to_string_pretty(&completion)?.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&tmp, dir.join("complete.json"))?;
+    rootfs::write_completion(dir, &completion)?;
     eprintln!(
         "revive: guest image ready in {:.0} s: kernel {}, criu {}, crun {}",
         completion.build_seconds,
@@ -420,22 +393,6 @@ fn install_from_sid(root: &Path, packages: &[String], mirror: &str, log: &Path) 
     )?;
     remove_children(&root.join("var/lib/apt/lists"))?;
     Ok(())
-}
-
-/// The SHA-256 of a file, by coreutils' sha256sum where there is one (the disk image is
-/// hundreds of MiB, which the harness's own unoptimized build hashes slowly), else by the
-/// harness.
-pub fn sha256(path: &Path) -> Result<String> {
-    if let Ok(out) = Command::new("sha256sum").arg(path).output()
-        && out.status.success()
-        && let Some(hex) = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-        && hex.len() == 64
-    {
-        return Ok(hex.to_string());
-    }
-    rootfs::sha256_file(path)
 }
 
 /// The one kernel release installed in `root` (its /lib/modules entry).
@@ -722,7 +679,7 @@ mod tests {
             versions: BTreeMap::new(),
             digests: VERIFIED
                 .iter()
-                .map(|f| (f.to_string(), sha256(&dir.join(f)).unwrap()))
+                .map(|f| (f.to_string(), rootfs::sha256_file(&dir.join(f)).unwrap()))
                 .collect(),
             build_seconds: 1.0,
         };
@@ -737,7 +694,7 @@ mod tests {
         let err = verify_entry(&dir, "k").unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
         assert_eq!(
-            sha256(&dir.join(ROOT_DISK)).unwrap(),
+            rootfs::sha256_file(&dir.join(ROOT_DISK)).unwrap(),
             rootfs::sha256_file(&dir.join(ROOT_DISK)).unwrap()
         );
         fs::remove_dir_all(&dir).unwrap();
