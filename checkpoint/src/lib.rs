@@ -10,3 +10,5 @@ pub mod gzip;
 pub mod handoff;
 pub mod oci;
 pub mod privilege;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use revive_checkpoint::oci::{self, Descriptor, sha256_digest};
+use revive_checkpoint::testing::names;
 use serde_json::json;
 
 use crate::convert::{self, ConvertOptions};
@@ -183,16 +184,6 @@ fn member(data: &[u8], name: &str) -> Vec<u8> {
     panic!("no {name} in the layer");
 }
 
-/// The files of `dir` (names), to check nothing is left behind.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// What a built image archive holds: its top descriptor, the index blob's annotations (if
 /// any), the manifest, the config, and the layer blob.
 struct Parsed {
@@ -241,7 +232,7 @@ fn build_makes_a_criu_image_holding_exactly_the_archive() {
     let out = dir.path().join("out.tar");
     let built = crate::build::build(&input, "revive.test/ck:1", &out, Format::Criu).unwrap();
     assert_eq!(mode(&out), 0o600);
-    assert_eq!(listing(dir.path()), ["checkpoint.tar", "out.tar"]);
+    assert_eq!(names(dir.path()), ["checkpoint.tar", "out.tar"]);
     assert_eq!(built.summary.container, "counter");
     assert_eq!(built.summary.base_image.as_deref(), Some(BASE));
     assert_eq!(
@@ -357,7 +348,7 @@ fn build_err(tar: Vec<u8>) -> String {
     let out = dir.path().join("out.tar");
     let err = crate::build::build(&input, "revive.test/ck:1", &out, Format::Criu).unwrap_err();
     assert_eq!(
-        listing(dir.path()),
+        names(dir.path()),
         ["checkpoint.tar"],
         "a refused archive left files"
     );
@@ -552,7 +543,7 @@ fn convert_turns_a_containerd_checkpoint_into_a_checkpoint_image() {
     let held = converted.summary.privilege.as_ref().expect("decoded");
     assert_eq!((held.uids.as_slice(), held.privileged), (&[0][..], false));
     assert_eq!(mode(&out), 0o600);
-    assert_eq!(listing(dir.path()), ["native.tar", "out.tar"]);
+    assert_eq!(names(dir.path()), ["native.tar", "out.tar"]);
     let image = parse(&out);
     assert_eq!(
         image.manifest.annotations["io.podman.annotations.checkpoint.name"],
@@ -625,7 +616,7 @@ fn convert_err(data: &[u8]) -> String {
     let out = dir.path().join("out.tar");
     let err = convert_default(&native, "revive.test/c:1", &out, Format::Criu).unwrap_err();
     assert_eq!(
-        listing(dir.path()),
+        names(dir.path()),
         ["native.tar"],
         "a refused conversion left files"
     );

@@ -578,22 +578,19 @@ mod tests {
 
     #[test]
     fn defaults_follow_containerd() {
-        let config = RuntimeConfig::default();
-        assert_eq!(config.binary(), "runc");
-        assert_eq!(
-            config.root("k8s.io"),
-            PathBuf::from("/run/containerd/runc/k8s.io")
-        );
+        assert_eq!(RuntimeConfig::default().binary(), "runc");
         // An explicit root gets the namespace too (containerd's TestKillContainerDeletedByRunc
         // runs `runc --root <root>/<namespace> delete` behind the shim's back).
-        let rooted = RuntimeConfig {
-            root: "/tmp/runc-test".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            rooted.root("testing"),
-            PathBuf::from("/tmp/runc-test/testing")
-        );
+        for (root, namespace, state) in [
+            ("", "k8s.io", "/run/containerd/runc/k8s.io"),
+            ("/tmp/runc-test", "testing", "/tmp/runc-test/testing"),
+        ] {
+            let config = RuntimeConfig {
+                root: root.into(),
+                ..Default::default()
+            };
+            assert_eq!(config.root(namespace), PathBuf::from(state), "{root:?}");
+        }
         let missing = RuntimeConfig {
             binary: "no-such-runc".into(),
             ..Default::default()

@@ -12,133 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use tar::{EntryType, Header};
 
-const MTIME: u64 = 1_700_000_000;
-
-/// An archive written header by header, with names tar::Builder's checked setters refuse.
-struct Tar(tar::Builder<Vec<u8>>);
-
-impl Tar {
-    fn new() -> Self {
-        Tar(tar::Builder::new(Vec::new()))
-    }
-
-    fn header(name: &[u8], kind: EntryType, size: u64, mode: u32) -> Header {
-        let mut header = Header::new_gnu();
-        header.set_entry_type(kind);
-        header.set_size(size);
-        header.set_mode(mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(MTIME);
-        let field = &mut header.as_old_mut().name;
-        let len = name.len().min(field.len());
-        field[..len].copy_from_slice(&name[..len]);
-        header
-    }
-
-    fn set_link(header: &mut Header, link: &[u8]) {
-        let field = &mut header.as_old_mut().linkname;
-        let len = link.len().min(field.len());
-        field[..len].copy_from_slice(&link[..len]);
-    }
-
-    /// Appends `header` (checksummed here) with `data`, after GNU long name and long
-    /// link entries when `name` or `link` do not fit.
-    fn push(&mut self, mut header: Header, name: &[u8], link: Option<&[u8]>, data: &[u8]) {
-        if name.len() > 100 {
-            self.gnu_long(EntryType::GNULongName, name);
-        }
-        if let Some(link) = link {
-            if link.len() > 100 {
-                self.gnu_long(EntryType::GNULongLink, link);
-            }
-            Self::set_link(&mut header, link);
-        }
-        header.set_cksum();
-        self.0.append(&header, data).unwrap();
-    }
-
-    fn gnu_long(&mut self, kind: EntryType, value: &[u8]) {
-        let mut data = value.to_vec();
-        data.push(0);
-        let mut header = Self::header(b"././@LongLink", kind, data.len() as u64, 0o644);
-        header.set_cksum();
-        self.0.append(&header, &data[..]).unwrap();
-    }
-
-    fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
-        let mut data = Vec::new();
-        for (key, value) in records {
-            let body = [key.as_bytes(), b"=", value, b"\n"].concat();
-            // The length counts its own digits.
-            let mut len = body.len() + 2;
-            while format!("{len} ").len() + body.len() != len {
-                len += 1;
-            }
-            data.extend_from_slice(format!("{len} ").as_bytes());
-            data.extend_from_slice(&body);
-        }
-        let mut header = Self::header(b"PaxHeader", EntryType::XHeader, data.len() as u64, 0o644);
-        header.set_cksum();
-        self.0.append(&header, &data[..]).unwrap();
-        self
-    }
-
-    fn file(&mut self, name: &[u8], data: &[u8], mode: u32) -> &mut Self {
-        let header = Self::header(name, EntryType::Regular, data.len() as u64, mode);
-        self.push(header, name, None, data);
-        self
-    }
-
-    fn owned_file(&mut self, name: &[u8], data: &[u8], uid: u64, gid: u64) -> &mut Self {
-        let mut header = Self::header(name, EntryType::Regular, data.len() as u64, 0o644);
-        header.set_uid(uid);
-        header.set_gid(gid);
-        self.push(header, name, None, data);
-        self
-    }
-
-    fn dir(&mut self, name: &[u8], mode: u32) -> &mut Self {
-        let header = Self::header(name, EntryType::Directory, 0, mode);
-        self.push(header, name, None, b"");
-        self
-    }
-
-    fn symlink(&mut self, name: &[u8], target: &[u8]) -> &mut Self {
-        let header = Self::header(name, EntryType::Symlink, 0, 0o777);
-        self.push(header, name, Some(target), b"");
-        self
-    }
-
-    fn hardlink(&mut self, name: &[u8], target: &[u8]) -> &mut Self {
-        let header = Self::header(name, EntryType::Link, 0, 0o644);
-        self.push(header, name, Some(target), b"");
-        self
-    }
-
-    fn node(&mut self, name: &[u8], kind: EntryType, major: u32, minor: u32) -> &mut Self {
-        let mut header = Self::header(name, kind, 0, 0o640);
-        header.set_device_major(major).unwrap();
-        header.set_device_minor(minor).unwrap();
-        self.push(header, name, None, b"");
-        self
-    }
-
-    /// A header claiming `size` bytes, followed by `data` (maybe fewer).
-    fn claim(&mut self, name: &[u8], size: u64, data: &[u8]) -> &mut Self {
-        let mut header = Self::header(name, EntryType::Regular, size, 0o644);
-        header.set_cksum();
-        self.0.get_mut().extend_from_slice(header.as_bytes());
-        self.0.get_mut().extend_from_slice(data);
-        self
-    }
-
-    fn bytes(&mut self) -> Vec<u8> {
-        let mut data = self.0.get_ref().clone();
-        data.extend_from_slice(&[0; 1024]);
-        data
-    }
-}
+use crate::testing::{MTIME, Tar};
 
 /// A temporary directory holding `target` (extracted into) and `outside` (with one
 /// file, `secret`), which extraction must never change.
@@ -683,7 +557,7 @@ fn entry_and_name_limits() {
     );
     assert!(!sandbox.at("a").exists());
 
-    let long = Tar::new().file(&[b'x'; 61], b"", 0o644).bytes();
+    let long = Tar::new().file([b'x'; 61], b"", 0o644).bytes();
     let err = sandbox.extract_with(&long, &options).unwrap_err();
     assert!(
         matches!(
@@ -707,7 +581,7 @@ fn entry_and_name_limits() {
         .bytes();
     let err = sandbox.extract(&huge_pax).unwrap_err();
     assert!(matches!(err, ExtractError::LimitExceeded { .. }), "{err}");
-    let link = Tar::new().symlink(b"s", &[b'l'; 200]).bytes();
+    let link = Tar::new().symlink(b"s", [b'l'; 200]).bytes();
     let err = sandbox.extract_with(&link, &options).unwrap_err();
     assert!(matches!(err, ExtractError::LimitExceeded { .. }), "{err}");
 }
@@ -1314,7 +1188,7 @@ fn fuzzed_archives_never_panic_nor_escape() {
         .symlink(b"d/s", b"f")
         .hardlink(b"d/h", b"d/f")
         .node(b"p", EntryType::Fifo, 0, 0)
-        .file(&[b'l'; 130], b"long", 0o644)
+        .file([b'l'; 130], b"long", 0o644)
         .pax(&[("path", b"pax/p"), ("uid", b"7")])
         .file(b"x", b"pax", 0o644)
         .file(b".wh.gone", b"", 0o644)

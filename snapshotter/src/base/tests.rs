@@ -1,8 +1,9 @@
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
+use revive_checkpoint::testing::{Tar, names};
 use serde_json::json;
-use tar::{EntryType, Header};
+use tar::EntryType;
 
 use super::*;
 use crate::containerd::fake::{FakeContainerd, Style, compress};
@@ -16,68 +17,6 @@ fn is_root() -> bool {
     }
     eprintln!("!!! SKIPPED: this test needs root (mknod, chown, trusted.* xattrs, mount) !!!");
     false
-}
-
-/// A layer tar built entry by entry.
-struct Tar(tar::Builder<Vec<u8>>);
-
-impl Tar {
-    fn new() -> Self {
-        Tar(tar::Builder::new(Vec::new()))
-    }
-
-    fn header(name: &str, kind: EntryType, mode: u32, size: u64) -> Header {
-        let mut header = Header::new_gnu();
-        header.set_entry_type(kind);
-        header.set_size(size);
-        header.set_mode(mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_700_000_000);
-        header.set_path(name).unwrap();
-        header
-    }
-
-    fn append(&mut self, mut header: Header, data: &[u8]) -> &mut Self {
-        header.set_cksum();
-        self.0.append(&header, data).unwrap();
-        self
-    }
-
-    fn dir(&mut self, name: &str, mode: u32) -> &mut Self {
-        self.append(Self::header(name, EntryType::Directory, mode, 0), b"")
-    }
-
-    fn file(&mut self, name: &str, mode: u32, data: &[u8]) -> &mut Self {
-        let header = Self::header(name, EntryType::Regular, mode, data.len() as u64);
-        self.append(header, data)
-    }
-
-    fn owned(&mut self, name: &str, uid: u64) -> &mut Self {
-        let mut header = Self::header(name, EntryType::Regular, 0o600, 0);
-        header.set_uid(uid);
-        header.set_gid(uid);
-        self.append(header, b"")
-    }
-
-    fn device(&mut self, name: &str, major: u32, minor: u32) -> &mut Self {
-        let mut header = Self::header(name, EntryType::Char, 0o666, 0);
-        header.set_device_major(major).unwrap();
-        header.set_device_minor(minor).unwrap();
-        self.append(header, b"")
-    }
-
-    fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        let mut header = Self::header(name, EntryType::Symlink, 0o777, 0);
-        header.set_link_name(target).unwrap();
-        self.append(header, b"")
-    }
-
-    fn bytes(&mut self) -> Vec<u8> {
-        let mut data = self.0.get_ref().clone();
-        data.extend_from_slice(&[0; 1024]);
-        data
-    }
 }
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
@@ -101,15 +40,6 @@ fn mode(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap().mode() & 0o7777
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// A fake containerd, a client of it, and an empty store of base layers in a fresh
 /// directory (kept while the returned `TempDir` lives).
 async fn start() -> (FakeContainerd, Client, tempfile::TempDir, Bases) {
@@ -124,22 +54,22 @@ async fn start() -> (FakeContainerd, Client, tempfile::TempDir, Bases) {
 fn two_layers() -> Vec<Vec<u8>> {
     let bottom = Tar::new()
         .dir("etc", 0o755)
-        .file("etc/passwd", 0o644, b"root:x:0:0::/root:/bin/sh\n")
-        .owned("etc/owned", 1000)
+        .file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644)
+        .owned_file("etc/owned", b"", 1000, 1000)
         .dir("tmp", 0o1777)
         .dir("var", 0o755)
         .dir("var/cache", 0o755)
-        .file("var/cache/a", 0o644, b"a")
+        .file("var/cache/a", b"a", 0o644)
         .dir("bin", 0o755)
-        .file("bin/su", 0o4755, b"#!/bin/sh\n")
-        .device("dev/null", 1, 3)
+        .file("bin/su", b"#!/bin/sh\n", 0o4755)
+        .node("dev/null", EntryType::Char, 1, 3)
         .bytes();
     let top = Tar::new()
-        .file("etc/.wh.passwd", 0o644, b"")
+        .file("etc/.wh.passwd", b"", 0o644)
         .dir("var/cache", 0o755)
-        .file("var/cache/.wh..wh..opq", 0o644, b"")
-        .file("var/cache/b", 0o644, b"b")
-        .file("tmp/x/f", 0o644, b"f")
+        .file("var/cache/.wh..wh..opq", b"", 0o644)
+        .file("var/cache/b", b"b", 0o644)
+        .file("tmp/x/f", b"f", 0o644)
         .bytes();
     vec![bottom, top]
 }
@@ -271,7 +201,7 @@ async fn zstd_uncompressed_and_docker_layers_unpack() {
     ];
     for (name, docker, compression) in styles {
         let layer = Tar::new()
-            .file(&format!("{name}.txt"), 0o644, name.as_bytes())
+            .file(format!("{name}.txt"), name.as_bytes(), 0o644)
             .bytes();
         fake.push_image(
             NS,
@@ -330,10 +260,10 @@ async fn bad_layers_leave_nothing() {
     }
     let (fake, client, root, bases) = start().await;
     let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
-    let layer = Tar::new().file("f", 0o644, b"content").bytes();
+    let layer = Tar::new().file("f", b"content", 0o644).bytes();
 
     // The uncompressed content is not what the config says.
-    let other = Tar::new().file("f", 0o644, b"tampered").bytes();
+    let other = Tar::new().file("f", b"tampered", 0o644).bytes();
     push_raw(
         &fake,
         "mismatch:1",
@@ -382,7 +312,7 @@ async fn bad_layers_leave_nothing() {
     fs::create_dir(&outside).unwrap();
     let hostile = Tar::new()
         .symlink("escape", outside.to_str().unwrap())
-        .file("escape/pwned", 0o644, b"x")
+        .file("escape/pwned", b"x", 0o644)
         .bytes();
     push_raw(
         &fake,
@@ -473,7 +403,7 @@ async fn concurrent_ensures_share_the_layers() {
     // Layers big enough for the unpacks to overlap.
     let mut bottom = Tar::new();
     for i in 0..200 {
-        bottom.file(&format!("d{}/f{i}", i % 10), 0o644, &vec![b'x'; 10_000 + i]);
+        bottom.file(format!("d{}/f{i}", i % 10), &vec![b'x'; 10_000 + i], 0o644);
     }
     let layers = vec![bottom.bytes(), two_layers().remove(1)];
     let pushed = fake.push_image(NS, "docker.io/revive/busy:1", &layers, Style::default());
@@ -492,7 +422,7 @@ async fn concurrent_ensures_share_the_layers() {
         "docker.io/revive/race:1",
         &[
             layers[0].clone(),
-            Tar::new().file("race", 0o644, b"r").bytes(),
+            Tar::new().file("race", b"r", 0o644).bytes(),
         ],
         Style {
             compression: "zstd",
