@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-/// The images the restore check reads (and what they import), and CRIU's statistics.
+/// The images the restore check reads (and what they import), CRIU's statistics, and the
+/// process's root and open files (`fs-*.img`, `files.img`), whose root directory's mode
+/// CRIU checks at restore.
 const PROTOS: &[&str] = &[
     "core.proto",
     "pstree.proto",
@@ -13,6 +15,8 @@ const PROTOS: &[&str] = &[
     "userns.proto",
     "cgroup.proto",
     "stats.proto",
+    "fs.proto",
+    "fdinfo.proto",
 ];
 
 /// Messages that are also written out as JSON (`stats-dump.json` beside a checkpoint).

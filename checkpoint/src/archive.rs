@@ -32,6 +32,9 @@ pub const SPEC_DUMP: &str = "spec.dump";
 pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
 /// Paths deleted from the container's root filesystem.
 pub const DELETED_FILES: &str = "deleted.files";
+/// The content of the container's `/dev/shm` (Podman's checkpoints, when `/dev/shm` was
+/// Podman's own): an uncompressed tar.
+pub const DEVSHM_TAR: &str = "devshm-checkpoint.tar";
 /// CRIU images a restore cannot do without.
 pub const REQUIRED_IMAGES: &[&str] = &["inventory.img", "pstree.img"];
 

@@ -8,6 +8,7 @@ pub mod criulog;
 pub mod extract;
 pub mod gzip;
 pub mod handoff;
+pub mod needs;
 pub mod oci;
 pub mod privilege;
 #[cfg(any(test, feature = "testing"))]

@@ -25,6 +25,8 @@ pub const MNTS_MAGIC: u32 = 0x5556_3928;
 pub const USERNS_MAGIC: u32 = 0x5547_4906;
 pub const SECCOMP_MAGIC: u32 = 0x6441_3049;
 pub const CGROUP_MAGIC: u32 = 0x5938_3330;
+pub const FS_MAGIC: u32 = 0x5140_3912;
+pub const FILES_MAGIC: u32 = 0x5630_3138;
 
 /// Largest image file read: a core image with every register set and signal is tens of KiB,
 /// and seccomp.img holds at most a few thousand filters of at most 32 KiB (BPF_MAXINSNS).
@@ -271,6 +273,31 @@ pub fn is_read(name: &str) -> bool {
         .iter()
         .any(|p| img(p))
         || name.starts_with("binfmt-misc")
+}
+
+/// The mode of the root directory of the checkpoint's first process, as CRIU recorded it
+/// and checks it at restore ("File . has bad mode"): an engine may give a container's `/`
+/// another mode than the layers of the container it is restored into do. `None` where the
+/// images do not record it.
+pub fn root_mode(source: &dyn Source) -> Result<Option<u32>, ImageError> {
+    let Some(tree) = source.read("pstree.img")? else {
+        return Ok(None);
+    };
+    let tree: Vec<proto::PstreeEntry> = all(&tree, PSTREE_MAGIC, "pstree.img")?;
+    let Some(init) = tree.first() else {
+        return Ok(None);
+    };
+    let fs_image = format!("fs-{}.img", init.pid);
+    let (Some(fs), Some(files)) = (source.read(&fs_image)?, source.read("files.img")?) else {
+        return Ok(None);
+    };
+    let fs: proto::FsEntry = one(&fs, FS_MAGIC, &fs_image)?;
+    let files: Vec<proto::FileEntry> = all(&files, FILES_MAGIC, "files.img")?;
+    Ok(files
+        .iter()
+        .find(|f| f.id == fs.root_id)
+        .and_then(|f| f.reg.as_ref())
+        .and_then(|reg| reg.mode))
 }
 
 /// Decodes the privilege-deciding state of every process in the CRIU image directory `dir`.

@@ -261,3 +261,64 @@ fn a_directory_is_read_without_following_symlinks() {
     std::os::unix::fs::symlink("/etc/passwd", dir.path().join("core-2.img")).unwrap();
     assert!(read_dir(dir.path()).is_err());
 }
+
+#[test]
+fn the_root_directory_s_mode_is_read_from_the_first_process() {
+    let pstree = write(
+        PSTREE_MAGIC,
+        &[proto::PstreeEntry {
+            pid: 7,
+            ppid: 0,
+            pgid: 7,
+            sid: 7,
+            ..Default::default()
+        }],
+    );
+    let reg = |id: u32, name: &str, mode: u32| proto::FileEntry {
+        r#type: proto::FdTypes::Reg as i32,
+        id,
+        reg: Some(proto::RegFileEntry {
+            id,
+            name: name.into(),
+            mode: Some(mode),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut images: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    images.insert("pstree.img".into(), pstree);
+    assert_eq!(
+        root_mode(&images).unwrap(),
+        None,
+        "no fs-7.img, no files.img"
+    );
+    images.insert(
+        "fs-7.img".into(),
+        write(
+            FS_MAGIC,
+            &[proto::FsEntry {
+                cwd_id: 3,
+                root_id: 4,
+                umask: Some(0o22),
+            }],
+        ),
+    );
+    images.insert(
+        "files.img".into(),
+        write(
+            FILES_MAGIC,
+            &[reg(3, "root", 0o40700), reg(4, ".", 0o40555)],
+        ),
+    );
+    assert_eq!(root_mode(&images).unwrap(), Some(0o40555));
+    images.insert(
+        "files.img".into(),
+        write(FILES_MAGIC, &[reg(3, "root", 0o40700)]),
+    );
+    assert_eq!(root_mode(&images).unwrap(), None);
+    images.insert(
+        "fs-7.img".into(),
+        write(CORE_MAGIC, &[proto::FsEntry::default()]),
+    );
+    assert!(root_mode(&images).is_err(), "a wrong magic is an error");
+}
