@@ -269,10 +269,16 @@ pub async fn restore(
         lsm: crate::privilege::lsm_args(&spec),
         log: bundle.join("restore-log.json"),
     };
+    if let Some(stand_ins) = &restore.stand_ins {
+        stand_ins.make()?;
+    }
     let console = io.expect_console();
     if let Err(cause) = target.runtime.restore(id, bundle, &config, io).await {
         if let Some(pending) = console {
             pending.abort();
+        }
+        if let Some(stand_ins) = &restore.stand_ins {
+            crate::standins::remove(&stand_ins.dir);
         }
         let log = keep_criu_log(&work.join("restore.log"), &bundle.join("criu-restore.log"));
         // A failed restore leaves no container behind in the runtime.
@@ -289,6 +295,9 @@ pub async fn restore(
     if restored.is_err() {
         // Restored but not the shim's to manage: it goes, as after a failed restore.
         let _ = target.runtime.delete(id, true).await;
+        if let Some(stand_ins) = &restore.stand_ins {
+            crate::standins::remove(&stand_ins.dir);
+        }
     }
     Ok(restored?)
 }
@@ -449,19 +458,50 @@ fn refuse_image(
     ))
 }
 
-/// The new container's `spec` reconciled with the checkpoint's `spec.dump` (see
-/// [`crate::reconcile`]), and what changed.
+/// The new container's spec reconciled with a checkpoint image's `spec.dump` (see
+/// [`crate::reconcile`]).
+pub struct FromImage {
+    /// The spec to write into the bundle.
+    pub spec: serde_json::Value,
+    /// The spec a restore is checked against: the container's own, with the stand-ins the
+    /// shim supplies in place of what it had at their destinations.
+    pub policy: serde_json::Value,
+    pub notes: Vec<String>,
+    /// What the shim makes before the restore.
+    pub stand_ins: crate::standins::StandIns,
+}
+
+/// The new container's `spec` (in `bundle`) reconciled with the checkpoint's `spec.dump`.
 pub fn reconcile_with(
     id: &str,
     handoff: &revive_checkpoint::handoff::Handoff,
+    bundle: &Path,
     spec: &serde_json::Value,
-) -> crate::error::Result<(serde_json::Value, Vec<String>)> {
+) -> crate::error::Result<FromImage> {
     let dumped = revive_checkpoint::archive::read_spec(&handoff.archive)
         .map_err(|e| refuse_image(id, handoff, e.to_string()))?;
-    let mut spec = spec.clone();
-    let notes = crate::reconcile::reconcile(&mut spec, &dumped)
+    let stand_ins = bundle.join(crate::standins::DIR);
+    let images = handoff
+        .archive
+        .join(revive_checkpoint::archive::CHECKPOINT_DIR);
+    let root_mode =
+        revive_checkpoint::criu::images::root_mode(&revive_checkpoint::criu::images::Dir(&images))
+            .map_err(|e| refuse_image(id, handoff, e.to_string()))?;
+    let mut reconciled = spec.clone();
+    let done = crate::reconcile::reconcile(&mut reconciled, &dumped, &stand_ins)
         .map_err(|e| refuse_image(id, handoff, e))?;
-    Ok((spec, notes))
+    Ok(FromImage {
+        policy: crate::reconcile::with_stand_ins(spec, &done.stand_ins),
+        spec: reconciled,
+        notes: done.notes,
+        stand_ins: crate::standins::StandIns::new(
+            bundle,
+            done.stand_ins,
+            &dumped,
+            &handoff.archive,
+            root_mode,
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -119,27 +119,33 @@ impl Container {
         // What cannot be restored here at all is said first, then what would hold too much;
         // the spec is rewritten only once both pass.
         let reconciled = match &from_image {
-            Some((handoff, _)) => Some(reconcile_with(&req.id, handoff, &policy)?),
+            Some((handoff, _)) => Some(reconcile_with(&req.id, handoff, &bundle, &policy)?),
             None => None,
         };
         if let Some(images) = &restore_image {
-            crate::privilege::check(&req.id, &policy, images)?;
+            let policy = reconciled.as_ref().map_or(&policy, |r| &r.policy);
+            crate::privilege::check(&req.id, policy, images)?;
         }
-        if let (Some((spec, notes)), Some((_, images))) = (reconciled, &from_image) {
-            write_spec(&bundle, &spec)?;
-            info!(
-                "{}: created from a checkpoint image: restoring from {} ({})",
-                req.id,
-                images.display(),
-                notes.join("; ")
-            );
-        }
+        let stand_ins = match (reconciled, &from_image) {
+            (Some(reconciled), Some((_, images))) => {
+                write_spec(&bundle, &reconciled.spec)?;
+                info!(
+                    "{}: created from a checkpoint image: restoring from {} ({})",
+                    req.id,
+                    images.display(),
+                    reconciled.notes.join("; ")
+                );
+                Some(reconciled.stand_ins)
+            }
+            _ => None,
+        };
         let restore = restore_image.map(|image| Restore {
             image,
             work: (!options.criu_work_path.is_empty())
                 .then(|| PathBuf::from(&options.criu_work_path)),
             no_pivot: options.no_pivot_root,
             criu,
+            stand_ins,
         });
         let own_pid_ns = has_own_pid_ns(&bundle);
         let rootfs = mount_all(&req.rootfs, &bundle)?;
@@ -489,6 +495,7 @@ impl Container {
             debug!("runtime had no container {}: {err}", self.id);
         }
         unmount(self.rootfs.as_deref());
+        crate::standins::remove(&self.bundle.join(crate::standins::DIR));
         init.transition(Status::Deleted)
     }
 }
@@ -579,6 +586,7 @@ mod tests {
             work: None,
             no_pivot: false,
             criu: Default::default(),
+            stand_ins: None,
         };
         let stdio = StdioSpec::default();
         let io = ProcessIo::new("c1", "ns", &stdio, 0, 0).await.unwrap();

@@ -35,6 +35,7 @@ pub mod reconcile;
 mod runtime;
 pub mod service;
 mod spec;
+pub mod standins;
 mod stats;
 mod task;
 

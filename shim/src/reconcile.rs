@@ -10,34 +10,92 @@
 //!   requires both; the process CRIU restores is the checkpoint's whatever they say.
 //! - namespaces: the same kinds, each either the container's own in both or joined in both
 //!   (a joined one is external to CRIU and must be given again); anything else is an error.
-//! - mounts: every mount point of the checkpoint must exist again. Kernel filesystems (proc,
-//!   sysfs, tmpfs, devpts, mqueue, cgroup) the new spec lacks are added from the checkpoint;
-//!   a bind mount it lacks is an error naming it (its source lived on the old host).
+//! - mounts: every mount point of the checkpoint must exist again, each as
+//!   [`revive_checkpoint::needs`] tells. Kernel filesystems (proc, sysfs, tmpfs, devpts,
+//!   mqueue, cgroup) the new spec lacks are added from the checkpoint. The files an engine
+//!   generated for the old container (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`,
+//!   `/run/.containerenv`, `/dev/termination-log`) the new spec lacks get stand-ins, files
+//!   the shim makes beside the bundle ([`crate::standins`]); a `/dev/shm` that was an
+//!   engine's bind mount becomes a bind mount of a tmpfs of the new container's `/dev/shm`
+//!   size. Any other bind mount it lacks is an error naming it (its source lived on the old
+//!   host), and so is a bind mount the new spec has as another kind (CRIU restores a bind
+//!   mount only onto a bind mount). A filesystem only the new spec mounts (`ctr run`'s
+//!   `/run` tmpfs) is left out: CRIU restores the checkpoint's mount tree, not the spec's.
 //! - masked and read-only paths: the union: the checkpoint's may add to the new container's,
 //!   never remove from them (each masked path is a mount CRIU must find a mapping for).
 //! - everything else (cgroup path and resources, root, hostname, annotations, devices,
 //!   sysctls): the new container's.
 
+use std::path::Path;
+
+use revive_checkpoint::needs::{self, Need, StandIn, clean};
 use serde_json::{Value, json};
 
-/// Mount types the kernel provides: the shim can mount them again wherever they were.
-const KERNEL_FS: &[&str] = &[
-    "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
-];
+/// What reconciling changed: notes for the log, and the stand-ins the new spec now mounts.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reconciled {
+    pub notes: Vec<String>,
+    pub stand_ins: Vec<Planned>,
+}
+
+/// A stand-in to make before the restore, in the directory the spec's mounts name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub stand_in: StandIn,
+    /// The mount in the spec that binds it.
+    pub mount: Value,
+    /// For [`StandIn::Shm`]: the tmpfs options (`mode=`, `size=`, ...) of the new
+    /// container's own `/dev/shm`, or containerd's defaults where it has none.
+    pub tmpfs: Vec<String>,
+}
+
+/// containerd's `/dev/shm` tmpfs options, for a spec that has none.
+const DEFAULT_SHM: &[&str] = &["mode=1777", "size=65536k"];
 
 /// Reconciles the new container's `spec` with the checkpoint's `dumped` spec in place (see
-/// the module's documentation). Returns what it changed, for the log; an error says what
-/// differs and what to do.
-pub fn reconcile(spec: &mut Value, dumped: &Value) -> Result<Vec<String>, String> {
+/// the module's documentation); stand-ins are mounted from `stand_ins`. Returns what it
+/// changed; an error says what differs and what to do.
+pub fn reconcile(spec: &mut Value, dumped: &Value, stand_ins: &Path) -> Result<Reconciled, String> {
     shape(spec, "the container's spec")?;
     shape(dumped, "the checkpoint's spec.dump")?;
     let mut notes = Vec::new();
     notes.extend(process(spec, dumped)?);
     namespaces(spec, dumped)?;
-    notes.extend(mounts(spec, dumped)?);
+    let (mount_notes, planned) = mounts(spec, dumped, stand_ins)?;
+    notes.extend(mount_notes);
     union_of_paths(spec, dumped, "maskedPaths");
     union_of_paths(spec, dumped, "readonlyPaths");
-    Ok(notes)
+    Ok(Reconciled {
+        notes,
+        stand_ins: planned,
+    })
+}
+
+/// `spec` with the mounts of `planned` stand-ins in place of what it had at their
+/// destinations: the spec a restore is checked against, since the shim itself supplies
+/// them (fresh files and an empty tmpfs of the spec's own size).
+pub fn with_stand_ins(spec: &Value, planned: &[Planned]) -> Value {
+    let mut spec = spec.clone();
+    for p in planned {
+        put_mount(&mut spec, p.mount.clone());
+    }
+    spec
+}
+
+/// Puts `mount` into `spec`'s mounts in place of any at its destination, else last.
+fn put_mount(spec: &mut Value, mount: Value) {
+    let destination = mount["destination"].as_str().map(clean);
+    if !spec["mounts"].is_array() {
+        spec["mounts"] = json!([]);
+    }
+    let list = spec["mounts"].as_array_mut().expect("made an array above");
+    match list
+        .iter()
+        .position(|m| m["destination"].as_str().map(clean) == destination)
+    {
+        Some(i) => list[i] = mount,
+        None => list.push(mount),
+    }
 }
 
 /// Checks the fields reconciling reads and writes have the types the OCI spec gives them, so
@@ -154,44 +212,129 @@ fn namespaces(spec: &Value, dumped: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn mounts(spec: &mut Value, dumped: &Value) -> Result<Vec<String>, String> {
-    let mut notes = Vec::new();
-    let have: Vec<String> = spec["mounts"]
+fn mounts(
+    spec: &mut Value,
+    dumped: &Value,
+    stand_ins: &Path,
+) -> Result<(Vec<String>, Vec<Planned>), String> {
+    let (mut notes, mut planned) = (Vec::new(), Vec::new());
+    let needs = needs::mount_needs(dumped)?;
+    let dumped_mounts = dumped["mounts"].as_array().cloned().unwrap_or_default();
+    for (m, needs::MountNeed { destination, need }) in dumped_mounts.iter().zip(needs.clone()) {
+        let present = spec["mounts"].as_array().and_then(|list| {
+            list.iter()
+                .find(|n| n["destination"].as_str().map(clean).as_ref() == Some(&destination))
+                .cloned()
+        });
+        match (present, need) {
+            (Some(present), Need::StandIn(StandIn::Shm)) if !needs::is_bind(&present) => {
+                let tmpfs = tmpfs_options(&present);
+                let mount = stand_in_mount(StandIn::Shm, m, stand_ins);
+                notes.push(format!(
+                    "{destination}: a tmpfs of its own ({}), bound as the checkpointed \
+                     container's was",
+                    tmpfs.join(",")
+                ));
+                planned.push(Planned {
+                    stand_in: StandIn::Shm,
+                    mount,
+                    tmpfs,
+                });
+            }
+            (Some(present), need) if need.was_bind() && !needs::is_bind(&present) => {
+                return Err(format!(
+                    "the checkpointed container had a bind mount at {destination}, and this \
+                     one has a {} mount there: CRIU restores a bind mount only onto a bind \
+                     mount; give it a bind mount at {destination} (ctr run --mount \
+                     type=bind,...; in a pod, a volume)",
+                    present["type"].as_str().unwrap_or("non-bind")
+                ));
+            }
+            (Some(_), _) => {}
+            (None, Need::Kernel(kind)) => {
+                notes.push(format!("{kind} at {destination} from the checkpoint"));
+                put_mount(spec, m.clone());
+            }
+            (None, Need::StandIn(stand_in)) => {
+                let tmpfs = if stand_in == StandIn::Shm {
+                    DEFAULT_SHM.iter().map(|o| o.to_string()).collect()
+                } else {
+                    Vec::new()
+                };
+                notes.push(format!("a stand-in for {destination}"));
+                planned.push(Planned {
+                    stand_in,
+                    mount: stand_in_mount(stand_in, m, stand_ins),
+                    tmpfs,
+                });
+            }
+            (None, need) => {
+                let (source, what) = match &need {
+                    Need::Bind { source } => (source.as_str(), "a bind mount"),
+                    Need::Other { fstype, source } => (source.as_str(), fstype.as_str()),
+                    Need::Kernel(_) | Need::StandIn(_) => unreachable!("matched above"),
+                };
+                return Err(format!(
+                    "the checkpointed container had {} mounted at {destination} ({what}), and \
+                     this one has nothing there: give it a mount at {destination} (ctr run \
+                     --mount; in a pod, a volume)",
+                    if source.is_empty() { "?" } else { source },
+                ));
+            }
+        }
+    }
+    for p in &planned {
+        put_mount(spec, p.mount.clone());
+    }
+    // CRIU rebuilds the checkpoint's mount tree and no other: a filesystem only the new spec
+    // mounts would not exist in the restored container, and runc, taking it for one, would
+    // not make the checkpoint's mount points beneath it (it leaves those on a tmpfs to CRIU).
+    let dumped: Vec<&str> = needs.iter().map(|n| n.destination.as_str()).collect();
+    if let Some(list) = spec["mounts"].as_array_mut() {
+        list.retain(|m| {
+            let destination = m["destination"].as_str().map(clean).unwrap_or_default();
+            let kept = needs::is_bind(m) || dumped.contains(&destination.as_str());
+            if !kept {
+                notes.push(format!(
+                    "{destination}: not mounted, as in the checkpointed container"
+                ));
+            }
+            kept
+        });
+    }
+    Ok((notes, planned))
+}
+
+/// The bind mount of `stand_in` from `dir` at the destination of `dumped` (the checkpointed
+/// container's own spelling of it, which CRIU looks for).
+fn stand_in_mount(stand_in: StandIn, dumped: &Value, dir: &Path) -> Value {
+    let mut options = vec!["rbind", "rprivate"];
+    if stand_in == StandIn::Shm {
+        options.extend(["nosuid", "noexec", "nodev"]);
+    }
+    json!({
+        "destination": dumped["destination"],
+        "type": "bind",
+        "source": dir.join(stand_in.file_name()),
+        "options": options,
+    })
+}
+
+/// The tmpfs options of `mount` (`mode=`, `size=`, ...), or containerd's `/dev/shm` ones.
+fn tmpfs_options(mount: &Value) -> Vec<String> {
+    let options: Vec<String> = mount["options"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|m| m["destination"].as_str().map(clean))
+        .filter_map(Value::as_str)
+        .filter(|o| o.contains('='))
+        .map(str::to_string)
         .collect();
-    let mut added = Vec::new();
-    for m in dumped["mounts"].as_array().into_iter().flatten() {
-        let Some(destination) = m["destination"].as_str() else {
-            return Err("the checkpoint's spec.dump has a mount without a destination".into());
-        };
-        if have.contains(&clean(destination)) {
-            continue;
-        }
-        let kind = m["type"].as_str().unwrap_or("");
-        let options = m["options"].as_array().into_iter().flatten();
-        let bind = kind == "bind" || options.clone().any(|o| o == "bind" || o == "rbind");
-        if bind || !KERNEL_FS.contains(&kind) {
-            return Err(format!(
-                "the checkpointed container had {} mounted at {destination} ({}), and this one \
-                 has nothing there: give it a mount at {destination} (ctr run --mount; in a \
-                 pod, a volume)",
-                m["source"].as_str().unwrap_or("?"),
-                if bind { "a bind mount" } else { kind },
-            ));
-        }
-        notes.push(format!("{kind} at {destination} from the checkpoint"));
-        added.push(m.clone());
+    if options.is_empty() {
+        DEFAULT_SHM.iter().map(|o| o.to_string()).collect()
+    } else {
+        options
     }
-    if !added.is_empty() {
-        match spec["mounts"].as_array_mut() {
-            Some(list) => list.extend(added),
-            None => spec["mounts"] = json!(added),
-        }
-    }
-    Ok(notes)
 }
 
 /// `linux.<field>` of the spec, with the checkpoint's entries it lacks added.
@@ -207,15 +350,16 @@ fn union_of_paths(spec: &mut Value, dumped: &Value, field: &str) {
     }
 }
 
-/// A mount destination without trailing or repeated slashes.
-fn clean(destination: &str) -> String {
-    let parts: Vec<&str> = destination.split('/').filter(|p| !p.is_empty()).collect();
-    format!("/{}", parts.join("/"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STAND_INS: &str = "/run/containerd/io.containerd.runtime.v2.task/default/new/stand-ins";
+
+    /// [`reconcile`]'s notes, stand-ins made in [`STAND_INS`].
+    fn reconciled(spec: &mut Value, dumped: &Value) -> Result<Vec<String>, String> {
+        reconcile(spec, dumped, Path::new(STAND_INS)).map(|r| r.notes)
+    }
 
     fn ctr_spec(args: &[&str]) -> Value {
         json!({
@@ -247,7 +391,7 @@ mod tests {
         dumped["linux"]["cgroupsPath"] = json!("/default/old");
         let mut spec = ctr_spec(&[]);
         spec["process"]["user"] = json!({"uid": 1000});
-        reconcile(&mut spec, &dumped).unwrap();
+        reconciled(&mut spec, &dumped).unwrap();
         assert_eq!(spec["process"]["args"], json!(["sh", "-c", "counter"]));
         assert_eq!(spec["process"]["user"], json!({"uid": 1000}));
         assert!(spec["process"].get("capabilities").is_none());
@@ -257,10 +401,10 @@ mod tests {
         );
         // A command of the new container's own stays.
         let mut spec = ctr_spec(&["top"]);
-        reconcile(&mut spec, &dumped).unwrap();
+        reconciled(&mut spec, &dumped).unwrap();
         assert_eq!(spec["process"]["args"], json!(["top"]));
         let mut spec = ctr_spec(&[]);
-        let notes = reconcile(&mut spec, &dumped).unwrap();
+        let notes = reconciled(&mut spec, &dumped).unwrap();
         assert_eq!(spec["linux"]["cgroupsPath"], "/default/new");
         assert_eq!(
             spec["linux"]["maskedPaths"],
@@ -277,7 +421,7 @@ mod tests {
             "destination": "/etc/hosts", "type": "bind",
             "source": "/var/lib/containerd/sandboxes/x/hosts", "options": ["rbind"],
         }));
-        let err = reconcile(&mut ctr_spec(&[]), &dumped).unwrap_err();
+        let err = reconciled(&mut ctr_spec(&[]), &dumped).unwrap_err();
         assert!(
             err.contains("at /etc/hosts") && err.contains("bind"),
             "{err}"
@@ -288,37 +432,37 @@ mod tests {
     fn namespaces_must_match() {
         let mut joined = ctr_spec(&["sh"]);
         joined["linux"]["namespaces"][1] = json!({"type": "network", "path": "/proc/7/ns/net"});
-        let err = reconcile(&mut ctr_spec(&[]), &joined).unwrap_err();
+        let err = reconciled(&mut ctr_spec(&[]), &joined).unwrap_err();
         assert!(err.contains("into a pod"), "{err}");
-        let err = reconcile(&mut joined.clone(), &ctr_spec(&["sh"])).unwrap_err();
+        let err = reconciled(&mut joined.clone(), &ctr_spec(&["sh"])).unwrap_err();
         assert!(err.contains("of its own"), "{err}");
         let mut host = ctr_spec(&["sh"]);
         host["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}]);
-        let err = reconcile(&mut ctr_spec(&[]), &host).unwrap_err();
+        let err = reconciled(&mut ctr_spec(&[]), &host).unwrap_err();
         assert!(err.contains("--net-host"), "{err}");
-        let err = reconcile(&mut host.clone(), &ctr_spec(&["sh"])).unwrap_err();
+        let err = reconciled(&mut host.clone(), &ctr_spec(&["sh"])).unwrap_err();
         assert!(
             err.contains("network namespace of its own, and this one shares the host"),
             "{err}"
         );
-        assert!(reconcile(&mut joined.clone(), &joined).is_ok());
+        assert!(reconciled(&mut joined.clone(), &joined).is_ok());
     }
 
     #[test]
     fn terminals_must_match() {
         let mut tty = ctr_spec(&["sh"]);
         tty["process"]["terminal"] = json!(true);
-        let err = reconcile(&mut ctr_spec(&[]), &tty).unwrap_err();
+        let err = reconciled(&mut ctr_spec(&[]), &tty).unwrap_err();
         assert!(err.contains("ctr run -t"), "{err}");
         let mut spec = tty.clone();
         spec["process"]["consoleSize"] = json!({"height": 5, "width": 7});
-        reconcile(&mut spec, &tty).unwrap();
+        reconciled(&mut spec, &tty).unwrap();
         assert_eq!(spec["process"]["consoleSize"]["width"], 7);
     }
 
     #[test]
     fn a_spec_dump_without_process_is_an_error() {
-        assert!(reconcile(&mut ctr_spec(&[]), &json!({"linux": {}})).is_err());
+        assert!(reconciled(&mut ctr_spec(&[]), &json!({"linux": {}})).is_err());
     }
 
     #[test]
@@ -331,10 +475,150 @@ mod tests {
             json!({"process": {}, "linux": {"maskedPaths": "x"}}),
         ] {
             assert!(
-                reconcile(&mut bad.clone(), &ctr_spec(&["sh"])).is_err(),
+                reconciled(&mut bad.clone(), &ctr_spec(&["sh"])).is_err(),
                 "{bad}"
             );
-            assert!(reconcile(&mut ctr_spec(&[]), &bad).is_err(), "{bad}");
+            assert!(reconciled(&mut ctr_spec(&[]), &bad).is_err(), "{bad}");
         }
+    }
+
+    /// A Podman container's spec.dump: its engine files bound from its userdata directory.
+    fn podman_dump() -> Value {
+        let userdata = "/run/containers/storage/overlay-containers/c0ffee/userdata";
+        let mut dumped = ctr_spec(&["sh"]);
+        let mounts = dumped["mounts"].as_array_mut().unwrap();
+        for (destination, file) in [
+            ("/etc/hosts", "hosts"),
+            ("/etc/hostname", "hostname"),
+            ("/etc/resolv.conf", "resolv.conf"),
+            ("/run/.containerenv", ".containerenv"),
+        ] {
+            mounts.push(json!({"destination": destination, "type": "bind",
+                "source": format!("{userdata}/{file}"), "options": ["bind", "rprivate"]}));
+        }
+        mounts.push(json!({"destination": "/dev/shm", "type": "bind",
+            "source": "/var/lib/containers/storage/overlay-containers/c0ffee/userdata/shm",
+            "options": ["bind", "rprivate", "nosuid", "noexec", "nodev"]}));
+        dumped
+    }
+
+    #[test]
+    fn engine_files_get_stand_ins_and_dev_shm_a_tmpfs_of_the_new_size() {
+        let mut spec = ctr_spec(&[]);
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/dev/shm",
+            "type": "tmpfs", "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=32768k"]}));
+        let policy = spec.clone();
+        let done = reconcile(&mut spec, &podman_dump(), Path::new(STAND_INS)).unwrap();
+        let planned: Vec<StandIn> = done.stand_ins.iter().map(|p| p.stand_in).collect();
+        assert_eq!(
+            planned,
+            [
+                StandIn::Hosts,
+                StandIn::Hostname,
+                StandIn::ResolvConf,
+                StandIn::ContainerEnv,
+                StandIn::Shm
+            ]
+        );
+        let shm = &done.stand_ins[4];
+        assert_eq!(shm.tmpfs, ["mode=1777", "size=32768k"]);
+        let mounts = spec["mounts"].as_array().unwrap();
+        let at = |d: &str| {
+            mounts
+                .iter()
+                .filter(|m| m["destination"] == d)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at("/dev/shm").len(), 1, "replaced, not added");
+        assert_eq!(at("/dev/shm")[0]["type"], "bind");
+        assert_eq!(at("/dev/shm")[0]["source"], format!("{STAND_INS}/shm"));
+        assert_eq!(at("/etc/hosts")[0]["source"], format!("{STAND_INS}/hosts"));
+        assert_eq!(
+            at("/run/.containerenv")[0]["source"],
+            format!("{STAND_INS}/containerenv")
+        );
+        // The spec a restore is checked against has the same stand-ins, nothing else added.
+        let checked = with_stand_ins(&policy, &done.stand_ins);
+        assert_eq!(checked["mounts"].as_array().unwrap().len(), mounts.len());
+        assert_eq!(checked["mounts"], spec["mounts"]);
+        // A filesystem the checkpointed container did not have is left out.
+        let mut with_run = ctr_spec(&[]);
+        with_run["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/run",
+            "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]}));
+        let done = reconcile(&mut with_run, &podman_dump(), Path::new(STAND_INS)).unwrap();
+        let mounts = with_run["mounts"].as_array().unwrap();
+        assert!(
+            !mounts.iter().any(|m| m["destination"] == "/run"),
+            "{mounts:?}"
+        );
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["destination"] == "/run/.containerenv")
+        );
+        assert!(
+            done.notes
+                .iter()
+                .any(|n| n.starts_with("/run: not mounted"))
+        );
+        // Without a /dev/shm of its own, containerd's size.
+        let mut bare = ctr_spec(&[]);
+        let done = reconcile(&mut bare, &podman_dump(), Path::new(STAND_INS)).unwrap();
+        assert_eq!(done.stand_ins[4].tmpfs, ["mode=1777", "size=65536k"]);
+    }
+
+    #[test]
+    fn what_the_new_container_brings_is_kept_and_user_data_is_refused() {
+        // A pod's kubelet and CRI bring /etc/hosts and friends: no stand-in.
+        let mut pod = ctr_spec(&[]);
+        for destination in [
+            "/etc/hosts",
+            "/etc/hostname",
+            "/etc/resolv.conf",
+            "/dev/shm",
+        ] {
+            pod["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"destination": destination,
+                "type": "bind", "source": format!("/var/lib/x{destination}"),
+                "options": ["rbind"]}));
+        }
+        let done = reconcile(&mut pod, &podman_dump(), Path::new(STAND_INS)).unwrap();
+        let planned: Vec<StandIn> = done.stand_ins.iter().map(|p| p.stand_in).collect();
+        assert_eq!(planned, [StandIn::ContainerEnv]);
+        // The user's own file at an engine file's place is the user's data.
+        let mut dumped = podman_dump();
+        dumped["mounts"][2]["source"] = json!("/srv/hosts");
+        let err = reconciled(&mut ctr_spec(&[]), &dumped).unwrap_err();
+        assert!(
+            err.contains("/srv/hosts mounted at /etc/hosts (a bind mount)"),
+            "{err}"
+        );
+        // A bind mount that the new container has as another kind cannot be restored.
+        let mut dumped = ctr_spec(&["sh"]);
+        dumped["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/data",
+            "type": "bind", "source": "/srv/data", "options": ["rbind"]}));
+        let mut spec = ctr_spec(&[]);
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/data",
+            "type": "tmpfs", "source": "tmpfs"}));
+        let err = reconciled(&mut spec, &dumped).unwrap_err();
+        assert!(
+            err.contains("bind mount at /data, and this one has a tmpfs mount there"),
+            "{err}"
+        );
     }
 }

@@ -212,9 +212,11 @@ fn killed_response() -> DeleteResponse {
     response
 }
 
-/// Best-effort cleanup of what the shim may have left in `bundle`: the
-/// container rootfs mount. A bundle that is already gone is not an error.
+/// Best-effort cleanup of what the shim may have left in `bundle`: the container rootfs
+/// mount and a restored container's stand-ins. A bundle that is already gone is not an
+/// error.
 fn cleanup_bundle(bundle: &Path) {
+    crate::standins::remove(&bundle.join(crate::standins::DIR));
     let rootfs = bundle.join("rootfs");
     let Some(rootfs) = rootfs.to_str() else {
         warn!(
