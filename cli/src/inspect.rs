@@ -13,6 +13,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use revive_checkpoint::archive;
 use revive_checkpoint::criu::images;
+use revive_checkpoint::needs::{self, Need};
 use revive_checkpoint::oci::{self, Compression, Descriptor, host_arch};
 use revive_checkpoint::privilege::Summary;
 use serde::Serialize;
@@ -43,6 +44,10 @@ pub struct LayerContent {
     #[serde(skip)]
     pub config: Option<archive::ContainerConfig>,
     pub config_error: Option<String>,
+    /// spec.dump, if it parsed.
+    #[serde(skip)]
+    pub spec: Option<serde_json::Value>,
+    pub spec_error: Option<String>,
     /// The CRIU images that decide what the restored processes hold, by name.
     #[serde(skip)]
     pub criu_files: BTreeMap<String, Vec<u8>>,
@@ -79,6 +84,8 @@ pub enum ImageReport {
         deleted_files: bool,
         /// What the checkpoint's processes hold and what a container must grant.
         privilege: Option<Box<Summary>>,
+        /// What a restore needs from the new container, and who provides it.
+        needs: Vec<String>,
         problems: Vec<String>,
     },
     /// containerd's own checkpoint (`ctr container checkpoint`).
@@ -162,19 +169,24 @@ pub fn scan_layer(archive: &OciArchive, desc: &Descriptor) -> Result<LayerConten
         match parts.as_slice() {
             [archive::CONFIG_DUMP] if regular => {
                 content.has_config_dump = true;
-                let size = entry.size();
-                if size > archive::MAX_CONFIG_BYTES {
-                    content.config_error = Some(format!("config.dump is {size} bytes"));
-                } else {
-                    let mut data = Vec::new();
-                    entry.take(size).read_to_end(&mut data)?;
-                    match archive::parse_config(&data) {
-                        Ok(config) => content.config = Some(config),
-                        Err(e) => content.config_error = Some(e.to_string()),
-                    }
+                let parsed = read_bounded(entry, archive::CONFIG_DUMP, archive::MAX_CONFIG_BYTES)?
+                    .and_then(|data| archive::parse_config(&data).map_err(|e| e.to_string()));
+                match parsed {
+                    Ok(config) => content.config = Some(config),
+                    Err(e) => content.config_error = Some(e),
                 }
             }
-            [archive::SPEC_DUMP] if regular => content.has_spec_dump = true,
+            [archive::SPEC_DUMP] if regular => {
+                content.has_spec_dump = true;
+                let parsed = read_bounded(entry, archive::SPEC_DUMP, archive::MAX_SPEC_BYTES)?
+                    .and_then(|data| {
+                        serde_json::from_slice(&data).map_err(|e| format!("spec.dump: {e}"))
+                    });
+                match parsed {
+                    Ok(spec) => content.spec = Some(spec),
+                    Err(e) => content.spec_error = Some(e),
+                }
+            }
             [archive::ROOTFS_DIFF] if regular => content.rootfs_diff_bytes = Some(entry.size()),
             [archive::DELETED_FILES] if regular => content.has_deleted_files = true,
             [archive::CHECKPOINT_DIR, image] if regular => {
@@ -206,6 +218,21 @@ pub fn scan_layer(archive: &OciArchive, desc: &Descriptor) -> Result<LayerConten
         .with_context(|| format!("reading layer {}", desc.digest))?;
     content.required_images = seen_required == archive::REQUIRED_IMAGES.len();
     Ok(content)
+}
+
+/// The data of layer member `name` (`entry`), or why it is not read: larger than `max`.
+fn read_bounded(
+    entry: &mut tar::Entry<'_, impl Read>,
+    name: &str,
+    max: u64,
+) -> io::Result<std::result::Result<Vec<u8>, String>> {
+    let size = entry.size();
+    if size > max {
+        return Ok(Err(format!("{name} is {size} bytes")));
+    }
+    let mut data = Vec::new();
+    entry.take(size).read_to_end(&mut data)?;
+    Ok(Ok(data))
 }
 
 /// The size of CRIU's tar, if it is in the archive.
@@ -290,9 +317,13 @@ fn inspect_image(archive: &OciArchive, top: &Descriptor, file: &Path) -> Result<
             archive::REQUIRED_IMAGES.join(" or ")
         ));
     }
-    if let Some(e) = &content.config_error {
+    for e in [&content.config_error, &content.spec_error]
+        .into_iter()
+        .flatten()
+    {
         problems.push(e.clone());
     }
+    let needs = content.spec.as_ref().map(restore_needs).unwrap_or_default();
     let privilege = if content.required_images {
         match images::read(&content.criu_files) {
             Ok(checkpoint) => Some(Box::new(Summary::of(&checkpoint))),
@@ -346,8 +377,60 @@ fn inspect_image(archive: &OciArchive, top: &Descriptor, file: &Path) -> Result<
         rootfs_diff_bytes: content.rootfs_diff_bytes,
         deleted_files: content.has_deleted_files,
         privilege,
+        needs,
         problems,
     })
+}
+
+/// What a restore of a checkpoint whose `spec.dump` is `spec` needs from the new container,
+/// each said with who provides it.
+pub fn restore_needs(spec: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(mounts) = needs::mount_needs(spec) else {
+        return vec!["its spec.dump's mounts cannot be read: revive refuses to restore it".into()];
+    };
+    let stand_ins: Vec<&str> = mounts
+        .iter()
+        .filter(|m| matches!(m.need, Need::StandIn(_)))
+        .map(|m| m.destination.as_str())
+        .collect();
+    if !stand_ins.is_empty() {
+        out.push(format!(
+            "fresh {} (the engine's files on the old host): revive makes them where the \
+             container has none",
+            stand_ins.join(", ")
+        ));
+    }
+    for m in &mounts {
+        let what = match &m.need {
+            Need::Bind { source } => format!("a bind mount of {source} on the old host"),
+            Need::Other { fstype, source } => format!("{fstype} from {source}"),
+            Need::Kernel(_) | Need::StandIn(_) => continue,
+        };
+        out.push(format!(
+            "a mount at {} ({what}): give the container one (ctr run --mount; in a pod, a \
+             volume)",
+            m.destination
+        ));
+    }
+    let joined: Vec<&str> = spec["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|ns| !ns["path"].as_str().unwrap_or("").is_empty())
+        .filter_map(|ns| ns["type"].as_str())
+        .collect();
+    if !joined.is_empty() {
+        out.push(format!(
+            "a pod: it joined its pod's {} namespace(s); restore it as a pod's container on \
+             runtime revive",
+            joined.join(", ")
+        ));
+    }
+    if spec["process"]["terminal"].as_bool() == Some(true) {
+        out.push("a terminal (ctr run -t; in a pod, tty: true)".into());
+    }
+    out
 }
 
 /// Inspects the image archive `file`.
@@ -485,6 +568,7 @@ pub fn render(report: &Report) -> String {
                 rootfs_diff_bytes,
                 deleted_files,
                 privilege,
+                needs,
                 problems,
             } => {
                 line("image", name);
@@ -523,10 +607,13 @@ pub fn render(report: &Report) -> String {
                 if let Some(p) = privilege {
                     render_privilege(p, &mut line);
                 }
+                for need in needs {
+                    line("needs", need);
+                }
                 if problems.is_empty() {
                     line(
                         "restorable",
-                        "yes (by revive: ctr run or a pod on runtime revive)",
+                        "yes (by revive: ctr run or a pod on runtime revive, with what it needs)",
                     );
                 } else {
                     for p in problems {

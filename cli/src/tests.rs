@@ -753,3 +753,43 @@ fn inspect_says_what_ordinary_and_broken_images_are() {
     let err = format!("{:#}", inspect::inspect(&garbage).unwrap_err());
     assert!(err.contains("gzip"), "{err}");
 }
+
+#[test]
+fn inspect_says_what_a_restore_needs_and_who_provides_it() {
+    let userdata = "/run/containers/storage/overlay-containers/c0ffee/userdata";
+    let podman = json!({
+        "process": {"terminal": false},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/etc/hosts", "type": "bind", "source": format!("{userdata}/hosts")},
+            {"destination": "/run/.containerenv", "type": "bind",
+             "source": format!("{userdata}/.containerenv")},
+            {"destination": "/data", "type": "bind", "source": "/srv/data"},
+        ],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}]},
+    });
+    let needs = inspect::restore_needs(&podman);
+    assert_eq!(needs.len(), 2, "{needs:?}");
+    assert!(
+        needs[0].starts_with("fresh /etc/hosts, /run/.containerenv")
+            && needs[0].contains("revive makes"),
+        "{needs:?}"
+    );
+    assert!(
+        needs[1].starts_with("a mount at /data (a bind mount of /srv/data on the old host)"),
+        "{needs:?}"
+    );
+    let pod = json!({
+        "process": {"terminal": true},
+        "linux": {"namespaces": [{"type": "ipc", "path": "/proc/7/ns/ipc"}]},
+    });
+    let needs = inspect::restore_needs(&pod);
+    assert!(
+        needs[0].starts_with("a pod: it joined its pod's ipc namespace"),
+        "{needs:?}"
+    );
+    assert!(needs[1].starts_with("a terminal"), "{needs:?}");
+    assert!(inspect::restore_needs(&json!({"process": {}})).is_empty());
+    let broken = inspect::restore_needs(&json!({"mounts": 3}));
+    assert!(broken[0].contains("refuses"), "{broken:?}");
+}
