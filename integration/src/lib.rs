@@ -26,6 +26,7 @@ pub mod mounts;
 pub mod node;
 pub mod options;
 pub mod peers;
+pub mod podman;
 pub mod privilege;
 pub mod rootfs;
 pub mod scenario;

@@ -1,0 +1,257 @@
+//! Podman's own checkpoints restored by revive: a counter run by Debian's Podman in the
+//! node is checkpointed by Podman itself, as a checkpoint image (`podman container
+//! checkpoint --create-image`) and as `--export` archives (plain, gzip, zstd), and each comes
+//! up restored under containerd with `ctr run` on revive: the same process, its `/dev/shm`
+//! content, and fresh stand-ins for the files Podman generated (`/etc/hosts`,
+//! `/etc/hostname`, `/etc/resolv.conf`, `/run/.containerenv`).
+//!
+//! Podman runs as on a host without systemd: cgroupfs, a file events log, runc, and its
+//! storage on a tmpfs of its own (overlayfs cannot use the node's overlay root as its upper
+//! layer). The container has a network namespace of its own with no network (`--network
+//! none`), as `ctr run` gives one, and no more privilege than `ctr run` gives (a restore
+//! never brings back more): no_new_privs, `ctr run`'s open-files limit and oom_score_adj.
+
+use anyhow::{Context, Result, ensure};
+
+use crate::checkpoint_image::{run_image, said};
+use crate::ctr::remove;
+use crate::image::{BUSYBOX, Image};
+use crate::node::Node;
+use crate::scenario::{
+    COUNTER_SCRIPT, Counter, check_written_at_start, exec_in, parse_counter, wait_count,
+    wait_for_count,
+};
+use crate::snapshotter::SNAPSHOTTER;
+
+/// Podman with the node's settings (see the module's documentation).
+const PODMAN: &[&str] = &[
+    "podman",
+    "--cgroup-manager",
+    "cgroupfs",
+    "--events-backend",
+    "file",
+    "--runtime",
+    "runc",
+    "--storage-driver",
+    "overlay",
+];
+
+/// The compressions `podman container checkpoint --export` writes.
+pub const COMPRESSIONS: [&str; 3] = ["none", "gzip", "zstd"];
+
+/// What [`podman_restores`] saw.
+#[derive(Debug)]
+pub struct Report {
+    /// The counter under Podman before its checkpoints.
+    pub checkpointed: Counter,
+    /// What `revive image inspect` said of Podman's checkpoint image.
+    pub inspected: String,
+    /// Per source (`image`, `export-<compression>`): the restored counter.
+    pub restored: Vec<(String, Counter)>,
+}
+
+fn podman(node: &Node, args: &[&str]) -> Result<String> {
+    let mut command = PODMAN.to_vec();
+    command.extend_from_slice(args);
+    node.run(&command)
+}
+
+/// The counter `id` under Podman.
+fn podman_counter(node: &Node, id: &str) -> Result<Counter> {
+    parse_counter(&podman(node, &["exec", id, "cat", "/state"])?)
+}
+
+/// Podman's storage on a tmpfs, and the harness's busybox in it under [`BUSYBOX`].
+fn prepare(node: &Node) -> Result<()> {
+    node.run(&[
+        "sh",
+        "-c",
+        "mkdir -p /var/lib/containers && mount -t tmpfs -o mode=0700 podman /var/lib/containers",
+    ])?;
+    node.import_busybox()?;
+    let busybox = Image::busybox(&node.rootfs().path)?;
+    let loaded = podman(
+        node,
+        &[
+            "load",
+            "-q",
+            "-i",
+            &format!("/share/{}.tar", busybox.file_stem()),
+        ],
+    )?;
+    let loaded = loaded
+        .lines()
+        .find_map(|l| {
+            l.split_once(": ")
+                .map(|(_, image)| image.trim().to_string())
+        })
+        .with_context(|| format!("podman load said no image: {loaded}"))?;
+    if loaded != BUSYBOX {
+        podman(node, &["tag", &loaded, BUSYBOX])?;
+    }
+    Ok(())
+}
+
+/// A counter run by Podman, checkpointed by Podman into an image and three archives, each
+/// restored with `ctr run` on revive-snapshotter and the revive shim (see the module's
+/// documentation).
+pub fn podman_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Report> {
+    prepare(node)?;
+    let id = "podman-counter";
+    podman(
+        node,
+        &[
+            "run",
+            "-d",
+            "--name",
+            id,
+            "--network",
+            "none",
+            // No more privilege than `ctr run` gives the container it is restored into.
+            "--security-opt",
+            "no-new-privileges",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--oom-score-adj",
+            "1",
+            BUSYBOX,
+            "sh",
+            "-c",
+            COUNTER_SCRIPT,
+        ],
+    )?;
+    let before = wait_count(|| podman_counter(node, id), 3, id)?;
+    // What only a process's /dev/shm holds, saved by Podman beside the checkpoint.
+    podman(
+        node,
+        &["exec", id, "sh", "-c", "cp /written-at-start /dev/shm/kept"],
+    )?;
+    let hostname = podman(node, &["exec", id, "hostname"])?.trim().to_string();
+    narrate(&format!("{id} under Podman: {before}, hostname {hostname}"));
+    let reference = "revive.test/podman/counter:1";
+    podman(
+        node,
+        &[
+            "container",
+            "checkpoint",
+            "--leave-running",
+            "--create-image",
+            reference,
+            id,
+        ],
+    )?;
+    for compression in COMPRESSIONS {
+        podman(
+            node,
+            &[
+                "container",
+                "checkpoint",
+                "--leave-running",
+                "--export",
+                &format!("/share/podman-{compression}.tar"),
+                "--compress",
+                compression,
+                id,
+            ],
+        )?;
+    }
+    podman(
+        node,
+        &[
+            "save",
+            "--format",
+            "oci-archive",
+            "-o",
+            "/share/podman-image.tar",
+            reference,
+        ],
+    )?;
+    podman(node, &["rm", "-f", id])?;
+    narrate("Podman checkpointed it into an image and archives (none, gzip, zstd)");
+    let inspected = node.run(&["revive", "image", "inspect", "/share/podman-image.tar"])?;
+    ensure!(
+        inspected.contains("format podman")
+            && inspected.lines().any(|l| l.contains("/etc/hosts")
+                && l.contains("/dev/shm")
+                && l.contains("revive makes"))
+            && !inspected.contains("problem"),
+        "revive image inspect of Podman's checkpoint image:\n{inspected}"
+    );
+    let mut restored = Vec::new();
+    let new = "from-podman-image";
+    restored.push((
+        "image".to_string(),
+        restore(
+            node,
+            "/share/podman-image.tar",
+            reference,
+            new,
+            &before,
+            &hostname,
+        )?,
+    ));
+    narrate(&format!("{new}: {}", restored[0].1));
+    for compression in COMPRESSIONS {
+        let built = format!("/share/podman-{compression}-image.tar");
+        let reference = format!("revive.test/podman/export-{compression}:1");
+        node.run(&[
+            "revive",
+            "image",
+            "build",
+            "--format",
+            "podman",
+            &format!("/share/podman-{compression}.tar"),
+            &reference,
+            "-o",
+            &built,
+        ])?;
+        let new = format!("from-podman-{compression}");
+        let counter = restore(node, &built, &reference, &new, &before, &hostname)?;
+        narrate(&format!("{new}: {counter}"));
+        restored.push((format!("export-{compression}"), counter));
+    }
+    Ok(Report {
+        checkpointed: before,
+        inspected,
+        restored,
+    })
+}
+
+/// Imports `file` into revive-snapshotter and `ctr run`s `reference` as `new`: it must come
+/// up restored from Podman's checkpoint of the counter that showed `before`, with its
+/// `/dev/shm` content, its hostname, and stand-ins for Podman's files. Then it is removed.
+fn restore(
+    node: &Node,
+    file: &str,
+    reference: &str,
+    new: &str,
+    before: &Counter,
+    hostname: &str,
+) -> Result<Counter> {
+    node.ctr(&["images", "import", "--snapshotter", SNAPSHOTTER, file])?;
+    run_image(node, reference, new)
+        .map_err(|e| anyhow::anyhow!("ctr run {reference}: {}", said(&format!("{e:#}"))))?;
+    let restored = wait_for_count(node, new, before.count + 3)?;
+    ensure!(
+        restored.token == before.token,
+        "{new} started afresh instead of being restored: {before} -> {restored}"
+    );
+    check_written_at_start(node, new, &restored)?;
+    let read = |path: &str| exec_in(node, new, "read", &["cat", path]);
+    ensure!(
+        read("/dev/shm/kept")?.trim() == before.token,
+        "{new}'s /dev/shm lost what Podman saved of it"
+    );
+    ensure!(
+        read("/etc/hostname")?.trim() == hostname,
+        "{new}'s /etc/hostname is not Podman's hostname {hostname}"
+    );
+    let hosts = read("/etc/hosts")?;
+    ensure!(
+        hosts.contains("localhost") && hosts.contains(hostname),
+        "{new}'s /etc/hosts:\n{hosts}"
+    );
+    read("/run/.containerenv")?;
+    remove(node, new)?;
+    Ok(restored)
+}
