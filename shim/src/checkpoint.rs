@@ -1,7 +1,7 @@
 //! Checkpoint and restore of a container's init with the runtime and CRIU: the dump (with
-//! its one retry and its early freeze), the restore at Start of an init created from a
-//! checkpoint, a container created from a checkpoint image, and what CRIU leaves behind
-//! (its log beside the bundle, its stats, root-only image trees).
+//! its retries of a process met in state D, and its early freeze), the restore at Start of
+//! an init created from a checkpoint, a container created from a checkpoint image, and what
+//! CRIU leaves behind (its log beside the bundle, its stats, root-only image trees).
 //!
 //! The caller holds the init's lock across each of these (see [`crate::process`]).
 
@@ -100,6 +100,13 @@ impl std::fmt::Display for CriuLog {
     }
 }
 
+/// The pauses before each further attempt of a dump that met a process in uninterruptible
+/// sleep.
+const TRANSIENT_PAUSES: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(2),
+];
+
 /// The container a checkpoint or restore is of.
 pub struct Target<'a> {
     pub id: &'a str,
@@ -131,17 +138,23 @@ pub async fn checkpoint(
     let image_existed = config.image_path.exists();
     let log = target.bundle.join("checkpoint-log.json");
     let mut result = dump(target, pid, config, &work, &log).await;
-    // A process caught in uninterruptible sleep fails the dump; the container goes on
-    // running, and a second attempt a moment later usually finds it awake.
-    if result.is_err()
-        && std::fs::read_to_string(work.join("dump.log"))
-            .is_ok_and(|text| revive_checkpoint::criulog::transient(&text))
-    {
-        warn!("checkpoint of {id}: a process was in state D; trying once more");
+    // A process caught in uninterruptible sleep (waiting on a slow disk) fails the dump; the
+    // container goes on running, and another attempt a moment later usually finds it awake.
+    for pause in TRANSIENT_PAUSES {
+        let transient = result.is_err()
+            && std::fs::read_to_string(work.join("dump.log"))
+                .is_ok_and(|text| revive_checkpoint::criulog::transient(&text));
+        if !transient {
+            break;
+        }
+        warn!(
+            "checkpoint of {id}: a process was in state D; trying again in {} ms",
+            pause.as_millis()
+        );
         if !image_existed {
             let _ = std::fs::remove_dir_all(&config.image_path);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(pause).await;
         result = dump(target, pid, config, &work, &log).await;
     }
     if let Err(cause) = result {
