@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod checkpoint_image;
 pub mod conformance;
 pub mod containerd;
+pub mod copies;
 pub mod crafted;
 pub mod cri;
 pub mod crictl;

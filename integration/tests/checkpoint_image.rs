@@ -82,11 +82,25 @@ fn hostile_images(flavour: Flavour) {
     }
 }
 
+/// One checkpoint image, ten pods restored from it on one node: each counting on from the
+/// checkpoint in a cgroup of its own, the image's root filesystem rebuilt once.
+fn many_copies(flavour: Flavour) {
+    let report = on_node(
+        flavour,
+        "copies",
+        "pods from one checkpoint image",
+        |node, say| revive_integration::copies::many_copies(node, say),
+    );
+    assert_eq!(report.copies.len(), revive_integration::copies::COPIES);
+}
+
 revive_integration::e2e_main! {
     ctr_run_restores_checkpoint_images_latest => ctr_run_restores(Flavour::Latest),
     ctr_run_restores_checkpoint_images_lts => ctr_run_restores(Flavour::Lts),
     ctr_run_restores_checkpoint_images_stable => ctr_run_restores(Flavour::Stable),
     hostile_checkpoint_images_are_refused_lts => hostile_images(Flavour::Lts),
+    ten_pods_restore_from_one_checkpoint_image_latest => many_copies(Flavour::Latest),
+    ten_pods_restore_from_one_checkpoint_image_lts => many_copies(Flavour::Lts),
     pod_restores_from_a_kubernetes_checkpoint_latest => pod_restores(Flavour::Latest, false),
     pod_restores_from_a_kubernetes_checkpoint_lts => pod_restores(Flavour::Lts, true),
 }
