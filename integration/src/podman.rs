@@ -61,6 +61,45 @@ fn podman_counter(node: &Node, id: &str) -> Result<Counter> {
     parse_counter(&podman(node, &["exec", id, "cat", "/state"])?)
 }
 
+/// Runs the counter as Podman container `id` with `placement` (its network, pod, ...),
+/// no_new_privs, `ctr run`'s open-files limit and `oom_score_adj`, and returns its counter
+/// once it counts.
+fn run_counter(node: &Node, id: &str, placement: &[&str], oom_score_adj: &str) -> Result<Counter> {
+    let mut args = vec!["run", "-d", "--name", id];
+    args.extend_from_slice(placement);
+    args.extend_from_slice(&[
+        "--security-opt",
+        "no-new-privileges",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--oom-score-adj",
+        oom_score_adj,
+        BUSYBOX,
+        "sh",
+        "-c",
+        COUNTER_SCRIPT,
+    ]);
+    podman(node, &args)?;
+    wait_count(|| podman_counter(node, id), 3, id)
+}
+
+/// `podman container checkpoint --leave-running --export <file> --compress <compression>`
+/// of container `id`.
+fn export(node: &Node, id: &str, file: &str, compression: &str) -> Result<()> {
+    let args = [
+        "container",
+        "checkpoint",
+        "--leave-running",
+        "--export",
+        file,
+    ];
+    podman(
+        node,
+        &[&args[..], &["--compress", compression, id]].concat(),
+    )
+    .map(drop)
+}
+
 /// Podman's storage on a tmpfs, and the harness's busybox in it under [`BUSYBOX`].
 fn prepare(node: &Node) -> Result<()> {
     node.run(&[
@@ -98,29 +137,8 @@ fn prepare(node: &Node) -> Result<()> {
 pub fn podman_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Report> {
     prepare(node)?;
     let id = "podman-counter";
-    podman(
-        node,
-        &[
-            "run",
-            "-d",
-            "--name",
-            id,
-            "--network",
-            "none",
-            // No more privilege than `ctr run` gives the container it is restored into.
-            "--security-opt",
-            "no-new-privileges",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--oom-score-adj",
-            "1",
-            BUSYBOX,
-            "sh",
-            "-c",
-            COUNTER_SCRIPT,
-        ],
-    )?;
-    let before = wait_count(|| podman_counter(node, id), 3, id)?;
+    // No more privilege than `ctr run` gives the container it is restored into.
+    let before = run_counter(node, id, &["--network", "none"], "1")?;
     // What only a process's /dev/shm holds, saved by Podman beside the checkpoint.
     podman(
         node,
@@ -141,18 +159,11 @@ pub fn podman_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Rep
         ],
     )?;
     for compression in COMPRESSIONS {
-        podman(
+        export(
             node,
-            &[
-                "container",
-                "checkpoint",
-                "--leave-running",
-                "--export",
-                &format!("/share/podman-{compression}.tar"),
-                "--compress",
-                compression,
-                id,
-            ],
+            id,
+            &format!("/share/podman-{compression}.tar"),
+            compression,
         )?;
     }
     podman(
@@ -253,5 +264,123 @@ fn restore(
     );
     read("/run/.containerenv")?;
     remove(node, new)?;
+    Ok(restored)
+}
+
+/// A container of a Podman pod with the namespaces a host-network Kubernetes pod's container
+/// has (the host's network and UTS namespaces, the ipc namespace of the pod's infra
+/// container, a pid namespace of its own), checkpointed by Podman into an image: a pod on
+/// RuntimeClass handler `revive` whose container uses that image (or one `revive image
+/// build` makes of Podman's `--export` archive) comes up restored, counting on with the
+/// checkpoint's token. Podman's pod infra runs the busybox image's `sleep` (the
+/// node root has no catatonit for Podman's own pause image).
+pub fn podman_pod_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Counter> {
+    prepare(node)?;
+    let base = Image::busybox(&node.rootfs().path)?;
+    let mut client = crate::cri::prepare(node, &base)?;
+    let infra = "localhost/revive-infra:1";
+    podman(node, &["create", "--name", "infra-source", BUSYBOX, "true"])?;
+    podman(
+        node,
+        &[
+            "commit",
+            "-q",
+            "--change",
+            r#"CMD ["sleep", "2147483647"]"#,
+            "infra-source",
+            infra,
+        ],
+    )?;
+    podman(
+        node,
+        &[
+            "pod",
+            "create",
+            "--name",
+            "pod",
+            "--network",
+            "host",
+            "--share",
+            "ipc",
+            "--infra-image",
+            infra,
+        ],
+    )?;
+    let id = "podman-in-pod";
+    let placement = ["--pod", "pod", "--uts", "host", "--network", "host"];
+    // No more privilege than a pod's container gets.
+    let before = run_counter(node, id, &placement, "1000")?;
+    let exported = "/share/podman-pod.tar";
+    export(node, id, exported, "zstd")?;
+    let image = "revive.test/podman/in-pod:1";
+    podman(
+        node,
+        &["container", "checkpoint", "--create-image", image, id],
+    )?;
+    let image_file = "/share/podman-pod-image.tar";
+    podman(
+        node,
+        &["save", "--format", "oci-archive", "-o", image_file, image],
+    )?;
+    podman(node, &["pod", "rm", "-f", "pod"])?;
+    narrate(&format!(
+        "{id} in a Podman pod checkpointed at {before}, into an image and an archive"
+    ));
+    let built = "revive.test/podman/in-pod-export:1";
+    let built_file = "/share/podman-pod-export-image.tar";
+    node.run(&[
+        "revive", "image", "build", "--format", "podman", exported, built, "-o", built_file,
+    ])?;
+    let mut restored = None;
+    for (reference, file) in [(image, image_file), (built, built_file)] {
+        let counter = restore_in_pod(node, &mut client, file, reference, &before)?;
+        narrate(&format!("a pod from {reference}: {counter}"));
+        restored = Some(counter);
+    }
+    restored.context("no pod restored")
+}
+
+/// Imports Podman's checkpoint image `file` into CRI's namespace on revive-snapshotter;
+/// a pod whose container uses `reference` must come up restored from the counter that
+/// showed `before`. Then the pod is removed.
+fn restore_in_pod(
+    node: &Node,
+    client: &mut crate::cri::Cri,
+    file: &str,
+    reference: &str,
+    before: &Counter,
+) -> Result<Counter> {
+    let namespace = crate::cri::NAMESPACE;
+    node.ctr(&[
+        "-n",
+        namespace,
+        "images",
+        "import",
+        "--snapshotter",
+        SNAPSHOTTER,
+        file,
+    ])?;
+    client.wait_for_image(reference)?;
+    let pod = crate::checkpoint_image::restore_pod(&format!(
+        "from-{}",
+        reference.replace([':', '/', '.'], "-")
+    ));
+    let ctr = crate::cri::container("counter", reference, &["/bin/sh"]);
+    let attempt = crate::checkpoint_image::create_in_pod(node, client, &pod, &ctr)?;
+    client
+        .start_container(&attempt.id)
+        .with_context(|| format!("restoring {reference} in a pod"))?;
+    let id = attempt.id.clone();
+    let restored = wait_count(
+        || parse_counter(&client.exec_sync(&id, &["cat", "/state"], 30)?.stdout),
+        before.count + 3,
+        &id,
+    )?;
+    ensure!(
+        restored.token == before.token,
+        "the pod's container from {reference} started afresh instead of being restored: \
+         {before} -> {restored}"
+    );
+    crate::checkpoint_image::remove_pod(client, &attempt)?;
     Ok(restored)
 }

@@ -19,7 +19,21 @@ fn podman_checkpoints_restore(flavour: Flavour) {
     }
 }
 
+/// A container of a Podman pod, checkpointed by Podman, restored as a Kubernetes pod's
+/// container through CRI.
+fn podman_pod_checkpoint_restores_in_a_pod(flavour: Flavour) {
+    let restored = on_node(
+        flavour,
+        "podpod",
+        "Podman's pod checkpoint in a pod",
+        |node, say| podman::podman_pod_restores(node, say),
+    );
+    eprintln!("restored in a pod: {restored}");
+}
+
 revive_integration::e2e_main! {
+    podman_pod_checkpoint_restores_in_a_pod_latest => podman_pod_checkpoint_restores_in_a_pod(Flavour::Latest),
+    podman_pod_checkpoint_restores_in_a_pod_lts => podman_pod_checkpoint_restores_in_a_pod(Flavour::Lts),
     podman_checkpoints_restore_with_ctr_run_latest => podman_checkpoints_restore(Flavour::Latest),
     podman_checkpoints_restore_with_ctr_run_lts => podman_checkpoints_restore(Flavour::Lts),
 }

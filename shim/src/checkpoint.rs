@@ -501,8 +501,17 @@ pub fn reconcile_with(
         revive_checkpoint::criu::images::root_mode(&revive_checkpoint::criu::images::Dir(&images))
             .map_err(|e| refuse_image(id, handoff, e.to_string()))?;
     let mut reconciled = spec.clone();
-    let done = crate::reconcile::reconcile(&mut reconciled, &dumped, &stand_ins)
+    let shared = crate::reconcile::share_joined_host_namespaces(
+        &mut reconciled,
+        &dumped,
+        &crate::spec::is_host_namespace,
+    );
+    let mut done = crate::reconcile::reconcile(&mut reconciled, &dumped, &stand_ins)
         .map_err(|e| refuse_image(id, handoff, e))?;
+    for kind in shared {
+        done.notes
+            .push(format!("the host's {kind} namespace shared, not joined"));
+    }
     Ok(FromImage {
         policy: crate::reconcile::with_stand_ins(spec, &done.stand_ins),
         spec: reconciled,

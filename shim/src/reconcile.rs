@@ -171,6 +171,34 @@ fn namespace_kinds(spec: &Value) -> Vec<(String, bool)> {
     kinds
 }
 
+/// Takes out of `spec` each namespace it joins by a path that `is_host` says is the host's
+/// own namespace of that kind, where the checkpointed container shared the host's (had no
+/// entry of that kind): joining the host's namespace is sharing it. A host-network pod's
+/// container joins its sandbox's network namespace, the host's, while another engine's
+/// host-network container records none. Returns the kinds taken out.
+pub fn share_joined_host_namespaces(
+    spec: &mut Value,
+    dumped: &Value,
+    is_host: &dyn Fn(&str, &str) -> bool,
+) -> Vec<String> {
+    let had = namespace_kinds(dumped);
+    let mut taken = Vec::new();
+    if let Some(list) = spec["linux"]["namespaces"].as_array_mut() {
+        list.retain(|ns| {
+            let (Some(kind), Some(path)) = (ns["type"].as_str(), ns["path"].as_str()) else {
+                return true;
+            };
+            let host =
+                !path.is_empty() && !had.iter().any(|(k, _)| k == kind) && is_host(kind, path);
+            if host {
+                taken.push(kind.to_string());
+            }
+            !host
+        });
+    }
+    taken
+}
+
 fn namespaces(spec: &Value, dumped: &Value) -> Result<(), String> {
     let had = namespace_kinds(dumped);
     let has = namespace_kinds(spec);
@@ -426,6 +454,29 @@ mod tests {
             err.contains("at /etc/hosts") && err.contains("bind"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_joined_host_namespace_is_shared_where_the_checkpoint_shared_it() {
+        let mut host_network = ctr_spec(&["sh"]);
+        host_network["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}]);
+        let mut pod = ctr_spec(&[]);
+        pod["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"},
+            {"type": "network", "path": "/proc/7/ns/net"}]);
+        let is_host = |kind: &str, path: &str| kind == "network" && path == "/proc/7/ns/net";
+        // Not the host's: kept, and refused as before.
+        let mut other = pod.clone();
+        assert!(share_joined_host_namespaces(&mut other, &host_network, &|_, _| false).is_empty());
+        assert!(reconciled(&mut other, &host_network).is_err());
+        // The host's: shared, and reconciled.
+        let mut spec = pod.clone();
+        let taken = share_joined_host_namespaces(&mut spec, &host_network, &is_host);
+        assert_eq!(taken, ["network"]);
+        assert_eq!(spec["linux"]["namespaces"].as_array().unwrap().len(), 2);
+        reconciled(&mut spec, &host_network).unwrap();
+        // Where the checkpoint joined one too, it stays joined.
+        let mut spec = pod.clone();
+        assert!(share_joined_host_namespaces(&mut spec, &pod, &is_host).is_empty());
     }
 
     #[test]

@@ -35,6 +35,26 @@ pub fn has_own_namespace(spec: &serde_json::Value, kind: &str) -> bool {
     })
 }
 
+/// Whether `path` is the shim's own namespace of OCI kind `kind` (the host's: the shim runs
+/// in containerd's namespaces): the same device and inode as `/proc/self/ns/<name>`.
+pub fn is_host_namespace(kind: &str, path: &str) -> bool {
+    let name = match kind {
+        "network" => "net",
+        "mount" => "mnt",
+        "pid" | "ipc" | "uts" | "user" | "cgroup" | "time" => kind,
+        _ => return false,
+    };
+    let id = |p: &str| {
+        std::fs::metadata(p).ok().map(|m| {
+            (
+                std::os::unix::fs::MetadataExt::dev(&m),
+                std::os::unix::fs::MetadataExt::ino(&m),
+            )
+        })
+    };
+    matches!((id(path), id(&format!("/proc/self/ns/{name}"))), (Some(a), Some(b)) if a == b)
+}
+
 /// Where containerd's CRI (2.1.9 and later) assembles a CheckpointContainer archive for
 /// container `id`: `<cri root>/containers/<id>/ctrd-checkpoint`. CRI archives CRIU's
 /// `dump.log` and `stats-dump` from there, but names it as the work path only to runtimes of
@@ -76,6 +96,15 @@ pub fn cri_checkpoint_dir(spec: &serde_json::Value, id: &str) -> Option<PathBuf>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_host_s_namespaces_are_told_by_device_and_inode() {
+        assert!(is_host_namespace("network", "/proc/self/ns/net"));
+        assert!(is_host_namespace("uts", "/proc/self/ns/uts"));
+        assert!(!is_host_namespace("network", "/proc/self/ns/uts"));
+        assert!(!is_host_namespace("network", "/nonexistent"));
+        assert!(!is_host_namespace("bogus", "/proc/self/ns/net"));
+    }
     use super::*;
     use serde_json::json;
 
