@@ -454,6 +454,35 @@ pub struct Report {
     /// The unedited copy, restored.
     pub restored: Counter,
     pub cases: Vec<Case>,
+    /// What ctr said of the copy whose saved `/dev/shm` climbs out (see
+    /// [`hostile_saved_shm`]).
+    pub hostile_shm: String,
+}
+
+/// Where [`hostile_saved_shm`]'s entry would land if it got out: the node's `/tmp`.
+const ESCAPED_SHM: &str = "/tmp/escaped-devshm";
+
+/// Makes the archive directory `archive` a Podman-like checkpoint with a hostile saved
+/// `/dev/shm`: `spec.dump` binds `/dev/shm` from an engine's container directory, and
+/// `devshm-checkpoint.tar` holds an entry climbing out of its target to [`ESCAPED_SHM`].
+fn hostile_saved_shm(archive: &Path) -> Result<()> {
+    let spec_path = archive.join(revive_checkpoint::archive::SPEC_DUMP);
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&spec_path)?)?;
+    let mounts = spec["mounts"]
+        .as_array_mut()
+        .context("spec.dump has no mounts")?;
+    mounts.retain(|m| m["destination"] != "/dev/shm");
+    mounts.push(serde_json::json!({
+        "destination": "/dev/shm",
+        "type": "bind",
+        "source": "/var/lib/containers/storage/overlay-containers/c0ffee/userdata/shm",
+        "options": ["bind", "rprivate", "nosuid", "noexec", "nodev"],
+    }));
+    std::fs::write(&spec_path, serde_json::to_vec(&spec)?)?;
+    let climbing = format!("../../../../../../..{ESCAPED_SHM}");
+    let tar = checkpoint_image::raw_tar(&[checkpoint_image::RawEntry::File(&climbing, b"x")]);
+    std::fs::write(archive.join(revive_checkpoint::archive::DEVSHM_TAR), tar)?;
+    Ok(())
 }
 
 /// Why refusal `said` of `edit` is not the one it must be: the refusal, with exactly one
@@ -534,7 +563,9 @@ fn check_left_nothing(node: &Node, id: &str, before: &BTreeSet<String>) -> Resul
 /// continues with its token, the child with its pid). Each [`Edit`] of a copy, run with `ctr
 /// run` on revive-snapshotter and the revive shim (no privilege flag; `--user 1000:1000` for
 /// [`Edit::ChildUid`]), must be refused naming that edit alone, and leave no task, mount,
-/// snapshot, record or process. Every case is tried; the report says which failed.
+/// snapshot, record or process. Every case is tried; the report says which failed. Then a
+/// copy with a hostile saved `/dev/shm` ([`hostile_saved_shm`]) must be refused saying so,
+/// leaving nothing and writing nothing outside.
 pub fn crafted_images_are_refused(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Report> {
     node.import_busybox()?;
     let id = "crafted";
@@ -605,11 +636,33 @@ pub fn crafted_images_are_refused(node: &Node, narrate: &mut dyn FnMut(&str)) ->
         ));
         cases.push(case);
     }
+    // The stand-in for an engine's /dev/shm is filled from the image at Start, after the
+    // privilege check: a hostile saved /dev/shm is refused there, before CRIU runs, leaving no
+    // tmpfs, task or file outside.
+    let image = crafted_image(node, &archive, "hostile-saved-shm", |dir| {
+        hostile_saved_shm(dir.parent().context("the images' directory has a parent")?)
+    })?;
+    let id = "crafted-hostile-saved-shm";
+    let hostile_shm = match checkpoint_image::run_image(node, &image, id) {
+        Ok(out) => bail!("a hostile saved /dev/shm was restored: {out}"),
+        Err(e) => checkpoint_image::said(&format!("{e:#}")),
+    };
+    ensure!(
+        hostile_shm.contains("saved /dev/shm") && hostile_shm.contains("`..`"),
+        "a hostile saved /dev/shm was refused without saying why: {hostile_shm}"
+    );
+    check_left_nothing(node, id, &mounts)?;
+    ensure!(
+        node.run(&["test", "-e", ESCAPED_SHM]).is_err(),
+        "the hostile saved /dev/shm wrote {ESCAPED_SHM}"
+    );
+    narrate(&format!("hostile-saved-shm (ctr run): {hostile_shm}"));
     Ok(Report {
         tree,
         checkpointed,
         restored,
         cases,
+        hostile_shm,
     })
 }
 

@@ -282,16 +282,10 @@ pub async fn restore(
         lsm: crate::privilege::lsm_args(&spec),
         log: bundle.join("restore-log.json"),
     };
-    if let Some(stand_ins) = &restore.stand_ins {
-        stand_ins.make()?;
-    }
     let console = io.expect_console();
     if let Err(cause) = target.runtime.restore(id, bundle, &config, io).await {
         if let Some(pending) = console {
             pending.abort();
-        }
-        if let Some(stand_ins) = &restore.stand_ins {
-            crate::standins::remove(&stand_ins.dir);
         }
         let log = keep_criu_log(&work.join("restore.log"), &bundle.join("criu-restore.log"));
         // A failed restore leaves no container behind in the runtime.
@@ -308,9 +302,6 @@ pub async fn restore(
     if restored.is_err() {
         // Restored but not the shim's to manage: it goes, as after a failed restore.
         let _ = target.runtime.delete(id, true).await;
-        if let Some(stand_ins) = &restore.stand_ins {
-            crate::standins::remove(&stand_ins.dir);
-        }
     }
     Ok(restored?)
 }

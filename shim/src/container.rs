@@ -145,10 +145,17 @@ impl Container {
                 .then(|| PathBuf::from(&options.criu_work_path)),
             no_pivot: options.no_pivot_root,
             criu,
-            stand_ins,
         });
         let own_pid_ns = has_own_pid_ns(&bundle);
         let rootfs = mount_all(&req.rootfs, &bundle)?;
+        // Made from the image at Create, like every other check of it, so that a hostile
+        // one is refused with no task left; they go with the container at Delete.
+        if let Some(stand_ins) = &stand_ins
+            && let Err(err) = stand_ins.make()
+        {
+            unmount(rootfs.as_deref());
+            return Err(err);
+        }
         let stdio = StdioSpec {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -194,6 +201,7 @@ impl Container {
             }),
             Err(err) => {
                 let _ = runtime.delete(&req.id, true).await;
+                crate::standins::remove(&bundle.join(crate::standins::DIR));
                 unmount(rootfs.as_deref());
                 Err(err)
             }
@@ -586,7 +594,6 @@ mod tests {
             work: None,
             no_pivot: false,
             criu: Default::default(),
-            stand_ins: None,
         };
         let stdio = StdioSpec::default();
         let io = ProcessIo::new("c1", "ns", &stdio, 0, 0).await.unwrap();

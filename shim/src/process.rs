@@ -59,15 +59,13 @@ pub struct Restore {
     pub no_pivot: bool,
     /// CRIU switches (containerd 1.7's legacy CreateOptions carry them).
     pub criu: CriuFlags,
-    /// What a checkpoint image's container gets in place of its engine's files.
-    pub stand_ins: Option<crate::standins::StandIns>,
 }
 
 /// The state and what only some states hold.
 #[derive(Debug)]
 enum State {
     Created,
-    CreatedCheckpoint(Box<Restore>),
+    CreatedCheckpoint(Restore),
     Running,
     Paused,
     Stopped,
@@ -223,13 +221,7 @@ impl Process {
 
     /// A container's init to be restored from `restore` at Start.
     pub fn from_checkpoint(stdio: StdioSpec, io: ProcessIo, restore: Restore) -> Process {
-        Process::with(
-            Kind::Init,
-            stdio,
-            io,
-            State::CreatedCheckpoint(Box::new(restore)),
-            0,
-        )
+        Process::with(Kind::Init, stdio, io, State::CreatedCheckpoint(restore), 0)
     }
 
     /// An exec, added but not started.
@@ -595,7 +587,6 @@ mod tests {
             work: None,
             no_pivot: false,
             criu: CriuFlags::default(),
-            stand_ins: None,
         };
         let p = Process::from_checkpoint(StdioSpec::default(), null_io().await, restore.clone());
         assert_eq!((p.status(), p.pid()), (Status::CreatedCheckpoint, 0));

@@ -3,8 +3,9 @@
 //! `/dev/termination-log`) and for its `/dev/shm`, which [`crate::reconcile`] bound into the
 //! new container's spec from `<bundle>/stand-ins`.
 //!
-//! They are made just before the restore and go with the container (Delete, or the shim's
-//! cleanup after it died); a failed restore removes them at once. The files hold nothing of
+//! They are made at Create, where a hostile one is refused like any other part of the image
+//! (no task is left), and go with the container (Delete, or the shim's cleanup after it
+//! died). The files hold nothing of
 //! the host but its resolver configuration: `hosts` names localhost and the checkpointed
 //! container's hostname (which its restored UTS namespace keeps), `hostname` that name, the
 //! others are empty. `/dev/shm` is a tmpfs of the size the new container's spec gives its own
