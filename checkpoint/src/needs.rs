@@ -206,6 +206,23 @@ fn engine_made(source: &str) -> bool {
     storage || cri || kubelet
 }
 
+/// The namespaces of an OCI spec, sorted: (kind, whether joined by a path rather than the
+/// container's own). A kind the spec does not name is the host's.
+pub fn namespace_kinds(spec: &Value) -> Vec<(String, bool)> {
+    let mut kinds: Vec<(String, bool)> = spec["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ns| {
+            let kind = ns["type"].as_str()?;
+            let joined = !ns["path"].as_str().unwrap_or("").is_empty();
+            Some((kind.to_string(), joined))
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
 /// A path without trailing or repeated slashes.
 pub fn clean(path: &str) -> String {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();

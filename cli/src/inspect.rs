@@ -413,12 +413,9 @@ pub fn restore_needs(spec: &serde_json::Value) -> Vec<String> {
             m.destination
         ));
     }
-    let joined: Vec<&str> = spec["linux"]["namespaces"]
-        .as_array()
+    let joined: Vec<String> = needs::namespace_kinds(spec)
         .into_iter()
-        .flatten()
-        .filter(|ns| !ns["path"].as_str().unwrap_or("").is_empty())
-        .filter_map(|ns| ns["type"].as_str())
+        .filter_map(|(kind, joined)| joined.then_some(kind))
         .collect();
     if !joined.is_empty() {
         out.push(format!(

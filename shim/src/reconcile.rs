@@ -28,7 +28,7 @@
 
 use std::path::Path;
 
-use revive_checkpoint::needs::{self, Need, StandIn, clean};
+use revive_checkpoint::needs::{self, Need, StandIn, clean, namespace_kinds};
 use serde_json::{Value, json};
 
 /// What reconciling changed: notes for the log, and the stand-ins the new spec now mounts.
@@ -155,22 +155,6 @@ fn process(spec: &mut Value, dumped: &Value) -> Result<Vec<String>, String> {
     Ok(notes)
 }
 
-/// (kind, joined?) of each namespace in `spec`.
-fn namespace_kinds(spec: &Value) -> Vec<(String, bool)> {
-    let mut kinds: Vec<(String, bool)> = spec["linux"]["namespaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|ns| {
-            let kind = ns["type"].as_str()?;
-            let joined = !ns["path"].as_str().unwrap_or("").is_empty();
-            Some((kind.to_string(), joined))
-        })
-        .collect();
-    kinds.sort();
-    kinds
-}
-
 /// Takes out of `spec` each namespace it joins by a path that `is_host` says is the host's
 /// own namespace of that kind, where the checkpointed container shared the host's (had no
 /// entry of that kind): joining the host's namespace is sharing it. A host-network pod's
@@ -247,8 +231,9 @@ fn mounts(
 ) -> Result<(Vec<String>, Vec<Planned>), String> {
     let (mut notes, mut planned) = (Vec::new(), Vec::new());
     let needs = needs::mount_needs(dumped)?;
+    let kept: Vec<String> = needs.iter().map(|n| n.destination.clone()).collect();
     let dumped_mounts = dumped["mounts"].as_array().cloned().unwrap_or_default();
-    for (m, needs::MountNeed { destination, need }) in dumped_mounts.iter().zip(needs.clone()) {
+    for (m, needs::MountNeed { destination, need }) in dumped_mounts.iter().zip(needs) {
         let present = spec["mounts"].as_array().and_then(|list| {
             list.iter()
                 .find(|n| n["destination"].as_str().map(clean).as_ref() == Some(&destination))
@@ -317,11 +302,10 @@ fn mounts(
     // CRIU rebuilds the checkpoint's mount tree and no other: a filesystem only the new spec
     // mounts would not exist in the restored container, and runc, taking it for one, would
     // not make the checkpoint's mount points beneath it (it leaves those on a tmpfs to CRIU).
-    let dumped: Vec<&str> = needs.iter().map(|n| n.destination.as_str()).collect();
     if let Some(list) = spec["mounts"].as_array_mut() {
         list.retain(|m| {
             let destination = m["destination"].as_str().map(clean).unwrap_or_default();
-            let kept = needs::is_bind(m) || dumped.contains(&destination.as_str());
+            let kept = needs::is_bind(m) || kept.contains(&destination);
             if !kept {
                 notes.push(format!(
                     "{destination}: not mounted, as in the checkpointed container"

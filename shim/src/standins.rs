@@ -106,7 +106,7 @@ impl StandIns {
             let path = self.dir.join(planned.stand_in.file_name());
             match planned.stand_in {
                 StandIn::Shm => self.make_shm(&path, &planned.tmpfs)?,
-                stand_in => write_file(&path, &self.content(stand_in)?)?,
+                stand_in => write_file(&path, &self.content(stand_in))?,
             }
         }
         info!(
@@ -121,14 +121,14 @@ impl StandIns {
         Ok(())
     }
 
-    fn content(&self, stand_in: StandIn) -> Result<Vec<u8>> {
+    fn content(&self, stand_in: StandIn) -> Vec<u8> {
         let hostname = self.hostname.as_deref();
-        Ok(match stand_in {
+        match stand_in {
             StandIn::Hosts => hosts(hostname).into_bytes(),
             StandIn::Hostname => hostname.map_or(String::new(), |h| format!("{h}\n")).into(),
-            StandIn::ResolvConf => host_resolv_conf()?,
+            StandIn::ResolvConf => host_resolv_conf(),
             StandIn::ContainerEnv | StandIn::TerminationLog | StandIn::Shm => Vec::new(),
-        })
+        }
     }
 
     /// A tmpfs with `options` (the new container's own `/dev/shm` ones) at `path`, holding
@@ -214,8 +214,8 @@ fn hosts(hostname: Option<&str>) -> String {
 
 /// The host's resolver configuration, as containerd's CRI and Podman give containers:
 /// systemd-resolved's upstream list where the host's own names only its local stub, which
-/// no container network reaches.
-fn host_resolv_conf() -> Result<Vec<u8>> {
+/// no container network reaches; empty where the host has none.
+fn host_resolv_conf() -> Vec<u8> {
     let read = |path: &str| -> Option<Vec<u8>> {
         let mut text = Vec::new();
         fs::File::open(path)
@@ -226,16 +226,16 @@ fn host_resolv_conf() -> Result<Vec<u8>> {
         Some(text)
     };
     let Some(host) = read("/etc/resolv.conf") else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
     let stub_only = String::from_utf8_lossy(&host)
         .lines()
         .filter_map(|l| l.strip_prefix("nameserver"))
         .all(|ns| ns.trim().starts_with("127.0.0.53"));
     if stub_only && let Some(upstream) = read("/run/systemd/resolve/resolv.conf") {
-        return Ok(upstream);
+        return upstream;
     }
-    Ok(host)
+    host
 }
 
 /// A hostname of letters, digits, `-` and `.`, as the kernel and resolvers take it.
