@@ -1046,6 +1046,81 @@ pub fn checkpoint_without_criu(
     Ok(refused)
 }
 
+/// What the container of [`checkpoint_at_start`] runs.
+pub const AT_START_LOOP: &str = "while :; do sleep 1; done";
+
+/// How long the startContainer hook of [`checkpoint_at_start`] holds the init in the runtime.
+const HOOK_SECONDS: u32 = 3;
+
+/// A container paused and checkpointed the moment `ctr run -d` returns: the checkpoint
+/// catches the container's program, not the runtime's init. A startContainer hook (which
+/// runs after the runtime's start returned and before the init's execve) holds the init in
+/// the runtime for [`HOOK_SECONDS`]; a checkpoint of that init fails, since its executable
+/// is the runtime's sealed copy on a mount no namespace of the container has. The container
+/// runs busybox from a directory of the node (`ctr run --config`, a spec with the hook).
+/// Returns what the paused, checkpointed task runs after it resumes.
+pub fn checkpoint_at_start(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let root = format!("/tmp/{id}-root");
+    node.sh(&format!(
+        "mkdir -p {root}/bin && cp /bin/busybox {root}/bin/ && ln -s busybox {root}/bin/sleep && ln -s busybox {root}/bin/sh"
+    ))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&node.ctr(&["oci", "spec"])?).context("ctr oci spec")?;
+    spec["root"] = serde_json::json!({ "path": root, "readonly": true });
+    // A loop, since busybox's sleep ends early when CRIU interrupts it.
+    spec["process"]["args"] = serde_json::json!(["/bin/sh", "-c", AT_START_LOOP]);
+    spec["hooks"] = serde_json::json!({ "startContainer": [{
+        "path": "/bin/busybox",
+        "args": ["busybox", "sleep", HOOK_SECONDS.to_string()],
+    }] });
+    let config = format!("/tmp/{id}.json");
+    std::fs::write(node.host_path(&config), serde_json::to_vec(&spec)?)
+        .with_context(|| format!("writing {config} in the node"))?;
+
+    let result = (|| {
+        node.ctr(&["run", "-d", "--runtime", runtime, "--config", &config, id])?;
+        node.ctr(&["task", "pause", id])?;
+        let image = ctr_checkpoint(node, runtime, &["task", "checkpoint", id])
+            .context("checkpoint of a container paused as soon as it started")?;
+        let image = image.trim().to_string();
+        ensure!(
+            ctr::status(node, id)? == Status::Paused,
+            "the checkpoint did not leave the task paused"
+        );
+        node.ctr(&["task", "resume", id])?;
+        let pid = ctr::task(node, id)?.pid;
+        let runs = node
+            .run(&["cat", &format!("/proc/{pid}/cmdline")])
+            .with_context(|| {
+                format!(
+                    "the resumed task's pid {pid}; tasks: {}; processes: {}",
+                    node.ctr(&["task", "ls"]).unwrap_or_default(),
+                    node.run(&["ps", "-eo", "pid,stat,args"])
+                        .unwrap_or_default()
+                )
+            })?;
+        let runs = runs.replace('\0', " ").trim().to_string();
+        narrate(&format!(
+            "paused and checkpointed at once into {image}; resumed, it runs {runs}"
+        ));
+        node.ctr(&["images", "rm", &image])?;
+        Ok(runs)
+    })();
+    if ctr::status(node, id).ok() == Some(Status::Paused) {
+        node.ctr(&["task", "resume", id])?;
+    }
+    let removed = remove_container(node, id);
+    node.run(&["rm", "-rf", &root, &config])?;
+    let runs = result?;
+    removed?;
+    Ok(runs)
+}
+
 /// The node's path of `file` in the root filesystem of task `id` (namespace "default", where
 /// ctr works), as its shim mounted it: readable when the task takes no exec (paused, stopped).
 pub(crate) fn rootfs_file(id: &str, file: &str) -> String {

@@ -97,7 +97,18 @@ fn no_criu(flavour: Flavour) {
     );
 }
 
+/// A container paused and checkpointed the moment it started (its init held in the
+/// runtime by a startContainer hook until then) is checkpointed running its program: Start
+/// returns once the program runs.
+fn checkpoint_at_start(flavour: Flavour) {
+    let runs = on_node(flavour, "atstart", "checkpoint at start", |node, say| {
+        scenario::checkpoint_at_start(node, REVIVE, "atstart", say)
+    });
+    assert_eq!(runs, format!("/bin/sh -c {}", scenario::AT_START_LOOP));
+}
+
 revive_integration::e2e_main! {
+    checkpoint_of_a_container_paused_at_start_lts => checkpoint_at_start(Flavour::Lts),
     checkpoint_without_criu_lts => no_criu(Flavour::Lts),
     loopback_server_answers_after_restore_lts => loopback_answers(Flavour::Lts),
     original_survives_its_restored_copy_lts => lives_apart(Flavour::Lts, Remove::Restored),

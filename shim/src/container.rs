@@ -17,6 +17,7 @@ use crate::error::{Error, Result, is_already_finished};
 use crate::io::{ProcessIo, StdioSpec};
 use crate::options::{CheckpointConfig, CreateOptions, parse_options};
 use crate::process::{Op, Process, Restore, Status};
+use crate::program::{EXEC_WAIT, Executable};
 use crate::runtime::{Connect, CreateConfig, OciRuntime, RuntimeConfig, read_pid};
 use crate::spec::{has_own_namespace, read_spec, write_spec};
 
@@ -290,8 +291,19 @@ impl Container {
                 (pid, true)
             }
             None => {
+                let pid = init.pid();
+                let runtime_init = Executable::of(pid);
                 self.runtime.start(&self.id).await?;
-                (init.pid(), false)
+                if let Some(runtime_init) = runtime_init
+                    && !runtime_init.wait_replaced(pid, EXEC_WAIT).await
+                {
+                    warn!(
+                        "{}: the init (pid {pid}) had not yet run the container's program {} s after it started",
+                        self.id,
+                        EXEC_WAIT.as_secs()
+                    );
+                }
+                (pid, false)
             }
         };
         init.started(pid)?;

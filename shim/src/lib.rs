@@ -31,6 +31,7 @@ pub mod options;
 mod preflight;
 mod privilege;
 mod process;
+mod program;
 pub mod reconcile;
 mod runtime;
 pub mod service;
