@@ -83,21 +83,54 @@ fn run_counter(node: &Node, id: &str, placement: &[&str], oom_score_adj: &str) -
     wait_count(|| podman_counter(node, id), 3, id)
 }
 
+/// `podman container checkpoint <args> <id>`. A failure carries the error lines and the end
+/// of CRIU's log (Podman keeps it as `dump.log` in the container's static directory); one
+/// CRIU calls transient (a process in uninterruptible sleep while it froze the container,
+/// under load) is tried again, at most three times in all, saying so with `***`.
+fn checkpoint(node: &Node, id: &str, args: &[&str]) -> Result<()> {
+    let args = [&["container", "checkpoint"], args, &[id]].concat();
+    let mut attempt = 1;
+    loop {
+        let err = match podman(node, &args) {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        let log = podman(node, &["inspect", "--format", "{{.StaticDir}}", id])
+            .and_then(|dir| node.run(&["cat", &format!("{}/dump.log", dir.trim())]))
+            .unwrap_or_default();
+        if attempt < 3 && revive_checkpoint::criulog::transient(&log) {
+            eprintln!(
+                "*** podman {} attempt {attempt}: CRIU met a process in uninterruptible sleep; retrying",
+                args.join(" ")
+            );
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        }
+        let errors = revive_checkpoint::criulog::errors(&log, 5).join("; ");
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(err.context(format!(
+            "CRIU's errors: {errors}\nthe end of CRIU's log:\n{}",
+            tail.join("\n")
+        )));
+    }
+}
+
 /// `podman container checkpoint --leave-running --export <file> --compress <compression>`
 /// of container `id`.
 fn export(node: &Node, id: &str, file: &str, compression: &str) -> Result<()> {
-    let args = [
-        "container",
-        "checkpoint",
-        "--leave-running",
-        "--export",
-        file,
-    ];
-    podman(
+    checkpoint(
         node,
-        &[&args[..], &["--compress", compression, id]].concat(),
+        id,
+        &[
+            "--leave-running",
+            "--export",
+            file,
+            "--compress",
+            compression,
+        ],
     )
-    .map(drop)
 }
 
 /// Podman's storage on a tmpfs, and the harness's busybox in it under [`BUSYBOX`].
@@ -147,17 +180,7 @@ pub fn podman_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Rep
     let hostname = podman(node, &["exec", id, "hostname"])?.trim().to_string();
     narrate(&format!("{id} under Podman: {before}, hostname {hostname}"));
     let reference = "revive.test/podman/counter:1";
-    podman(
-        node,
-        &[
-            "container",
-            "checkpoint",
-            "--leave-running",
-            "--create-image",
-            reference,
-            id,
-        ],
-    )?;
+    checkpoint(node, id, &["--leave-running", "--create-image", reference])?;
     for compression in COMPRESSIONS {
         export(
             node,
@@ -199,7 +222,8 @@ pub fn podman_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Rep
             new,
             &before,
             &hostname,
-        )?,
+        )
+        .inspect_err(|_| keep_for_analysis(node, &["/share/podman-image.tar"]))?,
     ));
     narrate(&format!("{new}: {}", restored[0].1));
     for compression in COMPRESSIONS {
@@ -217,7 +241,10 @@ pub fn podman_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Rep
             &built,
         ])?;
         let new = format!("from-podman-{compression}");
-        let counter = restore(node, &built, &reference, &new, &before, &hostname)?;
+        let counter =
+            restore(node, &built, &reference, &new, &before, &hostname).inspect_err(|_| {
+                keep_for_analysis(node, &[&built, &format!("/share/podman-{compression}.tar")])
+            })?;
         narrate(&format!("{new}: {counter}"));
         restored.push((format!("export-{compression}"), counter));
     }
@@ -226,6 +253,19 @@ pub fn podman_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Rep
         inspected,
         restored,
     })
+}
+
+/// Copies the node's `files` (Podman's archives and revive's images of them) into its logs
+/// directory, kept on the host after a failed test.
+fn keep_for_analysis(node: &Node, files: &[&str]) {
+    for file in files {
+        let name = file.rsplit('/').next().unwrap_or(file);
+        let kept = node.logs_dir().join(name);
+        match std::fs::copy(node.host_path(file), &kept) {
+            Ok(_) => eprintln!("kept {file} as {}", kept.display()),
+            Err(e) => eprintln!("could not keep {file}: {e}"),
+        }
+    }
 }
 
 /// Imports `file` into revive-snapshotter and `ctr run`s `reference` as `new`: it must come
@@ -313,10 +353,7 @@ pub fn podman_pod_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result
     let exported = "/share/podman-pod.tar";
     export(node, id, exported, "zstd")?;
     let image = "revive.test/podman/in-pod:1";
-    podman(
-        node,
-        &["container", "checkpoint", "--create-image", image, id],
-    )?;
+    checkpoint(node, id, &["--create-image", image])?;
     let image_file = "/share/podman-pod-image.tar";
     podman(
         node,
