@@ -77,7 +77,22 @@ pub const SYSCTLS: &[&str] = &[
 /// - pod logs below the node's logs directory;
 /// - image garbage collection and evictions only on a full disk: the test host's disk may
 ///   be fuller than the defaults allow, and the checkpoint images must not be collected.
-pub fn config(node_name: &str) -> String {
+pub fn config(node_name: &str, access: &Access<'_>) -> String {
+    let (address, authentication, authorization) = match access {
+        Access::Loopback => (
+            "127.0.0.1".to_string(),
+            "  anonymous:\n    enabled: true\n  webhook:\n    enabled: false\n".to_string(),
+            "AlwaysAllow",
+        ),
+        Access::Cluster { ip, ca } => (
+            ip.to_string(),
+            format!(
+                "  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  \
+                 x509:\n    clientCAFile: {ca}\n"
+            ),
+            "Webhook",
+        ),
+    };
     format!(
         "apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -90,7 +105,7 @@ failCgroupV1: false
 failSwapOn: false
 featureGates:
   ContainerCheckpoint: true
-address: 127.0.0.1
+address: {address}
 port: {PORT}
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -98,12 +113,8 @@ healthzPort: {HEALTHZ_PORT}
 tlsCertFile: {TLS_CERT}
 tlsPrivateKeyFile: {TLS_KEY}
 authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
+{authentication}authorization:
+  mode: {authorization}
 oomScoreAdj: 0
 localStorageCapacityIsolation: false
 resolvConf: \"\"
@@ -118,6 +129,17 @@ evictionHard:
 ",
         socket = cri::SOCKET
     )
+}
+
+/// Who may call a kubelet's API, and where it listens.
+#[derive(Debug, Clone, Copy)]
+pub enum Access<'a> {
+    /// A standalone kubelet: on loopback, anonymous callers allowed everything.
+    Loopback,
+    /// A kubelet of a cluster: on the node's address `ip`, for clients with a certificate
+    /// of the cluster's CA (the certificate file `ca` in the node), each call authorized by
+    /// the API server (`SubjectAccessReview`), as kubeadm sets it up.
+    Cluster { ip: &'a str, ca: &'a str },
 }
 
 /// The kubelet's command line: everything else is in [`config`].
@@ -200,7 +222,7 @@ fn host_sysctls() -> Result<Vec<(String, String)>> {
 /// Everything the kubelet needs in the node before it starts: a /dev/kmsg (its OOM
 /// watcher reads it), [`SYSCTLS`] bound over by files of their own, the TLS certificate,
 /// the configuration and the manifests directory.
-pub fn prepare(node: &Node, node_name: &str) -> Result<()> {
+pub fn prepare(node: &Node, node_name: &str, access: &Access<'_>) -> Result<()> {
     node.sh("[ -c /dev/kmsg ] || mknod -m 600 /dev/kmsg c 1 11")
         .context("creating /dev/kmsg in the node (in its private /dev)")?;
     let mut script = String::from("set -e; mkdir -p /run/kubelet-sysctls\n");
@@ -228,7 +250,12 @@ pub fn prepare(node: &Node, node_name: &str) -> Result<()> {
         "-subj",
         &format!("/CN={node_name}"),
         "-addext",
-        &format!("subjectAltName=IP:127.0.0.1,DNS:{node_name}"),
+        &match access {
+            Access::Loopback => format!("subjectAltName=IP:127.0.0.1,DNS:{node_name}"),
+            Access::Cluster { ip, .. } => {
+                format!("subjectAltName=IP:127.0.0.1,IP:{ip},DNS:{node_name}")
+            }
+        },
         "-keyout",
         TLS_KEY,
         "-out",
@@ -236,14 +263,19 @@ pub fn prepare(node: &Node, node_name: &str) -> Result<()> {
     ])
     .context("making the kubelet's self-signed certificate with openssl in the node")?;
     node.run(&["chmod", "600", TLS_KEY])?;
-    fs::write(node.host_path(CONFIG_PATH), config(node_name))
+    fs::write(node.host_path(CONFIG_PATH), config(node_name, access))
         .with_context(|| format!("writing {CONFIG_PATH} in the node"))
 }
 
 /// Starts the kubelet (log: /var/log/revive/kubelet.log) and waits until its health
 /// endpoint answers; fails early, with its log, if it exits. Returns its pid in the node.
 pub fn start(node: &Node) -> Result<u32> {
-    let pid = node.spawn_daemon("kubelet", &command())?;
+    start_with(node, &command())
+}
+
+/// [`start`] with the kubelet's command line `command`.
+pub fn start_with(node: &Node, command: &str) -> Result<u32> {
+    let pid = node.spawn_daemon("kubelet", command)?;
     let deadline = Instant::now() + crictl::WAIT;
     loop {
         let out = node.exec_timeout(
@@ -485,7 +517,7 @@ pub fn wait_for_new_container(node: &Node, seen: &[String]) -> Result<Value> {
 }
 
 /// The containerd runtime container `id` runs on (`ctr containers info`).
-fn runtime_of(node: &Node, id: &str) -> Result<String> {
+pub fn runtime_of(node: &Node, id: &str) -> Result<String> {
     let info: Value =
         serde_json::from_str(&node.ctr(&["-n", cri::NAMESPACE, "containers", "info", id])?)?;
     Ok(info["Runtime"]["Name"].as_str().unwrap_or("").to_string())
@@ -592,7 +624,7 @@ fn kubelet_steps(
     );
     crictl::import_base_images(node)?;
     let node_name = node.run(&["hostname"])?.trim().to_lowercase();
-    prepare(node, &node_name)?;
+    prepare(node, &node_name, &Access::Loopback)?;
     write_manifest(node, BUSYBOX)?;
     let pid = start(node)?;
     timeline.step(
@@ -766,7 +798,7 @@ mod tests {
 
     #[test]
     fn config_names_what_a_standalone_kubelet_needs() {
-        let c = config("revive-lts");
+        let c = config("revive-lts", &Access::Loopback);
         for want in [
             "staticPodPath: /etc/kubernetes/manifests",
             "containerRuntimeEndpoint: unix:///run/containerd/containerd.sock",
@@ -782,6 +814,26 @@ mod tests {
             assert!(c.contains(want), "{want} missing from:\n{c}");
         }
         assert!(!c.contains('\t'), "YAML must not hold tabs");
+    }
+
+    #[test]
+    fn a_cluster_kubelet_listens_on_its_address_for_the_clusters_clients_only() {
+        let c = config(
+            "node-a",
+            &Access::Cluster {
+                ip: "198.18.0.10",
+                ca: "/etc/kubernetes/pki/ca.crt",
+            },
+        );
+        for want in [
+            "address: 198.18.0.10\n",
+            "  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n",
+            "  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\n",
+            "authorization:\n  mode: Webhook\n",
+        ] {
+            assert!(c.contains(want), "{want} missing from:\n{c}");
+        }
+        assert!(!c.contains("AlwaysAllow"));
     }
 
     #[test]

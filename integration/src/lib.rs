@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cgroup;
 pub mod checkpoint_image;
+pub mod cluster;
 pub mod conformance;
 pub mod containerd;
 pub mod copies;

@@ -145,13 +145,23 @@ impl Peer {
 
     /// The kubelet at `version` (`v1.37.2`).
     pub fn kubelet(version: &str) -> Peer {
+        Peer::kubernetes("kubelet", version)
+    }
+
+    /// kube-apiserver at `version` (`v1.37.2`), for the harness's clusters.
+    pub fn kube_apiserver(version: &str) -> Peer {
+        Peer::kubernetes("kube-apiserver", version)
+    }
+
+    /// The program `cmd/<name>` of Kubernetes at `version`, with the version it reports.
+    fn kubernetes(name: &str, version: &str) -> Peer {
         let staging = version.replacen("v1.", "v0.", 1);
         Peer {
-            name: "kubelet".into(),
+            name: name.into(),
             dir: "usr/local/bin".into(),
             module: "k8s.io/kubernetes".into(),
             version: version.into(),
-            packages: vec!["cmd/kubelet".into()],
+            packages: vec![format!("cmd/{name}")],
             cgo: false,
             tags: Vec::new(),
             ldflags: format!(

@@ -66,7 +66,8 @@ pub const CONTAINERD_LATEST: &str = "v2.4.2";
 /// The runc the 2.x flavours run: the newest release of the newest supported runc minor.
 pub const RUNC: &str = "v1.5.3";
 pub const CRICTL: &str = "v1.37.0";
-pub const KUBELET: &str = "v1.37.2";
+/// The Kubernetes release of the kubelet and of the clusters' kube-apiserver.
+pub const KUBERNETES: &str = "v1.37.2";
 
 /// The kinds of node end-to-end tests run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -117,7 +118,8 @@ impl Flavour {
             Peer::containerd(containerd),
             Peer::runc(RUNC),
             Peer::crictl(CRICTL),
-            Peer::kubelet(KUBELET),
+            Peer::kubelet(KUBERNETES),
+            Peer::kube_apiserver(KUBERNETES),
         ]
     }
 }
@@ -134,7 +136,8 @@ impl std::fmt::Display for Flavour {
 pub enum Base {
     /// Debian trixie (stable) with CRIU from sid.
     Trixie,
-    /// Debian sid, with podman, buildah, skopeo, checkpointctl and a registry.
+    /// Debian sid, with podman, buildah, skopeo, checkpointctl, a registry, etcd, kubectl and
+    /// the CNI plugins.
     Sid,
 }
 
@@ -173,6 +176,11 @@ impl Base {
                         "skopeo",
                         "checkpointctl",
                         "docker-registry",
+                        // The harness's clusters: etcd under kube-apiserver, kubectl, and
+                        // the CNI plugins of the workers' pod networks.
+                        "etcd-server",
+                        "kubernetes-client",
+                        "containernetworking-plugins",
                     ]
                     .iter()
                     .map(|s| s.to_string()),

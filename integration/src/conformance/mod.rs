@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use crate::rootfs;
 
-mod registry;
+pub mod registry;
 mod report;
 mod runner;
 mod suite;

@@ -565,6 +565,27 @@ pub struct Registry {
 
 const REGISTRY_DIR: &str = "/etc/revive-registry";
 
+/// docker-registry's configuration: serving on `addr` with TLS (`cert`, `key`), images in
+/// `/var/lib/revive-registry`, deletes allowed.
+pub fn registry_config(addr: &str, cert: &str, key: &str) -> String {
+    format!(
+        "version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/revive-registry
+  delete:
+    enabled: true
+http:
+  addr: {addr}
+  tls:
+    certificate: {cert}
+    key: {key}
+"
+    )
+}
+
 impl Registry {
     pub fn start(node: &Node, images: &[ServedImage]) -> Result<Registry> {
         let started = Instant::now();
@@ -587,26 +608,20 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 
   -extfile server.ext -out server.crt 2>/dev/null
 cp ca.crt /usr/local/share/ca-certificates/revive-conformance-ca.crt
 update-ca-certificates >/dev/null 2>&1
-echo '127.0.0.1 {hosts}' >> /etc/hosts
-cat > config.yml <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: /var/lib/revive-registry
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:443
-  tls:
-    certificate: $d/server.crt
-    key: $d/server.key
-EOF",
+echo '127.0.0.1 {hosts}' >> /etc/hosts",
             san = san.join(",")
         );
         node.sh(&setup)
             .context("setting up the registry's CA and configuration")?;
+        fs::write(
+            node.host_path(&format!("{REGISTRY_DIR}/config.yml")),
+            registry_config(
+                "127.0.0.1:443",
+                &format!("{REGISTRY_DIR}/server.crt"),
+                &format!("{REGISTRY_DIR}/server.key"),
+            ),
+        )
+        .context("writing the registry's configuration")?;
         node.spawn_daemon(
             "registry",
             &format!("docker-registry serve {REGISTRY_DIR}/config.yml"),

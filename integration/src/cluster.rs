@@ -1,0 +1,757 @@
+//! A Kubernetes cluster of nodes, for what needs an API server: a control-plane node (etcd
+//! from Debian, kube-apiserver built from its Go module at the kubelet's version, an OCI
+//! registry) and worker nodes (containerd with revive, a kubelet registered with the API
+//! server). Pods name their node (`spec.nodeName`): no scheduler or controller manager runs,
+//! so the harness creates what those would (the `default` service account).
+//!
+//! Network: the control plane's network namespace holds a bridge at [`CONTROL_IP`] in
+//! 198.18.0.0/24 (RFC 2544's benchmarking range, never routed); each worker gets one end of a
+//! veth pair as `eth0` with an address of its own, the other end on the bridge. Nothing of
+//! it reaches the host's network, and it goes away with the nodes' network namespaces.
+//!
+//! Trust: a CA made with openssl in the control plane signs the API server's and the
+//! registry's serving certificates and every client's: the harness's administrator
+//! (`system:masters`), each kubelet (`system:node:<name>` in `system:nodes`, so the Node
+//! authorizer and NodeRestriction govern it) and the API server's own client for the
+//! kubelets. Every node trusts the CA, so containerd pulls from the registry over TLS.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+
+use crate::kubelet::{self, Access};
+use crate::node::{Leftovers, Node, NodeOptions, tail};
+use crate::{Flavour, crictl};
+
+/// The control plane's address: the API server (port 6443) and the registry (port 5000).
+pub const CONTROL_IP: &str = "198.18.0.1";
+const PREFIX: u8 = 24;
+/// The API server's port.
+pub const API_PORT: u16 = 6443;
+/// The registry's port and the name the nodes know it by.
+pub const REGISTRY_PORT: u16 = 5000;
+/// Where the control plane keeps the cluster's keys and certificates, and where the workers
+/// get theirs.
+pub const PKI: &str = "/etc/kubernetes/pki";
+/// The administrator's kubeconfig, in the control plane.
+pub const ADMIN_CONFIG: &str = "/etc/kubernetes/admin.conf";
+/// A kubelet's kubeconfig, in its worker.
+pub const KUBELET_CONFIG: &str = "/etc/kubernetes/kubelet.conf";
+/// How long the API server, a kubelet's registration or a pod may take.
+pub const WAIT: Duration = Duration::from_secs(180);
+
+/// A worker node of a [`Cluster`].
+pub struct Worker {
+    pub node: Node,
+    /// Its Kubernetes node name (`node-a`, `node-b`, ...).
+    pub name: String,
+    /// Its address on the cluster's network.
+    pub ip: String,
+}
+
+/// A control plane and its workers; dropping it stops every node, workers first (the
+/// fields' order), since their kubelets talk to the control plane until they stop.
+pub struct Cluster {
+    pub workers: Vec<Worker>,
+    pub control: Node,
+}
+
+/// The `i`th worker's Kubernetes name: `node-a`, `node-b`, ...
+pub fn worker_name(i: usize) -> String {
+    format!("node-{}", char::from(b'a' + i as u8))
+}
+
+/// The `i`th worker's address.
+pub fn worker_ip(i: usize) -> String {
+    format!("198.18.0.{}", 10 + i)
+}
+
+/// The registry's address as images name it.
+pub fn registry() -> String {
+    format!("{CONTROL_IP}:{REGISTRY_PORT}")
+}
+
+impl Cluster {
+    /// Starts a control plane and `workers` workers of `flavour`, labelled `label`, and
+    /// waits until every worker's node is Ready and the `revive` RuntimeClass exists.
+    pub fn start(flavour: Flavour, label: &str, workers: usize) -> Result<Cluster> {
+        ensure!((1..=20).contains(&workers), "a cluster has 1 to 20 workers");
+        let control = Node::start_with(
+            flavour,
+            NodeOptions {
+                label: format!("{label}-cp"),
+                snapshotter: false,
+                default_snapshotter: None,
+            },
+        )?;
+        let mut cluster = Cluster {
+            workers: Vec::new(),
+            control,
+        };
+        for i in 0..workers {
+            let node = Node::start(flavour, &format!("{label}-{}", worker_name(i)))?;
+            cluster.workers.push(Worker {
+                node,
+                name: worker_name(i),
+                ip: worker_ip(i),
+            });
+        }
+        let set_up = (|| {
+            cluster.network()?;
+            cluster.pki()?;
+            cluster.control_plane()?;
+            cluster.registry()?;
+            for i in 0..workers {
+                cluster.join(i)?;
+            }
+            cluster.wait_ready()
+        })();
+        match set_up {
+            Ok(()) => Ok(cluster),
+            Err(e) => bail!("{e:#}\n{}", cluster.log_tails()),
+        }
+    }
+
+    /// Stops every node, workers first; what each left behind.
+    pub fn stop(self) -> Result<Vec<Leftovers>> {
+        let mut left = Vec::new();
+        for worker in self.workers {
+            left.push(worker.node.stop()?);
+        }
+        left.push(self.control.stop()?);
+        Ok(left)
+    }
+
+    /// The last lines of every node's logs, the control plane's daemons included.
+    pub fn log_tails(&self) -> String {
+        let mut tails = String::new();
+        for worker in &self.workers {
+            tails.push_str(&worker.node.log_tails());
+        }
+        tails.push_str(&self.control.log_tails());
+        tails
+    }
+
+    /// The worker named `name`.
+    pub fn worker(&self, name: &str) -> Result<&Worker> {
+        self.workers
+            .iter()
+            .find(|w| w.name == name)
+            .with_context(|| format!("the cluster has no worker {name}"))
+    }
+
+    /// The bridge in the control plane and one veth pair per worker, made from the host
+    /// (the nodes' roots need no network tools of their own for it).
+    fn network(&self) -> Result<()> {
+        let control = self.control.init_pid().to_string();
+        in_netns(&control, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        in_netns(
+            &control,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{CONTROL_IP}/{PREFIX}"),
+                "dev",
+                "br0",
+            ],
+        )?;
+        in_netns(&control, &["ip", "link", "set", "br0", "up"])?;
+        for (i, worker) in self.workers.iter().enumerate() {
+            let pid = worker.node.init_pid().to_string();
+            // Made in the worker's namespace, so no name is ever taken on the host.
+            let peer = format!("rv{i}");
+            in_netns(
+                &pid,
+                &[
+                    "ip", "link", "add", "eth0", "type", "veth", "peer", "name", &peer,
+                ],
+            )?;
+            in_netns(&pid, &["ip", "link", "set", &peer, "netns", &control])?;
+            in_netns(
+                &pid,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/{PREFIX}", worker.ip),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            in_netns(&pid, &["ip", "link", "set", "eth0", "up"])?;
+            in_netns(
+                &control,
+                &["ip", "link", "set", &peer, "master", "br0", "up"],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The CA and every certificate, made in the control plane; each worker gets the CA's
+    /// certificate and its kubelet's key pair, and every node trusts the CA.
+    fn pki(&self) -> Result<()> {
+        let names: Vec<&str> = self.workers.iter().map(|w| w.name.as_str()).collect();
+        self.control
+            .sh(&pki_script(&names))
+            .context("making the cluster's CA and certificates with openssl")?;
+        let files = |name: &str| {
+            fs::read(self.control.host_path(&format!("{PKI}/{name}")))
+                .with_context(|| format!("reading {PKI}/{name} from the control plane"))
+        };
+        let ca = files("ca.crt")?;
+        trust(&self.control, &ca)?;
+        for worker in &self.workers {
+            let node = &worker.node;
+            node.run(&["mkdir", "-p", "-m", "0700", PKI])?;
+            for (file, data) in [
+                ("ca.crt".to_string(), ca.clone()),
+                (
+                    "kubelet.crt".to_string(),
+                    files(&format!("kubelet-{}.crt", worker.name))?,
+                ),
+                (
+                    "kubelet.key".to_string(),
+                    files(&format!("kubelet-{}.key", worker.name))?,
+                ),
+            ] {
+                let path = node.host_path(&format!("{PKI}/{file}"));
+                fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+            }
+            node.run(&["chmod", "600", &format!("{PKI}/kubelet.key")])?;
+            trust(node, &ca)?;
+            let kubeconfig = kubeconfig(
+                &format!("system:node:{}", worker.name),
+                &format!("{PKI}/kubelet.crt"),
+                &format!("{PKI}/kubelet.key"),
+            );
+            fs::write(node.host_path(KUBELET_CONFIG), kubeconfig)
+                .context("writing the kubelet's kubeconfig")?;
+        }
+        fs::write(
+            self.control.host_path(ADMIN_CONFIG),
+            kubeconfig(
+                "revive-admin",
+                &format!("{PKI}/admin.crt"),
+                &format!("{PKI}/admin.key"),
+            ),
+        )
+        .context("writing the administrator's kubeconfig")
+    }
+
+    /// etcd and kube-apiserver in the control plane; waits until the API server is ready,
+    /// then creates what the missing controllers would and the `revive` RuntimeClass.
+    fn control_plane(&self) -> Result<()> {
+        let cp = &self.control;
+        for program in ["etcd", "kube-apiserver", "kubectl"] {
+            let found = cp.exec_timeout(&["sh", "-c", &format!("command -v {program}")], WAIT)?;
+            ensure!(
+                found.status.success(),
+                "node {} has no {program}: only the lts and latest flavours' roots have the \
+                 cluster's programs",
+                cp.name()
+            );
+        }
+        cp.spawn_daemon("etcd", ETCD)?;
+        cp.spawn_daemon("kube-apiserver", &apiserver_command())?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.kubectl(&["get", "--raw", "/readyz"]) {
+                Ok(out) if out.trim() == "ok" => break,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+                result => bail!(
+                    "kube-apiserver was not ready within {} s ({result:?}); its log ends:\n{}",
+                    WAIT.as_secs(),
+                    self.log_tail("kube-apiserver", 30)
+                ),
+            }
+        }
+        // The service account the ServiceAccount admission gives every pod, which the
+        // (absent) controller manager would create.
+        self.kubectl(&[
+            "create",
+            "serviceaccount",
+            "default",
+            "--namespace",
+            "default",
+        ])?;
+        // The API server reaches the kubelets (logs, exec, checkpoint) as this user.
+        self.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "kube-apiserver-kubelet-client",
+            "--clusterrole=system:kubelet-api-admin",
+            "--user=kube-apiserver-kubelet-client",
+        ])?;
+        let runtime_class = cp.host_path("/etc/kubernetes/runtimeclass.yaml");
+        fs::write(&runtime_class, RUNTIME_CLASS).context("writing the RuntimeClass")?;
+        self.kubectl(&["apply", "-f", "/etc/kubernetes/runtimeclass.yaml"])?;
+        Ok(())
+    }
+
+    /// The registry on the control plane's address, with its certificate from the cluster's
+    /// CA.
+    fn registry(&self) -> Result<()> {
+        let config = crate::conformance::registry::registry_config(
+            &registry(),
+            &format!("{PKI}/registry.crt"),
+            &format!("{PKI}/registry.key"),
+        );
+        self.control
+            .run(&["mkdir", "-p", "/var/lib/revive-registry"])?;
+        fs::write(self.control.host_path("/etc/revive-registry.yml"), config)
+            .context("writing the registry's configuration")?;
+        self.control
+            .spawn_daemon("registry", "docker-registry serve /etc/revive-registry.yml")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let probe = format!(
+            "openssl s_client -connect {} -verify_return_error -verify_ip {CONTROL_IP} \
+             </dev/null >/dev/null 2>&1",
+            registry()
+        );
+        loop {
+            let out = self
+                .control
+                .exec_timeout(&["sh", "-c", &probe], Duration::from_secs(10))?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the registry did not answer with a trusted certificate within 30 s:\n{}",
+                    self.log_tail("registry", 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts worker `i`'s kubelet, registered with the API server.
+    fn join(&self, i: usize) -> Result<()> {
+        let worker = &self.workers[i];
+        let node = &worker.node;
+        crictl::configure(node)?;
+        pod_network(node, i)?;
+        crictl::import_base_images(node)?;
+        let ca = format!("{PKI}/ca.crt");
+        kubelet::prepare(
+            node,
+            &worker.name,
+            &Access::Cluster {
+                ip: &worker.ip,
+                ca: &ca,
+            },
+        )?;
+        let command = format!(
+            "{} --kubeconfig={KUBELET_CONFIG} --hostname-override={} --node-ip={}",
+            kubelet::command(),
+            worker.name,
+            worker.ip
+        );
+        kubelet::start_with(node, &command)
+            .with_context(|| format!("the kubelet of {}", worker.name))?;
+        Ok(())
+    }
+
+    /// Waits until every worker's Node is Ready.
+    fn wait_ready(&self) -> Result<()> {
+        for worker in &self.workers {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let ready = self
+                    .kubectl(&[
+                        "get",
+                        "node",
+                        &worker.name,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                    ])
+                    .unwrap_or_default();
+                if ready.trim() == "True" {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "node {} was not Ready within {} s; its kubelet's log ends:\n{}",
+                        worker.name,
+                        WAIT.as_secs(),
+                        kubelet::log_tail(&worker.node, 30)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        Ok(())
+    }
+
+    /// `kubectl args` as the administrator, in the control plane; stdout.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let mut command = vec!["kubectl", "--kubeconfig", ADMIN_CONFIG];
+        command.extend_from_slice(args);
+        self.control.run(&command)
+    }
+
+    /// `kubectl get args -o json`, parsed.
+    pub fn get(&self, args: &[&str]) -> Result<Value> {
+        let mut full = vec!["get"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl(&full)?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("kubectl {} printed {out}", full.join(" ")))
+    }
+
+    /// Creates `object` (a manifest) through the API server.
+    pub fn create(&self, object: &Value) -> Result<()> {
+        let name = object["metadata"]["name"].as_str().unwrap_or("object");
+        let file = format!("/tmp/{name}-{}.json", std::process::id());
+        fs::write(
+            self.control.host_path(&file),
+            serde_json::to_vec_pretty(object)?,
+        )
+        .with_context(|| format!("writing {file} in the control plane"))?;
+        let created = self.kubectl(&["create", "-f", &file]);
+        self.control.run(&["rm", "-f", &file])?;
+        created.map(drop)
+    }
+
+    /// Waits until pod `name` (namespace `default`) is Running with every container ready;
+    /// returns it.
+    pub fn wait_running(&self, name: &str) -> Result<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let pod = self.get(&["pod", name])?;
+            let ready = pod["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c["ready"] == true));
+            if pod["status"]["phase"] == "Running" && ready {
+                return Ok(pod);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "pod {name} was not running within {} s: {}",
+                    WAIT.as_secs(),
+                    serde_json::to_string(&pod["status"]).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The last `n` lines of the control plane's daemon `log`.
+    pub fn log_tail(&self, log: &str, n: usize) -> String {
+        tail(
+            &fs::read_to_string(self.control.logs_dir().join(format!("{log}.log")))
+                .unwrap_or_default(),
+            n,
+        )
+    }
+
+    /// Keeps every node's logs after the test.
+    pub fn keep_logs(&mut self) {
+        self.control.keep_logs();
+        for worker in &mut self.workers {
+            worker.node.keep_logs();
+        }
+    }
+}
+
+/// The shape of an end-to-end test on a cluster, as [`crate::on_node`] is on one node: starts
+/// a cluster of `workers` workers of `flavour` labelled `label`, runs `scenario` with a
+/// narrator, fails with every node's logs if it fails, and if a node leaves anything behind.
+pub fn on_cluster<T>(
+    flavour: Flavour,
+    label: &str,
+    workers: usize,
+    what: &str,
+    scenario: impl FnOnce(&Cluster, &mut dyn FnMut(&str)) -> Result<T>,
+) -> T {
+    let cluster = Cluster::start(flavour, label, workers)
+        .unwrap_or_else(|e| panic!("a cluster for {what} on {flavour}: {e:#}"));
+    let result = scenario(&cluster, &mut |step| eprintln!("  {step}"))
+        .unwrap_or_else(|e| panic!("{what} on {flavour}: {e:#}\n{}", cluster.log_tails()));
+    let left = cluster.stop().expect("the cluster stops");
+    assert!(
+        left.iter().all(Leftovers::is_empty),
+        "the cluster's nodes left behind: {left:?}"
+    );
+    result
+}
+
+/// Pushes the harness's busybox image from the control plane into the cluster's registry
+/// as `<registry>/revive/busybox:1`; returns that name.
+pub fn push_busybox(cluster: &Cluster) -> Result<String> {
+    let cp = &cluster.control;
+    let busybox = crate::image::Image::busybox(&cp.rootfs().path)?;
+    busybox.write_archive(&cp.share_dir().join(format!("{}.tar", busybox.file_stem())))?;
+    let name = format!("{}/revive/busybox:1", registry());
+    cp.exec_timeout(
+        &[
+            "skopeo",
+            "copy",
+            "--quiet",
+            &format!("oci-archive:/share/{}.tar", busybox.file_stem()),
+            &format!("docker://{name}"),
+        ],
+        WAIT,
+    )
+    .and_then(|out| {
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    })
+    .with_context(|| format!("pushing busybox to {name} with skopeo"))?;
+    Ok(name)
+}
+
+/// The counter of [`crate::scenario::COUNTER_SCRIPT`] as a pod of the API server: on node
+/// `node`, RuntimeClass `revive`, the node's network, no service account token, stopped
+/// within a second.
+pub fn counter_pod(name: &str, node: &str, image: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "runtimeClassName": "revive",
+            "hostNetwork": true,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "counter",
+                "image": image,
+                "command": ["sh", "-c", crate::scenario::COUNTER_SCRIPT],
+            }],
+        },
+    })
+}
+
+/// A counter pod created through the API server on RuntimeClass `revive`, its image pulled
+/// from the cluster's registry over TLS, runs on the node it names on revive's shim and
+/// counts; deleted through the API server, it leaves no container on the node. Returns the
+/// counter it showed.
+pub fn pod_on_runtime_class(
+    cluster: &Cluster,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<crate::scenario::Counter> {
+    let image = push_busybox(cluster)?;
+    narrate(&format!(
+        "busybox pushed to the cluster's registry: {image}"
+    ));
+    let worker = cluster.worker(&worker_name(0))?;
+    cluster.create(&counter_pod("counter", &worker.name, &image))?;
+    cluster.wait_running("counter")?;
+    let listed = crictl::containers(&worker.node, "^counter$")?;
+    let id = listed
+        .first()
+        .and_then(|c| c["id"].as_str())
+        .with_context(|| format!("no counter container on {}: {listed:?}", worker.name))?
+        .to_string();
+    let runtime = kubelet::runtime_of(&worker.node, &id)?;
+    ensure!(
+        runtime == kubelet::RUNTIME_TYPE,
+        "the pod's container runs on {runtime:?}, not {}",
+        kubelet::RUNTIME_TYPE
+    );
+    let counter = crictl::wait_for_count(&worker.node, &id, 3, None)?;
+    narrate(&format!(
+        "pod counter on {} ({}) runs on {runtime}, pulled from the registry: {counter}",
+        worker.name, worker.ip
+    ));
+    cluster.kubectl(&["delete", "pod", "counter", "--wait=true", "--timeout=120s"])?;
+    let left = crictl::containers(&worker.node, "^counter$")?;
+    ensure!(
+        left.is_empty(),
+        "the deleted pod's container is still on {}: {left:?}",
+        worker.name
+    );
+    Ok(counter)
+}
+
+/// Worker `i`'s pod network: a CNI bridge in the worker's network namespace with
+/// [`pod_subnet`]`(i)`, from Debian's CNI plugins (found where containerd looks for them).
+/// containerd's CRI picks the configuration up as it appears.
+fn pod_network(node: &Node, i: usize) -> Result<()> {
+    let config = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "revive-pods",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": pod_subnet(i)}]],
+                },
+            },
+            {"type": "loopback"},
+        ],
+    });
+    node.sh("mkdir -p /etc/cni/net.d /opt/cni && ln -sfn /usr/lib/cni /opt/cni/bin")?;
+    let path = node.host_path("/etc/cni/net.d/10-revive-pods.conflist");
+    fs::write(&path, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Worker `i`'s pod addresses.
+pub fn pod_subnet(i: usize) -> String {
+    format!("10.244.{i}.0/24")
+}
+
+/// Runs `args` in the network namespace of host process `pid`, with the host's programs.
+fn in_netns(pid: &str, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", pid, "-n", "--"])
+        .args(args)
+        .output()
+        .context("running nsenter")?;
+    ensure!(
+        out.status.success(),
+        "`{}` in the network namespace of {pid}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Adds the cluster's CA (`ca`, PEM) to `node`'s trusted certificates.
+fn trust(node: &Node, ca: &[u8]) -> Result<()> {
+    let path = node.host_path("/usr/local/share/ca-certificates/revive-cluster-ca.crt");
+    fs::write(&path, ca).with_context(|| format!("writing {}", path.display()))?;
+    node.sh("update-ca-certificates >/dev/null 2>&1")
+        .context("update-ca-certificates")
+        .map(drop)
+}
+
+/// The shell script that makes, in [`PKI`]: the CA, the API server's and the registry's
+/// serving certificates, the service account signing key, and the client certificates of
+/// the administrator, the API server (towards the kubelets) and each worker's kubelet.
+fn pki_script(workers: &[&str]) -> String {
+    let mut script = format!(
+        "set -e; mkdir -p -m 0700 {PKI}; cd {PKI}
+key() {{ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out \"$1\" 2>/dev/null; }}
+key ca.key
+openssl req -x509 -new -key ca.key -days 2 -subj '/CN=revive test cluster CA' \\
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \\
+  -out ca.crt 2>/dev/null
+sign() {{
+  key \"$1.key\"
+  openssl req -new -key \"$1.key\" -subj \"$2\" -out \"$1.csr\" 2>/dev/null
+  printf \"$3\" > \"$1.ext\"
+  openssl x509 -req -in \"$1.csr\" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \\
+    -extfile \"$1.ext\" -out \"$1.crt\" 2>/dev/null
+}}
+server='basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature\\nextendedKeyUsage=serverAuth\\n'
+client='basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature\\nextendedKeyUsage=clientAuth\\n'
+sign apiserver /CN=kube-apiserver \"subjectAltName=IP:{CONTROL_IP},IP:10.96.0.1,IP:127.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\\n$server\"
+sign registry /CN=registry \"subjectAltName=IP:{CONTROL_IP}\\n$server\"
+sign admin /O=system:masters/CN=revive-admin \"$client\"
+sign apiserver-kubelet-client /CN=kube-apiserver-kubelet-client \"$client\"
+key sa.key
+openssl pkey -in sa.key -pubout -out sa.pub
+"
+    );
+    for worker in workers {
+        script.push_str(&format!(
+            "sign kubelet-{worker} /O=system:nodes/CN=system:node:{worker} \"$client\"\n"
+        ));
+    }
+    script.push_str("rm -f *.csr *.ext; chmod 600 *.key\n");
+    script
+}
+
+/// A kubeconfig for `user` of the cluster's API server, with its certificate and key files.
+fn kubeconfig(user: &str, cert: &str, key: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: revive
+  cluster:
+    server: https://{CONTROL_IP}:{API_PORT}
+    certificate-authority: {PKI}/ca.crt
+users:
+- name: \"{user}\"
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: revive
+  context:
+    cluster: revive
+    user: \"{user}\"
+current-context: revive
+"
+    )
+}
+
+/// etcd for one API server, on loopback; its data in the node's own file system.
+const ETCD: &str = "etcd --name cp --data-dir /var/lib/etcd \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster cp=http://127.0.0.1:2380 --unsafe-no-fsync";
+
+/// kube-apiserver as kubeadm runs it, but for what a test cluster leaves out: Node and
+/// RBAC authorization, NodeRestriction, service account tokens signed with the cluster's
+/// key, and client certificates towards the kubelets.
+fn apiserver_command() -> String {
+    format!(
+        "kube-apiserver --etcd-servers=http://127.0.0.1:2379 \
+         --bind-address=0.0.0.0 --advertise-address={CONTROL_IP} --secure-port={API_PORT} \
+         --service-cluster-ip-range=10.96.0.0/16 \
+         --client-ca-file={PKI}/ca.crt \
+         --tls-cert-file={PKI}/apiserver.crt --tls-private-key-file={PKI}/apiserver.key \
+         --service-account-issuer=https://kubernetes.default.svc \
+         --service-account-key-file={PKI}/sa.pub \
+         --service-account-signing-key-file={PKI}/sa.key \
+         --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+         --kubelet-client-certificate={PKI}/apiserver-kubelet-client.crt \
+         --kubelet-client-key={PKI}/apiserver-kubelet-client.key \
+         --kubelet-preferred-address-types=InternalIP --v=1"
+    )
+}
+
+/// The project's RuntimeClass (`config/runtimeclass.yaml`), as users install it.
+const RUNTIME_CLASS: &str = include_str!("../../config/runtimeclass.yaml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_have_names_and_addresses_of_their_own() {
+        assert_eq!(worker_name(0), "node-a");
+        assert_eq!(worker_name(1), "node-b");
+        assert_eq!(worker_ip(1), "198.18.0.11");
+        assert_eq!(registry(), "198.18.0.1:5000");
+    }
+
+    #[test]
+    fn every_kubelet_gets_a_node_identity() {
+        let script = pki_script(&["node-a", "node-b"]);
+        for want in [
+            "sign kubelet-node-a /O=system:nodes/CN=system:node:node-a",
+            "sign kubelet-node-b /O=system:nodes/CN=system:node:node-b",
+            "sign admin /O=system:masters/CN=revive-admin",
+            "chmod 600 *.key",
+        ] {
+            assert!(script.contains(want), "{want} missing from:\n{script}");
+        }
+    }
+
+    #[test]
+    fn the_api_server_authorizes_nodes_and_restricts_them() {
+        let command = apiserver_command();
+        assert!(command.contains("--authorization-mode=Node,RBAC"));
+        assert!(command.contains("--enable-admission-plugins=NodeRestriction"));
+        assert!(RUNTIME_CLASS.contains("handler: revive"));
+    }
+}
