@@ -285,9 +285,16 @@ impl Cluster {
             "--clusterrole=system:kubelet-api-admin",
             "--user=kube-apiserver-kubelet-client",
         ])?;
-        let runtime_class = cp.host_path("/etc/kubernetes/runtimeclass.yaml");
-        fs::write(&runtime_class, RUNTIME_CLASS).context("writing the RuntimeClass")?;
-        self.kubectl(&["apply", "-f", "/etc/kubernetes/runtimeclass.yaml"])?;
+        // What an operator installs from config/: the RuntimeClass, and the API server's
+        // right to call the kubelets' checkpoint API.
+        for (file, text) in [
+            ("runtimeclass.yaml", RUNTIME_CLASS),
+            ("checkpoint-rbac.yaml", CHECKPOINT_RBAC),
+        ] {
+            let path = format!("/etc/kubernetes/{file}");
+            fs::write(cp.host_path(&path), text).with_context(|| format!("writing {path}"))?;
+            self.kubectl(&["apply", "-f", &path])?;
+        }
         Ok(())
     }
 
@@ -510,7 +517,7 @@ pub fn push_busybox(cluster: &Cluster) -> Result<String> {
 }
 
 /// The counter of [`crate::scenario::COUNTER_SCRIPT`] as a pod of the API server: on node
-/// `node`, RuntimeClass `revive`, the node's network, no service account token, stopped
+/// `node`, RuntimeClass `revive`, the node's pod network, no service account token, stopped
 /// within a second.
 pub fn counter_pod(name: &str, node: &str, image: &str) -> Value {
     serde_json::json!({
@@ -520,7 +527,6 @@ pub fn counter_pod(name: &str, node: &str, image: &str) -> Value {
         "spec": {
             "nodeName": node,
             "runtimeClassName": "revive",
-            "hostNetwork": true,
             "automountServiceAccountToken": false,
             "terminationGracePeriodSeconds": 1,
             "containers": [{
@@ -604,6 +610,98 @@ fn pod_network(node: &Node, i: usize) -> Result<()> {
 /// Worker `i`'s pod addresses.
 pub fn pod_subnet(i: usize) -> String {
     format!("10.244.{i}.0/24")
+}
+
+/// The container `container` of pod `pod` on `node` (CRI's listing), once it is there.
+pub fn container_id(node: &Node, pod: &str, container: &str) -> Result<String> {
+    let listed = crictl::crictl_json(node, &["ps", "--name", &format!("^{container}$")])?;
+    listed["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["labels"]["io.kubernetes.pod.name"] == pod)
+        .and_then(|c| c["id"].as_str())
+        .map(str::to_string)
+        .with_context(|| {
+            format!(
+                "no container {container} of pod {pod} on {}: {listed}",
+                node.name()
+            )
+        })
+}
+
+/// Checkpoints container `container` of pod `pod` through the API server (the kubelet's
+/// checkpoint API behind `nodes/proxy`); the archive's path on the pod's node.
+pub fn checkpoint(cluster: &Cluster, node: &str, pod: &str, container: &str) -> Result<String> {
+    let path = format!("/api/v1/nodes/{node}/proxy/checkpoint/default/{pod}/{container}");
+    let answer = cluster
+        .kubectl(&["create", "--raw", &path, "-f", "/dev/null"])
+        .with_context(|| format!("POST {path}"))?;
+    let answer: Value = serde_json::from_str(&answer)
+        .with_context(|| format!("the kubelet's checkpoint answer is not JSON: {answer:?}"))?;
+    match answer["items"].as_array().map(Vec::as_slice) {
+        Some([Value::String(archive)]) => Ok(archive.clone()),
+        _ => bail!("the kubelet's checkpoint answer names no single archive: {answer}"),
+    }
+}
+
+/// The counter pod moved from node-a to node-b through the registry, by the steps
+/// `revive migrate` automates: checkpointed through the API server, the archive made a
+/// checkpoint image on node-a and pushed to the cluster's registry, and a pod on node-b
+/// created from it, which pulls it (and the base image) and must count on from the
+/// checkpoint with its token; then the pod on node-a is deleted. Returns the counter before
+/// and after.
+pub fn migrate_by_steps(
+    cluster: &Cluster,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(crate::scenario::Counter, crate::scenario::Counter)> {
+    let base = push_busybox(cluster)?;
+    let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
+    cluster.create(&counter_pod("counter", &a.name, &base))?;
+    cluster.wait_running("counter")?;
+    let on_a = container_id(&a.node, "counter", "counter")?;
+    let before = crictl::wait_for_count(&a.node, &on_a, 3, None)?;
+    let archive = checkpoint(cluster, &a.name, "counter", "counter")?;
+    narrate(&format!(
+        "{before} on {}: checkpointed through the API server into {archive}",
+        a.name
+    ));
+    let image = format!("{}/revive/migrated/counter:1", registry());
+    let file = "/share/migrated-counter.tar";
+    a.node
+        .run(&["revive", "image", "build", &archive, &image, "-o", file])?;
+    a.node
+        .exec_timeout(
+            &[
+                "skopeo",
+                "copy",
+                "--quiet",
+                &format!("oci-archive:{file}"),
+                &format!("docker://{image}"),
+            ],
+            WAIT,
+        )
+        .and_then(|out| {
+            ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            Ok(())
+        })
+        .with_context(|| format!("pushing {image} from {}", a.name))?;
+    narrate(&format!("checkpoint image {image} pushed from {}", a.name));
+    crictl::crictl(&b.node, &["pull", &base])?;
+    cluster.create(&counter_pod("counter-moved", &b.name, &image))?;
+    cluster.wait_running("counter-moved")?;
+    let on_b = container_id(&b.node, "counter-moved", "counter")?;
+    let after = crictl::wait_for_count(&b.node, &on_b, before.count + 1, Some(&before.token))?;
+    narrate(&format!(
+        "pod counter-moved on {} restored from the registry: {after}",
+        b.name
+    ));
+    cluster.kubectl(&["delete", "pod", "counter", "--wait=true", "--timeout=120s"])?;
+    Ok((before, after))
 }
 
 /// Runs `args` in the network namespace of host process `pid`, with the host's programs.
@@ -721,6 +819,9 @@ fn apiserver_command() -> String {
 
 /// The project's RuntimeClass (`config/runtimeclass.yaml`), as users install it.
 const RUNTIME_CLASS: &str = include_str!("../../config/runtimeclass.yaml");
+/// The project's grant of the kubelets' checkpoint API to the API server
+/// (`config/checkpoint-rbac.yaml`).
+const CHECKPOINT_RBAC: &str = include_str!("../../config/checkpoint-rbac.yaml");
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,16 @@ fn pod_on_revive(flavour: Flavour) {
     eprintln!("counter: {counter}");
 }
 
+/// A pod moved from one node to another through the registry, step by step.
+fn migrate_steps(flavour: Flavour) {
+    let (before, after) = on_cluster(flavour, "migrate", 2, "a migration by steps", |c, say| {
+        cluster::migrate_by_steps(c, say)
+    });
+    assert_eq!(before.token, after.token);
+}
+
 revive_integration::e2e_main! {
+    pod_migrates_through_the_registry_by_steps_lts => migrate_steps(Flavour::Lts),
     pod_on_runtime_class_revive_lts => pod_on_revive(Flavour::Lts),
     pod_on_runtime_class_revive_latest => pod_on_revive(Flavour::Latest),
 }
