@@ -21,6 +21,9 @@ const SERVICES: &[&str] = &[
     "services/tasks/v1/tasks.proto",
     "services/images/v1/images.proto",
     "services/content/v1/content.proto",
+    "services/transfer/v1/transfer.proto",
+    "types/transfer/registry.proto",
+    "types/transfer/imagestore.proto",
 ];
 
 /// CRI (feature `cri`): messages and a client.

@@ -341,7 +341,12 @@ impl Cluster {
         let node = &worker.node;
         crictl::configure(node)?;
         pod_network(node, i)?;
-        crictl::import_base_images(node)?;
+        // Checkpoint images pulled from the cluster's registry bring their base image along.
+        node.restart_snapshotter_with(&format!("--pull-bases-from {}", registry()))?;
+        // The sandbox image only: workloads' images come from the registry.
+        let sandbox = crate::cri::cri_config(node)?.sandbox_image;
+        crate::cri::import_image(node, &crate::cri::pause_image(node, &sandbox)?)?;
+        crictl::wait_for_image(node, &sandbox)?;
         let ca = format!("{PKI}/ca.crt");
         kubelet::prepare(
             node,
@@ -648,7 +653,8 @@ pub fn checkpoint(cluster: &Cluster, node: &str, pod: &str, container: &str) -> 
 /// The counter pod moved from node-a to node-b through the registry, by the steps
 /// `revive migrate` automates: checkpointed through the API server, the archive made a
 /// checkpoint image on node-a and pushed to the cluster's registry, and a pod on node-b
-/// created from it, which pulls it (and the base image) and must count on from the
+/// created from it: node-b pulls it, revive-snapshotter pulls its base image from the
+/// registry (`--pull-bases-from`), and the pod must count on from the
 /// checkpoint with its token; then the pod on node-a is deleted. Returns the counter before
 /// and after.
 pub fn migrate_by_steps(
@@ -691,11 +697,16 @@ pub fn migrate_by_steps(
         })
         .with_context(|| format!("pushing {image} from {}", a.name))?;
     narrate(&format!("checkpoint image {image} pushed from {}", a.name));
-    crictl::crictl(&b.node, &["pull", &base])?;
     cluster.create(&counter_pod("counter-moved", &b.name, &image))?;
     cluster.wait_running("counter-moved")?;
     let on_b = container_id(&b.node, "counter-moved", "counter")?;
     let after = crictl::wait_for_count(&b.node, &on_b, before.count + 1, Some(&before.token))?;
+    let log = fs::read_to_string(b.node.logs_dir().join("snapshotter.log")).unwrap_or_default();
+    ensure!(
+        log.contains(&format!("pulling it from {}", registry())),
+        "node-b's revive-snapshotter did not pull the base image from the registry:\n{}",
+        tail(&log, 20)
+    );
     narrate(&format!(
         "pod counter-moved on {} restored from the registry: {after}",
         b.name

@@ -267,7 +267,7 @@ impl Node {
         // From here on, Drop cleans up whatever part of the start succeeded.
         node.handshake()?;
         if options.snapshotter {
-            node.start_snapshotter()?;
+            node.start_snapshotter("")?;
         }
         node.start_containerd()?;
         Ok(node)
@@ -524,17 +524,25 @@ impl Node {
     /// until the old one has exited and the new one listens. (The kernel keeps 15 characters
     /// of a process name: `revive-snapshot`.)
     pub fn restart_snapshotter(&self) -> Result<()> {
+        self.restart_snapshotter_with("")
+    }
+
+    /// [`Node::restart_snapshotter`], the new one started with the extra arguments `args`.
+    pub fn restart_snapshotter_with(&self, args: &str) -> Result<()> {
         self.sh(
             "pkill -TERM -x revive-snapshot || exit 1; \
              for i in $(seq 100); do pgrep -x revive-snapshot >/dev/null || exit 0; sleep 0.1; done; \
              echo 'revive-snapshotter did not exit within 10 s' >&2; exit 1",
         )
         .context("stopping revive-snapshotter")?;
-        self.start_snapshotter()
+        self.start_snapshotter(args)
     }
 
-    fn start_snapshotter(&self) -> Result<()> {
-        self.spawn_daemon("snapshotter", "revive-snapshotter --log-level debug")?;
+    fn start_snapshotter(&self, args: &str) -> Result<()> {
+        self.spawn_daemon(
+            "snapshotter",
+            &format!("revive-snapshotter --log-level debug {args}"),
+        )?;
         self.wait_for(
             "revive-snapshotter's socket",
             "test -S /run/revive/snapshotter.sock",

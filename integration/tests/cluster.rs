@@ -29,6 +29,7 @@ fn migrate_steps(flavour: Flavour) {
 
 revive_integration::e2e_main! {
     pod_migrates_through_the_registry_by_steps_lts => migrate_steps(Flavour::Lts),
+    pod_migrates_through_the_registry_by_steps_latest => migrate_steps(Flavour::Latest),
     pod_on_runtime_class_revive_lts => pod_on_revive(Flavour::Lts),
     pod_on_runtime_class_revive_latest => pod_on_revive(Flavour::Latest),
 }

@@ -20,6 +20,21 @@ pub use tonic;
 pub mod types {
     #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
     include!(concat!(env!("OUT_DIR"), "/containerd.types.rs"));
+
+    /// `containerd.types.transfer`: the sources and destinations of the transfer service
+    /// (a registry, the image store), packed in `google.protobuf.Any` under their full
+    /// names, with no URL prefix (see [`transfer::type_url`]).
+    pub mod transfer {
+        #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
+        include!(concat!(env!("OUT_DIR"), "/containerd.types.transfer.rs"));
+
+        /// The type URL containerd's transfer service resolves a packed `message` by: its
+        /// full protobuf name, as Go's typeurl writes it (a `type.googleapis.com/` prefix
+        /// would not be found).
+        pub fn type_url<M: prost::Name>() -> String {
+            M::full_name()
+        }
+    }
 }
 
 /// `containerd.v1.*`
@@ -75,6 +90,20 @@ pub mod services {
         }
     }
 
+    /// `containerd.services.transfer`
+    pub mod transfer {
+        /// `containerd.services.transfer.v1`: containerd's transfer service, with which
+        /// revive pulls and pushes images through containerd's own registry client (its
+        /// hosts configuration and trust).
+        pub mod v1 {
+            #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/containerd.services.transfer.v1.rs"
+            ));
+        }
+    }
+
     /// `containerd.services.tasks`
     pub mod tasks {
         /// `containerd.services.tasks.v1`: containerd's tasks service, which revive calls
@@ -98,6 +127,9 @@ pub use services::snapshots;
 /// Short path to [`services::tasks`], e.g. `revive_proto::tasks::v1`.
 #[cfg(feature = "services")]
 pub use services::tasks;
+/// Short path to [`services::transfer`], e.g. `revive_proto::transfer::v1`.
+#[cfg(feature = "services")]
+pub use services::transfer;
 
 /// `containerd.runc.v1`: the options of runc shims (and revive), which travel in
 /// `google.protobuf.Any` with the type URL [`runc::RUNC_OPTIONS`] or
@@ -294,5 +326,24 @@ mod option_tests {
         // runtimeoptions.v1.Options: config_body (3) is bytes, so any octets decode.
         let options = Options::decode(&[0x1a, 2, 0xff, b'x'][..]).unwrap();
         assert_eq!(options.config_body, [0xff, b'x']);
+    }
+}
+
+#[cfg(all(test, feature = "services"))]
+mod transfer_tests {
+    use super::types::transfer::{ImageStore, OciRegistry, type_url};
+
+    /// containerd registers the transfer types under their Go typeurl names: the full
+    /// protobuf names, with no prefix.
+    #[test]
+    fn transfer_type_urls_are_bare_full_names() {
+        assert_eq!(
+            type_url::<OciRegistry>(),
+            "containerd.types.transfer.OCIRegistry"
+        );
+        assert_eq!(
+            type_url::<ImageStore>(),
+            "containerd.types.transfer.ImageStore"
+        );
     }
 }

@@ -310,6 +310,7 @@ pub fn write_handoff(dir: &Path, archive: PathBuf, rebuilt: &Rebuilt) -> Result<
 pub struct ContainerdBases {
     client: crate::containerd::Client,
     bases: crate::base::Bases,
+    pulls: Pulls,
     /// Held while a base checkpoint's root is rebuilt, so it is rebuilt once.
     rebuilding: tokio::sync::Mutex<()>,
 }
@@ -321,13 +322,64 @@ pub const MAX_GENERATIONS: usize = 16;
 /// The rebuilt root of a base checkpoint, beside its unpacked archive `<chain id>/fs`.
 const BASE_ROOTFS_DIR: &str = "rootfs";
 
+/// Whether `reference` is an image id (a digest, or its 64 hex digits) rather than a name.
+fn is_image_id(reference: &str) -> bool {
+    crate::containerd::is_sha256_digest(reference)
+        || reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// From which registries a checkpoint's base image that containerd lacks is pulled.
+#[derive(Debug, Clone, Default)]
+pub struct Pulls {
+    /// Registry hosts (`host[:port]`); none: never pull.
+    pub from: Vec<String>,
+    /// The registry hosts configuration the pulls use.
+    pub hosts_dir: PathBuf,
+}
+
+impl Pulls {
+    /// The first of `refs` that names an image on a registry pulls are allowed from, with
+    /// that registry.
+    pub fn choose(&self, refs: &[String]) -> Option<(String, String)> {
+        refs.iter()
+            .filter(|r| !is_image_id(r))
+            .find_map(|reference| {
+                let registry = crate::containerd::registry_of(reference)?;
+                self.from
+                    .contains(&registry)
+                    .then(|| (reference.clone(), registry))
+            })
+    }
+
+    /// What an operator could allow, when a name in `refs` is on a registry.
+    fn hint(&self, refs: &[String]) -> String {
+        refs.iter()
+            .filter(|r| !is_image_id(r))
+            .find_map(|r| crate::containerd::registry_of(r))
+            .map(|registry| {
+                format!(
+                    " (or let revive-snapshotter pull base images from {registry}: \
+                     --pull-bases-from {registry})"
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
 impl ContainerdBases {
     pub fn new(client: crate::containerd::Client, bases: crate::base::Bases) -> Self {
         ContainerdBases {
             client,
             bases,
+            pulls: Pulls::default(),
             rebuilding: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Pulls base images containerd lacks as `pulls` allows.
+    pub fn pulling(mut self, pulls: Pulls) -> Self {
+        self.pulls = pulls;
+        self
     }
 
     /// The unpacked layers' directories.
@@ -340,9 +392,7 @@ impl ContainerdBases {
         use crate::base::BaseError;
         use crate::containerd::{ContainerdError, ImageRef};
         for reference in refs {
-            let image = if crate::containerd::is_sha256_digest(reference)
-                || reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit())
-            {
+            let image = if is_image_id(reference) {
                 ImageRef::Id(reference.clone())
             } else {
                 ImageRef::Name(reference.clone())
@@ -353,11 +403,35 @@ impl ContainerdBases {
                 Err(e) => return Err(SnapshotError::FailedPrecondition(e.to_string())),
             }
         }
-        Err(SnapshotError::FailedPrecondition(format!(
-            "the checkpoint's base image {} is not in containerd (namespace {namespace}): \
-             import or pull it, then create the container again",
-            refs.join(", also known as ")
-        )))
+        let missing = refs.join(", also known as ");
+        let Some((name, registry)) = self.pulls.choose(refs) else {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "the checkpoint's base image {missing} is not in containerd (namespace \
+                 {namespace}): import or pull it, then create the container again{}",
+                self.pulls.hint(refs)
+            )));
+        };
+        info!(
+            "the checkpoint's base image {name} is not in containerd: pulling it from {registry}"
+        );
+        self.client
+            .pull(namespace, &name, &self.pulls.hosts_dir)
+            .await
+            .map_err(|e| {
+                SnapshotError::FailedPrecondition(format!(
+                    "the checkpoint's base image {missing} is not in containerd (namespace \
+                     {namespace}) and pulling {name} from {registry} failed: {e}"
+                ))
+            })?;
+        self.bases
+            .ensure(&self.client, namespace, &ImageRef::Name(name.clone()))
+            .await
+            .map(|lowers| (name.clone(), lowers))
+            .map_err(|e| {
+                SnapshotError::FailedPrecondition(format!(
+                    "the checkpoint's base image {name}, pulled from {registry}: {e}"
+                ))
+            })
     }
 
     /// The base named by `refs`, with every checkpoint generation below it rebuilt, at most
@@ -469,5 +543,38 @@ mod tests {
         assert_eq!(namespace_of("plain"), None);
         assert_eq!(namespace_of("default/x/sha256:ab"), None);
         assert_eq!(namespace_of("/1/a"), None);
+    }
+
+    fn refs(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn base_images_are_pulled_only_from_allowed_registries() {
+        let pulls = Pulls {
+            from: vec!["198.18.0.1:5000".into()],
+            hosts_dir: PathBuf::from("/etc/containerd/certs.d"),
+        };
+        let id = "a".repeat(64);
+        assert_eq!(
+            pulls.choose(&refs(&[&id, "198.18.0.1:5000/revive/busybox:1"])),
+            Some((
+                "198.18.0.1:5000/revive/busybox:1".to_string(),
+                "198.18.0.1:5000".to_string()
+            ))
+        );
+        // Docker Hub's short names are docker.io's, which is not allowed; an id names no
+        // registry, whatever it looks like once normalised.
+        assert_eq!(pulls.choose(&refs(&["busybox", &id])), None);
+        assert_eq!(
+            Pulls::default().choose(&refs(&["198.18.0.1:5000/x:1"])),
+            None
+        );
+        assert_eq!(
+            pulls.hint(&refs(&[&id, "busybox"])),
+            " (or let revive-snapshotter pull base images from docker.io: --pull-bases-from \
+             docker.io)"
+        );
+        assert_eq!(pulls.hint(&refs(&[&id])), "");
     }
 }

@@ -10,6 +10,8 @@ pub const DEFAULT_ROOT: &str = "/var/lib/revive/snapshotter";
 /// Default socket of containerd's own gRPC API (images, content), from which base images
 /// of checkpoints are read.
 pub const DEFAULT_CONTAINERD_SOCKET: &str = crate::containerd::DEFAULT_SOCKET;
+/// Where containerd's CRI plugin is usually told to read registry hosts (`config_path`).
+pub const DEFAULT_REGISTRY_HOSTS_DIR: &str = "/etc/containerd/certs.d";
 /// How long a graceful shutdown waits for open gRPC connections to close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -24,6 +26,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// containerd's own gRPC socket (to read checkpoints' base images).
     pub containerd_socket: PathBuf,
+    /// Registries (`host[:port]`) a checkpoint's base image missing from containerd is
+    /// pulled from; none by default, since the name comes from the untrusted checkpoint.
+    pub pull_bases_from: Vec<String>,
+    /// The registry hosts configuration those pulls use (`hosts.toml` per registry).
+    pub registry_hosts_dir: PathBuf,
 }
 
 impl Config {
@@ -34,6 +41,8 @@ impl Config {
             root: root.into(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             containerd_socket: PathBuf::from(DEFAULT_CONTAINERD_SOCKET),
+            pull_bases_from: Vec::new(),
+            registry_hosts_dir: PathBuf::from(DEFAULT_REGISTRY_HOSTS_DIR),
         }
     }
 }

@@ -36,6 +36,16 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 
+/// The registry host of image name `reference` (`docker.io` for Docker Hub's short names),
+/// or None for what is not an image name (an id, a digest).
+pub fn registry_of(reference: &str) -> Option<String> {
+    if reference.is_empty() || reference.contains(char::is_whitespace) {
+        return None;
+    }
+    let normalised = normalise_name(reference).unwrap_or_else(|| reference.to_string());
+    normalised.split_once('/').map(|(host, _)| host.to_string())
+}
+
 pub use revive_checkpoint::oci::{
     Compression, Layer, MAX_LAYERS, chain_ids, host_arch, is_sha256_digest, media_types,
     normalise_name, sha256_digest,
@@ -57,6 +67,8 @@ pub const MAX_JSON_BYTES: u64 = 4 << 20;
 const MAX_INDEX_DEPTH: usize = 4;
 /// How long a unary call (Get, List, Info) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long pulling a base image may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long connecting to containerd's socket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -282,6 +294,59 @@ impl Client {
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => Err(self.rpc_error(format!("Images.Get {name}"), &status)),
         }
+    }
+
+    /// Pulls image `reference` (a name with its registry) into containerd's image store in
+    /// `namespace`, for this machine's platform and without unpacking it, through
+    /// containerd's transfer service: containerd's own registry client, with the hosts
+    /// configuration in `hosts_dir` (`hosts.toml` per registry, as CRI's `config_path`)
+    /// and the system's trusted certificates.
+    pub async fn pull(&self, namespace: &str, reference: &str, hosts_dir: &Path) -> Result<()> {
+        use revive_proto::transfer::v1::TransferRequest;
+        use revive_proto::transfer::v1::transfer_client::TransferClient;
+        use revive_proto::types::Platform;
+        use revive_proto::types::transfer::{ImageStore, OciRegistry, RegistryResolver, type_url};
+
+        let source = OciRegistry {
+            reference: reference.to_string(),
+            resolver: Some(RegistryResolver {
+                host_dir: hosts_dir.to_string_lossy().into_owned(),
+                ..Default::default()
+            }),
+        };
+        let destination = ImageStore {
+            name: reference.to_string(),
+            platforms: vec![Platform {
+                os: "linux".into(),
+                architecture: host_arch().into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let any = |type_url: String, value: Vec<u8>| prost_types::Any { type_url, value };
+        let mut request = self.request(
+            namespace,
+            TransferRequest {
+                source: Some(any(
+                    type_url::<OciRegistry>(),
+                    prost::Message::encode_to_vec(&source),
+                )),
+                destination: Some(any(
+                    type_url::<ImageStore>(),
+                    prost::Message::encode_to_vec(&destination),
+                )),
+                options: None,
+            },
+        )?;
+        request.set_timeout(PULL_TIMEOUT);
+        debug!(
+            "pulling {reference} into namespace {namespace} through containerd's transfer service"
+        );
+        TransferClient::new(self.channel.clone())
+            .transfer(request)
+            .await
+            .map_err(|status| self.rpc_error(format!("Transfer (pull {reference})"), &status))?;
+        Ok(())
     }
 
     /// All image records of `namespace`: (name, target).

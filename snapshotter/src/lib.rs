@@ -76,7 +76,12 @@ impl Snapshotter {
         let bases = base::Bases::open(&config.root)
             .map_err(|e| Error::Store(SnapshotError::FailedPrecondition(e.to_string())))?;
         let client = containerd::Client::new(&config.containerd_socket);
-        let source: Arc<dyn BaseSource> = Arc::new(checkpoint::ContainerdBases::new(client, bases));
+        let pulls = checkpoint::Pulls {
+            from: config.pull_bases_from.clone(),
+            hosts_dir: config.registry_hosts_dir.clone(),
+        };
+        let source: Arc<dyn BaseSource> =
+            Arc::new(checkpoint::ContainerdBases::new(client, bases).pulling(pulls));
         Self::bind_with_bases(config, Some(source))
     }
 

@@ -24,6 +24,16 @@ struct Cli {
     #[arg(long, default_value = config::DEFAULT_CONTAINERD_SOCKET)]
     containerd_socket: PathBuf,
 
+    /// A registry (`host[:port]`) from which a checkpoint's base image that containerd lacks
+    /// is pulled (through containerd's transfer service); repeat for several. None by
+    /// default: the base image's name comes from the checkpoint.
+    #[arg(long = "pull-bases-from", value_name = "REGISTRY")]
+    pull_bases_from: Vec<String>,
+
+    /// The registry hosts configuration base image pulls use, as CRI's `config_path`.
+    #[arg(long, default_value = config::DEFAULT_REGISTRY_HOSTS_DIR)]
+    registry_hosts_dir: PathBuf,
+
     /// Log level: off, error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: LevelFilter,
@@ -64,6 +74,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = Config::new(cli.address, cli.root);
     config.containerd_socket = cli.containerd_socket;
+    config.pull_bases_from = cli.pull_bases_from;
+    config.registry_hosts_dir = cli.registry_hosts_dir;
     let snapshotter = Snapshotter::bind(config)?;
     info!(
         "revive-snapshotter {VERSION} listening on {} (root {})",
