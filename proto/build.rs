@@ -22,6 +22,7 @@ const SERVICES: &[&str] = &[
     "services/images/v1/images.proto",
     "services/content/v1/content.proto",
     "services/transfer/v1/transfer.proto",
+    "services/leases/v1/leases.proto",
     "types/transfer/registry.proto",
     "types/transfer/imagestore.proto",
 ];

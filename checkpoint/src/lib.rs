@@ -13,3 +13,4 @@ pub mod oci;
 pub mod privilege;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod utc;

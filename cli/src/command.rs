@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::format::Format;
 use crate::inspect::human;
-use crate::{build, convert, inspect, write};
+use crate::{build, convert, inspect, push, write};
 
 #[derive(Parser)]
 #[command(
@@ -123,6 +123,31 @@ enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Push an image archive to a registry through containerd
+    #[command(long_about = "Push an image archive to a registry through containerd.
+
+        IMAGE is an OCI image archive holding one image (as revive image build writes it).         Its blobs are written into containerd's content store under a lease, and         containerd's transfer service pushes the image as REF with containerd's own registry         client: the registry's trust, mirrors and credentials come from the hosts         configuration (--hosts-dir, one hosts.toml per registry, as CRI's config_path) and         the system's certificates. Nothing of the image is left in containerd afterwards.         Needs containerd 1.7 or later (its transfer service) and root.
+
+        Example:
+          revive image build checkpoint.tar registry.example/checkpoints/app:1 -o app.tar
+          revive image push app.tar registry.example/checkpoints/app:1")]
+    Push {
+        /// The OCI image archive
+        #[arg(value_name = "IMAGE.tar")]
+        image: PathBuf,
+        /// Where to push it, e.g. registry.example/checkpoints/app:1
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// containerd's socket
+        #[arg(long, default_value = push::DEFAULT_SOCKET)]
+        containerd_socket: PathBuf,
+        /// The containerd namespace the image passes through
+        #[arg(long, default_value = push::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// The registry hosts configuration containerd reads for the push
+        #[arg(long, default_value = push::DEFAULT_HOSTS_DIR)]
+        hosts_dir: PathBuf,
+    },
 }
 
 /// Says so when a checkpoint image just written is of a privileged container: only a
@@ -195,6 +220,21 @@ fn run(cli: Cli) -> Result<()> {
             );
             print_written(&converted.written);
             note_if_privileged(&converted.summary);
+        }
+        ImageCommand::Push {
+            image,
+            reference,
+            containerd_socket,
+            namespace,
+            hosts_dir,
+        } => {
+            let containerd = push::Containerd {
+                socket: containerd_socket,
+                namespace,
+                hosts_dir,
+            };
+            let digest = push::push(&image, &reference, &containerd)?;
+            println!("pushed {reference} ({digest}) from {}", image.display());
         }
         ImageCommand::Inspect { image, json } => {
             let report = inspect::inspect(&image)?;

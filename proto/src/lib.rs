@@ -15,6 +15,27 @@ pub use prost_types;
 #[cfg(any(feature = "services", feature = "cri"))]
 pub use tonic;
 
+/// A gRPC channel to the server on the unix socket `socket` (containerd's), connected at
+/// the first call and again after a failure, each attempt bounded by `connect_timeout`.
+#[cfg(feature = "services")]
+pub fn unix_channel(
+    socket: impl Into<std::path::PathBuf>,
+    connect_timeout: std::time::Duration,
+) -> tonic::transport::Channel {
+    let socket = socket.into();
+    // The URI is only a placeholder: the connector always dials the socket.
+    tonic::transport::Endpoint::from_static("http://[::]:50051")
+        .connect_timeout(connect_timeout)
+        .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+}
+
 /// `containerd.types`: types shared between containerd services.
 #[cfg(feature = "services")]
 pub mod types {
@@ -90,6 +111,19 @@ pub mod services {
         }
     }
 
+    /// `containerd.services.leases`
+    pub mod leases {
+        /// `containerd.services.leases.v1`: leases, which keep what a client writes into
+        /// the content store from the garbage collector until an image refers to it.
+        pub mod v1 {
+            #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/containerd.services.leases.v1.rs"
+            ));
+        }
+    }
+
     /// `containerd.services.transfer`
     pub mod transfer {
         /// `containerd.services.transfer.v1`: containerd's transfer service, with which
@@ -121,6 +155,9 @@ pub use services::content;
 /// Short path to [`services::images`], e.g. `revive_proto::images::v1`.
 #[cfg(feature = "services")]
 pub use services::images;
+/// Short path to [`services::leases`], e.g. `revive_proto::leases::v1`.
+#[cfg(feature = "services")]
+pub use services::leases;
 /// Short path to [`services::snapshots`], e.g. `revive_proto::snapshots::v1`.
 #[cfg(feature = "services")]
 pub use services::snapshots;

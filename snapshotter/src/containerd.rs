@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use log::debug;
 use revive_proto::content::v1::content_client::ContentClient;
 use revive_proto::content::v1::{InfoRequest, ReadContentRequest};
@@ -31,9 +30,8 @@ use revive_proto::images::v1::images_client::ImagesClient;
 use revive_proto::images::v1::{GetImageRequest, ListImagesRequest};
 use revive_proto::types::Descriptor as ProtoDescriptor;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::UnixStream;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// The registry host of image name `reference` (`docker.io` for Docker Hub's short names),
@@ -231,14 +229,7 @@ impl Client {
     /// again after a failure), so containerd need not be running yet.
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         let socket = socket.into();
-        let path = socket.clone();
-        // The URI is only a placeholder: the connector always dials the socket.
-        let channel = Endpoint::from_static("http://[::]:50051")
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-            }));
+        let channel = revive_proto::unix_channel(socket.clone(), CONNECT_TIMEOUT);
         Client { socket, channel }
     }
 
