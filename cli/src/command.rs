@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::format::Format;
 use crate::inspect::human;
-use crate::{build, convert, inspect, push, write};
+use crate::{build, convert, inspect, migrate, push, write};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,68 @@ enum Command {
     /// Checkpoint images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Move a running pod to another node through a registry
+    #[command(
+        long_about = "Move a running pod to another node through a registry.\n\n\
+        Every container of POD is checkpointed through the API server (the kubelet's \
+        checkpoint API behind nodes/proxy); an agent pod on the pod's node (AGENT_IMAGE, an \
+        image with the revive binary, in namespace revive-system) makes each archive a \
+        checkpoint image and pushes it to REPOSITORY through that node's containerd; a copy \
+        of the pod on --to, on RuntimeClass revive, restores from them; once the copy is \
+        ready, POD is deleted. A failure on the way leaves POD running and removes what was \
+        made. What the pod does after its checkpoint is not moved. The API server is reached \
+        with kubectl and your kubeconfig.\n\n\
+        Example:\n  \
+        revive migrate web --to node-b --registry registry.example/checkpoints \\\n    \
+        --agent-image registry.example/revive/agent:0.1"
+    )]
+    Migrate {
+        /// The pod to move
+        pod: String,
+        /// Its namespace
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The node to move it to
+        #[arg(long, value_name = "NODE")]
+        to: String,
+        /// Where the checkpoint images go (images REPOSITORY/<pod>-<container>:<time>)
+        #[arg(long, value_name = "REPOSITORY")]
+        registry: String,
+        /// An image with the revive binary, for the agent pod on the pod's node
+        #[arg(long, value_name = "IMAGE")]
+        agent_image: String,
+        /// The new pod's name (default: the pod's, with -m1, -m2, ...)
+        #[arg(long)]
+        name: Option<String>,
+        /// The kubectl to run
+        #[arg(long, default_value = "kubectl")]
+        kubectl: String,
+        /// The longest any step may take, in seconds
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// What the agent pod of `revive migrate` runs on a node
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Build a checkpoint image (CRI-O's format) of each archive and push it through containerd
+    Push {
+        /// ARCHIVE=REF pairs: a checkpoint archive and where to push its image
+        #[arg(value_name = "ARCHIVE=REF", required = true)]
+        pairs: Vec<String>,
+        /// Remove each archive once its image is pushed (it holds every memory page)
+        #[arg(long)]
+        remove_archives: bool,
+        /// containerd's socket
+        #[arg(long, default_value = push::DEFAULT_SOCKET)]
+        containerd_socket: PathBuf,
+        /// The registry hosts configuration containerd reads for the push
+        #[arg(long, default_value = push::DEFAULT_HOSTS_DIR)]
+        hosts_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,7 +225,54 @@ fn note_if_privileged(summary: &build::Summary) {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let Command::Image(command) = cli.command;
+    let command = match cli.command {
+        Command::Image(command) => command,
+        Command::Migrate {
+            pod,
+            namespace,
+            to,
+            registry,
+            agent_image,
+            name,
+            kubectl,
+            timeout,
+        } => {
+            let moved = migrate::migrate(&migrate::Migration {
+                namespace,
+                pod: pod.clone(),
+                target: to.clone(),
+                repository: registry,
+                agent_image,
+                new_name: name,
+                kubectl,
+                timeout: std::time::Duration::from_secs(timeout),
+            })?;
+            println!(
+                "moved {pod} from {} to {to} as {}: checkpointed in {:.1} s, images pushed in \
+                 {:.1} s ({}), restored in {:.1} s",
+                moved.source_node,
+                moved.new_pod,
+                moved.checkpointed.as_secs_f64(),
+                moved.pushed.as_secs_f64(),
+                moved.images.join(", "),
+                moved.restored.as_secs_f64()
+            );
+            return Ok(());
+        }
+        Command::Agent(AgentCommand::Push {
+            pairs,
+            remove_archives,
+            containerd_socket,
+            hosts_dir,
+        }) => {
+            let containerd = push::Containerd {
+                socket: containerd_socket,
+                namespace: push::DEFAULT_NAMESPACE.to_string(),
+                hosts_dir,
+            };
+            return agent_push(&pairs, remove_archives, &containerd);
+        }
+    };
     match command {
         ImageCommand::Build {
             archive,
@@ -244,6 +353,30 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", inspect::render(&report));
             }
         }
+    }
+    Ok(())
+}
+
+/// Builds a checkpoint image of each `ARCHIVE=REF` pair (CRI-O's format), pushes it through
+/// containerd, and removes the archive when told to.
+fn agent_push(pairs: &[String], remove: bool, containerd: &push::Containerd) -> Result<()> {
+    let work = tempfile::Builder::new()
+        .prefix("revive-agent-")
+        .tempdir_in(std::env::current_dir()?)?;
+    for pair in pairs {
+        let (archive, reference) = pair
+            .split_once('=')
+            .with_context(|| format!("{pair:?} is not ARCHIVE=REF"))?;
+        let archive = PathBuf::from(archive);
+        let out = work.path().join("image.tar");
+        build::build(&archive, reference, &out, Format::CriO)?;
+        let digest = push::push(&out, reference, containerd)?;
+        std::fs::remove_file(&out)?;
+        if remove {
+            std::fs::remove_file(&archive)
+                .with_context(|| format!("removing {}", archive.display()))?;
+        }
+        println!("pushed {reference} ({digest}) from {}", archive.display());
     }
     Ok(())
 }

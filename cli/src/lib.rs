@@ -11,6 +11,7 @@ pub mod decompress;
 pub mod format;
 pub mod inspect;
 pub mod layout;
+pub mod migrate;
 pub mod push;
 pub mod write;
 

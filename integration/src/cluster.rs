@@ -290,11 +290,15 @@ impl Cluster {
         for (file, text) in [
             ("runtimeclass.yaml", RUNTIME_CLASS),
             ("checkpoint-rbac.yaml", CHECKPOINT_RBAC),
+            ("migrate.yaml", MIGRATE),
         ] {
             let path = format!("/etc/kubernetes/{file}");
             fs::write(cp.host_path(&path), text).with_context(|| format!("writing {path}"))?;
             self.kubectl(&["apply", "-f", &path])?;
         }
+        // The administrator's kubectl configuration, as `revive migrate` finds it.
+        cp.run(&["mkdir", "-p", "-m", "0700", "/root/.kube"])?;
+        cp.run(&["cp", ADMIN_CONFIG, "/root/.kube/config"])?;
         Ok(())
     }
 
@@ -650,54 +654,130 @@ pub fn checkpoint(cluster: &Cluster, node: &str, pod: &str, container: &str) -> 
     }
 }
 
-/// The counter pod moved from node-a to node-b through the registry, by the steps
-/// `revive migrate` automates: checkpointed through the API server, the archive made a
-/// checkpoint image on node-a and pushed to the cluster's registry (`revive image push`,
-/// through node-a's containerd), and a pod on node-b
-/// created from it: node-b pulls it, revive-snapshotter pulls its base image from the
-/// registry (`--pull-bases-from`), and the pod must count on from the
-/// checkpoint with its token; then the pod on node-a is deleted. Returns the counter before
-/// and after.
-pub fn migrate_by_steps(
-    cluster: &Cluster,
-    narrate: &mut dyn FnMut(&str),
-) -> Result<(crate::scenario::Counter, crate::scenario::Counter)> {
+/// The image `revive migrate`'s agent pods run: busybox with the project's `revive` and the
+/// shared libraries it needs (from the node root), pushed to the cluster's registry as
+/// `<registry>/revive/agent:1`; its name.
+pub fn push_agent_image(cluster: &Cluster) -> Result<String> {
+    let cp = &cluster.control;
+    let root = &cp.rootfs().path;
+    let name = format!("{}/revive/agent:1", registry());
+    let mut image = crate::image::busybox_builder(root, &name)?.host_file(
+        "/usr/local/bin/revive",
+        &crate::node::bin_dir()?.join("revive"),
+        0o755,
+    )?;
+    for lib in ["libgcc_s.so.1", "libm.so.6", "libc.so.6"] {
+        image = image.host_file(
+            &format!("/lib/x86_64-linux-gnu/{lib}"),
+            &root.join("usr/lib/x86_64-linux-gnu").join(lib),
+            0o755,
+        )?;
+    }
+    let image = image
+        .host_file(
+            "/lib64/ld-linux-x86-64.so.2",
+            &root.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+            0o755,
+        )?
+        .build()?;
+    image.write_archive(&cp.share_dir().join(format!("{}.tar", image.file_stem())))?;
+    skopeo_push(cp, &format!("/share/{}.tar", image.file_stem()), &name)?;
+    Ok(name)
+}
+
+/// `skopeo copy` of the OCI archive `file` in `node` to the registry as `name`.
+fn skopeo_push(node: &Node, file: &str, name: &str) -> Result<()> {
+    let out = node.exec_timeout(
+        &[
+            "skopeo",
+            "copy",
+            "--quiet",
+            &format!("oci-archive:{file}"),
+            &format!("docker://{name}"),
+        ],
+        WAIT,
+    )?;
+    ensure!(
+        out.status.success(),
+        "pushing {name} with skopeo: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// `revive migrate` of pod `pod` to node `to`, run by the administrator in the control
+/// plane; what it printed.
+pub fn revive_migrate(cluster: &Cluster, pod: &str, to: &str, agent: &str) -> Result<String> {
+    let repository = format!("{}/revive/migrated", registry());
+    cluster.control.run(&[
+        "revive",
+        "migrate",
+        pod,
+        "--to",
+        to,
+        "--registry",
+        &repository,
+        "--agent-image",
+        agent,
+    ])
+}
+
+/// What [`migrate_counter`] saw.
+#[derive(Debug)]
+pub struct Migrated {
+    pub before: crate::scenario::Counter,
+    /// The counter on node-b, then back on node-a.
+    pub there: crate::scenario::Counter,
+    pub back: crate::scenario::Counter,
+}
+
+/// The counter pod moved from node-a to node-b with `revive migrate`, then back (a second
+/// generation): each copy counts on with the token; the source pod, the agent pod and the
+/// checkpoint archives are gone after each move.
+pub fn migrate_counter(cluster: &Cluster, narrate: &mut dyn FnMut(&str)) -> Result<Migrated> {
     let base = push_busybox(cluster)?;
+    let agent = push_agent_image(cluster)?;
     let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
     cluster.create(&counter_pod("counter", &a.name, &base))?;
     cluster.wait_running("counter")?;
-    let on_a = container_id(&a.node, "counter", "counter")?;
-    let before = crictl::wait_for_count(&a.node, &on_a, 3, None)?;
-    let archive = checkpoint(cluster, &a.name, "counter", "counter")?;
-    narrate(&format!(
-        "{before} on {}: checkpointed through the API server into {archive}",
-        a.name
-    ));
-    let image = format!("{}/revive/migrated/counter:1", registry());
-    let file = "/share/migrated-counter.tar";
-    // CRI-O's format: containerd 2.3's CRI claims the criu format's images for a restore
-    // of its own (docs/checkpoint-images.md, known limits).
-    a.node.run(&[
-        "revive", "image", "build", "--format", "cri-o", &archive, &image, "-o", file,
-    ])?;
-    a.node.run(&["revive", "image", "push", file, &image])?;
-    narrate(&format!("checkpoint image {image} pushed from {}", a.name));
-    cluster.create(&counter_pod("counter-moved", &b.name, &image))?;
-    cluster.wait_running("counter-moved")?;
-    let on_b = container_id(&b.node, "counter-moved", "counter")?;
-    let after = crictl::wait_for_count(&b.node, &on_b, before.count + 1, Some(&before.token))?;
-    let log = fs::read_to_string(b.node.logs_dir().join("snapshotter.log")).unwrap_or_default();
-    ensure!(
-        log.contains(&format!("pulling it from {}", registry())),
-        "node-b's revive-snapshotter did not pull the base image from the registry:\n{}",
-        tail(&log, 20)
-    );
-    narrate(&format!(
-        "pod counter-moved on {} restored from the registry: {after}",
-        b.name
-    ));
-    cluster.kubectl(&["delete", "pod", "counter", "--wait=true", "--timeout=120s"])?;
-    Ok((before, after))
+    let id = container_id(&a.node, "counter", "counter")?;
+    let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
+    narrate(&format!("pod counter on {}: {before}", a.name));
+    let mut counters = Vec::new();
+    for (pod, new, from, to) in [
+        ("counter", "counter-m1", a, b),
+        ("counter-m1", "counter-m2", b, a),
+    ] {
+        let said = revive_migrate(cluster, pod, &to.name, &agent)
+            .with_context(|| format!("revive migrate {pod} --to {}", to.name))?;
+        narrate(said.trim());
+        let id = container_id(&to.node, new, "counter")?;
+        let moved = crictl::wait_for_count(&to.node, &id, before.count + 1, Some(&before.token))?;
+        narrate(&format!("pod {new} on {}: {moved}", to.name));
+        let left = cluster.kubectl(&["get", "pods", "-A", "-o", "name"])?;
+        ensure!(
+            !left
+                .lines()
+                .any(|l| l == format!("pod/{pod}") || l.contains("revive-agent")),
+            "after moving {pod}, the API server still has: {left}"
+        );
+        let archives = from
+            .node
+            .run(&["ls", "-A", "/var/lib/kubelet/checkpoints"])?;
+        ensure!(
+            archives.trim().is_empty(),
+            "checkpoint archives left on {}: {archives}",
+            from.name
+        );
+        counters.push(moved);
+    }
+    let back = counters.pop().context("two moves")?;
+    let there = counters.pop().context("two moves")?;
+    Ok(Migrated {
+        before,
+        there,
+        back,
+    })
 }
 
 /// Runs `args` in the network namespace of host process `pid`, with the host's programs.
@@ -815,6 +895,8 @@ fn apiserver_command() -> String {
 
 /// The project's RuntimeClass (`config/runtimeclass.yaml`), as users install it.
 const RUNTIME_CLASS: &str = include_str!("../../config/runtimeclass.yaml");
+/// The agent pods' namespace and the migrator's role (`config/migrate.yaml`).
+const MIGRATE: &str = include_str!("../../config/migrate.yaml");
 /// The project's grant of the kubelets' checkpoint API to the API server
 /// (`config/checkpoint-rbac.yaml`).
 const CHECKPOINT_RBAC: &str = include_str!("../../config/checkpoint-rbac.yaml");

@@ -1,0 +1,501 @@
+//! `revive migrate`: a running pod moved to another node through a registry, with what
+//! Kubernetes and OCI registries already have, every step authorized by the API server.
+//!
+//! 1. Every container of the pod is checkpointed with the kubelet's checkpoint API, reached
+//!    through the API server (`nodes/proxy`; the API server needs `nodes/checkpoint` on the
+//!    kubelets, `config/checkpoint-rbac.yaml`). The pod keeps running.
+//! 2. An agent pod on the source node (the `revive` binary in the agent image, run by the
+//!    source's kubelet, no port opened) builds a checkpoint image of each archive (CRI-O's
+//!    format, which every containerd revive supports restores in a pod), pushes it through
+//!    the node's containerd (`revive agent push`) and removes the archive: it holds every
+//!    memory page of the container.
+//! 3. A copy of the pod is created on the target node, on RuntimeClass `revive`, each
+//!    container's image its checkpoint image: the target's kubelet pulls it, revive restores.
+//! 4. Once every container of the copy is ready, the source pod is deleted.
+//!
+//! A failure before step 4 leaves the source pod running and removes what was made for
+//! the move (the agent pod, the copy). The API calls go through `kubectl`, so every way an
+//! operator authenticates to a cluster works unchanged.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+/// The namespace of the agent pods (`config/agent.yaml` creates it).
+pub const AGENT_NAMESPACE: &str = "revive-system";
+/// The agent pods' service account (`config/migrate.yaml`; it has no rights).
+pub const AGENT_SERVICE_ACCOUNT: &str = "revive-agent";
+/// Where the kubelet writes checkpoint archives, mounted into the agent pod.
+pub const KUBELET_CHECKPOINTS: &str = "/var/lib/kubelet/checkpoints";
+/// The placeholder command of a moved container that had none: a restore never runs it, but
+/// the API server wants an image without a command to be given one.
+pub const PLACEHOLDER_COMMAND: &str = "/revive-restored";
+
+/// What to move where.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub namespace: String,
+    pub pod: String,
+    pub target: String,
+    /// Where the checkpoint images go: `<repository>/<pod>-<container>:<tag>`.
+    pub repository: String,
+    /// An image with the `revive` binary, pulled on the source node.
+    pub agent_image: String,
+    /// The new pod's name; default: the pod's with `-m<generation>`.
+    pub new_name: Option<String>,
+    pub kubectl: String,
+    pub timeout: Duration,
+}
+
+/// What a migration did and how long each step took.
+#[derive(Debug)]
+pub struct Moved {
+    pub source_node: String,
+    pub new_pod: String,
+    pub images: Vec<String>,
+    pub checkpointed: Duration,
+    pub pushed: Duration,
+    pub restored: Duration,
+}
+
+/// The name of the next generation of `pod`: `web` -> `web-m1` -> `web-m2`.
+pub fn next_name(pod: &str) -> String {
+    if let Some((stem, n)) = pod.rsplit_once("-m")
+        && let Ok(n) = n.parse::<u32>()
+        && !stem.is_empty()
+    {
+        return format!("{stem}-m{}", n + 1);
+    }
+    format!("{pod}-m1")
+}
+
+/// A tag for the images of one move: seconds since the epoch.
+fn tag() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        .to_string()
+}
+
+/// Runs the migration.
+pub fn migrate(m: &Migration) -> Result<Moved> {
+    let kube = Kubectl {
+        program: &m.kubectl,
+    };
+    let pod = kube.json(&["get", "pod", &m.pod, "-n", &m.namespace, "-o", "json"])?;
+    let source = pod["spec"]["nodeName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .with_context(|| format!("pod {} is not on a node yet", m.pod))?
+        .to_string();
+    ensure!(source != m.target, "pod {} is on {source} already", m.pod);
+    ensure!(
+        pod["status"]["phase"] == "Running",
+        "pod {} is {}, not Running: only a running pod can be checkpointed",
+        m.pod,
+        pod["status"]["phase"]
+    );
+    let target = kube
+        .json(&["get", "node", &m.target, "-o", "json"])
+        .with_context(|| format!("the target node {}", m.target))?;
+    ensure!(
+        ready(&target),
+        "the target node {} is not Ready: choose another node or wait",
+        m.target
+    );
+    let containers: Vec<String> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    ensure!(!containers.is_empty(), "pod {} has no containers", m.pod);
+    let tag = tag();
+    let images: Vec<String> = containers
+        .iter()
+        .map(|c| format!("{}/{}-{c}:{tag}", m.repository.trim_end_matches('/'), m.pod))
+        .collect();
+    for image in &images {
+        crate::write::check_ref(image)?;
+    }
+
+    let started = Instant::now();
+    let mut archives = Vec::new();
+    for container in &containers {
+        let path = format!(
+            "/api/v1/nodes/{source}/proxy/checkpoint/{}/{}/{container}",
+            m.namespace, m.pod
+        );
+        let answer = kube
+            .json(&["create", "--raw", &path, "-f", "/dev/null"])
+            .with_context(|| {
+                format!(
+                    "checkpointing container {container} through the API server (POST {path}); \
+                     the API server needs nodes/checkpoint on the kubelets \
+                     (config/checkpoint-rbac.yaml)"
+                )
+            })?;
+        match answer["items"].as_array().map(Vec::as_slice) {
+            Some([Value::String(archive)]) => archives.push(archive.clone()),
+            _ => bail!("the kubelet's checkpoint answer names no single archive: {answer}"),
+        }
+    }
+    let checkpointed = started.elapsed();
+
+    let started = Instant::now();
+    let agent = format!("revive-agent-{}-{tag}", m.pod);
+    let agent_pod = agent_pod(&agent, &source, &m.agent_image, &archives, &images);
+    let pushed = kube
+        .create(&agent_pod)
+        .and_then(|()| kube.wait_succeeded(&agent, AGENT_NAMESPACE, m.timeout));
+    let wait = format!("--timeout={}s", m.timeout.as_secs());
+    let _ = kube.run(&[
+        "delete",
+        "pod",
+        &agent,
+        "-n",
+        AGENT_NAMESPACE,
+        "--ignore-not-found",
+        &wait,
+    ]);
+    pushed.context("building and pushing the checkpoint images on the source node")?;
+    let pushed = started.elapsed();
+
+    let started = Instant::now();
+    let new_name = m.new_name.clone().unwrap_or_else(|| next_name(&m.pod));
+    let copy = moved_pod(&pod, &new_name, &m.target, &images)?;
+    let restored = kube
+        .create(&copy)
+        .and_then(|()| kube.wait_ready(&new_name, &m.namespace, m.timeout));
+    if let Err(e) = restored {
+        let _ = kube.run(&[
+            "delete",
+            "pod",
+            &new_name,
+            "-n",
+            &m.namespace,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+        return Err(e.context(format!(
+            "restoring on {}: the copy was removed, pod {} still runs on {source}",
+            m.target, m.pod
+        )));
+    }
+    let restored = started.elapsed();
+    kube.run(&["delete", "pod", &m.pod, "-n", &m.namespace, &wait])
+        .context("deleting the source pod (the copy runs)")?;
+    Ok(Moved {
+        source_node: source,
+        new_pod: new_name,
+        images,
+        checkpointed,
+        pushed,
+        restored,
+    })
+}
+
+/// Whether a Node object's Ready condition is True.
+fn ready(node: &Value) -> bool {
+    node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// The agent pod: on `node`, root, the kubelet's checkpoint directory and containerd's
+/// socket from the node, no service account token, never restarted.
+pub fn agent_pod(
+    name: &str,
+    node: &str,
+    image: &str,
+    archives: &[String],
+    images: &[String],
+) -> Value {
+    let mut args = vec![
+        "agent".to_string(),
+        "push".to_string(),
+        "--remove-archives".to_string(),
+    ];
+    args.extend(
+        archives
+            .iter()
+            .zip(images)
+            .map(|(archive, image)| format!("{archive}={image}")),
+    );
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": AGENT_NAMESPACE,
+            "labels": {"app.kubernetes.io/name": "revive-agent"},
+        },
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": AGENT_SERVICE_ACCOUNT,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "agent",
+                "image": image,
+                "command": ["revive"],
+                "args": args,
+                "securityContext": {"runAsUser": 0},
+                "volumeMounts": [
+                    {"name": "checkpoints", "mountPath": KUBELET_CHECKPOINTS},
+                    {"name": "containerd", "mountPath": crate::push::DEFAULT_SOCKET},
+                    {"name": "work", "mountPath": "/work"},
+                ],
+                "workingDir": "/work",
+            }],
+            "volumes": [
+                {"name": "checkpoints",
+                 "hostPath": {"path": KUBELET_CHECKPOINTS, "type": "Directory"}},
+                {"name": "containerd",
+                 "hostPath": {"path": crate::push::DEFAULT_SOCKET, "type": "Socket"}},
+                {"name": "work", "emptyDir": {}},
+            ],
+        },
+    })
+}
+
+/// The copy of `pod` named `name` on `node`, on RuntimeClass revive, each container's image
+/// its checkpoint image (in `images`, in the containers' order). What only the source node
+/// had is left out: its status, its init containers (they ran there; the checkpoint holds
+/// what they left), the fields the API server sets.
+pub fn moved_pod(pod: &Value, name: &str, node: &str, images: &[String]) -> Result<Value> {
+    let mut spec = pod["spec"].clone();
+    let spec_map = spec.as_object_mut().context("the pod has no spec")?;
+    spec_map.remove("initContainers");
+    spec_map.insert("nodeName".into(), json!(node));
+    spec_map.insert("runtimeClassName".into(), json!("revive"));
+    let containers = spec_map
+        .get_mut("containers")
+        .and_then(Value::as_array_mut)
+        .context("the pod has no containers")?;
+    ensure!(
+        containers.len() == images.len(),
+        "{} containers, {} images",
+        containers.len(),
+        images.len()
+    );
+    for (container, image) in containers.iter_mut().zip(images) {
+        container["image"] = json!(image);
+        container["imagePullPolicy"] = json!("IfNotPresent");
+        if container.get("command").is_none_or(Value::is_null) {
+            container["command"] = json!([PLACEHOLDER_COMMAND]);
+        }
+    }
+    let metadata = &pod["metadata"];
+    let mut annotations = metadata["annotations"].clone();
+    if let Some(map) = annotations.as_object_mut() {
+        map.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    Ok(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": metadata["namespace"],
+            "labels": metadata["labels"],
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }))
+}
+
+/// `kubectl`, with the operator's own configuration and credentials.
+struct Kubectl<'a> {
+    program: &'a str,
+}
+
+impl Kubectl<'_> {
+    fn run(&self, args: &[&str]) -> Result<String> {
+        self.run_with_input(args, None)
+    }
+
+    fn run_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Result<String> {
+        use std::io::Write;
+        let mut command = Command::new(self.program);
+        command
+            .args(args)
+            .stdin(if input.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().with_context(|| {
+            format!(
+                "running {}: revive migrate drives the API server through kubectl; install it \
+                 or name it with --kubectl",
+                self.program
+            )
+        })?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(input)?;
+        }
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "`kubectl {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        let out = self.run(args)?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("`kubectl {}` printed no JSON: {out}", args.join(" ")))
+    }
+
+    fn create(&self, object: &Value) -> Result<()> {
+        self.run_with_input(&["create", "-f", "-"], Some(&serde_json::to_vec(object)?))
+            .map(drop)
+    }
+
+    fn get_pod(&self, name: &str, namespace: &str) -> Result<Value> {
+        self.json(&["get", "pod", name, "-n", namespace, "-o", "json"])
+    }
+
+    /// Waits until pod `name` has succeeded; fails with its log if it failed.
+    fn wait_succeeded(&self, name: &str, namespace: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pod = self.get_pod(name, namespace)?;
+            match pod["status"]["phase"].as_str() {
+                Some("Succeeded") => return Ok(()),
+                Some("Failed") => bail!(
+                    "the agent pod {name} failed: {}",
+                    self.run(&["logs", name, "-n", namespace])
+                        .unwrap_or_default()
+                        .trim()
+                ),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the agent pod {name} did not finish within {} s: {}",
+                    timeout.as_secs(),
+                    pod["status"]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits until every container of pod `name` is ready; fails early when one is waiting
+    /// with an error that does not pass (the restore was refused).
+    fn wait_ready(&self, name: &str, namespace: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pod = self.get_pod(name, namespace)?;
+            let statuses = pod["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !statuses.is_empty() && statuses.iter().all(|c| c["ready"] == true) {
+                return Ok(());
+            }
+            let refused = statuses.iter().find_map(|c| {
+                let waiting = &c["state"]["waiting"];
+                (waiting["reason"] == "CreateContainerError").then(|| {
+                    format!(
+                        "container {}: {}",
+                        c["name"].as_str().unwrap_or("?"),
+                        waiting["message"].as_str().unwrap_or("")
+                    )
+                })
+            });
+            if let Some(refused) = refused {
+                bail!("the restore was refused: {refused}");
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "pod {name} was not ready within {} s: {}",
+                    timeout.as_secs(),
+                    pod["status"]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_have_names_of_their_own() {
+        assert_eq!(next_name("web"), "web-m1");
+        assert_eq!(next_name("web-m1"), "web-m2");
+        assert_eq!(next_name("web-m9"), "web-m10");
+        assert_eq!(next_name("web-mx"), "web-mx-m1");
+        assert_eq!(next_name("-m3"), "-m3-m1");
+    }
+
+    #[test]
+    fn the_copy_runs_on_revive_on_the_target_from_the_checkpoint_images() {
+        let pod = json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u", "resourceVersion": "7",
+                         "labels": {"app": "web"},
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}",
+                                         "team": "a"}},
+            "spec": {"nodeName": "node-a", "initContainers": [{"name": "init"}],
+                     "containers": [{"name": "app", "image": "app:1", "command": ["app"]},
+                                    {"name": "side", "image": "side:1"}]},
+            "status": {"phase": "Running"},
+        });
+        let copy = moved_pod(
+            &pod,
+            "web-m1",
+            "node-b",
+            &["r/web-app:1".into(), "r/web-side:1".into()],
+        )
+        .unwrap();
+        assert_eq!(copy["metadata"]["name"], "web-m1");
+        assert_eq!(copy["metadata"]["namespace"], "shop");
+        assert_eq!(copy["metadata"]["labels"]["app"], "web");
+        assert_eq!(copy["metadata"]["annotations"], json!({"team": "a"}));
+        assert!(copy["metadata"].get("uid").is_none() && copy.get("status").is_none());
+        assert_eq!(copy["spec"]["nodeName"], "node-b");
+        assert_eq!(copy["spec"]["runtimeClassName"], "revive");
+        assert!(copy["spec"].get("initContainers").is_none());
+        assert_eq!(copy["spec"]["containers"][0]["image"], "r/web-app:1");
+        assert_eq!(copy["spec"]["containers"][0]["command"], json!(["app"]));
+        assert_eq!(
+            copy["spec"]["containers"][1]["command"],
+            json!([PLACEHOLDER_COMMAND])
+        );
+        assert!(moved_pod(&pod, "x", "n", &["only-one".into()]).is_err());
+    }
+
+    #[test]
+    fn the_agent_reads_checkpoints_and_talks_to_containerd_on_the_source_only() {
+        let pod = agent_pod(
+            "a",
+            "node-a",
+            "agent:1",
+            &["/x.tar".into()],
+            &["r/i:1".into()],
+        );
+        assert_eq!(pod["spec"]["nodeName"], "node-a");
+        assert_eq!(pod["metadata"]["namespace"], AGENT_NAMESPACE);
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(
+            pod["spec"]["containers"][0]["args"],
+            json!(["agent", "push", "--remove-archives", "/x.tar=r/i:1"])
+        );
+        assert!(pod["spec"]["containers"][0].get("ports").is_none());
+    }
+}
