@@ -357,28 +357,41 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Builds a checkpoint image of each `ARCHIVE=REF` pair (CRI-O's format), pushes it through
-/// containerd, and removes the archive when told to.
+/// Builds a checkpoint image of each `ARCHIVE=REF` pair (CRI-O's format) and pushes it
+/// through containerd. With `remove`, every archive is removed at the end, pushed or not:
+/// each holds every memory page of its container, and a failed move checkpoints again.
 fn agent_push(pairs: &[String], remove: bool, containerd: &push::Containerd) -> Result<()> {
-    let work = tempfile::Builder::new()
-        .prefix("revive-agent-")
-        .tempdir_in(std::env::current_dir()?)?;
-    for pair in pairs {
-        let (archive, reference) = pair
-            .split_once('=')
-            .with_context(|| format!("{pair:?} is not ARCHIVE=REF"))?;
-        let archive = PathBuf::from(archive);
-        let out = work.path().join("image.tar");
-        build::build(&archive, reference, &out, Format::CriO)?;
-        let digest = push::push(&out, reference, containerd)?;
-        std::fs::remove_file(&out)?;
-        if remove {
-            std::fs::remove_file(&archive)
-                .with_context(|| format!("removing {}", archive.display()))?;
+    let pairs = pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(archive, reference)| (PathBuf::from(archive), reference))
+                .with_context(|| format!("{pair:?} is not ARCHIVE=REF"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let pushed = (|| {
+        let work = tempfile::Builder::new()
+            .prefix("revive-agent-")
+            .tempdir_in(std::env::current_dir()?)?;
+        for (archive, reference) in &pairs {
+            let out = work.path().join("image.tar");
+            build::build(archive, reference, &out, Format::CriO)?;
+            let digest = push::push(&out, reference, containerd)?;
+            std::fs::remove_file(&out)?;
+            println!("pushed {reference} ({digest}) from {}", archive.display());
         }
-        println!("pushed {reference} ({digest}) from {}", archive.display());
+        Ok(())
+    })();
+    if remove {
+        for (archive, _) in &pairs {
+            if let Err(e) = std::fs::remove_file(archive)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                eprintln!("revive: could not remove {}: {e}", archive.display());
+            }
+        }
     }
-    Ok(())
+    pushed
 }
 
 /// The `revive` command: parses the command line, runs it, reports an error on stderr.

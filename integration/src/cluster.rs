@@ -722,38 +722,71 @@ pub fn revive_migrate(cluster: &Cluster, pod: &str, to: &str, agent: &str) -> Re
     ])
 }
 
-/// What [`migrate_counter`] saw.
-#[derive(Debug)]
-pub struct Migrated {
-    pub before: crate::scenario::Counter,
-    /// The counter on node-b, then back on node-a.
-    pub there: crate::scenario::Counter,
-    pub back: crate::scenario::Counter,
+/// The containers of the migrated pod: two counters, each with its own token.
+pub const MIGRATED_CONTAINERS: [&str; 2] = ["counter", "sidecar"];
+
+/// A pod of two counters (see [`MIGRATED_CONTAINERS`]) on `node`, as [`counter_pod`].
+pub fn two_counter_pod(name: &str, node: &str, image: &str) -> Value {
+    let mut pod = counter_pod(name, node, image);
+    let mut sidecar = pod["spec"]["containers"][0].clone();
+    sidecar["name"] = serde_json::json!(MIGRATED_CONTAINERS[1]);
+    if let Some(containers) = pod["spec"]["containers"].as_array_mut() {
+        containers.push(sidecar);
+    }
+    pod
 }
 
-/// The counter pod moved from node-a to node-b with `revive migrate`, then back (a second
-/// generation): each copy counts on with the token; the source pod, the agent pod and the
-/// checkpoint archives are gone after each move.
-pub fn migrate_counter(cluster: &Cluster, narrate: &mut dyn FnMut(&str)) -> Result<Migrated> {
+/// The counters of pod `pod`'s containers on `node`, once each counts past `min` (with the
+/// token of `tokens`, when given, container by container).
+fn pod_counters(
+    node: &Node,
+    pod: &str,
+    min: u64,
+    tokens: Option<&[crate::scenario::Counter]>,
+) -> Result<Vec<crate::scenario::Counter>> {
+    MIGRATED_CONTAINERS
+        .iter()
+        .enumerate()
+        .map(|(i, container)| {
+            let id = container_id(node, pod, container)?;
+            let token = tokens.map(|t| t[i].token.as_str());
+            crictl::wait_for_count(node, &id, min, token)
+                .with_context(|| format!("container {container} of pod {pod}"))
+        })
+        .collect()
+}
+
+/// What [`migrate_pod`] saw: the counters of the pod's containers before, after the move to
+/// node-b, after the move back to node-a.
+#[derive(Debug)]
+pub struct Migrated {
+    pub before: Vec<crate::scenario::Counter>,
+    pub there: Vec<crate::scenario::Counter>,
+    pub back: Vec<crate::scenario::Counter>,
+}
+
+/// A pod of two counters moved from node-a to node-b with `revive migrate`, as a whole, then
+/// back (a second generation): each container counts on with its own token; the source pod,
+/// the agent pod and the checkpoint archives are gone after each move.
+pub fn migrate_pod(cluster: &Cluster, narrate: &mut dyn FnMut(&str)) -> Result<Migrated> {
     let base = push_busybox(cluster)?;
     let agent = push_agent_image(cluster)?;
     let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
-    cluster.create(&counter_pod("counter", &a.name, &base))?;
-    cluster.wait_running("counter")?;
-    let id = container_id(&a.node, "counter", "counter")?;
-    let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
-    narrate(&format!("pod counter on {}: {before}", a.name));
-    let mut counters = Vec::new();
+    cluster.create(&two_counter_pod("counters", &a.name, &base))?;
+    cluster.wait_running("counters")?;
+    let before = pod_counters(&a.node, "counters", 3, None)?;
+    narrate(&format!("pod counters on {}: {before:?}", a.name));
+    let min = before.iter().map(|c| c.count).max().unwrap_or(0) + 1;
+    let mut moves = Vec::new();
     for (pod, new, from, to) in [
-        ("counter", "counter-m1", a, b),
-        ("counter-m1", "counter-m2", b, a),
+        ("counters", "counters-m1", a, b),
+        ("counters-m1", "counters-m2", b, a),
     ] {
         let said = revive_migrate(cluster, pod, &to.name, &agent)
             .with_context(|| format!("revive migrate {pod} --to {}", to.name))?;
         narrate(said.trim());
-        let id = container_id(&to.node, new, "counter")?;
-        let moved = crictl::wait_for_count(&to.node, &id, before.count + 1, Some(&before.token))?;
-        narrate(&format!("pod {new} on {}: {moved}", to.name));
+        let moved = pod_counters(&to.node, new, min, Some(&before))?;
+        narrate(&format!("pod {new} on {}: {moved:?}", to.name));
         let left = cluster.kubectl(&["get", "pods", "-A", "-o", "name"])?;
         ensure!(
             !left
@@ -761,23 +794,73 @@ pub fn migrate_counter(cluster: &Cluster, narrate: &mut dyn FnMut(&str)) -> Resu
                 .any(|l| l == format!("pod/{pod}") || l.contains("revive-agent")),
             "after moving {pod}, the API server still has: {left}"
         );
-        let archives = from
-            .node
-            .run(&["ls", "-A", "/var/lib/kubelet/checkpoints"])?;
-        ensure!(
-            archives.trim().is_empty(),
-            "checkpoint archives left on {}: {archives}",
-            from.name
-        );
-        counters.push(moved);
+        no_archives_left(from)?;
+        moves.push(moved);
     }
-    let back = counters.pop().context("two moves")?;
-    let there = counters.pop().context("two moves")?;
+    let back = moves.pop().context("two moves")?;
+    let there = moves.pop().context("two moves")?;
     Ok(Migrated {
         before,
         there,
         back,
     })
+}
+
+/// Fails if checkpoint archives are left in `worker`'s kubelet directory.
+fn no_archives_left(worker: &Worker) -> Result<()> {
+    let archives = worker
+        .node
+        .run(&["ls", "-A", "/var/lib/kubelet/checkpoints"])?;
+    ensure!(
+        archives.trim().is_empty(),
+        "checkpoint archives left on {}: {archives}",
+        worker.name
+    );
+    Ok(())
+}
+
+/// `revive migrate` to a registry nobody serves fails saying so; the source pod keeps
+/// running with its state, and no agent pod, copy or checkpoint archive is left. Returns
+/// the error `revive migrate` printed.
+pub fn migrate_to_unreachable_registry(
+    cluster: &Cluster,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let base = push_busybox(cluster)?;
+    let agent = push_agent_image(cluster)?;
+    let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
+    cluster.create(&counter_pod("counter", &a.name, &base))?;
+    cluster.wait_running("counter")?;
+    let id = container_id(&a.node, "counter", "counter")?;
+    let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
+    let refused = cluster.control.run(&[
+        "revive",
+        "migrate",
+        "counter",
+        "--to",
+        &b.name,
+        "--registry",
+        &format!("{CONTROL_IP}:5999/nobody"),
+        "--agent-image",
+        &agent,
+        "--timeout",
+        "120",
+    ]);
+    let refused = match refused {
+        Ok(out) => bail!("revive migrate to an unreachable registry succeeded: {out}"),
+        Err(e) => format!("{e:#}"),
+    };
+    narrate(&format!("refused: {refused}"));
+    let after = crictl::wait_for_count(&a.node, &id, before.count + 2, Some(&before.token))
+        .context("the source pod after the failed move")?;
+    narrate(&format!("pod counter on {} still counts: {after}", a.name));
+    let pods = cluster.kubectl(&["get", "pods", "-A", "-o", "name"])?;
+    ensure!(
+        pods.trim() == "pod/counter",
+        "after the failed move the API server has: {pods}"
+    );
+    no_archives_left(a)?;
+    Ok(refused)
 }
 
 /// Runs `args` in the network namespace of host process `pid`, with the host's programs.

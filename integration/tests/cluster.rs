@@ -19,20 +19,36 @@ fn pod_on_revive(flavour: Flavour) {
     eprintln!("counter: {counter}");
 }
 
-/// `revive migrate` moves the counter pod from node-a to node-b and back: it counts on with
-/// its token each time.
+/// `revive migrate` moves a pod of two counters from node-a to node-b and back, as a whole:
+/// each container counts on with its own token each time.
 fn migrate(flavour: Flavour) {
     let moved = on_cluster(flavour, "migrate", 2, "revive migrate", |c, say| {
-        cluster::migrate_counter(c, say)
+        cluster::migrate_pod(c, say)
     });
-    assert_eq!(moved.there.token, moved.before.token);
-    assert_eq!(moved.back.token, moved.before.token);
-    assert!(moved.back.count > moved.there.count);
+    for (i, before) in moved.before.iter().enumerate() {
+        assert_eq!(moved.there[i].token, before.token);
+        assert_eq!(moved.back[i].token, before.token);
+        assert!(moved.back[i].count > moved.there[i].count);
+    }
+}
+
+/// A move to a registry nobody serves fails with the reason and leaves the source pod
+/// running, nothing else behind.
+fn unreachable_registry(flavour: Flavour) {
+    let refused = on_cluster(
+        flavour,
+        "unreachable",
+        2,
+        "a move to an unreachable registry",
+        |c, say| cluster::migrate_to_unreachable_registry(c, say),
+    );
+    assert!(refused.contains("could not push"), "{refused}");
 }
 
 revive_integration::e2e_main! {
     revive_migrate_moves_a_pod_there_and_back_lts => migrate(Flavour::Lts),
     revive_migrate_moves_a_pod_there_and_back_latest => migrate(Flavour::Latest),
+    revive_migrate_to_an_unreachable_registry_leaves_the_pod_lts => unreachable_registry(Flavour::Lts),
     pod_on_runtime_class_revive_lts => pod_on_revive(Flavour::Lts),
     pod_on_runtime_class_revive_latest => pod_on_revive(Flavour::Latest),
 }
