@@ -177,8 +177,8 @@ pub fn migrate(m: &Migration) -> Result<Moved> {
             &new_name,
             "-n",
             &m.namespace,
-            "--wait=false",
             "--ignore-not-found",
+            &wait,
         ]);
         return Err(e.context(format!(
             "restoring on {}: the copy was removed, pod {} still runs on {source}",
@@ -310,6 +310,35 @@ pub fn moved_pod(pod: &Value, name: &str, node: &str, images: &[String]) -> Resu
     }))
 }
 
+/// Why a container of the copy will not come up, from its status: the restore refused (the
+/// runtime's error, at create or at start), the image not pulled, or the restored process
+/// gone. None while it may still come up.
+fn failed_start(status: &Value) -> Option<String> {
+    let name = status["name"].as_str().unwrap_or("?");
+    let waiting = &status["state"]["waiting"];
+    let reason = waiting["reason"].as_str().unwrap_or("");
+    let message = waiting["message"].as_str().unwrap_or("");
+    let terminated = &status["lastState"]["terminated"];
+    match reason {
+        "CreateContainerError"
+        | "CreateContainerConfigError"
+        | "RunContainerError"
+        | "ErrImagePull"
+        | "ImagePullBackOff"
+        | "InvalidImageName" => Some(format!("container {name}: {reason}: {message}")),
+        "CrashLoopBackOff" => Some(format!(
+            "container {name}: the restored process exited ({}: exit code {})",
+            terminated["reason"].as_str().unwrap_or("unknown"),
+            terminated["exitCode"]
+        )),
+        _ if status["state"]["terminated"].is_object() => Some(format!(
+            "container {name}: the restored process exited: {}",
+            status["state"]["terminated"]
+        )),
+        _ => None,
+    }
+}
+
 /// `kubectl`, with the operator's own configuration and credentials.
 struct Kubectl<'a> {
     program: &'a str,
@@ -406,16 +435,7 @@ impl Kubectl<'_> {
             if !statuses.is_empty() && statuses.iter().all(|c| c["ready"] == true) {
                 return Ok(());
             }
-            let refused = statuses.iter().find_map(|c| {
-                let waiting = &c["state"]["waiting"];
-                (waiting["reason"] == "CreateContainerError").then(|| {
-                    format!(
-                        "container {}: {}",
-                        c["name"].as_str().unwrap_or("?"),
-                        waiting["message"].as_str().unwrap_or("")
-                    )
-                })
-            });
+            let refused = statuses.iter().find_map(failed_start);
             if let Some(refused) = refused {
                 bail!("the restore was refused: {refused}");
             }
@@ -478,6 +498,29 @@ mod tests {
             json!([PLACEHOLDER_COMMAND])
         );
         assert!(moved_pod(&pod, "x", "n", &["only-one".into()]).is_err());
+    }
+
+    #[test]
+    fn a_copy_that_cannot_come_up_says_why() {
+        let refused = json!({"name": "app", "state": {"waiting": {
+            "reason": "RunContainerError",
+            "message": "restore refused: the checkpoint would bring back more privilege"}}});
+        assert_eq!(
+            failed_start(&refused).unwrap(),
+            "container app: RunContainerError: restore refused: the checkpoint would bring \
+             back more privilege"
+        );
+        let pulling = json!({"name": "app", "state": {"waiting": {"reason": "ContainerCreating"}}});
+        assert_eq!(failed_start(&pulling), None);
+        let running = json!({"name": "app", "state": {"running": {}}});
+        assert_eq!(failed_start(&running), None);
+        let looping = json!({"name": "app", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                             "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}});
+        assert!(
+            failed_start(&looping)
+                .unwrap()
+                .contains("exited (Error: exit code 1)")
+        );
     }
 
     #[test]

@@ -708,18 +708,45 @@ fn skopeo_push(node: &Node, file: &str, name: &str) -> Result<()> {
 /// `revive migrate` of pod `pod` to node `to`, run by the administrator in the control
 /// plane; what it printed.
 pub fn revive_migrate(cluster: &Cluster, pod: &str, to: &str, agent: &str) -> Result<String> {
-    let repository = format!("{}/revive/migrated", registry());
-    cluster.control.run(&[
+    revive_migrate_to(
+        cluster,
+        pod,
+        to,
+        agent,
+        &format!("{}/revive/migrated", registry()),
+    )
+}
+
+/// [`revive_migrate`] with the images pushed to `repository`.
+pub fn revive_migrate_to(
+    cluster: &Cluster,
+    pod: &str,
+    to: &str,
+    agent: &str,
+    repository: &str,
+) -> Result<String> {
+    let args = [
         "revive",
         "migrate",
         pod,
         "--to",
         to,
         "--registry",
-        &repository,
+        repository,
         "--agent-image",
         agent,
-    ])
+        "--timeout",
+        "150",
+    ];
+    let out = cluster.control.exec_timeout(&args, WAIT * 3)?;
+    ensure!(
+        out.status.success(),
+        "`{}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The containers of the migrated pod: two counters, each with its own token.
@@ -833,19 +860,13 @@ pub fn migrate_to_unreachable_registry(
     cluster.wait_running("counter")?;
     let id = container_id(&a.node, "counter", "counter")?;
     let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
-    let refused = cluster.control.run(&[
-        "revive",
-        "migrate",
+    let refused = revive_migrate_to(
+        cluster,
         "counter",
-        "--to",
         &b.name,
-        "--registry",
-        &format!("{CONTROL_IP}:5999/nobody"),
-        "--agent-image",
         &agent,
-        "--timeout",
-        "120",
-    ]);
+        &format!("{CONTROL_IP}:5999/nobody"),
+    );
     let refused = match refused {
         Ok(out) => bail!("revive migrate to an unreachable registry succeeded: {out}"),
         Err(e) => format!("{e:#}"),
@@ -858,6 +879,59 @@ pub fn migrate_to_unreachable_registry(
     ensure!(
         pods.trim() == "pod/counter",
         "after the failed move the API server has: {pods}"
+    );
+    no_archives_left(a)?;
+    Ok(refused)
+}
+
+/// The hard limit `limit` (as `/proc/<pid>/limits` names it, e.g. `Max pending signals`) of
+/// the node's containerd.
+fn containerd_hard_limit(node: &Node, limit: &str) -> Result<u64> {
+    let limits = node.sh("cat /proc/$(pidof containerd)/limits")?;
+    limits
+        .lines()
+        .find(|l| l.starts_with(limit))
+        .and_then(|l| l[limit.len()..].split_whitespace().nth(1))
+        .and_then(|hard| hard.parse().ok())
+        .with_context(|| format!("no numeric hard {limit:?} in containerd's limits:\n{limits}"))
+}
+
+/// `revive migrate` to a node that cannot take the checkpoint: node-b's containerd (and so
+/// its shims and containers) gets a lower hard limit of pending signals than node-a's, so
+/// the restore would raise the process's limit, and revive refuses it. The move fails
+/// naming the limit; the source pod counts on, and no copy, agent pod or archive is left.
+/// Returns the error `revive migrate` printed.
+pub fn migrate_refused_by_target(
+    cluster: &Cluster,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let base = push_busybox(cluster)?;
+    let agent = push_agent_image(cluster)?;
+    let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
+    let limit = containerd_hard_limit(&a.node, "Max pending signals")?;
+    let lower = (limit / 2).max(64);
+    b.node
+        .restart_containerd_under(&format!("prlimit --sigpending={lower}:{lower}"))?;
+    narrate(&format!(
+        "{}'s containerd: at most {lower} pending signals, {}'s {limit}",
+        b.name, a.name
+    ));
+    cluster.create(&counter_pod("counter", &a.name, &base))?;
+    cluster.wait_running("counter")?;
+    let id = container_id(&a.node, "counter", "counter")?;
+    let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
+    let refused = match revive_migrate(cluster, "counter", &b.name, &agent) {
+        Ok(out) => bail!("the move to a node with lower limits succeeded: {out}"),
+        Err(e) => format!("{e:#}"),
+    };
+    narrate(&format!("refused: {refused}"));
+    let after = crictl::wait_for_count(&a.node, &id, before.count + 2, Some(&before.token))
+        .context("the source pod after the refused move")?;
+    narrate(&format!("pod counter on {} still counts: {after}", a.name));
+    let pods = cluster.kubectl(&["get", "pods", "-A", "-o", "name"])?;
+    ensure!(
+        pods.trim() == "pod/counter",
+        "after the refused move the API server has: {pods}"
     );
     no_archives_left(a)?;
     Ok(refused)

@@ -553,6 +553,12 @@ impl Node {
     /// Stops the node's containerd (SIGTERM, as systemd would, by its pid: shims and their
     /// containers keep running) and starts it again, waiting until it answers.
     pub fn restart_containerd(&self) -> Result<()> {
+        self.restart_containerd_under("")
+    }
+
+    /// [`Node::restart_containerd`], the new one started by the command `wrapper` (e.g.
+    /// `prlimit --sigpending=1024:1024`), or directly when it is empty.
+    pub fn restart_containerd_under(&self, wrapper: &str) -> Result<()> {
         let pid = self.run(&["pidof", "containerd"])?.trim().to_string();
         if pid.is_empty() || pid.contains(' ') {
             bail!(
@@ -572,13 +578,20 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.start_containerd()
+        self.start_containerd_under(wrapper)
     }
 
     /// Starts (or restarts, after it was killed) the node's containerd and waits until it
     /// answers.
     pub fn start_containerd(&self) -> Result<()> {
-        self.spawn_daemon("containerd", "containerd --log-level debug")?;
+        self.start_containerd_under("")
+    }
+
+    fn start_containerd_under(&self, wrapper: &str) -> Result<()> {
+        self.spawn_daemon(
+            "containerd",
+            format!("{wrapper} containerd --log-level debug").trim_start(),
+        )?;
         self.wait_for("containerd", "ctr version", "containerd")
     }
 

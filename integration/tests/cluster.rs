@@ -45,10 +45,27 @@ fn unreachable_registry(flavour: Flavour) {
     assert!(refused.contains("could not push"), "{refused}");
 }
 
+/// A move to a node whose containerd has lower limits than the source's is refused by the
+/// privilege rules, naming the limit, and leaves the source pod running, nothing else behind.
+fn refused_by_target(flavour: Flavour) {
+    let refused = on_cluster(
+        flavour,
+        "refused",
+        2,
+        "a move the target refuses",
+        |c, say| cluster::migrate_refused_by_target(c, say),
+    );
+    assert!(
+        refused.contains("restore was refused") && refused.contains("RLIMIT_SIGPENDING"),
+        "{refused}"
+    );
+}
+
 revive_integration::e2e_main! {
     revive_migrate_moves_a_pod_there_and_back_lts => migrate(Flavour::Lts),
     revive_migrate_moves_a_pod_there_and_back_latest => migrate(Flavour::Latest),
     revive_migrate_to_an_unreachable_registry_leaves_the_pod_lts => unreachable_registry(Flavour::Lts),
+    revive_migrate_refused_by_the_target_leaves_the_pod_latest => refused_by_target(Flavour::Latest),
     pod_on_runtime_class_revive_lts => pod_on_revive(Flavour::Lts),
     pod_on_runtime_class_revive_latest => pod_on_revive(Flavour::Latest),
 }
