@@ -846,29 +846,26 @@ fn no_archives_left(worker: &Worker) -> Result<()> {
     Ok(())
 }
 
-/// `revive migrate` to a registry nobody serves fails saying so; the source pod keeps
-/// running with its state, and no agent pod, copy or checkpoint archive is left. Returns
-/// the error `revive migrate` printed.
-pub fn migrate_to_unreachable_registry(
+/// A move of the counter pod from node-a to node-b that must fail: `prepare` readies the
+/// cluster (with the agent image's name), `attempt` runs `revive migrate` with it. The
+/// error must come back, the source pod count on with its state, and no copy, agent pod or
+/// checkpoint archive be left. Returns the error `revive migrate` printed.
+fn failed_move(
     cluster: &Cluster,
     narrate: &mut dyn FnMut(&str),
+    prepare: impl FnOnce(&Worker, &Worker) -> Result<String>,
+    attempt: impl FnOnce(&str, &Worker) -> Result<String>,
 ) -> Result<String> {
     let base = push_busybox(cluster)?;
     let agent = push_agent_image(cluster)?;
     let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
+    narrate(&prepare(a, b)?);
     cluster.create(&counter_pod("counter", &a.name, &base))?;
     cluster.wait_running("counter")?;
     let id = container_id(&a.node, "counter", "counter")?;
     let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
-    let refused = revive_migrate_to(
-        cluster,
-        "counter",
-        &b.name,
-        &agent,
-        &format!("{CONTROL_IP}:5999/nobody"),
-    );
-    let refused = match refused {
-        Ok(out) => bail!("revive migrate to an unreachable registry succeeded: {out}"),
+    let refused = match attempt(&agent, b) {
+        Ok(out) => bail!("the move succeeded: {out}"),
         Err(e) => format!("{e:#}"),
     };
     narrate(&format!("refused: {refused}"));
@@ -896,45 +893,45 @@ fn containerd_hard_limit(node: &Node, limit: &str) -> Result<u64> {
         .with_context(|| format!("no numeric hard {limit:?} in containerd's limits:\n{limits}"))
 }
 
-/// `revive migrate` to a node that cannot take the checkpoint: node-b's containerd (and so
-/// its shims and containers) gets a lower hard limit of pending signals than node-a's, so
-/// the restore would raise the process's limit, and revive refuses it. The move fails
-/// naming the limit; the source pod counts on, and no copy, agent pod or archive is left.
-/// Returns the error `revive migrate` printed.
-pub fn migrate_refused_by_target(
+/// Moves that must fail (see [`failed_move`]).
+#[derive(Debug, Clone, Copy)]
+pub enum FailedMove {
+    /// To a registry nobody serves: the push fails.
+    UnreachableRegistry,
+    /// To a node that cannot take the checkpoint: node-b's containerd (and so its shims and
+    /// containers) gets a lower hard limit of pending signals than node-a's, so the restore
+    /// would raise the process's limit, and revive refuses it.
+    LowerLimits,
+}
+
+/// `revive migrate` of the counter pod in the case `case`: it fails with the reason, and
+/// leaves the source pod running, nothing else behind. What `revive migrate` printed.
+pub fn migrate_fails(
     cluster: &Cluster,
+    case: FailedMove,
     narrate: &mut dyn FnMut(&str),
 ) -> Result<String> {
-    let base = push_busybox(cluster)?;
-    let agent = push_agent_image(cluster)?;
-    let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
-    let limit = containerd_hard_limit(&a.node, "Max pending signals")?;
-    let lower = (limit / 2).max(64);
-    b.node
-        .restart_containerd_under(&format!("prlimit --sigpending={lower}:{lower}"))?;
-    narrate(&format!(
-        "{}'s containerd: at most {lower} pending signals, {}'s {limit}",
-        b.name, a.name
-    ));
-    cluster.create(&counter_pod("counter", &a.name, &base))?;
-    cluster.wait_running("counter")?;
-    let id = container_id(&a.node, "counter", "counter")?;
-    let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
-    let refused = match revive_migrate(cluster, "counter", &b.name, &agent) {
-        Ok(out) => bail!("the move to a node with lower limits succeeded: {out}"),
-        Err(e) => format!("{e:#}"),
+    let nobody = format!("{CONTROL_IP}:5999/nobody");
+    let prepare = |a: &Worker, b: &Worker| match case {
+        FailedMove::UnreachableRegistry => Ok(format!("the registry: {nobody}, unserved")),
+        FailedMove::LowerLimits => {
+            let limit = containerd_hard_limit(&a.node, "Max pending signals")?;
+            let lower = (limit / 2).max(64);
+            b.node
+                .restart_containerd_under(&format!("prlimit --sigpending={lower}:{lower}"))?;
+            Ok(format!(
+                "{}'s containerd: at most {lower} pending signals, {}'s {limit}",
+                b.name, a.name
+            ))
+        }
     };
-    narrate(&format!("refused: {refused}"));
-    let after = crictl::wait_for_count(&a.node, &id, before.count + 2, Some(&before.token))
-        .context("the source pod after the refused move")?;
-    narrate(&format!("pod counter on {} still counts: {after}", a.name));
-    let pods = cluster.kubectl(&["get", "pods", "-A", "-o", "name"])?;
-    ensure!(
-        pods.trim() == "pod/counter",
-        "after the refused move the API server has: {pods}"
-    );
-    no_archives_left(a)?;
-    Ok(refused)
+    let attempt = |agent: &str, b: &Worker| match case {
+        FailedMove::UnreachableRegistry => {
+            revive_migrate_to(cluster, "counter", &b.name, agent, &nobody)
+        }
+        FailedMove::LowerLimits => revive_migrate(cluster, "counter", &b.name, agent),
+    };
+    failed_move(cluster, narrate, prepare, attempt)
 }
 
 /// Runs `args` in the network namespace of host process `pid`, with the host's programs.

@@ -40,7 +40,7 @@ fn unreachable_registry(flavour: Flavour) {
         "unreachable",
         2,
         "a move to an unreachable registry",
-        |c, say| cluster::migrate_to_unreachable_registry(c, say),
+        |c, say| cluster::migrate_fails(c, cluster::FailedMove::UnreachableRegistry, say),
     );
     assert!(refused.contains("could not push"), "{refused}");
 }
@@ -53,7 +53,7 @@ fn refused_by_target(flavour: Flavour) {
         "refused",
         2,
         "a move the target refuses",
-        |c, say| cluster::migrate_refused_by_target(c, say),
+        |c, say| cluster::migrate_fails(c, cluster::FailedMove::LowerLimits, say),
     );
     assert!(
         refused.contains("restore was refused") && refused.contains("RLIMIT_SIGPENDING"),
