@@ -55,9 +55,13 @@ enum Command {
         /// Its namespace
         #[arg(short, long, default_value = "default")]
         namespace: String,
-        /// The node to move it to
-        #[arg(long, value_name = "NODE")]
-        to: String,
+        /// The node to move it to (with --save, default: the node it is on)
+        #[arg(long, value_name = "NODE", required_unless_present = "save")]
+        to: Option<String>,
+        /// Park the pod instead: write the copy's manifest to FILE and delete the pod, which
+        /// `kubectl create -f FILE` brings back restored (say, after the node's reboot)
+        #[arg(long, value_name = "FILE")]
+        save: Option<PathBuf>,
         /// Where the checkpoint images go (images REPOSITORY/<pod>-<container>:<time>)
         #[arg(long, value_name = "REPOSITORY")]
         registry: String,
@@ -236,27 +240,39 @@ fn run(cli: Cli) -> Result<()> {
             name,
             kubectl,
             timeout,
+            save,
         } => {
             let moved = migrate::migrate(&migrate::Migration {
                 namespace,
                 pod: pod.clone(),
-                target: to.clone(),
+                target: to,
+                save: save.clone(),
                 repository: registry,
                 agent_image,
                 new_name: name,
                 kubectl,
                 timeout: std::time::Duration::from_secs(timeout),
             })?;
-            println!(
-                "moved {pod} from {} to {to} as {}: checkpointed in {:.1} s, images pushed in \
-                 {:.1} s ({}), restored in {:.1} s",
-                moved.source_node,
-                moved.new_pod,
-                moved.checkpointed.as_secs_f64(),
-                moved.pushed.as_secs_f64(),
-                moved.images.join(", "),
-                moved.restored.as_secs_f64()
-            );
+            let (checkpointed, pushed) =
+                (moved.checkpointed.as_secs_f64(), moved.pushed.as_secs_f64());
+            let images = moved.images.join(", ");
+            match save {
+                Some(save) => println!(
+                    "saved {pod} from {}: checkpointed in {checkpointed:.1} s, images pushed in \
+                     {pushed:.1} s ({images}); `kubectl create -f {}` restores it as {}",
+                    moved.source_node,
+                    save.display(),
+                    moved.new_pod
+                ),
+                None => println!(
+                    "moved {pod} from {} to {} as {}: checkpointed in {checkpointed:.1} s, \
+                     images pushed in {pushed:.1} s ({images}), restored in {:.1} s",
+                    moved.source_node,
+                    moved.target_node,
+                    moved.new_pod,
+                    moved.restored.as_secs_f64()
+                ),
+            }
             return Ok(());
         }
         Command::Agent(AgentCommand::Push {

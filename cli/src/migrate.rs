@@ -38,7 +38,11 @@ pub const PLACEHOLDER_COMMAND: &str = "/revive-restored";
 pub struct Migration {
     pub namespace: String,
     pub pod: String,
-    pub target: String,
+    /// The node to move it to; None with `save`: the node it is on.
+    pub target: Option<String>,
+    /// Instead of creating the copy, write its manifest here and delete the pod: the pod is
+    /// parked in the registry (before a node's reboot) until the manifest is created again.
+    pub save: Option<std::path::PathBuf>,
     /// Where the checkpoint images go: `<repository>/<pod>-<container>:<tag>`.
     pub repository: String,
     /// An image with the `revive` binary, pulled on the source node.
@@ -53,6 +57,7 @@ pub struct Migration {
 #[derive(Debug)]
 pub struct Moved {
     pub source_node: String,
+    pub target_node: String,
     pub new_pod: String,
     pub images: Vec<String>,
     pub checkpointed: Duration,
@@ -91,7 +96,17 @@ pub fn migrate(m: &Migration) -> Result<Moved> {
         .filter(|n| !n.is_empty())
         .with_context(|| format!("pod {} is not on a node yet", m.pod))?
         .to_string();
-    ensure!(source != m.target, "pod {} is on {source} already", m.pod);
+    let target_name = match (&m.target, &m.save) {
+        (Some(target), None) if *target == source => {
+            bail!("pod {} is on {source} already", m.pod)
+        }
+        (Some(target), _) => target.clone(),
+        (None, Some(_)) => source.clone(),
+        (None, None) => bail!(
+            "say where to move pod {} (--to NODE), or --save a manifest",
+            m.pod
+        ),
+    };
     ensure!(
         pod["status"]["phase"] == "Running",
         "pod {} is {}, not Running: only a running pod can be checkpointed",
@@ -99,12 +114,11 @@ pub fn migrate(m: &Migration) -> Result<Moved> {
         pod["status"]["phase"]
     );
     let target = kube
-        .json(&["get", "node", &m.target, "-o", "json"])
-        .with_context(|| format!("the target node {}", m.target))?;
+        .json(&["get", "node", &target_name, "-o", "json"])
+        .with_context(|| format!("the target node {target_name}"))?;
     ensure!(
-        ready(&target),
-        "the target node {} is not Ready: choose another node or wait",
-        m.target
+        m.save.is_some() || ready(&target),
+        "the target node {target_name} is not Ready: choose another node or wait"
     );
     let containers: Vec<String> = pod["spec"]["containers"]
         .as_array()
@@ -166,11 +180,15 @@ pub fn migrate(m: &Migration) -> Result<Moved> {
 
     let started = Instant::now();
     let new_name = m.new_name.clone().unwrap_or_else(|| next_name(&m.pod));
-    let copy = moved_pod(&pod, &new_name, &m.target, &images)?;
-    let restored = kube
-        .create(&copy)
-        .and_then(|()| kube.wait_ready(&new_name, &m.namespace, m.timeout));
-    if let Err(e) = restored {
+    let copy = moved_pod(&pod, &new_name, &target_name, &images)?;
+    let restored = match &m.save {
+        Some(save) => std::fs::write(save, serde_json::to_vec_pretty(&copy)?)
+            .with_context(|| format!("writing {}: pod {} still runs", save.display(), m.pod)),
+        None => kube
+            .create(&copy)
+            .and_then(|()| kube.wait_ready(&new_name, &m.namespace, m.timeout)),
+    };
+    if let (Err(e), None) = (&restored, &m.save) {
         let _ = kube.run(&[
             "delete",
             "pod",
@@ -180,15 +198,18 @@ pub fn migrate(m: &Migration) -> Result<Moved> {
             "--ignore-not-found",
             &wait,
         ]);
-        return Err(e.context(format!(
-            "restoring on {}: the copy was removed, pod {} still runs on {source}",
-            m.target, m.pod
-        )));
+        bail!(
+            "restoring on {target_name}: the copy was removed, pod {} still runs on {source}: \
+             {e:#}",
+            m.pod
+        );
     }
+    restored?;
     let restored = started.elapsed();
     kube.run(&["delete", "pod", &m.pod, "-n", &m.namespace, &wait])
-        .context("deleting the source pod (the copy runs)")?;
+        .context("deleting the source pod (its copy runs, or is saved)")?;
     Ok(Moved {
+        target_node: target_name,
         source_node: source,
         new_pod: new_name,
         images,

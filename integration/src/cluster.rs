@@ -360,15 +360,33 @@ impl Cluster {
                 ca: &ca,
             },
         )?;
-        let command = format!(
-            "{} --kubeconfig={KUBELET_CONFIG} --hostname-override={} --node-ip={}",
-            kubelet::command(),
-            worker.name,
-            worker.ip
-        );
-        kubelet::start_with(node, &command)
+        kubelet::start_with(node, &kubelet_command(worker))
             .with_context(|| format!("the kubelet of {}", worker.name))?;
         Ok(())
+    }
+
+    /// Worker `name` goes through what a reboot does to a node's runtime: every process but
+    /// the node's init killed (kubelet, containerd, revive-snapshotter, shims, containers),
+    /// the runtime's mounts gone and `/run`'s state of containerd, revive and CNI wiped,
+    /// while `/var/lib` (images, snapshots, the kubelet's files) stays; then
+    /// revive-snapshotter, containerd and the kubelet start again, and the node is Ready.
+    pub fn reboot(&self, name: &str) -> Result<()> {
+        let worker = self.worker(name)?;
+        let node = &worker.node;
+        // The shell that kills is spared by `kill -1`, and exits by itself.
+        node.sh("kill -9 -1; sleep 1")
+            .context("killing every process of the node")?;
+        node.sh(
+            "grep -oE ' (/run/containerd|/run/netns|/run/revive|/var/lib/kubelet/pods)/[^ ]*' \
+             /proc/self/mountinfo | sort -r | while read m; do umount -l \"$m\" || exit 1; done; \
+             rm -rf /run/containerd /run/netns /run/revive /var/run/cni",
+        )
+        .context("unmounting and wiping the runtime's state")?;
+        node.start_snapshotter(&format!("--pull-bases-from {}", registry()))?;
+        node.start_containerd()?;
+        kubelet::start_with(node, &kubelet_command(worker))
+            .with_context(|| format!("the kubelet of {name} after the reboot"))?;
+        self.wait_ready()
     }
 
     /// Waits until every worker's Node is Ready.
@@ -932,6 +950,75 @@ pub fn migrate_fails(
         FailedMove::LowerLimits => revive_migrate(cluster, "counter", &b.name, agent),
     };
     failed_move(cluster, narrate, prepare, attempt)
+}
+
+/// The kubelet's command line on `worker`: registered with the API server by its name and
+/// address.
+fn kubelet_command(worker: &Worker) -> String {
+    format!(
+        "{} --kubeconfig={KUBELET_CONFIG} --hostname-override={} --node-ip={}",
+        kubelet::command(),
+        worker.name,
+        worker.ip
+    )
+}
+
+/// A node's reboot survived with its pod's state: the counter pod on node-a is saved to
+/// the registry (`revive migrate --save`, which deletes the pod), node-a goes through a
+/// reboot ([`Cluster::reboot`]), and the saved manifest, created again, brings the counter
+/// back on node-a from the registry, counting on with its token. Returns the counter before
+/// and after.
+pub fn reboot_with_state(
+    cluster: &Cluster,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(crate::scenario::Counter, crate::scenario::Counter)> {
+    let base = push_busybox(cluster)?;
+    let agent = push_agent_image(cluster)?;
+    let a = cluster.worker("node-a")?;
+    cluster.create(&counter_pod("counter", &a.name, &base))?;
+    cluster.wait_running("counter")?;
+    let id = container_id(&a.node, "counter", "counter")?;
+    let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
+    let saved = "/root/counter-saved.json";
+    let args = [
+        "revive",
+        "migrate",
+        "counter",
+        "--save",
+        saved,
+        "--registry",
+        &format!("{}/revive/saved", registry()),
+        "--agent-image",
+        &agent,
+    ];
+    let said = cluster.control.run(&args)?;
+    narrate(said.trim());
+    ensure!(
+        cluster
+            .kubectl(&["get", "pods", "-o", "name"])?
+            .trim()
+            .is_empty(),
+        "the saved pod is still there"
+    );
+    cluster.reboot(&a.name)?;
+    let left = a.node.run(&["ps", "-eo", "args"])?;
+    ensure!(
+        !left.contains("sleep"),
+        "a container process survived the reboot:\n{left}"
+    );
+    narrate(&format!(
+        "{} rebooted (processes killed, /run wiped, daemons started)",
+        a.name
+    ));
+    cluster.kubectl(&["create", "-f", saved])?;
+    cluster.wait_running("counter-m1")?;
+    let id = container_id(&a.node, "counter-m1", "counter")?;
+    let after = crictl::wait_for_count(&a.node, &id, before.count + 1, Some(&before.token))?;
+    narrate(&format!(
+        "pod counter-m1 on {} after the reboot: {after}",
+        a.name
+    ));
+    Ok((before, after))
 }
 
 /// Runs `args` in the network namespace of host process `pid`, with the host's programs.

@@ -538,7 +538,9 @@ impl Node {
         self.start_snapshotter(args)
     }
 
-    fn start_snapshotter(&self, args: &str) -> Result<()> {
+    /// Starts revive-snapshotter (not running) with the extra arguments `args`, waiting
+    /// until it listens.
+    pub fn start_snapshotter(&self, args: &str) -> Result<()> {
         self.spawn_daemon(
             "snapshotter",
             &format!("revive-snapshotter --log-level debug {args}"),

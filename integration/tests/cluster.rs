@@ -61,11 +61,21 @@ fn refused_by_target(flavour: Flavour) {
     );
 }
 
+/// A node's reboot survived with state: its pod saved to the registry, the node's runtime
+/// killed and wiped, the pod created again and restored on the same node.
+fn reboot(flavour: Flavour) {
+    let (before, after) = on_cluster(flavour, "reboot", 1, "a reboot with state", |c, say| {
+        cluster::reboot_with_state(c, say)
+    });
+    assert_eq!(before.token, after.token);
+}
+
 revive_integration::e2e_main! {
     revive_migrate_moves_a_pod_there_and_back_lts => migrate(Flavour::Lts),
     revive_migrate_moves_a_pod_there_and_back_latest => migrate(Flavour::Latest),
     revive_migrate_to_an_unreachable_registry_leaves_the_pod_lts => unreachable_registry(Flavour::Lts),
     revive_migrate_refused_by_the_target_leaves_the_pod_latest => refused_by_target(Flavour::Latest),
+    a_reboot_keeps_the_pods_state_through_the_registry_lts => reboot(Flavour::Lts),
     pod_on_runtime_class_revive_lts => pod_on_revive(Flavour::Lts),
     pod_on_runtime_class_revive_latest => pod_on_revive(Flavour::Latest),
 }
