@@ -1046,6 +1046,59 @@ pub fn checkpoint_without_criu(
     Ok(refused)
 }
 
+/// The container of [`zombie_survives`]: a child that has exited and is never reaped (its
+/// parent became busybox's `tail`, which never waits).
+pub const ZOMBIE_PARENT: &str = "sleep 0 & exec tail -f /dev/null";
+
+/// A container whose process tree holds a zombie is checkpointed (`ctr c checkpoint --task
+/// --rw`) and restored (`ctr c restore --live --rw`): CRIU dumps a zombie as a task core
+/// alone, with a thread id it never set, which revive's restore check must read as CRIU
+/// does. The restored `tail` has its zombie child again. Returns the restored tree (`ps`'s
+/// `pid stat args` of the container's processes).
+pub fn zombie_survives(
+    node: &Node,
+    runtime: &str,
+    id: &str,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<String> {
+    node.import_busybox()?;
+    node.ctr(&ctr::run_args(
+        &["-d"],
+        runtime,
+        BUSYBOX,
+        id,
+        &["sh", "-c", ZOMBIE_PARENT],
+    ))?;
+    let tree = |what: &str| -> Result<String> {
+        poll(
+            || {
+                let pid = ctr::task(node, id)?.pid;
+                node.run(&["ps", "-o", "pid,ppid,stat,args", "--ppid", &pid.to_string()])
+            },
+            |ps| {
+                ps.lines().skip(1).any(|l| {
+                    l.split_whitespace()
+                        .nth(2)
+                        .is_some_and(|s| s.starts_with('Z'))
+                })
+            },
+            |ps| format!("{id}'s tail has no zombie child ({what}): {ps}"),
+        )
+    };
+    narrate(&format!("before: {}", tree("before")?.trim()));
+    let image = format!("revive.test/checkpoint/{id}:1");
+    let result = checkpoint_and_restore(node, runtime, id, &image, |_, _| Ok(()))
+        .and_then(|()| tree("restored"));
+    if let Ok(restored) = &result {
+        narrate(&format!("restored: {}", restored.trim()));
+    }
+    let removed = remove_container(node, id);
+    let _ = node.ctr(&["images", "rm", &image]);
+    let restored = result?;
+    removed?;
+    Ok(restored)
+}
+
 /// What the container of [`checkpoint_at_start`] runs.
 pub const AT_START_LOOP: &str = "while :; do sleep 1; done";
 

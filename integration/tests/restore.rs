@@ -107,7 +107,16 @@ fn checkpoint_at_start(flavour: Flavour) {
     assert_eq!(runs, format!("/bin/sh -c {}", scenario::AT_START_LOOP));
 }
 
+/// A checkpoint whose process tree holds a zombie restores, the zombie with it.
+fn zombie(flavour: Flavour) {
+    let tree = on_node(flavour, "zombie", "a zombie across restore", |node, say| {
+        scenario::zombie_survives(node, REVIVE, "zombie", say)
+    });
+    assert!(tree.contains(" Z"), "{tree}");
+}
+
 revive_integration::e2e_main! {
+    checkpoint_holding_a_zombie_restores_lts => zombie(Flavour::Lts),
     checkpoint_of_a_container_paused_at_start_lts => checkpoint_at_start(Flavour::Lts),
     checkpoint_without_criu_lts => no_criu(Flavour::Lts),
     loopback_server_answers_after_restore_lts => loopback_answers(Flavour::Lts),

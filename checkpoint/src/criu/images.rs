@@ -442,6 +442,25 @@ fn cgroup_directories(
 
 fn process(entry: &proto::PstreeEntry, source: &dyn Source) -> Result<Process, ImageError> {
     let pid = entry.pid;
+    let name = format!("core-{pid}.img");
+    let data = source
+        .read(&name)?
+        .ok_or_else(|| ImageError::Missing(name.clone()))?;
+    let leader: proto::CoreEntry = one(&data, CORE_MAGIC, &name)?;
+    if let Some(tc) = &leader.tc
+        && tc.task_state == TASK_DEAD
+    {
+        // CRIU dumps a zombie as its task core alone (no thread core), and its pstree entry's
+        // thread ids are whatever that slot held (never set for a task that is not seized):
+        // CRIU's restore reads no thread of a zombie, and neither does this.
+        return Ok(Process {
+            pid,
+            ppid: entry.ppid,
+            comm: tc.comm.clone(),
+            zombie: true,
+            ..Process::default()
+        });
+    }
     // A process's first thread is itself; old images list no threads for single-threaded
     // processes.
     let tids: Vec<u32> = if entry.threads.is_empty() {
@@ -478,7 +497,6 @@ fn process(entry: &proto::PstreeEntry, source: &dyn Source) -> Result<Process, I
             }
             task_cg_set = tc.cg_set;
             out.comm = tc.comm.clone();
-            out.zombie = tc.task_state == TASK_DEAD;
             out.oom_score_adj = tc.oom_score_adj;
             out.loginuid = tc.loginuid;
             out.rlimits = tc

@@ -146,6 +146,45 @@ fn a_process_with_two_threads_decodes() {
     assert!(ck.host_images.is_empty());
 }
 
+/// A zombie as CRIU dumps it (`dump_one_zombie`): a task core with its state and no thread
+/// core, and a pstree entry whose thread id was never set (here 0; garbage in real images).
+#[test]
+fn a_zombie_is_read_from_its_task_core_alone() {
+    let mut files = images();
+    let mut tree: Vec<proto::PstreeEntry> = records(&files["pstree.img"], PSTREE_MAGIC, "pstree")
+        .unwrap()
+        .into_iter()
+        .map(|r| decode(r, "pstree").unwrap())
+        .collect();
+    tree.push(proto::PstreeEntry {
+        pid: 7,
+        ppid: 1,
+        pgid: 1,
+        sid: 1,
+        threads: vec![0],
+    });
+    files.insert("pstree.img".into(), write(PSTREE_MAGIC, &tree));
+    let zombie = proto::CoreEntry {
+        mtype: 1,
+        tc: Some(proto::TaskCoreEntry {
+            task_state: TASK_DEAD,
+            comm: "sleep".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    files.insert("core-7.img".into(), write(CORE_MAGIC, &[zombie]));
+    let ck = read(&files).unwrap();
+    assert_eq!(ck.processes.len(), 2);
+    let z = &ck.processes[1];
+    assert_eq!(
+        (z.pid, z.ppid, z.comm.as_str(), z.zombie),
+        (7, 1, "sleep", true)
+    );
+    assert!(z.threads.is_empty());
+    assert!(!ck.processes[0].zombie);
+}
+
 #[test]
 fn legacy_and_per_task_seccomp_fields_are_moved_as_criu_does() {
     let mut files = images();
