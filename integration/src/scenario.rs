@@ -1046,6 +1046,14 @@ pub fn checkpoint_without_criu(
     Ok(refused)
 }
 
+/// `ctr run -d` of the harness's busybox image (imported first) as `id` on `runtime`,
+/// running `command`.
+pub fn run_busybox(node: &Node, runtime: &str, id: &str, command: &[&str]) -> Result<()> {
+    node.import_busybox()?;
+    node.ctr(&ctr::run_args(&["-d"], runtime, BUSYBOX, id, command))
+        .map(drop)
+}
+
 /// The container of [`zombie_survives`]: a child that has exited and is never reaped (its
 /// parent became busybox's `tail`, which never waits).
 pub const ZOMBIE_PARENT: &str = "sleep 0 & exec tail -f /dev/null";
@@ -1061,14 +1069,7 @@ pub fn zombie_survives(
     id: &str,
     narrate: &mut dyn FnMut(&str),
 ) -> Result<String> {
-    node.import_busybox()?;
-    node.ctr(&ctr::run_args(
-        &["-d"],
-        runtime,
-        BUSYBOX,
-        id,
-        &["sh", "-c", ZOMBIE_PARENT],
-    ))?;
+    run_busybox(node, runtime, id, &["sh", "-c", ZOMBIE_PARENT])?;
     let tree = |what: &str| -> Result<String> {
         poll(
             || {
@@ -1276,14 +1277,7 @@ pub fn events_after_containerd_restart(
     id: &str,
     wait: Duration,
 ) -> Result<String> {
-    node.import_busybox()?;
-    node.ctr(&ctr::run_args(
-        &["-d"],
-        runtime,
-        BUSYBOX,
-        id,
-        &["sleep", "1000"],
-    ))?;
+    run_busybox(node, runtime, id, &["sleep", "1000"])?;
     node.restart_containerd()?;
     let log = format!("/var/log/revive/events-{id}.log");
     node.spawn_daemon(&format!("events-{id}"), "ctr events")?;
