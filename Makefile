@@ -62,6 +62,8 @@ install: build
 	install -D -m 0644 config/containerd-1.7.toml $(DESTDIR)$(SHARE)/containerd-1.7.toml
 	install -D -m 0644 config/containerd-2.x.toml $(DESTDIR)$(SHARE)/containerd-2.x.toml
 	install -D -m 0644 config/runtimeclass.yaml $(DESTDIR)$(SHARE)/runtimeclass.yaml
+	install -D -m 0644 config/checkpoint-rbac.yaml $(DESTDIR)$(SHARE)/checkpoint-rbac.yaml
+	install -D -m 0644 config/migrate.yaml $(DESTDIR)$(SHARE)/migrate.yaml
 	scripts/install-containerd-config.sh $(DESTDIR)$(SHARE)
 
 bench:
