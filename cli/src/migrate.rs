@@ -413,62 +413,65 @@ impl Kubectl<'_> {
             .map(drop)
     }
 
-    fn get_pod(&self, name: &str, namespace: &str) -> Result<Value> {
-        self.json(&["get", "pod", name, "-n", namespace, "-o", "json"])
-    }
-
-    /// Waits until pod `name` has succeeded; fails with its log if it failed.
-    fn wait_succeeded(&self, name: &str, namespace: &str, timeout: Duration) -> Result<()> {
+    /// Reads pod `name` every `pause` until `done` says it is done (`Some(Ok)`) or has
+    /// failed (`Some(Err)`); after `timeout`, fails saying it was not `what` in time.
+    fn wait_pod(
+        &self,
+        name: &str,
+        namespace: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> Option<Result<()>>,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let pause = Duration::from_millis(250);
         loop {
-            let pod = self.get_pod(name, namespace)?;
-            match pod["status"]["phase"].as_str() {
-                Some("Succeeded") => return Ok(()),
-                Some("Failed") => bail!(
-                    "the agent pod {name} failed: {}",
-                    self.run(&["logs", name, "-n", namespace])
-                        .unwrap_or_default()
-                        .trim()
-                ),
-                _ => {}
+            let pod = self.json(&["get", "pod", name, "-n", namespace, "-o", "json"])?;
+            if let Some(done) = done(&pod) {
+                return done;
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the agent pod {name} did not finish within {} s: {}",
+                    "pod {name} was not {what} within {} s: {}",
                     timeout.as_secs(),
                     pod["status"]
                 );
             }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(pause);
         }
+    }
+
+    /// Waits until pod `name` has succeeded; fails with its log if it failed.
+    fn wait_succeeded(&self, name: &str, namespace: &str, timeout: Duration) -> Result<()> {
+        self.wait_pod(
+            name,
+            namespace,
+            timeout,
+            "done",
+            |pod| match pod["status"]["phase"].as_str() {
+                Some("Succeeded") => Some(Ok(())),
+                Some("Failed") => Some(Err(anyhow::anyhow!(
+                    "the agent pod {name} failed: {}",
+                    self.run(&["logs", name, "-n", namespace])
+                        .unwrap_or_default()
+                        .trim()
+                ))),
+                _ => None,
+            },
+        )
     }
 
     /// Waits until every container of pod `name` is ready; fails early when one is waiting
     /// with an error that does not pass (the restore was refused).
     fn wait_ready(&self, name: &str, namespace: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let pod = self.get_pod(name, namespace)?;
-            let statuses = pod["status"]["containerStatuses"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+        self.wait_pod(name, namespace, timeout, "ready", |pod| {
+            let statuses = pod["status"]["containerStatuses"].as_array()?;
             if !statuses.is_empty() && statuses.iter().all(|c| c["ready"] == true) {
-                return Ok(());
+                return Some(Ok(()));
             }
-            let refused = statuses.iter().find_map(failed_start);
-            if let Some(refused) = refused {
-                bail!("the restore was refused: {refused}");
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "pod {name} was not ready within {} s: {}",
-                    timeout.as_secs(),
-                    pod["status"]
-                );
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+            let refused = statuses.iter().find_map(failed_start)?;
+            Some(Err(anyhow::anyhow!("the restore was refused: {refused}")))
+        })
     }
 }
 

@@ -517,29 +517,9 @@ pub fn on_cluster<T>(
 /// Pushes the harness's busybox image from the control plane into the cluster's registry
 /// as `<registry>/revive/busybox:1`; returns that name.
 pub fn push_busybox(cluster: &Cluster) -> Result<String> {
-    let cp = &cluster.control;
-    let busybox = crate::image::Image::busybox(&cp.rootfs().path)?;
-    busybox.write_archive(&cp.share_dir().join(format!("{}.tar", busybox.file_stem())))?;
     let name = format!("{}/revive/busybox:1", registry());
-    cp.exec_timeout(
-        &[
-            "skopeo",
-            "copy",
-            "--quiet",
-            &format!("oci-archive:/share/{}.tar", busybox.file_stem()),
-            &format!("docker://{name}"),
-        ],
-        WAIT,
-    )
-    .and_then(|out| {
-        ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
-    })
-    .with_context(|| format!("pushing busybox to {name} with skopeo"))?;
+    let busybox = crate::image::Image::busybox(&cluster.control.rootfs().path)?;
+    push_image(cluster, &busybox, &name)?;
     Ok(name)
 }
 
@@ -698,19 +678,22 @@ pub fn push_agent_image(cluster: &Cluster) -> Result<String> {
             0o755,
         )?
         .build()?;
-    image.write_archive(&cp.share_dir().join(format!("{}.tar", image.file_stem())))?;
-    skopeo_push(cp, &format!("/share/{}.tar", image.file_stem()), &name)?;
+    push_image(cluster, &image, &name)?;
     Ok(name)
 }
 
-/// `skopeo copy` of the OCI archive `file` in `node` to the registry as `name`.
-fn skopeo_push(node: &Node, file: &str, name: &str) -> Result<()> {
-    let out = node.exec_timeout(
+/// `image`, written into the control plane's share directory, pushed to the cluster's
+/// registry as `name` with `skopeo copy`.
+fn push_image(cluster: &Cluster, image: &crate::image::Image, name: &str) -> Result<()> {
+    let cp = &cluster.control;
+    let file = format!("{}.tar", image.file_stem());
+    image.write_archive(&cp.share_dir().join(&file))?;
+    let out = cp.exec_timeout(
         &[
             "skopeo",
             "copy",
             "--quiet",
-            &format!("oci-archive:{file}"),
+            &format!("oci-archive:/share/{file}"),
             &format!("docker://{name}"),
         ],
         WAIT,

@@ -17,6 +17,7 @@ use crate::checkpoint_image::{run_image, said};
 use crate::ctr::remove;
 use crate::image::{BUSYBOX, Image};
 use crate::node::Node;
+use crate::scenario::Attempt;
 use crate::scenario::{
     COUNTER_SCRIPT, Counter, check_written_at_start, exec_in, parse_counter, wait_count,
     wait_for_count,
@@ -89,32 +90,25 @@ fn run_counter(node: &Node, id: &str, placement: &[&str], oom_score_adj: &str) -
 /// under load) is tried again, at most three times in all, saying so with `***`.
 fn checkpoint(node: &Node, id: &str, args: &[&str]) -> Result<()> {
     let args = [&["container", "checkpoint"], args, &[id]].concat();
-    let mut attempt = 1;
-    loop {
+    crate::scenario::with_retries(&format!("podman {}", args.join(" ")), || {
         let err = match podman(node, &args) {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Attempt::Done(Ok(())),
             Err(err) => err,
         };
         let log = podman(node, &["inspect", "--format", "{{.StaticDir}}", id])
             .and_then(|dir| node.run(&["cat", &format!("{}/dump.log", dir.trim())]))
             .unwrap_or_default();
-        if attempt < 3 && revive_checkpoint::criulog::transient(&log) {
-            eprintln!(
-                "*** podman {} attempt {attempt}: CRIU met a process in uninterruptible sleep; retrying",
-                args.join(" ")
-            );
-            attempt += 1;
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            continue;
+        if revive_checkpoint::criulog::transient(&log) {
+            return Attempt::Retry(err, "CRIU met a process in uninterruptible sleep");
         }
         let errors = revive_checkpoint::criulog::errors(&log, 5).join("; ");
         let tail: Vec<&str> = log.lines().rev().take(15).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(err.context(format!(
+        Attempt::Done(Err(err.context(format!(
             "CRIU's errors: {errors}\nthe end of CRIU's log:\n{}",
             tail.join("\n")
-        )));
-    }
+        ))))
+    })
 }
 
 /// `podman container checkpoint --leave-running --export <file> --compress <compression>`

@@ -1214,33 +1214,48 @@ pub fn checkpoint_and_restore<T>(
 /// a retry is sound. The Go shim's other CRIU failures get the error lines of its
 /// `criu-dump.log`, which goes away with the node. For revive a failure here is a failure.
 pub fn ctr_checkpoint(node: &Node, runtime: &str, args: &[&str]) -> Result<String> {
-    let mut attempt = 1;
-    loop {
+    let what = format!("{runtime}: `ctr {}`", args.join(" "));
+    with_retries(&what, || {
         let err = match node.ctr(args) {
             Err(e) if runtime != "io.containerd.revive.v2" => e,
-            result => return result,
+            result => return Attempt::Done(result),
         };
         let text = format!("{err:#}");
         let log = criu_log_named(node, &text);
-        let why = if text.contains("unable to freeze") {
-            "runc could not freeze the container"
+        if text.contains("unable to freeze") {
+            Attempt::Retry(err, "runc could not freeze the container")
         } else if log
             .as_deref()
             .is_some_and(revive_checkpoint::criulog::transient)
         {
-            "CRIU met a process in uninterruptible sleep"
+            Attempt::Retry(err, "CRIU met a process in uninterruptible sleep")
         } else {
-            return Err(with_criu_errors(err, log));
-        };
-        if attempt == 3 {
-            return Err(err);
+            Attempt::Done(Err(with_criu_errors(err, log)))
         }
-        eprintln!(
-            "*** {runtime}: `ctr {}` attempt {attempt}: {why}; retrying",
-            args.join(" ")
-        );
-        attempt += 1;
-        std::thread::sleep(Duration::from_millis(500));
+    })
+}
+
+/// What one attempt of [`with_retries`] came to.
+pub enum Attempt<T> {
+    Done(Result<T>),
+    /// A failure that passes (the container is unchanged), and why it happened.
+    Retry(anyhow::Error, &'static str),
+}
+
+/// Runs `attempt` until it is done, at most three times, announcing each retry of `what`
+/// with a loud `***` line; the last failure if none is done.
+pub fn with_retries<T>(what: &str, mut attempt: impl FnMut() -> Attempt<T>) -> Result<T> {
+    let mut number = 1;
+    loop {
+        match attempt() {
+            Attempt::Done(result) => return result,
+            Attempt::Retry(err, _) if number == 3 => return Err(err),
+            Attempt::Retry(_, why) => {
+                eprintln!("*** {what} attempt {number}: {why}; retrying");
+                number += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
     }
 }
 

@@ -32,33 +32,16 @@ fn migrate(flavour: Flavour) {
     }
 }
 
-/// A move to a registry nobody serves fails with the reason and leaves the source pod
-/// running, nothing else behind.
-fn unreachable_registry(flavour: Flavour) {
-    let refused = on_cluster(
-        flavour,
-        "unreachable",
-        2,
-        "a move to an unreachable registry",
-        |c, say| cluster::migrate_fails(c, cluster::FailedMove::UnreachableRegistry, say),
-    );
-    assert!(refused.contains("could not push"), "{refused}");
-}
-
-/// A move to a node whose containerd has lower limits than the source's is refused by the
-/// privilege rules, naming the limit, and leaves the source pod running, nothing else behind.
-fn refused_by_target(flavour: Flavour) {
-    let refused = on_cluster(
-        flavour,
-        "refused",
-        2,
-        "a move the target refuses",
-        |c, say| cluster::migrate_fails(c, cluster::FailedMove::LowerLimits, say),
-    );
-    assert!(
-        refused.contains("restore was refused") && refused.contains("RLIMIT_SIGPENDING"),
-        "{refused}"
-    );
+/// A move that must fail ([`cluster::FailedMove`]) fails with its reason, every one of
+/// `said`, and leaves the source pod running, nothing else behind: to a registry nobody
+/// serves, or to a node whose containerd has lower limits than the source's, which the
+/// privilege rules refuse.
+fn failed_move(flavour: Flavour, case: cluster::FailedMove, said: &[&str]) {
+    let what = format!("a failed move ({case:?})");
+    let refused = on_cluster(flavour, "failed", 2, &what, |c, say| {
+        cluster::migrate_fails(c, case, say)
+    });
+    assert!(said.iter().all(|s| refused.contains(s)), "{refused}");
 }
 
 /// A node's reboot survived with state: its pod saved to the registry, the node's runtime
@@ -73,8 +56,16 @@ fn reboot(flavour: Flavour) {
 revive_integration::e2e_main! {
     revive_migrate_moves_a_pod_there_and_back_lts => migrate(Flavour::Lts),
     revive_migrate_moves_a_pod_there_and_back_latest => migrate(Flavour::Latest),
-    revive_migrate_to_an_unreachable_registry_leaves_the_pod_lts => unreachable_registry(Flavour::Lts),
-    revive_migrate_refused_by_the_target_leaves_the_pod_latest => refused_by_target(Flavour::Latest),
+    revive_migrate_to_an_unreachable_registry_leaves_the_pod_lts => failed_move(
+        Flavour::Lts,
+        cluster::FailedMove::UnreachableRegistry,
+        &["could not push"],
+    ),
+    revive_migrate_refused_by_the_target_leaves_the_pod_latest => failed_move(
+        Flavour::Latest,
+        cluster::FailedMove::LowerLimits,
+        &["restore was refused", "RLIMIT_SIGPENDING"],
+    ),
     a_reboot_keeps_the_pods_state_through_the_registry_lts => reboot(Flavour::Lts),
     pod_on_runtime_class_revive_lts => pod_on_revive(Flavour::Lts),
     pod_on_runtime_class_revive_latest => pod_on_revive(Flavour::Latest),

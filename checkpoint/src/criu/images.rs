@@ -440,14 +440,20 @@ fn cgroup_directories(
     Ok(())
 }
 
-fn process(entry: &proto::PstreeEntry, source: &dyn Source) -> Result<Process, ImageError> {
-    let pid = entry.pid;
-    let name = format!("core-{pid}.img");
+/// The core image of thread `tid` (`core-<tid>.img`), with its name.
+fn read_core(source: &dyn Source, tid: u32) -> Result<(String, proto::CoreEntry), ImageError> {
+    let name = format!("core-{tid}.img");
     let data = source
         .read(&name)?
         .ok_or_else(|| ImageError::Missing(name.clone()))?;
-    let leader: proto::CoreEntry = one(&data, CORE_MAGIC, &name)?;
-    if let Some(tc) = &leader.tc
+    let core = one(&data, CORE_MAGIC, &name)?;
+    Ok((name, core))
+}
+
+fn process(entry: &proto::PstreeEntry, source: &dyn Source) -> Result<Process, ImageError> {
+    let pid = entry.pid;
+    let mut leader = Some(read_core(source, pid)?);
+    if let Some((_, proto::CoreEntry { tc: Some(tc), .. })) = &leader
         && tc.task_state == TASK_DEAD
     {
         // CRIU dumps a zombie as its task core alone (no thread core), and its pstree entry's
@@ -476,11 +482,10 @@ fn process(entry: &proto::PstreeEntry, source: &dyn Source) -> Result<Process, I
     // The per-task cgroup set of old images applies to every thread.
     let mut task_cg_set = None;
     for tid in tids {
-        let name = format!("core-{tid}.img");
-        let data = source
-            .read(&name)?
-            .ok_or_else(|| ImageError::Missing(name.clone()))?;
-        let core: proto::CoreEntry = one(&data, CORE_MAGIC, &name)?;
+        let (name, core) = match leader.take_if(|_| tid == pid) {
+            Some(read) => read,
+            None => read_core(source, tid)?,
+        };
         let mut thread_core = core
             .thread_core
             .ok_or_else(|| ImageError::Decode(format!("{name}: no thread core")))?;
