@@ -30,9 +30,16 @@ fn e2e_trial(name: String, test: impl FnOnce() + Send + 'static) -> Trial {
         if let Some(reason) = root_missing() {
             return Ok(Completion::ignored_with(reason));
         }
-        test();
+        caught(test)?;
         Ok(Completion::Completed)
     })
+}
+
+/// Runs `test`, its panic turned into the trial's failure: the harness repeats the message
+/// in its summary, after the logs a failing node prints, so the end of the output names
+/// the cause.
+fn caught(test: impl FnOnce()) -> std::result::Result<(), Failed> {
+    catch_unwind(AssertUnwindSafe(test)).map_err(|panic| panic_message(panic.as_ref()).into())
 }
 
 /// The trials of one test binary.
@@ -68,10 +75,8 @@ impl Suite {
 
     /// A test that runs anywhere, root or not; it fails by panicking.
     pub fn test(&mut self, name: &str, test: impl FnOnce() + Send + 'static) -> &mut Suite {
-        self.trials.push(Trial::test(name.to_string(), move || {
-            test();
-            Ok(())
-        }));
+        self.trials
+            .push(Trial::test(name.to_string(), move || caught(test)));
         self
     }
 
@@ -328,6 +333,16 @@ mod tests {
         assert_eq!(err.message(), Some("after the last trial: saw 3 trials"));
         assert_eq!(SET_UP.load(Ordering::SeqCst), 1);
         assert_eq!(TORN_DOWN.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_trials_panic_is_its_failure_message() {
+        let err = caught(|| panic!("the pod never ran: {}", "ImagePullBackOff")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            Some("panicked: the pod never ran: ImagePullBackOff")
+        );
+        assert!(caught(|| ()).is_ok());
     }
 
     /// A child that the kernel kills when the thread that forked it ends, as a node's init.
