@@ -100,6 +100,12 @@ enum AgentCommand {
         #[arg(long, default_value = push::DEFAULT_HOSTS_DIR)]
         hosts_dir: PathBuf,
     },
+    /// Remove checkpoint archives of a move that was undone
+    Discard {
+        /// Checkpoint archives in the kubelet's checkpoint directory
+        #[arg(value_name = "ARCHIVE", required = true)]
+        archives: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -288,6 +294,13 @@ fn run(cli: Cli) -> Result<()> {
             };
             return agent_push(&pairs, remove_archives, &containerd);
         }
+        Command::Agent(AgentCommand::Discard { archives }) => {
+            for archive in &archives {
+                migrate::kubelet_archive(archive)?;
+            }
+            remove_archives(&archives);
+            return Ok(());
+        }
     };
     match command {
         ImageCommand::Build {
@@ -380,11 +393,19 @@ fn agent_push(pairs: &[String], remove: bool, containerd: &push::Containerd) -> 
     let pairs = pairs
         .iter()
         .map(|pair| {
-            pair.split_once('=')
-                .map(|(archive, reference)| (PathBuf::from(archive), reference))
-                .with_context(|| format!("{pair:?} is not ARCHIVE=REF"))
+            let (archive, reference) = pair
+                .split_once('=')
+                .with_context(|| format!("{pair:?} is not ARCHIVE=REF"))?;
+            let archive = PathBuf::from(archive);
+            migrate::kubelet_archive(&archive)?;
+            Ok((archive, reference))
         })
         .collect::<Result<Vec<_>>>()?;
+    let archives: Vec<PathBuf> = pairs.iter().map(|(a, _)| a.clone()).collect();
+    if remove {
+        // Deleting the agent pod must not leave the archives behind.
+        crate::interrupt::remove_on_signal(&archives)?;
+    }
     let pushed = (|| {
         let work = tempfile::Builder::new()
             .prefix("revive-agent-")
@@ -399,15 +420,20 @@ fn agent_push(pairs: &[String], remove: bool, containerd: &push::Containerd) -> 
         Ok(())
     })();
     if remove {
-        for (archive, _) in &pairs {
-            if let Err(e) = std::fs::remove_file(archive)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                eprintln!("revive: could not remove {}: {e}", archive.display());
-            }
-        }
+        remove_archives(&archives);
     }
     pushed
+}
+
+/// Removes `archives`, saying which could not be.
+fn remove_archives(archives: &[PathBuf]) {
+    for archive in archives {
+        if let Err(e) = std::fs::remove_file(archive)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("revive: could not remove {}: {e}", archive.display());
+        }
+    }
 }
 
 /// The `revive` command: parses the command line, runs it, reports an error on stderr.

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod decompress;
 pub mod format;
 pub mod inspect;
+pub mod interrupt;
 pub mod layout;
 pub mod migrate;
 pub mod push;

@@ -65,6 +65,20 @@ pub struct Moved {
     pub restored: Duration,
 }
 
+/// Checks that `path` names a checkpoint archive the kubelet writes: a file right in
+/// [`KUBELET_CHECKPOINTS`], so the agent reads and removes nothing else on the node.
+pub fn kubelet_archive(path: &std::path::Path) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    ensure!(
+        // Path equality compares components: `..` anywhere makes the parent differ.
+        path.parent() == Some(std::path::Path::new(KUBELET_CHECKPOINTS)) && name.ends_with(".tar"),
+        "{} is not a checkpoint archive in {KUBELET_CHECKPOINTS}: the agent only reads and \
+         removes the kubelet's archives",
+        path.display()
+    );
+    Ok(())
+}
+
 /// The name of the next generation of `pod`: `web` -> `web-m1` -> `web-m2`.
 pub fn next_name(pod: &str) -> String {
     if let Some((stem, n)) = pod.rsplit_once("-m")
@@ -89,6 +103,7 @@ fn tag() -> String {
 pub fn migrate(m: &Migration) -> Result<Moved> {
     let kube = Kubectl {
         program: &m.kubectl,
+        interruptible: true,
     };
     let pod = kube.json(&["get", "pod", &m.pod, "-n", &m.namespace, "-o", "json"])?;
     let source = pod["spec"]["nodeName"]
@@ -96,7 +111,7 @@ pub fn migrate(m: &Migration) -> Result<Moved> {
         .filter(|n| !n.is_empty())
         .with_context(|| format!("pod {} is not on a node yet", m.pod))?
         .to_string();
-    let target_name = match (&m.target, &m.save) {
+    let target_name: String = match (&m.target, &m.save) {
         (Some(target), None) if *target == source => {
             bail!("pod {} is on {source} already", m.pod)
         }
@@ -136,9 +151,134 @@ pub fn migrate(m: &Migration) -> Result<Moved> {
         crate::write::check_ref(image)?;
     }
 
+    crate::interrupt::catch()?;
+    let plan = Plan {
+        pod,
+        containers,
+        images,
+        source,
+        target: target_name,
+    };
+    let mut made = Made::default();
+    match moved(m, &kube, &plan, &mut made) {
+        Ok(moved) => {
+            kube.delete_pod(&m.pod, &m.namespace, m.timeout)
+                .with_context(|| {
+                    format!(
+                        "pod {} {}, but deleting the source pod {} failed: delete it",
+                        moved.new_pod,
+                        match &m.save {
+                            Some(save) => format!("is saved in {}", save.display()),
+                            None => format!("runs on {}", moved.target_node),
+                        },
+                        m.pod
+                    )
+                })?;
+            Ok(moved)
+        }
+        Err(e) => {
+            let source = &plan.source;
+            let stop = Kubectl {
+                program: &m.kubectl,
+                interruptible: false,
+            };
+            let left = made.undo(&stop, m, source);
+            let why = match crate::interrupt::received() {
+                Some(signal) if !e.chain().any(|c| c.is::<Interrupted>()) => {
+                    format!("interrupted by {signal} ({e:#})")
+                }
+                _ => format!("{e:#}"),
+            };
+            if left.is_empty() {
+                bail!(
+                    "{why}; the move was undone: pod {} still runs on {source}, and what \
+                     the move made is removed",
+                    m.pod
+                )
+            }
+            bail!(
+                "{why}; pod {} still runs on {source}, but undoing the move left: {}",
+                m.pod,
+                left.join("; ")
+            )
+        }
+    }
+}
+
+/// What a move has made so far that a failed or interrupted move removes.
+#[derive(Debug, Default)]
+struct Made {
+    /// Checkpoint archives on the source node that no agent pod has taken over.
+    archives: Vec<String>,
+    /// The agent pod, until it is deleted.
+    agent: Option<String>,
+    /// The copy, until the source pod's deletion starts.
+    copy: Option<String>,
+}
+
+impl Made {
+    /// Removes what was made: the copy, the agent pod once it has ended (it removes the
+    /// archives it took over whatever happens), and archives no agent took over (through an
+    /// agent pod that only removes them). What could not be removed, for the operator.
+    fn undo(&mut self, kube: &Kubectl<'_>, m: &Migration, source: &str) -> Vec<String> {
+        let mut left = Vec::new();
+        if let Some(copy) = self.copy.take()
+            && let Err(e) = kube.delete_pod(&copy, &m.namespace, m.timeout)
+        {
+            left.push(format!("the copy {}/{copy} ({e:#})", m.namespace));
+        }
+        if self.agent.is_none() && !self.archives.is_empty() {
+            let name = format!("revive-discard-{}-{}", m.pod, tag());
+            let pod = agent_pod(&name, source, &m.agent_image, &discard_args(&self.archives));
+            match kube.create(&pod) {
+                Ok(()) => {
+                    self.agent = Some(name);
+                    self.archives.clear();
+                }
+                Err(e) => left.push(format!(
+                    "checkpoint archives {} on {source}, which hold the pod's memory: remove \
+                     them ({e:#})",
+                    self.archives.join(", ")
+                )),
+            }
+        }
+        if let Some(agent) = self.agent.take() {
+            let ended = kube.wait_ended(&agent, AGENT_NAMESPACE, m.timeout);
+            if let Err(e) = ended.and(kube.delete_pod(&agent, AGENT_NAMESPACE, m.timeout)) {
+                left.push(format!(
+                    "the agent pod {AGENT_NAMESPACE}/{agent} ({e:#}): delete it once it ended, \
+                     and check {KUBELET_CHECKPOINTS} on {source} for archives"
+                ));
+            }
+        }
+        left
+    }
+}
+
+/// A move, checked and named before anything is made.
+struct Plan {
+    /// The source pod, as the API server has it.
+    pod: Value,
+    containers: Vec<String>,
+    /// The checkpoint image of each container.
+    images: Vec<String>,
+    source: String,
+    target: String,
+}
+
+/// The steps of a move up to the source pod's deletion, each recording in `made` what it
+/// made.
+fn moved(m: &Migration, kube: &Kubectl<'_>, plan: &Plan, made: &mut Made) -> Result<Moved> {
+    let Plan {
+        pod,
+        containers,
+        images,
+        source,
+        target: target_name,
+    } = plan;
     let started = Instant::now();
-    let mut archives = Vec::new();
-    for container in &containers {
+    for container in containers {
+        kube.check_interrupted()?;
         let path = format!(
             "/api/v1/nodes/{source}/proxy/checkpoint/{}/{}/{container}",
             m.namespace, m.pod
@@ -153,70 +293,62 @@ pub fn migrate(m: &Migration) -> Result<Moved> {
                 )
             })?;
         match answer["items"].as_array().map(Vec::as_slice) {
-            Some([Value::String(archive)]) => archives.push(archive.clone()),
+            Some([Value::String(archive)]) => made.archives.push(archive.clone()),
             _ => bail!("the kubelet's checkpoint answer names no single archive: {answer}"),
         }
     }
     let checkpointed = started.elapsed();
 
+    kube.check_interrupted()?;
     let started = Instant::now();
-    let agent = format!("revive-agent-{}-{tag}", m.pod);
-    let agent_pod = agent_pod(&agent, &source, &m.agent_image, &archives, &images);
-    let pushed = kube
-        .create(&agent_pod)
-        .and_then(|()| kube.wait_succeeded(&agent, AGENT_NAMESPACE, m.timeout));
-    let wait = format!("--timeout={}s", m.timeout.as_secs());
-    let _ = kube.run(&[
-        "delete",
-        "pod",
+    let agent = format!("revive-agent-{}-{}", m.pod, tag());
+    let agent_pod = agent_pod(
         &agent,
-        "-n",
-        AGENT_NAMESPACE,
-        "--ignore-not-found",
-        &wait,
-    ]);
-    pushed.context("building and pushing the checkpoint images on the source node")?;
+        source,
+        &m.agent_image,
+        &push_args(&made.archives, images),
+    );
+    kube.create(&agent_pod)?;
+    made.agent = Some(agent.clone());
+    made.archives.clear();
+    kube.wait_succeeded(&agent, AGENT_NAMESPACE, m.timeout)
+        .context("building and pushing the checkpoint images on the source node")?;
+    kube.delete_pod(&agent, AGENT_NAMESPACE, m.timeout)?;
+    made.agent = None;
     let pushed = started.elapsed();
 
+    kube.check_interrupted()?;
     let started = Instant::now();
     let new_name = m.new_name.clone().unwrap_or_else(|| next_name(&m.pod));
-    let copy = moved_pod(&pod, &new_name, &target_name, &images)?;
-    let restored = match &m.save {
+    let copy = moved_pod(pod, &new_name, target_name, images)?;
+    match &m.save {
         Some(save) => std::fs::write(save, serde_json::to_vec_pretty(&copy)?)
-            .with_context(|| format!("writing {}: pod {} still runs", save.display(), m.pod)),
-        None => kube
-            .create(&copy)
-            .and_then(|()| kube.wait_ready(&new_name, &m.namespace, m.timeout)),
-    };
-    if let (Err(e), None) = (&restored, &m.save) {
-        let _ = kube.run(&[
-            "delete",
-            "pod",
-            &new_name,
-            "-n",
-            &m.namespace,
-            "--ignore-not-found",
-            &wait,
-        ]);
-        bail!(
-            "restoring on {target_name}: the copy was removed, pod {} still runs on {source}: \
-             {e:#}",
-            m.pod
-        );
+            .with_context(|| format!("writing {}", save.display()))?,
+        None => {
+            kube.create(&copy)?;
+            made.copy = Some(new_name.clone());
+            kube.wait_ready(&new_name, &m.namespace, m.timeout)
+                .with_context(|| format!("restoring on {target_name}"))?;
+        }
     }
-    restored?;
     let restored = started.elapsed();
-    kube.run(&["delete", "pod", &m.pod, "-n", &m.namespace, &wait])
-        .context("deleting the source pod (its copy runs, or is saved)")?;
+    // The last moment to stop: once the source's deletion starts, the copy is the pod.
+    kube.check_interrupted()?;
+    made.copy = None;
     Ok(Moved {
-        target_node: target_name,
-        source_node: source,
+        target_node: target_name.to_string(),
+        source_node: source.to_string(),
         new_pod: new_name,
-        images,
+        images: images.to_vec(),
         checkpointed,
         pushed,
         restored,
     })
+}
+
+/// kubectl's `--timeout` flag for `timeout`.
+fn wait_flag(timeout: Duration) -> String {
+    format!("--timeout={}s", timeout.as_secs())
 }
 
 /// Whether a Node object's Ready condition is True.
@@ -228,15 +360,9 @@ fn ready(node: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
-/// The agent pod: on `node`, root, the kubelet's checkpoint directory and containerd's
-/// socket from the node, no service account token, never restarted.
-pub fn agent_pod(
-    name: &str,
-    node: &str,
-    image: &str,
-    archives: &[String],
-    images: &[String],
-) -> Value {
+/// The agent's arguments that push each of `archives` as its image in `images` and remove
+/// the archives.
+fn push_args(archives: &[String], images: &[String]) -> Vec<String> {
     let mut args = vec![
         "agent".to_string(),
         "push".to_string(),
@@ -248,6 +374,20 @@ pub fn agent_pod(
             .zip(images)
             .map(|(archive, image)| format!("{archive}={image}")),
     );
+    args
+}
+
+/// The agent's arguments that only remove `archives`.
+fn discard_args(archives: &[String]) -> Vec<String> {
+    let mut args = vec!["agent".to_string(), "discard".to_string()];
+    args.extend(archives.iter().cloned());
+    args
+}
+
+/// The agent pod running `revive` with `args`: on `node`, root, the kubelet's checkpoint
+/// directory and containerd's socket from the node, no service account token, never
+/// restarted.
+pub fn agent_pod(name: &str, node: &str, image: &str, args: &[String]) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -360,20 +500,40 @@ fn failed_start(status: &Value) -> Option<String> {
     }
 }
 
+/// The error of a step that stopped because the process was interrupted.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {0}")]
+struct Interrupted(nix::sys::signal::Signal);
+
 /// `kubectl`, with the operator's own configuration and credentials.
 struct Kubectl<'a> {
     program: &'a str,
+    /// Whether its waits stop when the process is interrupted ([`crate::interrupt`]); the
+    /// one that undoes a move's steps waits on.
+    interruptible: bool,
 }
 
 impl Kubectl<'_> {
+    /// Fails when the process was interrupted and this one stops for it.
+    fn check_interrupted(&self) -> Result<()> {
+        match crate::interrupt::received() {
+            Some(signal) if self.interruptible => Err(Interrupted(signal).into()),
+            _ => Ok(()),
+        }
+    }
+
     fn run(&self, args: &[&str]) -> Result<String> {
         self.run_with_input(args, None)
     }
 
     fn run_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Result<String> {
         use std::io::Write;
+        use std::os::unix::process::CommandExt;
         let mut command = Command::new(self.program);
+        // In a process group of its own, so the Ctrl-C of a terminal reaches revive alone,
+        // which finishes the call and then stops between two steps.
         command
+            .process_group(0)
             .args(args)
             .stdin(if input.is_some() {
                 std::process::Stdio::piped()
@@ -426,6 +586,7 @@ impl Kubectl<'_> {
         let deadline = Instant::now() + timeout;
         let pause = Duration::from_millis(250);
         loop {
+            self.check_interrupted()?;
             let pod = self.json(&["get", "pod", name, "-n", namespace, "-o", "json"])?;
             if let Some(done) = done(&pod) {
                 return done;
@@ -461,6 +622,31 @@ impl Kubectl<'_> {
         )
     }
 
+    /// Waits until pod `name` has ended, succeeded or failed.
+    fn wait_ended(&self, name: &str, namespace: &str, timeout: Duration) -> Result<()> {
+        self.wait_pod(name, namespace, timeout, "done", |pod| {
+            matches!(
+                pod["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            )
+            .then_some(Ok(()))
+        })
+    }
+
+    /// Deletes pod `name` and waits until it is gone; a pod already gone is no error.
+    fn delete_pod(&self, name: &str, namespace: &str, timeout: Duration) -> Result<()> {
+        self.run(&[
+            "delete",
+            "pod",
+            name,
+            "-n",
+            namespace,
+            "--ignore-not-found",
+            &wait_flag(timeout),
+        ])
+        .map(drop)
+    }
+
     /// Waits until every container of pod `name` is ready; fails early when one is waiting
     /// with an error that does not pass (the restore was refused).
     fn wait_ready(&self, name: &str, namespace: &str, timeout: Duration) -> Result<()> {
@@ -478,6 +664,93 @@ impl Kubectl<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_touches_only_the_kubelets_archives() {
+        use std::path::Path;
+        let ok = "/var/lib/kubelet/checkpoints/checkpoint-web_default-app-2026-01-01T00:00:00Z.tar";
+        kubelet_archive(Path::new(ok)).unwrap();
+        for bad in [
+            "/etc/shadow",
+            "/var/lib/kubelet/checkpoints/../pki/kubelet.key",
+            "/var/lib/kubelet/checkpoints/../checkpoints/x.tar",
+            "/var/lib/kubelet/checkpoints/sub/x.tar",
+            "var/lib/kubelet/checkpoints/x.tar",
+            "/var/lib/kubelet/checkpoints/notes.txt",
+        ] {
+            let err = kubelet_archive(Path::new(bad)).unwrap_err().to_string();
+            assert!(err.contains("not a checkpoint archive"), "{bad}: {err}");
+        }
+    }
+
+    /// A kubectl that logs its arguments (and a created object's name) to `log` and says
+    /// every pod it is asked for has succeeded.
+    fn fake_kubectl(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let log = dir.join("calls");
+        let program = dir.join("kubectl");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {log}\n\
+                 case \"$1\" in\n\
+                 create) grep -o '\"args\":[^]]*]' >> {log} ;;\n\
+                 get) echo '{{\"status\": {{\"phase\": \"Succeeded\"}}}}' ;;\n\
+                 esac\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (program.to_string_lossy().into_owned(), log)
+    }
+
+    #[test]
+    fn an_undone_move_removes_the_copy_the_agent_and_archives_no_agent_took() {
+        let dir = tempfile::tempdir().unwrap();
+        let (program, log) = fake_kubectl(dir.path());
+        let kube = Kubectl {
+            program: &program,
+            interruptible: false,
+        };
+        let m = Migration {
+            namespace: "shop".into(),
+            pod: "web".into(),
+            target: Some("node-b".into()),
+            save: None,
+            repository: "r".into(),
+            agent_image: "agent:1".into(),
+            new_name: None,
+            kubectl: program.clone(),
+            timeout: Duration::from_secs(5),
+        };
+        let archive = format!("{KUBELET_CHECKPOINTS}/checkpoint-web_shop-app-1.tar");
+        let mut made = Made {
+            archives: vec![archive.clone()],
+            agent: None,
+            copy: Some("web-m1".into()),
+        };
+        assert!(made.undo(&kube, &m, "node-a").is_empty());
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let calls: Vec<&str> = calls.lines().collect();
+        assert!(calls[0].starts_with("delete pod web-m1 -n shop --ignore-not-found"));
+        assert_eq!(calls[1], "create -f -");
+        assert_eq!(
+            calls[2],
+            format!("\"args\":[\"agent\",\"discard\",\"{archive}\"]")
+        );
+        assert!(
+            calls[3].starts_with("get pod revive-discard-web-"),
+            "{calls:?}"
+        );
+        assert!(
+            calls[4].starts_with("delete pod revive-discard-web-"),
+            "{calls:?}"
+        );
+        assert!(calls[4].contains(&format!("-n {AGENT_NAMESPACE}")));
+        assert_eq!(calls.len(), 5, "{calls:?}");
+        assert!(made.archives.is_empty() && made.agent.is_none() && made.copy.is_none());
+    }
 
     #[test]
     fn generations_have_names_of_their_own() {
@@ -553,8 +826,7 @@ mod tests {
             "a",
             "node-a",
             "agent:1",
-            &["/x.tar".into()],
-            &["r/i:1".into()],
+            &push_args(&["/x.tar".into()], &["r/i:1".into()]),
         );
         assert_eq!(pod["spec"]["nodeName"], "node-a");
         assert_eq!(pod["metadata"]["namespace"], AGENT_NAMESPACE);

@@ -726,7 +726,26 @@ pub fn revive_migrate_to(
     agent: &str,
     repository: &str,
 ) -> Result<String> {
-    let args = [
+    let args = migrate_args(pod, to, agent, repository);
+    let out = cluster.control.exec_timeout(&args, WAIT * 3)?;
+    ensure!(
+        out.status.success(),
+        "`{}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The command line of `revive migrate` of pod `pod` to node `to`.
+fn migrate_args<'a>(
+    pod: &'a str,
+    to: &'a str,
+    agent: &'a str,
+    repository: &'a str,
+) -> [&'a str; 11] {
+    [
         "revive",
         "migrate",
         pod,
@@ -738,16 +757,37 @@ pub fn revive_migrate_to(
         agent,
         "--timeout",
         "150",
-    ];
-    let out = cluster.control.exec_timeout(&args, WAIT * 3)?;
-    ensure!(
-        out.status.success(),
-        "`{}` failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
+    ]
+}
+
+/// [`revive_migrate`], sent SIGINT (an operator's Ctrl-C) midway: once its agent pod is
+/// building and pushing the checkpoint images on the source node. Fails with what it
+/// printed when it stopped, as a refused move does; succeeds if the move went through.
+fn revive_migrate_interrupted(
+    cluster: &Cluster,
+    pod: &str,
+    to: &str,
+    agent: &str,
+) -> Result<String> {
+    let repository = format!("{}/revive/migrated", registry());
+    let command = migrate_args(pod, to, agent, &repository).join(" ");
+    let script = format!(
+        "{command} >/tmp/migrate.out 2>&1 & pid=$!
+         until kubectl --kubeconfig {ADMIN_CONFIG} get pods -n revive-system -o name | grep -q .; do
+           kill -0 $pid 2>/dev/null || break
+           sleep 0.1
+         done
+         kill -INT $pid; wait $pid; rc=$?
+         cat /tmp/migrate.out; exit $rc"
     );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = cluster
+        .control
+        .exec_timeout(&["sh", "-c", &script], WAIT * 3)?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    match out.status.success() {
+        true => Ok(said),
+        false => bail!("`{command}` ({}): {said}", out.status),
+    }
 }
 
 /// The containers of the migrated pod: two counters, each with its own token.
@@ -903,6 +943,8 @@ pub enum FailedMove {
     /// containers) gets a lower hard limit of pending signals than node-a's, so the restore
     /// would raise the process's limit, and revive refuses it.
     LowerLimits,
+    /// Interrupted by the operator (SIGINT) while the agent builds and pushes the images.
+    Interrupted,
 }
 
 /// `revive migrate` of the counter pod in the case `case`: it fails with the reason, and
@@ -925,12 +967,14 @@ pub fn migrate_fails(
                 b.name, a.name
             ))
         }
+        FailedMove::Interrupted => Ok("revive migrate will get SIGINT midway".to_string()),
     };
     let attempt = |agent: &str, b: &Worker| match case {
         FailedMove::UnreachableRegistry => {
             revive_migrate_to(cluster, "counter", &b.name, agent, &nobody)
         }
         FailedMove::LowerLimits => revive_migrate(cluster, "counter", &b.name, agent),
+        FailedMove::Interrupted => revive_migrate_interrupted(cluster, "counter", &b.name, agent),
     };
     failed_move(cluster, narrate, prepare, attempt)
 }

@@ -34,8 +34,8 @@ fn migrate(flavour: Flavour) {
 
 /// A move that must fail ([`cluster::FailedMove`]) fails with its reason, every one of
 /// `said`, and leaves the source pod running, nothing else behind: to a registry nobody
-/// serves, or to a node whose containerd has lower limits than the source's, which the
-/// privilege rules refuse.
+/// serves, to a node whose containerd has lower limits than the source's, which the
+/// privilege rules refuse, or interrupted midway by the operator.
 fn failed_move(flavour: Flavour, case: cluster::FailedMove, said: &[&str]) {
     let what = format!("a failed move ({case:?})");
     let refused = on_cluster(flavour, "failed", 2, &what, |c, say| {
@@ -65,6 +65,11 @@ revive_integration::e2e_main! {
         Flavour::Latest,
         cluster::FailedMove::LowerLimits,
         &["restore was refused", "RLIMIT_SIGPENDING"],
+    ),
+    revive_migrate_interrupted_midway_undoes_the_move_lts => failed_move(
+        Flavour::Lts,
+        cluster::FailedMove::Interrupted,
+        &["building and pushing the checkpoint images on the source node: interrupted by SIGINT", "the move was undone"],
     ),
     a_reboot_keeps_the_pods_state_through_the_registry_lts => reboot(Flavour::Lts),
     pod_on_runtime_class_revive_lts => pod_on_revive(Flavour::Lts),
