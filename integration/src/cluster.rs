@@ -693,6 +693,7 @@ fn push_image(cluster: &Cluster, image: &crate::image::Image, name: &str) -> Res
             "skopeo",
             "copy",
             "--quiet",
+            "--all",
             &format!("oci-archive:/share/{file}"),
             &format!("docker://{name}"),
         ],
@@ -888,18 +889,24 @@ fn no_archives_left(worker: &Worker) -> Result<()> {
 }
 
 /// A move of the counter pod from node-a to node-b that must fail: `prepare` readies the
-/// cluster (with the agent image's name), `attempt` runs `revive migrate` with it. The
+/// cluster, `attempt` runs `revive migrate` with the agent image's name. The pod's image is
+/// pulled from the registry, or with `side_loaded` imported into node-a under the
+/// registry's name ([`side_load_busybox`]). The
 /// error must come back, the source pod count on with its state, and no copy, agent pod or
 /// checkpoint archive be left. Returns the error `revive migrate` printed.
 fn failed_move(
     cluster: &Cluster,
     narrate: &mut dyn FnMut(&str),
+    side_loaded: bool,
     prepare: impl FnOnce(&Worker, &Worker) -> Result<String>,
     attempt: impl FnOnce(&str, &Worker) -> Result<String>,
 ) -> Result<String> {
-    let base = push_busybox(cluster)?;
     let agent = push_agent_image(cluster)?;
     let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
+    let base = match side_loaded {
+        false => push_busybox(cluster)?,
+        true => side_load_busybox(cluster, a)?,
+    };
     narrate(&prepare(a, b)?);
     cluster.create(&counter_pod("counter", &a.name, &base))?;
     cluster.wait_running("counter")?;
@@ -920,6 +927,24 @@ fn failed_move(
     );
     no_archives_left(a)?;
     Ok(refused)
+}
+
+/// Busybox imported into `worker`'s containerd (CRI's namespace) under the name
+/// [`push_busybox`] pushes it as, but not pushed: as an image side-loaded onto a node, its
+/// container's checkpoint names it by that name and its id, with no digest on the registry.
+fn side_load_busybox(cluster: &Cluster, worker: &Worker) -> Result<String> {
+    let name = format!("{}/revive/busybox:1", registry());
+    let image = crate::image::busybox_builder(&cluster.control.rootfs().path, &name)?.build()?;
+    let file = format!("{}.tar", image.file_stem());
+    image.write_archive(&worker.node.share_dir().join(&file))?;
+    worker.node.ctr(&[
+        "-n",
+        "k8s.io",
+        "images",
+        "import",
+        &format!("/share/{file}"),
+    ])?;
+    Ok(name)
 }
 
 /// The hard limit `limit` (as `/proc/<pid>/limits` names it, e.g. `Max pending signals`) of
@@ -945,6 +970,13 @@ pub enum FailedMove {
     LowerLimits,
     /// Interrupted by the operator (SIGINT) while the agent builds and pushes the images.
     Interrupted,
+    /// To a node that cannot get the base image for its platform: the source pod's image
+    /// was side-loaded on node-a, and the registry holds its name for linux/arm64 only.
+    BaseForAnotherPlatform,
+    /// Onto another base: the source pod's image was side-loaded on node-a, and its name in
+    /// the registry names another image (one more file), not the one the checkpoint was
+    /// taken on.
+    BaseMoved,
 }
 
 /// `revive migrate` of the counter pod in the case `case`: it fails with the reason, and
@@ -968,6 +1000,24 @@ pub fn migrate_fails(
             ))
         }
         FailedMove::Interrupted => Ok("revive migrate will get SIGINT midway".to_string()),
+        FailedMove::BaseForAnotherPlatform => Ok(format!(
+            "{}'s platform: linux/{}, the base image's once the pod runs: linux/arm64",
+            b.name,
+            std::env::consts::ARCH
+        )),
+        FailedMove::BaseMoved => Ok("the base image's name will name another image".into()),
+    };
+    let retag = |arch: Option<oci_spec::image::Arch>| -> Result<()> {
+        let name = format!("{}/revive/busybox:1", registry());
+        let mut other = crate::image::busybox_builder(&cluster.control.rootfs().path, &name)?.file(
+            "/etc/retagged",
+            "another image under the same name\n",
+            0o644,
+        );
+        if let Some(arch) = arch {
+            other = other.architecture(arch);
+        }
+        push_image(cluster, &other.build()?, &name)
     };
     let attempt = |agent: &str, b: &Worker| match case {
         FailedMove::UnreachableRegistry => {
@@ -975,8 +1025,20 @@ pub fn migrate_fails(
         }
         FailedMove::LowerLimits => revive_migrate(cluster, "counter", &b.name, agent),
         FailedMove::Interrupted => revive_migrate_interrupted(cluster, "counter", &b.name, agent),
+        FailedMove::BaseForAnotherPlatform => {
+            retag(Some(oci_spec::image::Arch::ARM64))?;
+            revive_migrate(cluster, "counter", &b.name, agent)
+        }
+        FailedMove::BaseMoved => {
+            retag(None)?;
+            revive_migrate(cluster, "counter", &b.name, agent)
+        }
     };
-    failed_move(cluster, narrate, prepare, attempt)
+    let side_loaded = matches!(
+        case,
+        FailedMove::BaseForAnotherPlatform | FailedMove::BaseMoved
+    );
+    failed_move(cluster, narrate, side_loaded, prepare, attempt)
 }
 
 /// The kubelet's command line on `worker`: registered with the API server by its name and

@@ -161,6 +161,9 @@ pub struct ImageBuilder {
     entrypoint: Vec<String>,
     env: Vec<String>,
     workdir: Option<String>,
+    /// The platform's architecture; another than this machine's makes the image an index
+    /// naming it, as a multi-platform image is.
+    arch: Arch,
 }
 
 impl ImageBuilder {
@@ -175,7 +178,14 @@ impl ImageBuilder {
             entrypoint: Vec::new(),
             env: vec![IMAGE_PATH.into()],
             workdir: None,
+            arch: host_arch(),
         }
+    }
+
+    /// An image for `arch`: its config says so, and it is an index naming that platform.
+    pub fn architecture(mut self, arch: Arch) -> Self {
+        self.arch = arch;
+        self
     }
 
     pub fn dir(mut self, path: &str, mode: u32) -> Self {
@@ -269,7 +279,7 @@ impl ImageBuilder {
             config = config.working_dir(dir.clone());
         }
         let image_config = ImageConfigurationBuilder::default()
-            .architecture(host_arch())
+            .architecture(self.arch.clone())
             .os(Os::Linux)
             .config(config.build()?)
             .rootfs(
@@ -315,12 +325,12 @@ impl ImageBuilder {
         blobs.push((manifest_desc.digest().clone(), manifest_json));
         // The image is its manifest, or with index annotations an index (a blob of its own,
         // annotated, holding the manifest) as multi-platform images are.
-        let top = if self.index_annotations.is_empty() {
+        let top = if self.index_annotations.is_empty() && self.arch == host_arch() {
             manifest_desc
         } else {
             manifest_desc.set_platform(Some(
                 oci_spec::image::PlatformBuilder::default()
-                    .architecture(host_arch())
+                    .architecture(self.arch.clone())
                     .os(Os::Linux)
                     .build()?,
             ));
@@ -329,7 +339,10 @@ impl ImageBuilder {
                 .media_type(MediaType::ImageIndex)
                 .manifests(vec![manifest_desc])
                 .build()?;
-            image_index.set_annotations(Some(self.index_annotations.clone().into_iter().collect()));
+            if !self.index_annotations.is_empty() {
+                image_index
+                    .set_annotations(Some(self.index_annotations.clone().into_iter().collect()));
+            }
             let index_blob = canonical_json(&image_index)?;
             let desc = descriptor(MediaType::ImageIndex, &index_blob)?;
             blobs.push((desc.digest().clone(), index_blob));

@@ -71,6 +71,16 @@ revive_integration::e2e_main! {
         cluster::FailedMove::Interrupted,
         &["building and pushing the checkpoint images on the source node: interrupted by SIGINT", "the move was undone"],
     ),
+    revive_migrate_to_a_node_without_the_base_images_platform_leaves_the_pod_latest => failed_move(
+        Flavour::Latest,
+        cluster::FailedMove::BaseForAnotherPlatform,
+        &["restore was refused", "has no manifest for linux/amd64"],
+    ),
+    revive_migrate_onto_a_base_image_that_moved_leaves_the_pod_lts => failed_move(
+        Flavour::Lts,
+        cluster::FailedMove::BaseMoved,
+        &["restore was refused", "the name has moved since"],
+    ),
     a_reboot_keeps_the_pods_state_through_the_registry_lts => reboot(Flavour::Lts),
     pod_on_runtime_class_revive_lts => pod_on_revive(Flavour::Lts),
     pod_on_runtime_class_revive_latest => pod_on_revive(Flavour::Latest),

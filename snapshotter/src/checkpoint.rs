@@ -323,6 +323,71 @@ pub const MAX_GENERATIONS: usize = 16;
 const BASE_ROOTFS_DIR: &str = "rootfs";
 
 /// Whether `reference` is an image id (a digest, or its 64 hex digits) rather than a name.
+/// The digest of a reference `name@sha256:<hex>`.
+fn pinned_digest(reference: &str) -> Option<&str> {
+    reference
+        .rsplit_once('@')
+        .map(|(_, digest)| digest)
+        .filter(|d| crate::containerd::is_sha256_digest(d))
+}
+
+/// What a checkpoint's base image references say of the image it was taken on: its id (the
+/// config's digest) and digests of its index or manifest.
+#[derive(Debug, Default, PartialEq)]
+struct TakenOn {
+    id: Option<String>,
+    digests: Vec<String>,
+}
+
+impl TakenOn {
+    fn of(refs: &[String]) -> TakenOn {
+        TakenOn {
+            id: refs.iter().find(|r| is_image_id(r)).map(|r| image_id(r)),
+            digests: refs
+                .iter()
+                .filter_map(|r| pinned_digest(r))
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    /// Whether `image` is the one: Err says what it is instead.
+    fn check(&self, image: &crate::containerd::BaseImage) -> std::result::Result<(), String> {
+        let id_differs = self
+            .id
+            .as_ref()
+            .is_some_and(|id| *id != image.config_digest);
+        let digest_differs = self
+            .digests
+            .iter()
+            .any(|d| *d != image.target_digest && *d != image.manifest_digest);
+        if !id_differs && !digest_differs {
+            return Ok(());
+        }
+        let taken_on: Vec<&str> = self
+            .id
+            .iter()
+            .chain(&self.digests)
+            .map(String::as_str)
+            .collect();
+        Err(format!(
+            "{} is image {} (manifest {}), and the checkpoint was taken on {}",
+            image.name,
+            image.config_digest,
+            image.manifest_digest,
+            taken_on.join(", also known as ")
+        ))
+    }
+}
+
+/// An image id as a digest (`sha256:<hex>`), whichever way it was written.
+fn image_id(id: &str) -> String {
+    match id.starts_with("sha256:") {
+        true => id.to_string(),
+        false => format!("sha256:{id}"),
+    }
+}
+
 fn is_image_id(reference: &str) -> bool {
     crate::containerd::is_sha256_digest(reference)
         || reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit())
@@ -339,9 +404,13 @@ pub struct Pulls {
 
 impl Pulls {
     /// The first of `refs` that names an image on a registry pulls are allowed from, with
-    /// that registry.
+    /// that registry: a name with a digest first, which names the very image whatever its
+    /// tags name now.
     pub fn choose(&self, refs: &[String]) -> Option<(String, String)> {
-        refs.iter()
+        let pinned = refs.iter().filter(|r| pinned_digest(r).is_some());
+        let tagged = refs.iter().filter(|r| pinned_digest(r).is_none());
+        pinned
+            .chain(tagged)
             .filter(|r| !is_image_id(r))
             .find_map(|reference| {
                 let registry = crate::containerd::registry_of(reference)?;
@@ -389,19 +458,31 @@ impl ContainerdBases {
 
     /// The first of `refs` in containerd, unpacked: its name and layer directories.
     async fn find(&self, namespace: &str, refs: &[String]) -> Result<(String, Vec<PathBuf>)> {
-        use crate::base::BaseError;
         use crate::containerd::{ContainerdError, ImageRef};
+        // The image the checkpoint was taken on, as far as it says: a name that names
+        // another image now is not its base.
+        let taken_on = TakenOn::of(refs);
         for reference in refs {
-            let image = if is_image_id(reference) {
+            let wanted = if is_image_id(reference) {
                 ImageRef::Id(reference.clone())
             } else {
                 ImageRef::Name(reference.clone())
             };
-            match self.bases.ensure(&self.client, namespace, &image).await {
-                Ok(lowers) => return Ok((reference.clone(), lowers)),
-                Err(BaseError::Containerd(ContainerdError::ImageNotFound { .. })) => continue,
+            let image = match self.client.image_layers(namespace, &wanted).await {
+                Ok(image) => image,
+                Err(ContainerdError::ImageNotFound { .. }) => continue,
                 Err(e) => return Err(SnapshotError::FailedPrecondition(e.to_string())),
+            };
+            if let Err(other) = taken_on.check(&image) {
+                info!("{reference} in containerd is not the checkpoint's base: {other}");
+                continue;
             }
+            let lowers = self
+                .bases
+                .ensure_image(&self.client, namespace, &image)
+                .await
+                .map_err(|e| SnapshotError::FailedPrecondition(e.to_string()))?;
+            return Ok((reference.clone(), lowers));
         }
         let missing = refs.join(", also known as ");
         let Some((name, registry)) = self.pulls.choose(refs) else {
@@ -423,15 +504,28 @@ impl ContainerdBases {
                      {namespace}) and pulling {name} from {registry} failed: {e}"
                 ))
             })?;
+        let pulled = |e: String| {
+            SnapshotError::FailedPrecondition(format!(
+                "the checkpoint's base image {name}, pulled from {registry}: {e}"
+            ))
+        };
+        let image = self
+            .client
+            .image_layers(namespace, &ImageRef::Name(name.clone()))
+            .await
+            .map_err(|e| pulled(e.to_string()))?;
+        taken_on.check(&image).map_err(|other| {
+            pulled(format!(
+                "{other}: the name has moved since; put the checkpoint's base image in \
+                 containerd (or back under {name} in the registry), then create the container \
+                 again"
+            ))
+        })?;
         self.bases
-            .ensure(&self.client, namespace, &ImageRef::Name(name.clone()))
+            .ensure_image(&self.client, namespace, &image)
             .await
             .map(|lowers| (name.clone(), lowers))
-            .map_err(|e| {
-                SnapshotError::FailedPrecondition(format!(
-                    "the checkpoint's base image {name}, pulled from {registry}: {e}"
-                ))
-            })
+            .map_err(|e| pulled(e.to_string()))
     }
 
     /// The base named by `refs`, with every checkpoint generation below it rebuilt, at most
@@ -576,5 +670,49 @@ mod tests {
              docker.io)"
         );
         assert_eq!(pulls.hint(&refs(&[&id])), "");
+        // A name with a digest is pulled before a tag, which may name another image now.
+        let pinned = format!("198.18.0.1:5000/revive/busybox@sha256:{}", "b".repeat(64));
+        assert_eq!(
+            pulls
+                .choose(&refs(&["198.18.0.1:5000/revive/busybox:1", &pinned]))
+                .map(|(r, _)| r),
+            Some(pinned)
+        );
+    }
+
+    #[test]
+    fn a_base_is_the_image_the_checkpoint_was_taken_on() {
+        use crate::containerd::BaseImage;
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let image = BaseImage {
+            name: "r/busybox:1".into(),
+            target_digest: digest('1'),
+            manifest_digest: digest('2'),
+            config_digest: digest('3'),
+            layers: Vec::new(),
+        };
+        // Only names: any image under them.
+        assert_eq!(TakenOn::of(&refs(&["r/busybox:1"])).check(&image), Ok(()));
+        let by_id = TakenOn::of(&refs(&["r/busybox:1", &"3".repeat(64)]));
+        assert_eq!(by_id.check(&image), Ok(()));
+        let by_index = TakenOn::of(&refs(&[&format!("r/busybox@{}", digest('1'))]));
+        assert_eq!(by_index.check(&image), Ok(()));
+        let by_manifest = TakenOn::of(&refs(&[&format!("r/busybox@{}", digest('2'))]));
+        assert_eq!(by_manifest.check(&image), Ok(()));
+        // The tag moved: another id, or another digest.
+        let err = TakenOn::of(&refs(&["r/busybox:1", &digest('9')]))
+            .check(&image)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "r/busybox:1 is image {} (manifest {}), and the checkpoint was taken on {}",
+                digest('3'),
+                digest('2'),
+                digest('9')
+            )
+        );
+        let moved = TakenOn::of(&refs(&[&format!("r/busybox@{}", digest('8'))]));
+        assert!(moved.check(&image).is_err());
     }
 }
