@@ -16,6 +16,8 @@
 //! kubelets. Every node trusts the CA, so containerd pulls from the registry over TLS.
 
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -659,25 +661,72 @@ pub fn push_agent_image(cluster: &Cluster) -> Result<String> {
     let cp = &cluster.control;
     let root = &cp.rootfs().path;
     let name = format!("{}/revive/agent:1", registry());
-    let mut image = crate::image::busybox_builder(root, &name)?.host_file(
+    let image = crate::image::busybox_builder(root, &name)?.host_file(
         "/usr/local/bin/revive",
         &crate::node::bin_dir()?.join("revive"),
         0o755,
     )?;
-    for lib in ["libgcc_s.so.1", "libm.so.6", "libc.so.6"] {
+    let image =
+        with_libraries(image, root, &["libgcc_s.so.1", "libm.so.6", "libc.so.6"])?.build()?;
+    push_image(cluster, &image, &name)?;
+    Ok(name)
+}
+
+/// `image` with the shared libraries `libs` (file names) from the node root `root`, and the
+/// dynamic loader.
+fn with_libraries(
+    mut image: crate::image::ImageBuilder,
+    root: &Path,
+    libs: &[&str],
+) -> Result<crate::image::ImageBuilder> {
+    let dir = "usr/lib/x86_64-linux-gnu";
+    for lib in libs {
+        image = image.host_file(&format!("/{dir}/{lib}"), &root.join(dir).join(lib), 0o755)?;
+    }
+    image.host_file(
+        "/lib64/ld-linux-x86-64.so.2",
+        &root.join(dir).join("ld-linux-x86-64.so.2"),
+        0o755,
+    )
+}
+
+/// The shared libraries (file names) that `binary` of the node root `root` needs, as
+/// `ldd` in that root lists them.
+fn libraries_of(root: &Path, binary: &str) -> Result<Vec<String>> {
+    let out = Command::new("chroot")
+        .arg(root)
+        .args(["ldd", binary])
+        .output()
+        .context("chroot ldd")?;
+    ensure!(
+        out.status.success(),
+        "ldd {binary}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(" => ").map(|(lib, _)| lib.trim().to_string()))
+        .collect())
+}
+
+/// An image of busybox with Debian's redis-server and redis-cli and the libraries they
+/// need, from the control plane's node root, pushed as `<registry>/revive/redis:1`; its
+/// name.
+pub fn push_redis_image(cluster: &Cluster) -> Result<String> {
+    let root = &cluster.control.rootfs().path;
+    let name = format!("{}/revive/redis:1", registry());
+    let mut image = crate::image::busybox_builder(root, &name)?;
+    for binary in ["redis-server", "redis-cli"] {
+        // redis-server is a link to redis-check-rdb, which runs as the server by its name.
         image = image.host_file(
-            &format!("/lib/x86_64-linux-gnu/{lib}"),
-            &root.join("usr/lib/x86_64-linux-gnu").join(lib),
+            &format!("/usr/bin/{binary}"),
+            &root.join("usr/bin").join(binary),
             0o755,
         )?;
     }
-    let image = image
-        .host_file(
-            "/lib64/ld-linux-x86-64.so.2",
-            &root.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
-            0o755,
-        )?
-        .build()?;
+    let libs = libraries_of(root, "/usr/bin/redis-server")?;
+    let libs: Vec<&str> = libs.iter().map(String::as_str).collect();
+    let image = with_libraries(image, root, &libs)?.build()?;
     push_image(cluster, &image, &name)?;
     Ok(name)
 }
@@ -873,6 +922,92 @@ pub fn migrate_pod(cluster: &Cluster, narrate: &mut dyn FnMut(&str)) -> Result<M
         there,
         back,
     })
+}
+
+/// Keys the Redis pod holds before its move: `key:<i>` for i in 1..=REDIS_KEYS.
+pub const REDIS_KEYS: usize = 2000;
+
+/// A Redis server seen from its node: what `revive migrate` must keep.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RedisState {
+    /// `INFO server`'s run_id: a new one for every start of the server, the same through a
+    /// restore of its process.
+    pub run_id: String,
+    pub keys: usize,
+    /// The values of the first and the last key.
+    pub first: String,
+    pub last: String,
+}
+
+/// `redis-cli -h <ip> args` on `node` (the node root's redis-cli, over the pod network).
+fn redis_cli(node: &Node, ip: &str, args: &[&str]) -> Result<String> {
+    let mut command = vec!["redis-cli", "-h", ip];
+    command.extend_from_slice(args);
+    Ok(node.run(&command)?.trim().to_string())
+}
+
+/// The state of the Redis server of pod `pod`, asked from `worker` over the pod network.
+fn redis_state(cluster: &Cluster, worker: &Worker, pod: &str) -> Result<RedisState> {
+    let ip = cluster.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"])?;
+    let ip = ip.trim();
+    ensure!(!ip.is_empty(), "pod {pod} has no IP");
+    let info = redis_cli(&worker.node, ip, &["INFO", "server"])?;
+    let run_id = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .with_context(|| format!("no run_id in INFO server: {info}"))?
+        .trim()
+        .to_string();
+    Ok(RedisState {
+        run_id,
+        keys: redis_cli(&worker.node, ip, &["DBSIZE"])?
+            .parse()
+            .context("DBSIZE")?,
+        first: redis_cli(&worker.node, ip, &["GET", "key:1"])?,
+        last: redis_cli(&worker.node, ip, &["GET", &format!("key:{REDIS_KEYS}")])?,
+    })
+}
+
+/// A Redis pod on node-a holding [`REDIS_KEYS`] keys, moved to node-b with `revive migrate`:
+/// the restored server answers over node-b's pod network with every key and the run id it
+/// had (the same process, not a new start), and pod redis is gone. Returns the state
+/// before and after.
+pub fn migrate_redis(
+    cluster: &Cluster,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(RedisState, RedisState)> {
+    let image = push_redis_image(cluster)?;
+    let agent = push_agent_image(cluster)?;
+    let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
+    let mut pod = counter_pod("redis", &a.name, &image);
+    pod["spec"]["containers"][0] = serde_json::json!({
+        "name": "redis",
+        "image": image,
+        "command": ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+    });
+    cluster.create(&pod)?;
+    cluster.wait_running("redis")?;
+    let ip = cluster.kubectl(&["get", "pod", "redis", "-o", "jsonpath={.status.podIP}"])?;
+    a.node.sh(&format!(
+        "until redis-cli -h {ip} PING >/dev/null 2>&1; do sleep 0.1; done
+         token=$(cat /proc/sys/kernel/random/uuid)
+         i=1; while [ $i -le {REDIS_KEYS} ]; do echo \"SET key:$i value-$i-$token\"; i=$((i+1)); done \
+           | redis-cli -h {ip} >/dev/null",
+        ip = ip.trim()
+    ))?;
+    let before = redis_state(cluster, a, "redis")?;
+    narrate(&format!("pod redis on {}: {before:?}", a.name));
+    let said = revive_migrate(cluster, "redis", &b.name, &agent)?;
+    narrate(said.trim());
+    let after = redis_state(cluster, b, "redis-m1")?;
+    narrate(&format!("pod redis-m1 on {}: {after:?}", b.name));
+    let left = cluster.kubectl(&["get", "pods", "-o", "name"])?;
+    ensure!(
+        left.trim() == "pod/redis-m1",
+        "after the move the API server has: {left}"
+    );
+    no_archives_left(a)?;
+    Ok((before, after))
 }
 
 /// Fails if checkpoint archives are left in `worker`'s kubelet directory.
@@ -1112,7 +1247,7 @@ pub fn reboot_with_state(
 
 /// Runs `args` in the network namespace of host process `pid`, with the host's programs.
 fn in_netns(pid: &str, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("nsenter")
+    let out = Command::new("nsenter")
         .args(["-t", pid, "-n", "--"])
         .args(args)
         .output()

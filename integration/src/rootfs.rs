@@ -136,8 +136,8 @@ impl std::fmt::Display for Flavour {
 pub enum Base {
     /// Debian trixie (stable) with CRIU from sid.
     Trixie,
-    /// Debian sid, with podman, buildah, skopeo, checkpointctl, a registry, etcd, kubectl and
-    /// the CNI plugins.
+    /// Debian sid, with podman, buildah, skopeo, checkpointctl, a registry, etcd, kubectl,
+    /// the CNI plugins and Redis.
     Sid,
 }
 
@@ -181,6 +181,8 @@ impl Base {
                         "etcd-server",
                         "kubernetes-client",
                         "containernetworking-plugins",
+                        // The Redis pod the clusters move (its binaries, in an image).
+                        "redis-server",
                     ]
                     .iter()
                     .map(|s| s.to_string()),

@@ -32,6 +32,16 @@ fn migrate(flavour: Flavour) {
     }
 }
 
+/// `revive migrate` moves a Redis pod holding keys to another node: the same server (its
+/// run id) answers there with every key.
+fn redis(flavour: Flavour) {
+    let (before, after) = on_cluster(flavour, "redis", 2, "revive migrate of Redis", |c, say| {
+        cluster::migrate_redis(c, say)
+    });
+    assert_eq!(before.keys, cluster::REDIS_KEYS);
+    assert_eq!(after, before);
+}
+
 /// A move that must fail ([`cluster::FailedMove`]) fails with its reason, every one of
 /// `said`, and leaves the source pod running, nothing else behind: to a registry nobody
 /// serves, to a node whose containerd has lower limits than the source's, which the
@@ -56,6 +66,8 @@ fn reboot(flavour: Flavour) {
 revive_integration::e2e_main! {
     revive_migrate_moves_a_pod_there_and_back_lts => migrate(Flavour::Lts),
     revive_migrate_moves_a_pod_there_and_back_latest => migrate(Flavour::Latest),
+    revive_migrate_moves_a_redis_pod_holding_keys_lts => redis(Flavour::Lts),
+    revive_migrate_moves_a_redis_pod_holding_keys_latest => redis(Flavour::Latest),
     revive_migrate_to_an_unreachable_registry_leaves_the_pod_lts => failed_move(
         Flavour::Lts,
         cluster::FailedMove::UnreachableRegistry,
