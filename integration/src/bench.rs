@@ -23,6 +23,7 @@ use crate::node::Node;
 
 mod checkpoint;
 mod image_restore;
+mod migrate;
 
 /// containerd's Go shim, the baseline.
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
@@ -518,6 +519,8 @@ pub struct Settings {
     pub checkpoint_runs: usize,
     /// Repeated runs per size of the image restore benchmark (after each image's first run).
     pub image_restore_runs: usize,
+    /// Rounds per size of the migration benchmark.
+    pub migrate_runs: usize,
 }
 
 impl Default for Settings {
@@ -529,6 +532,7 @@ impl Default for Settings {
             checkpoint_mib: vec![64, 256, 1024],
             checkpoint_runs: 9,
             image_restore_runs: 9,
+            migrate_runs: 3,
         }
     }
 }
@@ -578,6 +582,7 @@ pub fn all() -> Vec<Box<dyn Benchmark>> {
         Box::new(StartLatency),
         Box::new(checkpoint::CheckpointRestore),
         Box::new(image_restore::ImageRestore),
+        Box::new(migrate::Migration),
     ]
 }
 

@@ -21,7 +21,7 @@ use revive_integration::{Flavour, Node, host, rootfs, tool};
 #[command(
     name = "revive-bench",
     version,
-    about = "Shim memory per container, `ctr run --rm` latency, checkpoint/restore time, and `ctr run` of a checkpoint image against `ctr c restore`: revive against containerd-shim-runc-v2"
+    about = "Shim memory per container, `ctr run --rm` latency, checkpoint/restore time, `ctr run` of a checkpoint image against `ctr c restore`, and a pod's move with revive migrate against a cold start: revive against containerd-shim-runc-v2"
 )]
 struct Cli {
     /// Node flavour(s) to benchmark on (repeatable; each gets its own node and section).
@@ -50,7 +50,11 @@ struct Cli {
     /// image's first run (the sizes are --checkpoint-mib's).
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=100))]
     image_restore_runs: u32,
-    /// Run only these benchmarks (repeatable): memory, start, checkpoint, image-restore.
+    /// Rounds per size of the migration benchmark (a cold start per runtime and a move each).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    migrate_runs: u32,
+    /// Run only these benchmarks (repeatable): memory, start, checkpoint, image-restore,
+    /// migrate.
     /// All of them when not given.
     #[arg(long = "bench", value_parser = clap::builder::PossibleValuesParser::new(BENCHMARKS))]
     benches: Vec<String>,
@@ -60,7 +64,7 @@ struct Cli {
 }
 
 /// The names of [`bench::all`]'s benchmarks, in order (checked by a test).
-const BENCHMARKS: [&str; 4] = ["memory", "start", "checkpoint", "image-restore"];
+const BENCHMARKS: [&str; 5] = ["memory", "start", "checkpoint", "image-restore", "migrate"];
 
 impl Cli {
     /// The command line that reproduces this run, every setting explicit.
@@ -83,8 +87,8 @@ impl Cli {
             cmd.push_str(&format!(" --checkpoint-mib {mib}"));
         }
         cmd.push_str(&format!(
-            " --checkpoint-runs {} --image-restore-runs {}",
-            self.checkpoint_runs, self.image_restore_runs
+            " --checkpoint-runs {} --image-restore-runs {} --migrate-runs {}",
+            self.checkpoint_runs, self.image_restore_runs, self.migrate_runs
         ));
         for b in &self.benches {
             cmd.push_str(&format!(" --bench {b}"));
@@ -112,6 +116,7 @@ fn run(cli: &Cli) -> Result<bool> {
         checkpoint_mib: cli.checkpoint_mib.clone(),
         checkpoint_runs: cli.checkpoint_runs as usize,
         image_restore_runs: cli.image_restore_runs as usize,
+        migrate_runs: cli.migrate_runs as usize,
     };
     let benchmarks: Vec<_> = bench::all()
         .into_iter()
@@ -235,7 +240,7 @@ mod tests {
         let cmd = cli.reproduce();
         assert!(cmd.contains(" --checkpoint-mib 64 "), "{cmd}");
         assert!(
-            cmd.contains(" --image-restore-runs 9 --bench image-restore --out "),
+            cmd.contains(" --image-restore-runs 9 --migrate-runs 3 --bench image-restore --out "),
             "{cmd}"
         );
         assert!(Cli::try_parse_from(["revive-bench", "--bench", "nope"]).is_err());
