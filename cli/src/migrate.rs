@@ -151,6 +151,8 @@ pub fn migrate(m: &Migration) -> Result<Moved> {
         crate::write::check_ref(image)?;
     }
 
+    // Until here nothing was made, and a signal ends the process as usual; from here on it
+    // stops the move between two steps, which then undoes what they made.
     crate::interrupt::catch()?;
     let plan = Plan {
         pod,
@@ -214,6 +216,8 @@ struct Made {
     agent: Option<String>,
     /// The copy, until the source pod's deletion starts.
     copy: Option<String>,
+    /// The copy's manifest written by `--save`, until the source pod's deletion starts.
+    saved: Option<std::path::PathBuf>,
 }
 
 impl Made {
@@ -222,6 +226,11 @@ impl Made {
     /// agent pod that only removes them). What could not be removed, for the operator.
     fn undo(&mut self, kube: &Kubectl<'_>, m: &Migration, source: &str) -> Vec<String> {
         let mut left = Vec::new();
+        if let Some(saved) = self.saved.take()
+            && let Err(e) = std::fs::remove_file(&saved)
+        {
+            left.push(format!("the saved manifest {} ({e})", saved.display()));
+        }
         if let Some(copy) = self.copy.take()
             && let Err(e) = kube.delete_pod(&copy, &m.namespace, m.timeout)
         {
@@ -322,8 +331,11 @@ fn moved(m: &Migration, kube: &Kubectl<'_>, plan: &Plan, made: &mut Made) -> Res
     let new_name = m.new_name.clone().unwrap_or_else(|| next_name(&m.pod));
     let copy = moved_pod(pod, &new_name, target_name, images)?;
     match &m.save {
-        Some(save) => std::fs::write(save, serde_json::to_vec_pretty(&copy)?)
-            .with_context(|| format!("writing {}", save.display()))?,
+        Some(save) => {
+            std::fs::write(save, serde_json::to_vec_pretty(&copy)?)
+                .with_context(|| format!("writing {}", save.display()))?;
+            made.saved = Some(save.clone());
+        }
         None => {
             kube.create(&copy)?;
             made.copy = Some(new_name.clone());
@@ -335,6 +347,7 @@ fn moved(m: &Migration, kube: &Kubectl<'_>, plan: &Plan, made: &mut Made) -> Res
     // The last moment to stop: once the source's deletion starts, the copy is the pod.
     kube.check_interrupted()?;
     made.copy = None;
+    made.saved = None;
     Ok(Moved {
         target_node: target_name.to_string(),
         source_node: source.to_string(),
@@ -706,7 +719,7 @@ mod tests {
     }
 
     #[test]
-    fn an_undone_move_removes_the_copy_the_agent_and_archives_no_agent_took() {
+    fn an_undone_move_removes_what_it_made() {
         let dir = tempfile::tempdir().unwrap();
         let (program, log) = fake_kubectl(dir.path());
         let kube = Kubectl {
@@ -729,8 +742,11 @@ mod tests {
             archives: vec![archive.clone()],
             agent: None,
             copy: Some("web-m1".into()),
+            saved: Some(dir.path().join("web.json")),
         };
+        std::fs::write(dir.path().join("web.json"), "{}").unwrap();
         assert!(made.undo(&kube, &m, "node-a").is_empty());
+        assert!(!dir.path().join("web.json").exists());
         let calls = std::fs::read_to_string(&log).unwrap();
         let calls: Vec<&str> = calls.lines().collect();
         assert!(calls[0].starts_with("delete pod web-m1 -n shop --ignore-not-found"));
@@ -750,6 +766,7 @@ mod tests {
         assert!(calls[4].contains(&format!("-n {AGENT_NAMESPACE}")));
         assert_eq!(calls.len(), 5, "{calls:?}");
         assert!(made.archives.is_empty() && made.agent.is_none() && made.copy.is_none());
+        assert!(made.saved.is_none());
     }
 
     #[test]
