@@ -310,22 +310,12 @@ fn run(cli: Cli) -> Result<()> {
             format,
         } => {
             let built = build::build(&archive, &reference, &output, format)?;
-            let s = &built.summary;
             println!(
-                "built {reference} ({}, format {}) from {}: container {}, base image {}, \
-                 {} CRIU images ({}), rootfs diff {}",
+                "built {reference} ({}, format {}) from {}: {}",
                 built.written.digest,
                 format.name(),
                 archive.display(),
-                if s.container.is_empty() {
-                    "(unnamed)"
-                } else {
-                    &s.container
-                },
-                s.base_image.as_deref().unwrap_or("(not recorded)"),
-                s.criu_images,
-                human(s.criu_bytes),
-                s.rootfs_diff_bytes.map_or("none".into(), human),
+                describe(&built.summary)
             );
             print_written(&built.written);
             note_if_privileged(&built.summary);
@@ -343,18 +333,12 @@ fn run(cli: Cli) -> Result<()> {
             for warning in &converted.warnings {
                 eprintln!("warning: {warning}");
             }
-            let s = &converted.summary;
             println!(
-                "converted {} into {reference} ({}, format {}): container {}, base image {}, \
-                 {} CRIU images ({}), rootfs diff {}",
+                "converted {} into {reference} ({}, format {}): {}",
                 converted.source,
                 converted.written.digest,
                 format.name(),
-                s.container,
-                s.base_image.as_deref().unwrap_or("(not recorded)"),
-                s.criu_images,
-                human(s.criu_bytes),
-                s.rootfs_diff_bytes.map_or("none".into(), human),
+                describe(&converted.summary)
             );
             print_written(&converted.written);
             note_if_privileged(&converted.summary);
@@ -446,6 +430,22 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// "container web, base image busybox:1, 12 CRIU images (64.0 MiB), rootfs diff 4.0 KiB".
+fn describe(s: &build::Summary) -> String {
+    format!(
+        "container {}, base image {}, {} CRIU images ({}), rootfs diff {}",
+        if s.container.is_empty() {
+            "(unnamed)"
+        } else {
+            &s.container
+        },
+        s.base_image.as_deref().unwrap_or("(not recorded)"),
+        s.criu_images,
+        human(s.criu_bytes),
+        s.rootfs_diff_bytes.map_or("none".into(), human),
+    )
 }
 
 /// Where an image was written, and how to import it where `ctr run` restores it.

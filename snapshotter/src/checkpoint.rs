@@ -352,7 +352,7 @@ impl TakenOn {
     }
 
     /// Whether `image` is the one: Err says what it is instead.
-    fn check(&self, image: &crate::containerd::BaseImage) -> std::result::Result<(), String> {
+    fn check(&self, image: &crate::containerd::BaseImage) -> std::result::Result<(), Mismatch> {
         let id_differs = self
             .id
             .as_ref()
@@ -370,13 +370,38 @@ impl TakenOn {
             .chain(&self.digests)
             .map(String::as_str)
             .collect();
-        Err(format!(
+        let what = format!(
             "{} is image {} (manifest {}), and the checkpoint was taken on {}",
             image.name,
             image.config_digest,
             image.manifest_digest,
             taken_on.join(", also known as ")
-        ))
+        );
+        // The index the checkpoint names, resolved for this machine to another image: the
+        // checkpoint was taken on another platform's member of it.
+        let same_index = self.digests.contains(&image.target_digest);
+        match same_index && id_differs {
+            true => Err(Mismatch::OtherPlatform(what)),
+            false => Err(Mismatch::Moved(what)),
+        }
+    }
+}
+
+/// How an image differs from the one a checkpoint was taken on.
+#[derive(Debug, PartialEq, Eq)]
+enum Mismatch {
+    /// The name now names another image.
+    Moved(String),
+    /// The same multi-platform image, resolved for this machine's platform to another
+    /// member than the checkpoint's.
+    OtherPlatform(String),
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mismatch::Moved(what) | Mismatch::OtherPlatform(what) => f.write_str(what),
+        }
     }
 }
 
@@ -514,12 +539,18 @@ impl ContainerdBases {
             .image_layers(namespace, &ImageRef::Name(name.clone()))
             .await
             .map_err(|e| pulled(e.to_string()))?;
-        taken_on.check(&image).map_err(|other| {
-            pulled(format!(
-                "{other}: the name has moved since; put the checkpoint's base image in \
+        taken_on.check(&image).map_err(|other| match other {
+            Mismatch::Moved(what) => pulled(format!(
+                "{what}: the name has moved since; put the checkpoint's base image in \
                  containerd (or back under {name} in the registry), then create the container \
                  again"
-            ))
+            )),
+            Mismatch::OtherPlatform(what) => pulled(format!(
+                "{what}, this image for another platform than this node's (linux/{}): a \
+                 checkpoint restores only on the platform it was taken on; restore it on a \
+                 node of that platform",
+                revive_checkpoint::oci::host_arch()
+            )),
         })?;
         self.bases
             .ensure_image(&self.client, namespace, &image)
@@ -704,7 +735,7 @@ mod tests {
             .check(&image)
             .unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             format!(
                 "r/busybox:1 is image {} (manifest {}), and the checkpoint was taken on {}",
                 digest('3'),
@@ -713,6 +744,16 @@ mod tests {
             )
         );
         let moved = TakenOn::of(&refs(&[&format!("r/busybox@{}", digest('8'))]));
-        assert!(moved.check(&image).is_err());
+        assert!(matches!(moved.check(&image), Err(Mismatch::Moved(_))));
+        // The index the checkpoint names, its member for this platform another image than
+        // the one the checkpoint was taken on (another platform's).
+        let other_platform = TakenOn::of(&refs(&[
+            &format!("r/busybox@{}", digest('1')),
+            &"7".repeat(64),
+        ]));
+        assert!(matches!(
+            other_platform.check(&image),
+            Err(Mismatch::OtherPlatform(_))
+        ));
     }
 }
