@@ -18,6 +18,19 @@ extern "C" fn note(signal: libc::c_int) {
     RECEIVED.store(signal, Ordering::SeqCst);
 }
 
+/// Installs `action` for every one of [`SIGNALS`].
+///
+/// # Safety
+/// `action`'s handler may only call async-signal-safe functions.
+unsafe fn install(action: &SigAction) -> Result<()> {
+    for signal in SIGNALS {
+        // SAFETY: the caller vouches for the handler.
+        unsafe { sigaction(signal, action) }
+            .with_context(|| format!("installing a handler for {signal}"))?;
+    }
+    Ok(())
+}
+
 /// From now on, [`SIGNALS`] are noted for [`received`] instead of ending the process.
 pub fn catch() -> Result<()> {
     let action = SigAction::new(
@@ -25,12 +38,8 @@ pub fn catch() -> Result<()> {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for signal in SIGNALS {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(signal, &action) }
-            .with_context(|| format!("installing a handler for {signal}"))?;
-    }
-    Ok(())
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { install(&action) }
 }
 
 /// The interrupting signal received since [`catch`], if any.
@@ -74,12 +83,8 @@ pub fn remove_on_signal(paths: &[std::path::PathBuf]) -> Result<()> {
         SaFlags::empty(),
         SigSet::all(),
     );
-    for signal in SIGNALS {
-        // SAFETY: the handler only calls async-signal-safe functions.
-        unsafe { sigaction(signal, &action) }
-            .with_context(|| format!("installing a handler for {signal}"))?;
-    }
-    Ok(())
+    // SAFETY: the handler only calls unlink and _exit, which are async-signal-safe.
+    unsafe { install(&action) }
 }
 
 #[cfg(test)]

@@ -525,10 +525,23 @@ pub fn push_busybox(cluster: &Cluster) -> Result<String> {
     Ok(name)
 }
 
-/// The counter of [`crate::scenario::COUNTER_SCRIPT`] as a pod of the API server: on node
-/// `node`, RuntimeClass `revive`, the node's pod network, no service account token, stopped
-/// within a second.
+/// The counter of [`crate::scenario::COUNTER_SCRIPT`] as a pod of the API server, its
+/// container `counter` ([`one_container_pod`]).
 pub fn counter_pod(name: &str, node: &str, image: &str) -> Value {
+    let command = ["sh", "-c", crate::scenario::COUNTER_SCRIPT];
+    one_container_pod(name, node, image, "counter", &command)
+}
+
+/// A pod of one container, `container` running `command` from `image`, on node `node` and
+/// RuntimeClass `revive`, the node's pod network, no service account token, stopped within
+/// a second.
+pub fn one_container_pod(
+    name: &str,
+    node: &str,
+    image: &str,
+    container: &str,
+    command: &[&str],
+) -> Value {
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -539,9 +552,9 @@ pub fn counter_pod(name: &str, node: &str, image: &str) -> Value {
             "automountServiceAccountToken": false,
             "terminationGracePeriodSeconds": 1,
             "containers": [{
-                "name": "counter",
+                "name": container,
                 "image": image,
-                "command": ["sh", "-c", crate::scenario::COUNTER_SCRIPT],
+                "command": command,
             }],
         },
     })
@@ -946,11 +959,17 @@ fn redis_cli(node: &Node, ip: &str, args: &[&str]) -> Result<String> {
     Ok(node.run(&command)?.trim().to_string())
 }
 
-/// The state of the Redis server of pod `pod`, asked from `worker` over the pod network.
-fn redis_state(cluster: &Cluster, worker: &Worker, pod: &str) -> Result<RedisState> {
+/// Pod `pod`'s address on its node's pod network.
+fn pod_ip(cluster: &Cluster, pod: &str) -> Result<String> {
     let ip = cluster.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"])?;
     let ip = ip.trim();
     ensure!(!ip.is_empty(), "pod {pod} has no IP");
+    Ok(ip.to_string())
+}
+
+/// The state of the Redis server of pod `pod`, asked from `worker` over the pod network.
+fn redis_state(cluster: &Cluster, worker: &Worker, pod: &str) -> Result<RedisState> {
+    let ip = &pod_ip(cluster, pod)?;
     let info = redis_cli(&worker.node, ip, &["INFO", "server"])?;
     let run_id = info
         .lines()
@@ -979,21 +998,25 @@ pub fn migrate_redis(
     let image = push_redis_image(cluster)?;
     let agent = push_agent_image(cluster)?;
     let (a, b) = (cluster.worker("node-a")?, cluster.worker("node-b")?);
-    let mut pod = counter_pod("redis", &a.name, &image);
-    pod["spec"]["containers"][0] = serde_json::json!({
-        "name": "redis",
-        "image": image,
-        "command": ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-    });
-    cluster.create(&pod)?;
+    let command = [
+        "redis-server",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ];
+    cluster.create(&one_container_pod(
+        "redis", &a.name, &image, "redis", &command,
+    ))?;
     cluster.wait_running("redis")?;
-    let ip = cluster.kubectl(&["get", "pod", "redis", "-o", "jsonpath={.status.podIP}"])?;
+    let ip = pod_ip(cluster, "redis")?;
     a.node.sh(&format!(
         "until redis-cli -h {ip} PING >/dev/null 2>&1; do sleep 0.1; done
          token=$(cat /proc/sys/kernel/random/uuid)
          i=1; while [ $i -le {REDIS_KEYS} ]; do echo \"SET key:$i value-$i-$token\"; i=$((i+1)); done \
-           | redis-cli -h {ip} >/dev/null",
-        ip = ip.trim()
+           | redis-cli -h {ip} >/dev/null"
     ))?;
     let before = redis_state(cluster, a, "redis")?;
     narrate(&format!("pod redis on {}: {before:?}", a.name));
@@ -1070,15 +1093,7 @@ fn failed_move(
 fn side_load_busybox(cluster: &Cluster, worker: &Worker) -> Result<String> {
     let name = format!("{}/revive/busybox:1", registry());
     let image = crate::image::busybox_builder(&cluster.control.rootfs().path, &name)?.build()?;
-    let file = format!("{}.tar", image.file_stem());
-    image.write_archive(&worker.node.share_dir().join(&file))?;
-    worker.node.ctr(&[
-        "-n",
-        "k8s.io",
-        "images",
-        "import",
-        &format!("/share/{file}"),
-    ])?;
+    crate::cri::import_image(&worker.node, &image)?;
     Ok(name)
 }
 

@@ -322,7 +322,6 @@ pub const MAX_GENERATIONS: usize = 16;
 /// The rebuilt root of a base checkpoint, beside its unpacked archive `<chain id>/fs`.
 const BASE_ROOTFS_DIR: &str = "rootfs";
 
-/// Whether `reference` is an image id (a digest, or its 64 hex digits) rather than a name.
 /// The digest of a reference `name@sha256:<hex>`.
 fn pinned_digest(reference: &str) -> Option<&str> {
     reference
@@ -342,7 +341,10 @@ struct TakenOn {
 impl TakenOn {
     fn of(refs: &[String]) -> TakenOn {
         TakenOn {
-            id: refs.iter().find(|r| is_image_id(r)).map(|r| image_id(r)),
+            id: refs
+                .iter()
+                .find(|r| is_image_id(r))
+                .map(|r| crate::containerd::image_id_digest(r)),
             digests: refs
                 .iter()
                 .filter_map(|r| pinned_digest(r))
@@ -405,14 +407,7 @@ impl std::fmt::Display for Mismatch {
     }
 }
 
-/// An image id as a digest (`sha256:<hex>`), whichever way it was written.
-fn image_id(id: &str) -> String {
-    match id.starts_with("sha256:") {
-        true => id.to_string(),
-        false => format!("sha256:{id}"),
-    }
-}
-
+/// Whether `reference` is an image id (a digest, or its 64 hex digits) rather than a name.
 fn is_image_id(reference: &str) -> bool {
     crate::containerd::is_sha256_digest(reference)
         || reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit())

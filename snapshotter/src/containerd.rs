@@ -34,6 +34,15 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+/// An image id as a digest (`sha256:<hex>`), whether it was written with the algorithm or
+/// as its 64 hex digits alone.
+pub fn image_id_digest(id: &str) -> String {
+    match id.starts_with("sha256:") {
+        true => id.to_string(),
+        false => format!("sha256:{id}"),
+    }
+}
+
 /// The registry host of image name `reference` (`docker.io` for Docker Hub's short names),
 /// or None for what is not an image name (an id, a digest).
 pub fn registry_of(reference: &str) -> Option<String> {
@@ -525,11 +534,7 @@ impl Client {
         namespace: &str,
         id: &str,
     ) -> Result<Option<(String, ProtoDescriptor)>> {
-        let digest = if id.starts_with("sha256:") {
-            id.to_string()
-        } else {
-            format!("sha256:{id}")
-        };
+        let digest = image_id_digest(id);
         if !is_sha256_digest(&digest) {
             return Ok(None);
         }

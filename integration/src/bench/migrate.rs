@@ -61,12 +61,8 @@ pub fn phases(said: &str) -> Option<Phases> {
 /// The pod of the workload holding `mib` MiB on `node`, on RuntimeClass revive for
 /// `runtime` revive, else on the cluster's default runtime.
 fn workload_pod(name: &str, node: &str, image: &str, runtime: &str, mib: u64) -> serde_json::Value {
-    let mut pod = cluster::counter_pod(name, node, image);
-    pod["spec"]["containers"][0] = serde_json::json!({
-        "name": CONTAINER,
-        "image": image,
-        "command": ["sh", "-c", workload(mib)],
-    });
+    let script = workload(mib);
+    let mut pod = cluster::one_container_pod(name, node, image, CONTAINER, &["sh", "-c", &script]);
     if runtime != REVIVE_V2
         && let Some(spec) = pod["spec"].as_object_mut()
     {
