@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-/// The images the restore check reads (and what they import), CRIU's statistics, and the
-/// process's root and open files (`fs-*.img`, `files.img`), whose root directory's mode
-/// CRIU checks at restore.
+/// The images the restore check reads (and what they import), CRIU's statistics, the
+/// processes' roots and open files (`fs-*.img`, `files.img`, `fdinfo-*.img`), and their
+/// memory (`mm-*.img`, `pagemap-*.img`), which `revive inspect` and `revive memgrep` read.
 const PROTOS: &[&str] = &[
     "core.proto",
     "pstree.proto",
@@ -17,6 +17,8 @@ const PROTOS: &[&str] = &[
     "stats.proto",
     "fs.proto",
     "fdinfo.proto",
+    "mm.proto",
+    "pagemap.proto",
 ];
 
 /// Messages that are also written out as JSON (`stats-dump.json` beside a checkpoint).

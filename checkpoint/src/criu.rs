@@ -5,8 +5,11 @@
 
 use prost::Message;
 
+pub mod files;
 pub mod images;
+pub mod memory;
 pub mod proto;
+pub mod search;
 
 /// The magic CRIU puts before the per-image magic of most images.
 pub const COMMON_MAGIC: u32 = 0x5456_4319;

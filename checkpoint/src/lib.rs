@@ -6,6 +6,7 @@ pub mod archive;
 pub mod criu;
 pub mod criulog;
 pub mod extract;
+pub mod forensic;
 pub mod gzip;
 pub mod handoff;
 pub mod needs;

@@ -287,6 +287,16 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// The name an image archive gives the image this descriptor lists: its image name or
+    /// reference annotation, else its digest.
+    pub fn image_name(&self) -> String {
+        self.annotations
+            .get(ANNOTATION_IMAGE_NAME)
+            .or(self.annotations.get(ANNOTATION_REF_NAME))
+            .cloned()
+            .unwrap_or_else(|| self.digest.clone())
+    }
+
     pub fn check(&self) -> Result<(), DocumentError> {
         if !is_sha256_digest(&self.digest) {
             return Err(DocumentError::Digest(truncated(&self.digest)));

@@ -225,6 +225,11 @@ pub trait Source {
     fn names(&self) -> Result<Vec<String>, ImageError>;
     /// A file's contents, `None` if there is no such file.
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, ImageError>;
+    /// The size of a file, `None` if there is no such file. Memory page files are read
+    /// through this and [`Source::read_at`], never whole.
+    fn size(&self, name: &str) -> Result<Option<u64>, ImageError>;
+    /// Fills `buf` from `offset` of a file; a file too short for it is an error.
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), ImageError>;
 }
 
 /// A directory of CRIU images.
@@ -250,6 +255,24 @@ impl Source for Dir<'_> {
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, ImageError> {
         read_file(self.0, name)
     }
+
+    fn size(&self, name: &str) -> Result<Option<u64>, ImageError> {
+        Ok(match open_file(self.0, name)? {
+            Some(file) => Some(
+                file.metadata()
+                    .map_err(|e| ImageError::Io(format!("{name}: {e}")))?
+                    .len(),
+            ),
+            None => None,
+        })
+    }
+
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
+        use std::os::unix::fs::FileExt;
+        let file = open_file(self.0, name)?.ok_or_else(|| ImageError::Missing(name.into()))?;
+        file.read_exact_at(buf, offset)
+            .map_err(|e| ImageError::Io(format!("{name} at {offset}: {e}")))
+    }
 }
 
 impl Source for BTreeMap<String, Vec<u8>> {
@@ -259,6 +282,23 @@ impl Source for BTreeMap<String, Vec<u8>> {
 
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, ImageError> {
         Ok(self.get(name).cloned())
+    }
+
+    fn size(&self, name: &str) -> Result<Option<u64>, ImageError> {
+        Ok(self.get(name).map(|d| d.len() as u64))
+    }
+
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
+        let data = self
+            .get(name)
+            .ok_or_else(|| ImageError::Missing(name.into()))?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let part = start
+            .checked_add(buf.len())
+            .and_then(|end| data.get(start..end))
+            .ok_or(ImageError::Truncated("page data"))?;
+        buf.copy_from_slice(part);
+        Ok(())
     }
 }
 
@@ -441,7 +481,10 @@ fn cgroup_directories(
 }
 
 /// The core image of thread `tid` (`core-<tid>.img`), with its name.
-fn read_core(source: &dyn Source, tid: u32) -> Result<(String, proto::CoreEntry), ImageError> {
+pub(crate) fn read_core(
+    source: &dyn Source,
+    tid: u32,
+) -> Result<(String, proto::CoreEntry), ImageError> {
     let name = format!("core-{tid}.img");
     let data = source
         .read(&name)?
@@ -624,9 +667,8 @@ pub fn clean_path(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Reads `dir/name` without following a symlink, at most [`MAX_IMAGE_BYTES`].
-fn read_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, ImageError> {
-    use std::io::Read;
+/// Opens `dir/name`, a regular file, without following a symlink; `None` if it is not there.
+fn open_file(dir: &Path, name: &str) -> Result<Option<std::fs::File>, ImageError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e: std::io::Error| ImageError::Io(format!("{}: {e}", dir.join(name).display()));
     if name.contains('/') {
@@ -644,6 +686,16 @@ fn read_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, ImageError> {
     if !file.metadata().map_err(io)?.is_file() {
         return Err(ImageError::Decode(format!("{name}: not a regular file")));
     }
+    Ok(Some(file))
+}
+
+/// Reads `dir/name` without following a symlink, at most [`MAX_IMAGE_BYTES`].
+fn read_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, ImageError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| ImageError::Io(format!("{}: {e}", dir.join(name).display()));
+    let Some(file) = open_file(dir, name)? else {
+        return Ok(None);
+    };
     let mut data = Vec::new();
     file.take(MAX_IMAGE_BYTES + 1)
         .read_to_end(&mut data)
@@ -656,6 +708,16 @@ fn read_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, ImageError> {
 
 /// The records of an image file whose magic must be `magic`.
 pub fn records<'a>(data: &'a [u8], magic: u32, image: &str) -> Result<Vec<&'a [u8]>, ImageError> {
+    records_up_to(data, magic, image, MAX_RECORDS)
+}
+
+/// [`records`], at most `max` of them.
+pub(crate) fn records_up_to<'a>(
+    data: &'a [u8],
+    magic: u32,
+    image: &str,
+    max: usize,
+) -> Result<Vec<&'a [u8]>, ImageError> {
     let word = |at: usize| -> Option<u32> {
         data.get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -685,21 +747,25 @@ pub fn records<'a>(data: &'a [u8], magic: u32, image: &str) -> Result<Vec<&'a [u
             .ok_or(ImageError::Truncated("record"))?;
         at += len;
         out.push(record);
-        if out.len() > MAX_RECORDS {
+        if out.len() > max {
             return Err(ImageError::Decode(format!(
-                "{image}: more than {MAX_RECORDS} records"
+                "{image}: more than {max} records"
             )));
         }
     }
     Ok(out)
 }
 
-fn decode<M: Message + Default>(record: &[u8], image: &str) -> Result<M, ImageError> {
+pub(crate) fn decode<M: Message + Default>(record: &[u8], image: &str) -> Result<M, ImageError> {
     M::decode(record).map_err(|e| ImageError::Decode(format!("{image}: {e}")))
 }
 
 /// The single record of an image that holds exactly one.
-fn one<M: Message + Default>(data: &[u8], magic: u32, image: &str) -> Result<M, ImageError> {
+pub(crate) fn one<M: Message + Default>(
+    data: &[u8],
+    magic: u32,
+    image: &str,
+) -> Result<M, ImageError> {
     match records(data, magic, image)?.as_slice() {
         [record] => decode(record, image),
         other => Err(ImageError::Decode(format!(
@@ -709,7 +775,11 @@ fn one<M: Message + Default>(data: &[u8], magic: u32, image: &str) -> Result<M, 
     }
 }
 
-fn all<M: Message + Default>(data: &[u8], magic: u32, image: &str) -> Result<Vec<M>, ImageError> {
+pub(crate) fn all<M: Message + Default>(
+    data: &[u8],
+    magic: u32,
+    image: &str,
+) -> Result<Vec<M>, ImageError> {
     records(data, magic, image)?
         .into_iter()
         .map(|r| decode(r, image))
@@ -732,4 +802,4 @@ pub fn write<M: Message>(magic: u32, messages: &[M]) -> Vec<u8> {
 
 #[cfg(test)]
 #[path = "images/tests.rs"]
-mod tests;
+pub(crate) mod tests;

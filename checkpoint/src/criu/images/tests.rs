@@ -1,6 +1,6 @@
 use super::*;
 
-fn creds(uid: u32, caps: u64) -> proto::CredsEntry {
+pub(crate) fn creds(uid: u32, caps: u64) -> proto::CredsEntry {
     let words = |set: u64| vec![set as u32, (set >> 32) as u32];
     proto::CredsEntry {
         uid,
@@ -23,7 +23,7 @@ fn creds(uid: u32, caps: u64) -> proto::CredsEntry {
     }
 }
 
-fn core(leader: bool, creds: proto::CredsEntry) -> Vec<u8> {
+pub(crate) fn core(leader: bool, creds: proto::CredsEntry) -> Vec<u8> {
     let entry = proto::CoreEntry {
         mtype: 1,
         tc: leader.then(|| proto::TaskCoreEntry {
@@ -50,7 +50,7 @@ fn core(leader: bool, creds: proto::CredsEntry) -> Vec<u8> {
 
 /// The images of one process (pid 1, threads 1 and 2) with two seccomp filters and a
 /// read-only sysfs.
-fn images() -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn images() -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     files.insert(
         "inventory.img".into(),
