@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::format::Format;
 use crate::inspect::human;
-use crate::{build, convert, inspect, migrate, push, write};
+use crate::{build, convert, forensics, inspect, migrate, push, write};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,71 @@ enum Command {
     /// Checkpoint images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Show what a checkpoint holds: its container, processes, files, sockets and mounts
+    #[command(long_about = "Show what a checkpoint holds, without restoring it.\n\n\
+        CHECKPOINT is a checkpoint archive (kubelet's, crictl's, CRI-O's, Podman's or \
+        checkpointctl's; plain, gzip or zstd), an OCI image archive holding a checkpoint \
+        image, or containerd's own checkpoint exported with `ctr images export`. Shown: the \
+        container (name, id, image, runtime, engine, pod, times, annotations), sizes, CRIU's \
+        dump statistics, every process (tree, command line, environment, working and root \
+        directory, executable, credentials, capabilities and seccomp mode of every thread, \
+        open files with their positions, sockets with addresses, ports and states, memory \
+        mappings) and the container's mounts. Compressed input is decompressed into an \
+        unnamed temporary file in $TMPDIR, gone when revive exits.\n\n\
+        Example:\n  revive inspect /var/lib/kubelet/checkpoints/checkpoint-web.tar")]
+    Inspect {
+        /// The checkpoint archive or image archive
+        #[arg(value_name = "CHECKPOINT")]
+        checkpoint: PathBuf,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search a checkpoint's process memory for a string, bytes or a regular expression
+    #[command(
+        long_about = "Search a checkpoint's process memory, without restoring it.\n\n\
+        Every page of every process CRIU dumped (or of --pid's) is searched for PATTERN: a \
+        string, bytes in hex (--hex) or a regular expression (--regex, on bytes). Each match \
+        is printed with its process, its address, the mapping it lies in (file, [heap], \
+        [stack] or anonymous, with its range and permissions) and --context bytes around \
+        it, non-printable ones as \\xNN. --dump writes the pages of the mapping holding an \
+        address to a file instead. Exits 1 when nothing matches, as grep does.\n\n\
+        Examples:\n  revive memgrep checkpoint.tar 'password='\n  \
+        revive memgrep checkpoint.tar --regex 'AKIA[0-9A-Z]{16}' --json\n  \
+        revive memgrep checkpoint.tar --pid 1 --dump 0x7ffd5a1c0000 -o stack.bin"
+    )]
+    Memgrep {
+        /// The checkpoint archive or image archive
+        #[arg(value_name = "CHECKPOINT")]
+        checkpoint: PathBuf,
+        /// What to look for
+        #[arg(value_name = "PATTERN", required_unless_present = "dump")]
+        pattern: Option<String>,
+        /// PATTERN is a regular expression
+        #[arg(long, conflicts_with = "hex")]
+        regex: bool,
+        /// PATTERN is bytes in hex, e.g. 7f454c46
+        #[arg(long)]
+        hex: bool,
+        /// Only this process (its pid in the checkpoint)
+        #[arg(short, long)]
+        pid: Option<u32>,
+        /// Bytes of context shown on each side of a match
+        #[arg(short = 'C', long, default_value_t = 32)]
+        context: usize,
+        /// Stop after this many matches
+        #[arg(short = 'm', long, default_value_t = 1000)]
+        max_count: usize,
+        /// Print one JSON object per match
+        #[arg(long)]
+        json: bool,
+        /// Write the pages of the mapping holding this address (hex) to --output
+        #[arg(long, value_name = "ADDRESS", requires_all = ["pid", "output"], conflicts_with = "pattern")]
+        dump: Option<String>,
+        /// Where --dump writes (a new file, 0600)
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Move a running pod to another node through a registry
     #[command(
         long_about = "Move a running pod to another node through a registry.\n\n\
@@ -234,9 +299,90 @@ fn note_if_privileged(summary: &build::Summary) {
     }
 }
 
+/// `revive memgrep`: true if anything matched.
+fn run_memgrep(
+    checkpoint: &std::path::Path,
+    pattern: &str,
+    (regex, hex): (bool, bool),
+    grep: (Option<u32>, usize, usize),
+    json: bool,
+) -> Result<bool> {
+    use revive_checkpoint::criu::search::Pattern;
+    let compiled = if regex {
+        Pattern::regex(pattern)?
+    } else if hex {
+        Pattern::hex(pattern)?
+    } else {
+        Pattern::literal(pattern.as_bytes())?
+    };
+    let (pid, context, max) = grep;
+    let stdout = std::io::stdout();
+    let (found, searched) = forensics::memgrep(
+        checkpoint,
+        &forensics::Grep {
+            pattern: &compiled,
+            pid,
+            context,
+            max,
+        },
+        json,
+        &mut stdout.lock(),
+    )?;
+    eprintln!("{found} match(es) in {} of memory", human(searched));
+    Ok(found > 0)
+}
+
 fn run(cli: Cli) -> Result<()> {
     let command = match cli.command {
         Command::Image(command) => command,
+        Command::Inspect { checkpoint, json } => {
+            let report = forensics::inspect(&checkpoint)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", forensics::render(&report));
+            }
+            return Ok(());
+        }
+        Command::Memgrep {
+            checkpoint,
+            pattern,
+            regex,
+            hex,
+            pid,
+            context,
+            max_count,
+            json,
+            dump,
+            output,
+        } => {
+            if let (Some(address), Some(pid), Some(output)) = (dump, pid, output) {
+                let digits = address.trim_start_matches("0x");
+                let address = u64::from_str_radix(digits, 16)
+                    .with_context(|| format!("--dump {address}: not a hex address"))?;
+                let m = forensics::dump_mapping(&checkpoint, pid, address, &output)?;
+                eprintln!(
+                    "wrote {:x}-{:x} {} ({}) of process {pid} to {}",
+                    m.start,
+                    m.end,
+                    m.perms,
+                    human(m.end - m.start),
+                    output.display()
+                );
+                return Ok(());
+            }
+            let pattern = pattern.context("give a PATTERN to search for")?;
+            if !run_memgrep(
+                &checkpoint,
+                &pattern,
+                (regex, hex),
+                (pid, context, max_count),
+                json,
+            )? {
+                return Err(NoMatch.into());
+            }
+            return Ok(());
+        }
         Command::Migrate {
             pod,
             namespace,
@@ -421,13 +567,25 @@ fn remove_archives(archives: &[PathBuf]) {
 }
 
 /// The `revive` command: parses the command line, runs it, reports an error on stderr.
+/// `revive memgrep` found nothing: exit 1, as grep does.
+#[derive(Debug, thiserror::Error)]
+#[error("no match")]
+struct NoMatch;
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // memgrep exits as grep does: 0 on a match, 1 on none, 2 on an error.
+    let failed = if matches!(cli.command, Command::Memgrep { .. }) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<NoMatch>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("revive: {e:#}");
-            ExitCode::FAILURE
+            failed
         }
     }
 }

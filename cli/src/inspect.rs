@@ -270,12 +270,7 @@ fn native_report(archive: &OciArchive, name: String, native: Native, file: &Path
 
 /// Inspects one top-level image.
 fn inspect_image(archive: &OciArchive, top: &Descriptor, file: &Path) -> Result<ImageReport> {
-    let name = top
-        .annotations
-        .get(oci::ANNOTATION_IMAGE_NAME)
-        .or(top.annotations.get(oci::ANNOTATION_REF_NAME))
-        .cloned()
-        .unwrap_or_else(|| top.digest.clone());
+    let name = top.image_name();
     if oci::is_index(&top.media_type)
         && let Some(native) = Native::of(&archive.index_blob(top)?)
     {

@@ -35,16 +35,17 @@ pub fn sha256_hex(digest: &str) -> Result<&str> {
     Ok(hex)
 }
 
-/// Where a regular file of the archive's tar is.
+/// Where a regular file of a tar is.
 #[derive(Debug, Clone, Copy)]
-struct Member {
-    offset: u64,
-    size: u64,
+pub struct Member {
+    pub offset: u64,
+    pub size: u64,
 }
 
-/// An OCI image archive, scanned.
+/// A tar file's regular files, scanned once: names normalised, no duplicates, counts and
+/// name lengths bounded, every member inside the file. Members are read in place.
 #[derive(Debug)]
-pub struct OciArchive {
+pub struct TarIndex {
     path: PathBuf,
     file: File,
     members: HashMap<String, Member>,
@@ -65,83 +66,75 @@ fn normalise(raw: &[u8]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-impl OciArchive {
-    /// Scans the tar at `path` for its regular files.
-    pub fn open(path: &Path) -> Result<OciArchive> {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+impl TarIndex {
+    /// Scans the tar `file` (read from `path`) for its regular files.
+    pub fn scan(file: File, path: &Path) -> Result<TarIndex> {
         let meta = file.metadata()?;
         ensure!(
             meta.is_file(),
-            "{} is not a regular file (an OCI image archive is read from a file)",
+            "{} is not a regular file (an archive is read from a file)",
             path.display()
         );
         let mut members = HashMap::new();
-        {
-            let mut magic = [0u8; 2];
-            let mut probe = file.try_clone()?;
-            let got = probe.read(&mut magic)?;
+        let mut probe = file.try_clone()?;
+        probe.seek(SeekFrom::Start(0))?;
+        let mut archive = tar::Archive::new(probe);
+        let entries = archive
+            .entries_with_seek()
+            .with_context(|| format!("{}: not a tar archive", path.display()))?;
+        let mut n = 0usize;
+        for_each_member(entries, |raw, entry| {
+            n += 1;
+            ensure!(n <= MAX_MEMBERS, "more than {MAX_MEMBERS} members");
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+                return Ok(());
+            }
+            ensure!(raw.len() <= 4096, "a member name is too long");
+            let Some(name) = normalise(raw) else {
+                return Ok(());
+            };
+            let member = Member {
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            };
             ensure!(
-                !(got == 2 && magic == [0x1f, 0x8b]),
-                "{} is gzip-compressed; an OCI image archive (`ctr images export`) is a plain \
-                 tar: decompress it first",
-                path.display()
+                member
+                    .offset
+                    .checked_add(member.size)
+                    .is_some_and(|end| end <= meta.len()),
+                "member {name} extends beyond the end of the file: the archive is \
+                 truncated (containerd 2.x's `ctr images export` can exit before it has \
+                 written the whole file; export again with `--local`)"
             );
-            probe.seek(SeekFrom::Start(0))?;
-            let mut archive = tar::Archive::new(probe);
-            let entries = archive
-                .entries_with_seek()
-                .with_context(|| format!("{}: not a tar archive", path.display()))?;
-            let mut n = 0usize;
-            for_each_member(entries, |raw, entry| {
-                n += 1;
-                ensure!(n <= MAX_MEMBERS, "more than {MAX_MEMBERS} members");
-                let kind = entry.header().entry_type();
-                if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-                    return Ok(());
-                }
-                ensure!(raw.len() <= 4096, "a member name is too long");
-                let Some(name) = normalise(raw) else {
-                    return Ok(());
-                };
-                let member = Member {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                };
-                ensure!(
-                    member
-                        .offset
-                        .checked_add(member.size)
-                        .is_some_and(|end| end <= meta.len()),
-                    "member {name} extends beyond the end of the file: the archive is \
-                     truncated (containerd 2.x's `ctr images export` can exit before it has \
-                     written the whole file; export again with `--local`)"
-                );
-                if members.insert(name.clone(), member).is_some() {
-                    bail!("member {name} appears twice; refusing an ambiguous archive");
-                }
-                Ok(())
-            })
-            .with_context(|| format!("{}", path.display()))?;
-        }
-        let archive = OciArchive {
+            if members.insert(name.clone(), member).is_some() {
+                bail!("member {name} appears twice; refusing an ambiguous archive");
+            }
+            Ok(())
+        })
+        .with_context(|| format!("{}", path.display()))?;
+        Ok(TarIndex {
             path: path.to_path_buf(),
             file,
             members,
-        };
-        ensure!(
-            archive.members.contains_key("index.json"),
-            "{} is not an OCI image archive: it has no index.json (make one with `ctr images \
-             export FILE REF`)",
-            path.display()
-        );
-        Ok(archive)
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn open_member(&self, name: &str) -> Result<(io::Take<File>, u64)> {
+    pub fn member(&self, name: &str) -> Option<Member> {
+        self.members.get(name).copied()
+    }
+
+    /// The names of every regular file.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.members.keys().map(String::as_str)
+    }
+
+    /// A member as a reader, and its size.
+    pub fn open_member(&self, name: &str) -> Result<(io::Take<File>, u64)> {
         let member = self
             .members
             .get(name)
@@ -151,29 +144,114 @@ impl OciArchive {
         Ok((file.take(member.size), member.size))
     }
 
+    /// Fills `buf` from `offset` of member `name`; reading past the member's end is an error.
+    pub fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let member = self.members.get(name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{name} is not in the archive"),
+            )
+        })?;
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > member.size)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{name} is {} bytes, read past its end", member.size),
+            ));
+        }
+        self.file.read_exact_at(buf, member.offset + offset)
+    }
+
+    /// A member read whole, at most `max` bytes (a larger one is an error).
+    pub fn read_member(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        if !self.members.contains_key(name) {
+            return Ok(None);
+        }
+        let (reader, size) = self.open_member(name)?;
+        ensure!(
+            size <= max,
+            "{}: {name} is {size} bytes, more than the {max} accepted",
+            self.path.display()
+        );
+        read_all(reader, size).map(Some)
+    }
+}
+
+/// An OCI image archive, scanned.
+#[derive(Debug)]
+pub struct OciArchive {
+    tar: TarIndex,
+}
+
+impl OciArchive {
+    /// Scans the tar at `path` for its regular files.
+    pub fn open(path: &Path) -> Result<OciArchive> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        {
+            let mut magic = [0u8; 2];
+            let got = (&file).read(&mut magic)?;
+            ensure!(
+                !(got == 2 && magic == [0x1f, 0x8b]),
+                "{} is gzip-compressed; an OCI image archive (`ctr images export`) is a plain \
+                 tar: decompress it first",
+                path.display()
+            );
+        }
+        OciArchive::of(TarIndex::scan(file, path)?)
+    }
+
+    /// The OCI image archive a scanned tar is; an error if it has no `index.json`.
+    pub fn of(tar: TarIndex) -> Result<OciArchive> {
+        ensure!(
+            tar.members.contains_key("index.json"),
+            "{} is not an OCI image archive: it has no index.json (make one with `ctr images \
+             export FILE REF`)",
+            tar.path.display()
+        );
+        Ok(OciArchive { tar })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.tar.path
+    }
+
+    fn open_member(&self, name: &str) -> Result<(io::Take<File>, u64)> {
+        self.tar.open_member(name)
+    }
+
     /// `index.json`.
     pub fn index(&self) -> Result<Index> {
         let (reader, size) = self.open_member("index.json")?;
         ensure!(
             size <= MAX_JSON_BYTES,
             "{}: index.json is {size} bytes, more than the {MAX_JSON_BYTES} accepted",
-            self.path.display()
+            self.tar.path.display()
         );
         let data = read_all(reader, size)?;
-        let index: Index = serde_json::from_slice(&data)
-            .with_context(|| format!("{}: index.json is not an OCI index", self.path.display()))?;
+        let index: Index = serde_json::from_slice(&data).with_context(|| {
+            format!(
+                "{}: index.json is not an OCI index",
+                self.tar.path.display()
+            )
+        })?;
         ensure!(
             index.manifests.len() <= MAX_DESCRIPTORS,
             "{}: index.json lists too many images",
-            self.path.display()
+            self.tar.path.display()
         );
         Ok(index)
     }
 
     /// Whether the archive holds the blob of `desc`.
     pub fn has_blob(&self, desc: &Descriptor) -> bool {
-        sha256_hex(&desc.digest)
-            .is_ok_and(|hex| self.members.contains_key(&format!("blobs/sha256/{hex}")))
+        sha256_hex(&desc.digest).is_ok_and(|hex| {
+            self.tar
+                .members
+                .contains_key(&format!("blobs/sha256/{hex}"))
+        })
     }
 
     /// A reader of the blob `desc` names, which fails unless the blob is exactly

@@ -8,11 +8,13 @@ pub mod build;
 pub mod command;
 pub mod convert;
 pub mod decompress;
+pub mod forensics;
 pub mod format;
 pub mod inspect;
 pub mod interrupt;
 pub mod layout;
 pub mod migrate;
+pub mod opened;
 pub mod push;
 pub mod write;
 

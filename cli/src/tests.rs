@@ -793,3 +793,124 @@ fn inspect_says_what_a_restore_needs_and_who_provides_it() {
     let broken = inspect::restore_needs(&json!({"mounts": 3}));
     assert!(broken[0].contains("refuses"), "{broken:?}");
 }
+
+/// The holder's checkpoint (the checkpoint crate's `holder` fixture: a process holding a
+/// secret in memory, and its child) as a checkpoint archive.
+fn holder_archive() -> Vec<u8> {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoint/tests/fixtures/criu/holder");
+    let mut tar = Tar::new().dir("checkpoint");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let data = fs::read(dir.join(&name)).unwrap();
+        tar = match name.as_str() {
+            "config.dump" | "spec.dump" | "stats-dump" => tar.file(&name, &data),
+            _ => tar.file(&format!("checkpoint/{name}"), &data),
+        };
+    }
+    tar.bytes()
+}
+
+const HOLDER_SECRET: &[u8] = b"revive-secret-eaa9f85a8794dcb5e9c14df8";
+
+fn grep_lines(path: &Path, pattern: &[u8], pid: Option<u32>) -> Vec<String> {
+    let pattern = revive_checkpoint::criu::search::Pattern::literal(pattern).unwrap();
+    let grep = crate::forensics::Grep {
+        pattern: &pattern,
+        pid,
+        context: 2,
+        max: 100,
+    };
+    let mut out = Vec::new();
+    crate::forensics::memgrep(path, &grep, false, &mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn inspect_and_memgrep_read_an_archive_plain_compressed_or_as_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("holder.tar");
+    fs::write(&plain, holder_archive()).unwrap();
+    let gz = dir.path().join("holder.tar.gz");
+    fs::write(&gz, gzip(&holder_archive())).unwrap();
+    let image = dir.path().join("image.tar");
+    crate::build::build(&plain, "revive.test/holder:1", &image, Format::Criu).unwrap();
+    for (path, origin) in [(&plain, "none"), (&gz, "gzip"), (&image, "image")] {
+        let report = crate::forensics::inspect(path).unwrap();
+        let json = serde_json::to_value(&report).unwrap();
+        let from = &json["origin"];
+        assert!(
+            from["compression"] == origin || from["kind"] == origin,
+            "{from}"
+        );
+        assert_eq!(json["processes"][0]["cmdline"], json!(["/holder"]));
+        assert_eq!(json["problems"], json!([]));
+        let text = crate::forensics::render(&report);
+        assert!(
+            text.contains("fd 3         REG /tmp/holder.log (at 24)"),
+            "{text}"
+        );
+        let lines = grep_lines(path, HOLDER_SECRET, None);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("1 holder ") && lines[0].contains(" [heap] "));
+        assert!(lines[1].contains(" [stack] "), "{lines:?}");
+        assert!(lines[0].ends_with("\\x00\\x00[revive-secret-eaa9f85a8794dcb5e9c14df8]\\x00\\x00"));
+        assert!(grep_lines(path, HOLDER_SECRET, Some(11)).is_empty());
+    }
+    // Nothing is left beside the inputs: decompressed content went to unnamed files.
+    assert_eq!(
+        names(dir.path()),
+        ["holder.tar", "holder.tar.gz", "image.tar"]
+    );
+}
+
+#[test]
+fn a_mapping_is_dumped_to_a_new_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("holder.tar");
+    fs::write(&plain, holder_archive()).unwrap();
+    let line = grep_lines(&plain, HOLDER_SECRET, Some(1)).pop().unwrap();
+    let address = line.split(' ').nth(2).unwrap().trim_start_matches("0x");
+    let address = u64::from_str_radix(address, 16).unwrap();
+    let out = dir.path().join("stack.bin");
+    let mapping = crate::forensics::dump_mapping(&plain, 1, address, &out).unwrap();
+    assert_eq!(mode(&out), 0o600);
+    let data = fs::read(&out).unwrap();
+    assert_eq!(data.len() as u64, mapping.end - mapping.start);
+    let at = (address - mapping.start) as usize;
+    assert_eq!(&data[at..at + HOLDER_SECRET.len()], HOLDER_SECRET);
+    let again = crate::forensics::dump_mapping(&plain, 1, address, &out).unwrap_err();
+    assert!(format!("{again:#}").contains("must not exist"), "{again:#}");
+    let nowhere = crate::forensics::dump_mapping(&plain, 1, 0x1000, &dir.path().join("x"));
+    assert!(format!("{:#}", nowhere.unwrap_err()).contains("no mapping at 0x1000"));
+}
+
+#[test]
+fn what_is_no_checkpoint_is_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.tar");
+    fs::write(&other, Tar::new().file("etc/motd", b"hi").bytes()).unwrap();
+    let err = format!("{:#}", crate::forensics::inspect(&other).unwrap_err());
+    assert!(err.contains("neither a checkpoint archive"), "{err}");
+    let native = write_native(
+        dir.path(),
+        &native_export(&native_entries(Some(criu_tar())), |_| {}),
+    );
+    let report = crate::forensics::inspect(&native).unwrap();
+    assert_eq!(
+        serde_json::to_value(&report.origin).unwrap()["kind"],
+        "containerd"
+    );
+    let without = dir.path().join("without.tar");
+    fs::write(&without, native_export(&native_entries(None), |_| {})).unwrap();
+    let err = format!("{:#}", crate::forensics::inspect(&without).unwrap_err());
+    assert!(err.contains("no CRIU images"), "{err}");
+}
