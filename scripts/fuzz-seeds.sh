@@ -81,6 +81,18 @@ for case in "$fixtures"/*/; do
     name=$(basename "$case")
     tar --format=ustar -C "$case" --exclude=config.json -cf - . | seed criu_images "$name.tar"
 done
+# checkpoint_forensics: the holder's images (memory and open files); checkpoint_input: the
+# same as a checkpoint archive (CRIU's images in checkpoint/, config.dump and spec.dump
+# beside them), plain and gzip.
+holder="$fixtures/holder"
+tar --format=ustar -C "$holder" -cf - . | seed checkpoint_forensics holder.tar
+layout=$(mktemp -d)
+mkdir "$layout/checkpoint"
+cp "$holder"/*.img "$holder/stats-dump" "$layout/checkpoint/"
+cp "$holder/config.dump" "$holder/spec.dump" "$layout/"
+tar --format=ustar --sort=name -C "$layout" -cf - . | seed checkpoint_input holder.tar
+gzip -n -c "$out/checkpoint_input/holder.tar" | seed checkpoint_input holder.tar.gz
+rm -rf "$layout"
 
 # criu_log: the first byte is how many errors to keep ('5'), then lines of a real dump.log.
 seed criu_log dump.log <<'EOF'

@@ -5,46 +5,14 @@
 //! and one it lets into a container with a seccomp profile has a filter on every thread.
 #![no_main]
 
-use std::collections::BTreeMap;
-use std::io::Read;
-
 use libfuzzer_sys::fuzz_target;
 use revive_checkpoint::criu::images;
 use revive_checkpoint::privilege::{self, Host, Policy, Summary, caps};
 
-/// Most files and bytes per file taken from one input.
-const MAX_FILES: usize = 64;
-const MAX_FILE: u64 = 1 << 20;
-
 const DEFAULT_CAPS: &[&str] = caps::CONTAINERD_DEFAULTS;
 
-fn files(data: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut archive = tar::Archive::new(data);
-    let Ok(entries) = archive.entries() else {
-        return out;
-    };
-    for entry in entries.take(MAX_FILES) {
-        let Ok(entry) = entry else { break };
-        let Ok(path) = entry.path() else { continue };
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
-            continue;
-        };
-        let mut bytes = Vec::new();
-        if entry.take(MAX_FILE).read_to_end(&mut bytes).is_err() {
-            break;
-        }
-        out.insert(name, bytes);
-    }
-    out
-}
-
 fuzz_target!(|data: &[u8]| {
-    let Ok(checkpoint) = images::read(&files(data)) else {
+    let Ok(checkpoint) = images::read(&revive_fuzz::image_files(data)) else {
         return;
     };
     let _ = Summary::of(&checkpoint);

@@ -34,3 +34,34 @@ impl Read for Chunked<'_> {
         Ok(n)
     }
 }
+
+/// Most files, and bytes per file, [`image_files`] takes from one input.
+const MAX_IMAGE_FILES: usize = 64;
+const MAX_IMAGE_FILE: u64 = 1 << 20;
+
+/// The files of a tar, by base name: a directory of CRIU images as the image decoders read
+/// it. What does not read as a tar ends the list.
+pub fn image_files(data: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(data);
+    let Ok(entries) = archive.entries() else {
+        return out;
+    };
+    for entry in entries.take(MAX_IMAGE_FILES) {
+        let Ok(entry) = entry else { break };
+        let Ok(path) = entry.path() else { continue };
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        if entry.take(MAX_IMAGE_FILE).read_to_end(&mut bytes).is_err() {
+            break;
+        }
+        out.insert(name, bytes);
+    }
+    out
+}
