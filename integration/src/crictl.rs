@@ -414,11 +414,16 @@ fn share_json(node: &Node, file: &str, value: &Value) -> Result<String> {
 /// `crictl runp --runtime revive` of [`pod_config`] `name`, then `crictl create` and
 /// `crictl start` of [`counter_config`] from `image` in it. Returns (pod id, container id).
 fn run_counter_pod(node: &Node, name: &str, uid: &str, image: &str) -> Result<(String, String)> {
+    run_pod(node, name, uid, &counter_config("counter", name, image))
+}
+
+/// `crictl runp --runtime revive` of [`pod_config`] `name`, then `crictl create` and
+/// `crictl start` of the container config `ctr` in it. Returns (pod id, container id).
+pub fn run_pod(node: &Node, name: &str, uid: &str, ctr: &Value) -> Result<(String, String)> {
     let pod = pod_config(name, uid);
-    let ctr = counter_config("counter", name, image);
     node.run(&["mkdir", "-p", &log_directory(name, uid)])?;
     let pod_file = share_json(node, &format!("crictl-pod-{name}.json"), &pod)?;
-    let ctr_file = share_json(node, &format!("crictl-ctr-{name}.json"), &ctr)?;
+    let ctr_file = share_json(node, &format!("crictl-ctr-{name}.json"), ctr)?;
     let pod_id = crictl(node, &["runp", "--runtime", HANDLER, &pod_file])?
         .trim()
         .to_string();

@@ -17,6 +17,7 @@ pub mod crafted;
 pub mod cri;
 pub mod crictl;
 pub mod ctr;
+pub mod forensics;
 pub mod guest;
 pub mod harness;
 pub mod host;

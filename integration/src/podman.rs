@@ -51,7 +51,7 @@ pub struct Report {
     pub restored: Vec<(String, Counter)>,
 }
 
-fn podman(node: &Node, args: &[&str]) -> Result<String> {
+pub(crate) fn podman(node: &Node, args: &[&str]) -> Result<String> {
     let mut command = PODMAN.to_vec();
     command.extend_from_slice(args);
     node.run(&command)
@@ -113,7 +113,7 @@ fn checkpoint(node: &Node, id: &str, args: &[&str]) -> Result<()> {
 
 /// `podman container checkpoint --leave-running --export <file> --compress <compression>`
 /// of container `id`.
-fn export(node: &Node, id: &str, file: &str, compression: &str) -> Result<()> {
+pub(crate) fn export(node: &Node, id: &str, file: &str, compression: &str) -> Result<()> {
     checkpoint(
         node,
         id,
@@ -128,7 +128,7 @@ fn export(node: &Node, id: &str, file: &str, compression: &str) -> Result<()> {
 }
 
 /// Podman's storage on a tmpfs, and the harness's busybox in it under [`BUSYBOX`].
-fn prepare(node: &Node) -> Result<()> {
+pub(crate) fn prepare(node: &Node) -> Result<()> {
     node.run(&[
         "sh",
         "-c",

@@ -1,0 +1,69 @@
+//! Forensic analysis of checkpoints without restoring them: `revive inspect` and
+//! `revive memgrep` on a CRI checkpoint archive, a checkpoint image built from it, and a
+//! Podman archive of a program that holds a secret in memory only, beside checkpointctl 1.3
+//! (Debian sid's) on the same files.
+
+use revive_integration::forensics::{self, Seen};
+use revive_integration::{Flavour, on_node};
+
+fn check(what: &str, seen: &Seen) {
+    assert_eq!(
+        seen.missing,
+        Vec::<String>::new(),
+        "{what}: what checkpointctl shows that revive inspect does not"
+    );
+    let pids: Vec<u64> = seen.secret_at.iter().map(|(pid, _)| *pid).collect();
+    let labels: Vec<&str> = seen.secret_at.iter().map(|(_, l)| l.as_str()).collect();
+    assert!(
+        labels.contains(&"[heap]") && labels.contains(&"[stack]"),
+        "{what}: the secret was not found on both the heap and the stack: {:?}",
+        seen.secret_at
+    );
+    assert!(
+        pids.windows(2).all(|w| w[0] == w[1]),
+        "{what}: the secret was found in more than the holder: {:?}",
+        seen.secret_at
+    );
+    assert_eq!(seen.cmdline, serde_json::json!(["/holder"]), "{what}");
+    let env = format!("{}={}", forensics::HOLDER_ENV.0, forensics::HOLDER_ENV.1);
+    assert!(
+        seen.environment
+            .as_array()
+            .is_some_and(|e| e.iter().any(|v| v.as_str() == Some(env.as_str()))),
+        "{what}: {env} is not in {}",
+        seen.environment
+    );
+}
+
+fn inspect_and_memgrep(flavour: Flavour) {
+    let report = on_node(flavour, "forensics", "forensic analysis", |node, say| {
+        forensics::forensics_scenario(node, say)
+    });
+    eprintln!("{}", report.human);
+    check("the CRI archive", &report.cri);
+    check("the checkpoint image", &report.image);
+    check("Podman's archive", &report.podman);
+    assert_eq!(
+        report.absent_exit, 1,
+        "memgrep of a string not held exits 1"
+    );
+    assert_eq!(report.dump_mode, "600 root");
+    assert!(
+        report.dump_has_secret,
+        "the stack written by --dump lacks the secret"
+    );
+    for shown in [
+        "REVIVE_ROLE=holder",
+        "/tmp/holder.log (at 24)",
+        "127.0.0.1:7070",
+    ] {
+        assert!(
+            report.human.contains(shown),
+            "revive inspect does not show {shown}"
+        );
+    }
+}
+
+revive_integration::e2e_main! {
+    revive_inspect_and_memgrep_match_checkpointctl_lts => inspect_and_memgrep(Flavour::Lts),
+}
