@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub mod diff;
+
 use crate::archive::{self, ContainerConfig};
 use crate::criu::files::{self, FileTable, OpenFile, Socket};
 use crate::criu::images::{self, Creds, PSTREE_MAGIC, Source};
@@ -85,6 +87,9 @@ pub struct ProcessView {
     pub sid: u32,
     pub comm: String,
     pub zombie: bool,
+    /// A zombie's wait status, as the kernel keeps it for its parent (CRIU's `exit_code`):
+    /// the signal that ended it in the low 7 bits, else its exit code shifted left by 8.
+    pub wait_status: Option<u32>,
     /// `None` where the checkpoint does not hold the pages they lie in.
     pub cmdline: Option<Vec<String>>,
     pub environment: Option<Vec<String>>,
@@ -260,6 +265,7 @@ pub fn inspect(source: &dyn Source, beside: &Beside) -> Result<Inspection, Image
             sid: entry.sid,
             comm: p.comm.clone(),
             zombie: p.zombie,
+            wait_status: None,
             cmdline: None,
             environment: None,
             cwd: None,
@@ -279,6 +285,9 @@ pub fn inspect(source: &dyn Source, beside: &Beside) -> Result<Inspection, Image
             memory: None,
         };
         if p.zombie {
+            view.wait_status = images::read_core(source, p.pid)
+                .ok()
+                .and_then(|(_, core)| core.tc.map(|tc| tc.exit_code));
             processes.push(view);
             continue;
         }

@@ -54,6 +54,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two checkpoints of the same container
+    #[command(long_about = "Compare two checkpoints of the same container, without \
+        restoring them.\n\n\
+        Shown: processes started or gone, files opened or closed (by descriptor and path), \
+        sockets opened or closed, mounts added or removed, and for every process in both, \
+        how many of its memory pages changed, with their address ranges, and how many were \
+        dumped in one checkpoint only. Exits 0 when they do not differ, 1 when they do.\n\n\
+        Example:\n  revive diff checkpoint-1.tar checkpoint-2.tar")]
+    Diff {
+        /// The earlier checkpoint
+        #[arg(value_name = "BEFORE")]
+        before: PathBuf,
+        /// The later checkpoint
+        #[arg(value_name = "AFTER")]
+        after: PathBuf,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Search a checkpoint's process memory for a string, bytes or a regular expression
     #[command(
         long_about = "Search a checkpoint's process memory, without restoring it.\n\n\
@@ -344,6 +363,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             return Ok(());
         }
+        Command::Diff {
+            before,
+            after,
+            json,
+        } => {
+            let d = forensics::diff(&before, &after)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", forensics::render_diff(&d));
+            }
+            return if d.is_empty() {
+                Ok(())
+            } else {
+                Err(ExitOne.into())
+            };
+        }
         Command::Memgrep {
             checkpoint,
             pattern,
@@ -379,7 +415,7 @@ fn run(cli: Cli) -> Result<()> {
                 (pid, context, max_count),
                 json,
             )? {
-                return Err(NoMatch.into());
+                return Err(ExitOne.into());
             }
             return Ok(());
         }
@@ -567,22 +603,24 @@ fn remove_archives(archives: &[PathBuf]) {
 }
 
 /// The `revive` command: parses the command line, runs it, reports an error on stderr.
-/// `revive memgrep` found nothing: exit 1, as grep does.
+/// `revive memgrep` found nothing, or `revive diff` found a difference: exit 1, as grep and
+/// diff do.
 #[derive(Debug, thiserror::Error)]
-#[error("no match")]
-struct NoMatch;
+#[error("exit 1")]
+struct ExitOne;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // memgrep exits as grep does: 0 on a match, 1 on none, 2 on an error.
-    let failed = if matches!(cli.command, Command::Memgrep { .. }) {
+    // memgrep exits as grep does (0 on a match, 1 on none, 2 on an error), diff as diff
+    // does (0 the same, 1 different, 2 an error).
+    let failed = if matches!(cli.command, Command::Memgrep { .. } | Command::Diff { .. }) {
         ExitCode::from(2)
     } else {
         ExitCode::FAILURE
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<NoMatch>() => ExitCode::FAILURE,
+        Err(e) if e.is::<ExitOne>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("revive: {e:#}");
             failed

@@ -11,6 +11,7 @@ use revive_checkpoint::criu::files::FileTable;
 use revive_checkpoint::criu::images::Source;
 use revive_checkpoint::criu::memory::{Mapping, MappingKind, Memory, PAGE_SIZE, PagesAt};
 use revive_checkpoint::criu::search::{self, Hit, Pattern};
+use revive_checkpoint::forensic::diff::Diff;
 use revive_checkpoint::forensic::{self, Beside, Inspection, ProcessView};
 use revive_checkpoint::privilege::caps;
 use serde::Serialize;
@@ -29,21 +30,88 @@ pub struct Report {
     pub inspection: Inspection,
 }
 
-/// Reads the checkpoint at `path`.
-pub fn inspect(path: &Path) -> Result<Report> {
-    let opened = Opened::open(path)?;
+/// What an opened checkpoint shows.
+fn inspection(opened: &Opened, path: &Path) -> Result<Inspection> {
     let beside = Beside {
         config_dump: opened.file(archive::CONFIG_DUMP, archive::MAX_CONFIG_BYTES)?,
         spec_dump: opened.file(archive::SPEC_DUMP, archive::MAX_SPEC_BYTES)?,
         stats_dump: opened.file("stats-dump", MAX_STATS_BYTES)?,
         root_fs_diff: opened.file_size(archive::ROOTFS_DIFF),
     };
-    let inspection = forensic::inspect(&opened, &beside)
-        .with_context(|| format!("reading CRIU's images in {}", path.display()))?;
+    forensic::inspect(opened, &beside)
+        .with_context(|| format!("reading CRIU's images in {}", path.display()))
+}
+
+/// Reads the checkpoint at `path`.
+pub fn inspect(path: &Path) -> Result<Report> {
+    let opened = Opened::open(path)?;
     Ok(Report {
+        inspection: inspection(&opened, path)?,
         origin: opened.origin.clone(),
-        inspection,
     })
+}
+
+/// Compares two checkpoints of the same container: `before`, then `after`.
+pub fn diff(before: &Path, after: &Path) -> Result<Diff> {
+    let (a, b) = (Opened::open(before)?, Opened::open(after)?);
+    let (ia, ib) = (inspection(&a, before)?, inspection(&b, after)?);
+    let mut out = forensic::diff::compare(&ia, &ib);
+    for p in ia.processes.iter().filter(|p| !p.zombie) {
+        if !ib.processes.iter().any(|q| q.pid == p.pid && !q.zombie) {
+            continue;
+        }
+        let (Some(ma), Some(mb)) = (Memory::read(&a, p.pid)?, Memory::read(&b, p.pid)?) else {
+            continue;
+        };
+        out.memory
+            .push(forensic::diff::compare_memory(&a, &ma, &b, &mb)?);
+    }
+    Ok(out)
+}
+
+/// The human rendering of a diff.
+pub fn render_diff(d: &Diff) -> String {
+    let mut out = String::new();
+    let sections: [(&str, &Vec<String>); 8] = [
+        ("processes started", &d.started),
+        ("processes gone", &d.gone),
+        ("files opened", &d.opened),
+        ("files closed", &d.closed),
+        ("sockets opened", &d.sockets_opened),
+        ("sockets closed", &d.sockets_closed),
+        ("mounts added", &d.mounts_added),
+        ("mounts removed", &d.mounts_removed),
+    ];
+    for (title, lines) in sections {
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "{title}");
+        for line in lines {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    for m in &d.memory {
+        let _ = writeln!(
+            out,
+            "memory of {}: {} of {} pages compared changed; {} dumped before only, {} after only",
+            m.pid, m.changed, m.compared, m.only_before, m.only_after
+        );
+        for (start, end) in m.ranges.iter().take(64) {
+            let _ = writeln!(out, "  {start:x}-{end:x} ({})", human(end - start));
+        }
+        if m.ranges.len() > 64 {
+            let _ = writeln!(
+                out,
+                "  ... {} more ranges (--json lists them all)",
+                m.ranges.len() - 64
+            );
+        }
+    }
+    if d.is_empty() {
+        out.push_str("no difference\n");
+    }
+    out
 }
 
 fn mapping_label(kind: MappingKind, path: Option<&str>) -> String {
@@ -77,13 +145,13 @@ fn quoted(args: &[String]) -> String {
 
 fn render_process(out: &mut String, p: &ProcessView, depth: usize) {
     let pad = "  ".repeat(depth);
-    let _ = writeln!(
-        out,
-        "{pad}[{}] {}{}",
-        p.pid,
-        p.comm,
-        if p.zombie { " (zombie)" } else { "" }
-    );
+    let zombie = match p.wait_status {
+        _ if !p.zombie => String::new(),
+        Some(s) if s & 0x7f != 0 => format!(" (zombie: killed by signal {})", s & 0x7f),
+        Some(s) => format!(" (zombie: exited {})", s >> 8),
+        None => " (zombie)".into(),
+    };
+    let _ = writeln!(out, "{pad}[{}] {}{zombie}", p.pid, p.comm);
     let pad = format!("{pad}    ");
     let line = |out: &mut String, key: &str, value: &str| {
         let _ = writeln!(out, "{pad}{key:<12} {value}");

@@ -815,7 +815,7 @@ fn holder_archive() -> Vec<u8> {
     tar.bytes()
 }
 
-const HOLDER_SECRET: &[u8] = b"revive-secret-eaa9f85a8794dcb5e9c14df8";
+const HOLDER_SECRET: &[u8] = b"revive-secret-fd37c237d46fc8cfb9effb2b";
 
 fn grep_lines(path: &Path, pattern: &[u8], pid: Option<u32>) -> Vec<String> {
     let pattern = revive_checkpoint::criu::search::Pattern::literal(pattern).unwrap();
@@ -862,7 +862,7 @@ fn inspect_and_memgrep_read_an_archive_plain_compressed_or_as_an_image() {
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].starts_with("1 holder ") && lines[0].contains(" [heap] "));
         assert!(lines[1].contains(" [stack] "), "{lines:?}");
-        assert!(lines[0].ends_with("\\x00\\x00[revive-secret-eaa9f85a8794dcb5e9c14df8]\\x00\\x00"));
+        assert!(lines[0].ends_with("\\x00\\x00[revive-secret-fd37c237d46fc8cfb9effb2b]\\x00\\x00"));
         assert!(grep_lines(path, HOLDER_SECRET, Some(11)).is_empty());
     }
     // Nothing is left beside the inputs: decompressed content went to unnamed files.

@@ -420,11 +420,22 @@ fn run_counter_pod(node: &Node, name: &str, uid: &str, image: &str) -> Result<(S
 /// `crictl runp --runtime revive` of [`pod_config`] `name`, then `crictl create` and
 /// `crictl start` of the container config `ctr` in it. Returns (pod id, container id).
 pub fn run_pod(node: &Node, name: &str, uid: &str, ctr: &Value) -> Result<(String, String)> {
+    run_pod_on(node, HANDLER, name, uid, ctr)
+}
+
+/// [`run_pod`] on RuntimeClass handler `runtime` (`runc` is the Go shim).
+pub fn run_pod_on(
+    node: &Node,
+    runtime: &str,
+    name: &str,
+    uid: &str,
+    ctr: &Value,
+) -> Result<(String, String)> {
     let pod = pod_config(name, uid);
     node.run(&["mkdir", "-p", &log_directory(name, uid)])?;
     let pod_file = share_json(node, &format!("crictl-pod-{name}.json"), &pod)?;
     let ctr_file = share_json(node, &format!("crictl-ctr-{name}.json"), ctr)?;
-    let pod_id = crictl(node, &["runp", "--runtime", HANDLER, &pod_file])?
+    let pod_id = crictl(node, &["runp", "--runtime", runtime, &pod_file])?
         .trim()
         .to_string();
     let handler = crictl_json(node, &["inspectp", &pod_id])?["status"]["runtimeHandler"]
@@ -432,8 +443,8 @@ pub fn run_pod(node: &Node, name: &str, uid: &str, ctr: &Value) -> Result<(Strin
         .unwrap_or("")
         .to_string();
     ensure!(
-        handler == HANDLER,
-        "crictl runp --runtime {HANDLER} made pod {pod_id} on handler {handler:?}"
+        handler == runtime,
+        "crictl runp --runtime {runtime} made pod {pod_id} on handler {handler:?}"
     );
     let id = crictl(node, &["create", &pod_id, &ctr_file, &pod_file])?
         .trim()

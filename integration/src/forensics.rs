@@ -76,6 +76,11 @@ pub struct Holder {
 /// Runs the holder in a pod on handler revive through CRI and hands it a fresh secret;
 /// returns once it holds it (the file gone, `/holding` there).
 pub fn start_holder(node: &Node) -> Result<Holder> {
+    start_holder_on(node, crictl::HANDLER)
+}
+
+/// [`start_holder`] on RuntimeClass handler `runtime`.
+pub fn start_holder_on(node: &Node, runtime: &str) -> Result<Holder> {
     crictl::require(node)?;
     crictl::configure(node)?;
     crictl::import_base_images(node)?;
@@ -98,8 +103,9 @@ pub fn start_holder(node: &Node) -> Result<Holder> {
             }
         }
     });
-    let (pod, id) = crictl::run_pod(
+    let (pod, id) = crictl::run_pod_on(
         node,
+        runtime,
         "holder",
         "7a3e51c0-0000-4000-8000-0000000000f1",
         &config,
@@ -411,7 +417,7 @@ mod tests {
         let has = |s: &str| missing.iter().any(|m| m.contains(s));
         assert!(has("open file [REG 3] /tmp/holder.log"), "{missing:#?}");
         assert!(has("socket {\"data\":{\"dst\":\"0.0.0.0\""), "{missing:#?}");
-        assert!(has("command \"sleep\""), "{missing:#?}");
+        assert!(has("command \"busybox\""), "{missing:#?}");
         assert!(has("mount {"), "{missing:#?}");
         assert!(has("memory_pages_size"), "{missing:#?}");
         assert!(has("statistics frozen_time"), "{missing:#?}");
@@ -550,6 +556,10 @@ pub struct Report {
     pub dump_has_secret: bool,
     /// The human `revive inspect`.
     pub human: String,
+    /// `revive diff --json` of the first checkpoint and a later one, taken once the holder
+    /// had opened /etc/hostname, and its exit code.
+    pub diff: Value,
+    pub diff_exit: i32,
 }
 
 /// The holder in a pod (CRI) and under Podman, each checkpointed with the secret in its
@@ -589,6 +599,26 @@ pub fn forensics_scenario(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<
         .run(&["grep", "-c", "-a", &holder.secret, dump])
         .is_ok();
 
+    // A second checkpoint once the holder has opened /etc/hostname.
+    crictl(node, &["exec", "--sync", &holder.id, "touch", "/opened"])?;
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        let fds = crictl(
+            node,
+            &["exec", "--sync", &holder.id, "ls", "-l", "/proc/1/fd"],
+        )?;
+        Ok(if fds.contains("/etc/hostname") {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(format!("the holder did not open /etc/hostname: {fds}"))
+        })
+    })?;
+    let later = checkpoint(node, &holder, "holder-2")?;
+    let (diff_exit, diff, err) = revive(node, &["diff", "--json", &archive, &later])?;
+    ensure!(diff_exit <= 1, "revive diff exited {diff_exit}: {err}");
+    let diff: Value =
+        serde_json::from_str(&diff).with_context(|| format!("revive diff printed {diff:?}"))?;
+    narrate(&format!("revive diff (exit {diff_exit}): {diff}"));
+
     let image_archive = "/var/lib/checkpoints/holder-image.tar";
     node.run(&[
         "revive",
@@ -605,6 +635,8 @@ pub fn forensics_scenario(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<
     crictl(node, &["rmp", "--force", &holder.pod])?;
     let podman = podman_holder(node, narrate)?;
     Ok(Report {
+        diff_exit,
+        diff,
         secret: holder.secret,
         cri,
         image,

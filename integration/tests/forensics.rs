@@ -1,5 +1,5 @@
-//! Forensic analysis of checkpoints without restoring them: `revive inspect` and
-//! `revive memgrep` on a CRI checkpoint archive, a checkpoint image built from it, and a
+//! Forensic analysis of checkpoints without restoring them: `revive inspect`,
+//! `revive memgrep` and `revive diff` on CRI checkpoint archives, a checkpoint image built from it, and a
 //! Podman archive of a program that holds a secret in memory only, beside checkpointctl 1.3
 //! (Debian sid's) on the same files.
 
@@ -52,6 +52,35 @@ fn inspect_and_memgrep(flavour: Flavour) {
         report.dump_has_secret,
         "the stack written by --dump lacks the secret"
     );
+    let diff = &report.diff;
+    assert_eq!(
+        report.diff_exit, 1,
+        "revive diff of two different checkpoints exits 1"
+    );
+    assert_eq!(
+        diff["opened"],
+        serde_json::json!(["1: 7 REG /etc/hostname"]),
+        "{diff}"
+    );
+    assert_eq!(diff["closed"], serde_json::json!([]), "{diff}");
+    assert_eq!(diff["started"], serde_json::json!([]), "{diff}");
+    assert_eq!(diff["gone"], serde_json::json!([]), "{diff}");
+    for pid in [1, 11] {
+        let memory = diff["memory"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["pid"] == pid))
+            .unwrap_or_else(|| panic!("no memory diff of process {pid}: {diff}"));
+        assert!(
+            memory["compared"].as_u64().is_some_and(|n| n > 0),
+            "{memory}"
+        );
+        if pid == 1 {
+            assert!(
+                memory["changed"].as_u64().is_some_and(|n| n > 0),
+                "the holder's ticking counter changed no page: {memory}"
+            );
+        }
+    }
     for shown in [
         "REVIVE_ROLE=holder",
         "/tmp/holder.log (at 24)",

@@ -324,12 +324,15 @@ fn a_real_checkpoint_is_read_as_criu_wrote_it() {
     assert_eq!(i.container.name, "holder");
     assert_eq!(i.container.engine, "containerd");
     let stats = i.statistics.as_ref().unwrap();
-    assert_eq!((stats.pages_scanned, stats.pages_written), (46, 32));
+    assert_eq!((stats.pages_scanned, stats.pages_written), (48, 33));
     let [holder, sleep] = i.processes.as_slice() else {
         panic!("two processes: {:?}", i.processes);
     };
     assert_eq!(holder.cmdline.as_deref().unwrap(), ["/holder"]);
-    assert_eq!(sleep.cmdline.as_deref().unwrap(), ["sleep", "1000000"]);
+    assert_eq!(
+        sleep.cmdline.as_deref().unwrap(),
+        ["tail", "-f", "/dev/null"]
+    );
     assert_eq!(sleep.ppid, holder.pid);
     assert!(
         holder
@@ -366,7 +369,7 @@ fn a_real_checkpoint_is_read_as_criu_wrote_it() {
     );
     // The secret is on the heap and on the stack, and nowhere else.
     let memory = Memory::read(&source, holder.pid).unwrap().unwrap();
-    let pattern = search::Pattern::literal(b"revive-secret-eaa9f85a8794dcb5e9c14df8").unwrap();
+    let pattern = search::Pattern::literal(b"revive-secret-fd37c237d46fc8cfb9effb2b").unwrap();
     let mut kinds = Vec::new();
     search::search(&source, &memory, &pattern, 0, &mut |hit| {
         kinds.push(hit.mapping.map(|m| m.kind));
@@ -375,4 +378,51 @@ fn a_real_checkpoint_is_read_as_criu_wrote_it() {
     .unwrap();
     use memory::MappingKind;
     assert_eq!(kinds, [Some(MappingKind::Heap), Some(MappingKind::Stack)]);
+}
+
+#[test]
+fn two_checkpoints_are_compared_file_by_file_and_page_by_page() {
+    let before = images();
+    let mut after = images();
+    // One byte of the heap's first page changes; the stack's second page is no longer
+    // dumped; descriptor 3 now names another file.
+    after.get_mut("pages-3.img").unwrap()[10] ^= 1;
+    let mut files: Vec<proto::FileEntry> =
+        images::all(&after["files.img"], FILES_MAGIC, "files.img").unwrap();
+    files[2] = reg(3, "/tmp/other", 0);
+    after.insert("files.img".into(), write(FILES_MAGIC, &files));
+    after.insert(
+        "pagemap-1.img".into(),
+        memory::tests::pagemap(
+            3,
+            &[
+                memory::tests::entry(0x10000, 1, None),
+                memory::tests::entry(0x11000, 1, Some(1)),
+                memory::tests::entry(0x12000, 1, None),
+                memory::tests::entry(0x7f1000, 1, None),
+            ],
+        ),
+    );
+    let b = beside(serde_json::json!({}));
+    let (ia, ib) = (inspect(&before, &b).unwrap(), inspect(&after, &b).unwrap());
+    let mut d = diff::compare(&ia, &ib);
+    assert_eq!(d.opened, ["1: 3 REG /tmp/other"]);
+    assert_eq!(d.closed, ["1: 3 REG /tmp/log"]);
+    assert!(d.started.is_empty() && d.gone.is_empty() && d.mounts_added.is_empty());
+    let (ma, mb) = (
+        Memory::read(&before, 1).unwrap().unwrap(),
+        Memory::read(&after, 1).unwrap().unwrap(),
+    );
+    let m = diff::compare_memory(&before, &ma, &after, &mb).unwrap();
+    assert_eq!(
+        (m.compared, m.changed, m.only_before, m.only_after),
+        (3, 1, 1, 0)
+    );
+    assert_eq!(m.ranges, [(0x10000, 0x11000)]);
+    d.memory.push(m);
+    assert!(!d.is_empty());
+    let same = diff::compare(&ia, &ia);
+    let m = diff::compare_memory(&before, &ma, &before, &ma).unwrap();
+    assert_eq!((m.compared, m.changed), (4, 0));
+    assert!(same.is_empty());
 }

@@ -2,7 +2,8 @@
  * The process revive's forensic tests take checkpoints of. Once /secret appears it reads
  * the secret, unlinks the file and keeps the secret only in memory: a copy on the heap and
  * one in main's stack frame. It then holds what an analyst looks for: an environment, a
- * child process (busybox sleep), a file open for writing at a known position, a TCP
+ * child process (busybox tail -f, whose sleeps a checkpoint may cut short without ending
+ * it), a file open for writing at a known position, a TCP
  * listener on 127.0.0.1:7070, a UDP socket on 127.0.0.1:7071 and a listening unix socket
  * /tmp/holder.sock; and it ticks in a loop three calls deep, for a backtrace. A file
  * /opened appearing makes it open /etc/hostname, for a second checkpoint to differ by.
@@ -92,7 +93,7 @@ int main(void)
 	memset(buf, 0, sizeof buf);
 
 	if (fork() == 0) {
-		execl("/bin/sleep", "sleep", "1000000", (char *)NULL);
+		execl("/bin/busybox", "tail", "-f", "/dev/null", (char *)NULL);
 		_exit(127);
 	}
 	fd = open("/tmp/holder.log", O_WRONLY | O_CREAT | O_TRUNC, 0600);
