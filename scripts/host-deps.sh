@@ -9,7 +9,7 @@ set -eu
 # libFuzzer the fuzz targets link (make fuzz), libseccomp's static library for the runc the
 # containerd 2.x nodes run (built from its Go module), and QEMU, cpio and e2fsprogs
 # (mkfs.ext4 -d) for the cgroup v2 guest's disks.
-packages="debootstrap util-linux debian-archive-keyring ca-certificates g++ libseccomp-dev pkg-config qemu-system-x86 cpio e2fsprogs"
+packages="debootstrap util-linux debian-archive-keyring ca-certificates g++ libseccomp-dev pkg-config qemu-system-x86 cpio e2fsprogs gdb"
 
 missing=""
 for p in $packages; do

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub mod diff;
+pub mod elfcore;
 
 use crate::archive::{self, ContainerConfig};
 use crate::criu::files::{self, FileTable, OpenFile, Socket};
@@ -100,6 +101,30 @@ pub struct ProcessView {
     pub files: Vec<OpenFile>,
     pub sockets: Vec<Socket>,
     pub memory: Option<MemoryView>,
+}
+
+impl ProcessView {
+    /// Process `pid` of `ppid`, named `comm`, with nothing known about it yet.
+    pub fn new(pid: u32, ppid: u32, comm: &str) -> ProcessView {
+        ProcessView {
+            pid,
+            ppid,
+            pgid: pid,
+            sid: pid,
+            comm: comm.into(),
+            zombie: false,
+            wait_status: None,
+            cmdline: None,
+            environment: None,
+            cwd: None,
+            root: None,
+            exe: None,
+            threads: Vec::new(),
+            files: Vec::new(),
+            sockets: Vec::new(),
+            memory: None,
+        }
+    }
 }
 
 /// A mount of the container's spec.
@@ -259,18 +284,9 @@ pub fn inspect(source: &dyn Source, beside: &Beside) -> Result<Inspection, Image
     let mut processes = Vec::with_capacity(checkpoint.processes.len());
     for (p, entry) in checkpoint.processes.iter().zip(&tree) {
         let mut view = ProcessView {
-            pid: p.pid,
-            ppid: p.ppid,
             pgid: entry.pgid,
             sid: entry.sid,
-            comm: p.comm.clone(),
             zombie: p.zombie,
-            wait_status: None,
-            cmdline: None,
-            environment: None,
-            cwd: None,
-            root: None,
-            exe: None,
             threads: p
                 .threads
                 .iter()
@@ -280,9 +296,7 @@ pub fn inspect(source: &dyn Source, beside: &Beside) -> Result<Inspection, Image
                     seccomp: seccomp_mode(t.seccomp.mode),
                 })
                 .collect(),
-            files: Vec::new(),
-            sockets: Vec::new(),
-            memory: None,
+            ..ProcessView::new(p.pid, p.ppid, &p.comm)
         };
         if p.zombie {
             view.wait_status = images::read_core(source, p.pid)

@@ -54,6 +54,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write an ELF core file of a checkpoint's process, for gdb
+    #[command(
+        long_about = "Write an ELF core file of one process of a checkpoint, as the \
+        kernel would have written it at the checkpoint, without restoring it.\n\n\
+        The core holds every thread's registers, the command line, the auxiliary vector, \
+        which files the process mapped, and every memory page the checkpoint holds. Open it \
+        beside the program's binary: `gdb PROGRAM CORE` shows the threads' backtraces and \
+        reads the process's variables (pages CRIU did not dump, such as a file's untouched \
+        pages, gdb reads from the binary). x86_64 processes only. OUTPUT is a new file, \
+        0600: it holds the process's memory.\n\n\
+        Example:\n  revive core checkpoint.tar --pid 1 -o app.core && gdb ./app app.core"
+    )]
+    Core {
+        /// The checkpoint archive or image archive
+        #[arg(value_name = "CHECKPOINT")]
+        checkpoint: PathBuf,
+        /// The process (its pid in the checkpoint; default: the first that is not a zombie)
+        #[arg(short, long)]
+        pid: Option<u32>,
+        /// Where to write the core (a new file)
+        #[arg(short, long, value_name = "CORE")]
+        output: PathBuf,
+    },
     /// Compare two checkpoints of the same container
     #[command(long_about = "Compare two checkpoints of the same container, without \
         restoring them.\n\n\
@@ -361,6 +384,23 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", forensics::render(&report));
             }
+            return Ok(());
+        }
+        Command::Core {
+            checkpoint,
+            pid,
+            output,
+        } => {
+            let (process, written) = forensics::core(&checkpoint, pid, &output)?;
+            eprintln!(
+                "wrote {} ({}): process {} ({}), {} thread(s), {} memory segment(s)",
+                output.display(),
+                human(written.bytes),
+                process.pid,
+                process.comm,
+                written.threads,
+                written.segments
+            );
             return Ok(());
         }
         Command::Diff {

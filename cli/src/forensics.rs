@@ -500,6 +500,51 @@ pub fn dump_mapping(path: &Path, pid: u32, address: u64, output: &Path) -> Resul
     Ok(mapping)
 }
 
+/// Writes an ELF core file of process `pid` (default: the first that is not a zombie) of
+/// the checkpoint at `path` to `output`, a new 0600 file; removed again if writing fails.
+pub fn core(
+    path: &Path,
+    pid: Option<u32>,
+    output: &Path,
+) -> Result<(ProcessView, forensic::elfcore::Written)> {
+    let opened = Opened::open(path)?;
+    let inspection = inspection(&opened, path)?;
+    let process = inspection
+        .processes
+        .iter()
+        .find(|p| pid.map_or(!p.zombie, |want| p.pid == want))
+        .with_context(|| match pid {
+            Some(want) => format!(
+                "the checkpoint has no process {want} (its processes: {})",
+                inspection
+                    .processes
+                    .iter()
+                    .map(|p| p.pid.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => "the checkpoint has no process that is not a zombie".into(),
+        })?
+        .clone();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode_0600()
+        .open(output)
+        .with_context(|| format!("creating {} (it must not exist)", output.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let written = forensic::elfcore::write(&opened, &process, &mut writer)
+        .map_err(anyhow::Error::from)
+        .and_then(|w| writer.flush().map(|()| w).map_err(Into::into));
+    match written {
+        Ok(w) => Ok((process, w)),
+        Err(e) => {
+            let _ = std::fs::remove_file(output);
+            Err(e.context(format!("writing the core of process {}", process.pid)))
+        }
+    }
+}
+
 trait Mode0600 {
     fn mode_0600(&mut self) -> &mut Self;
 }

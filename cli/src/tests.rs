@@ -891,6 +891,15 @@ fn a_mapping_is_dumped_to_a_new_private_file() {
     assert!(format!("{again:#}").contains("must not exist"), "{again:#}");
     let nowhere = crate::forensics::dump_mapping(&plain, 1, 0x1000, &dir.path().join("x"));
     assert!(format!("{:#}", nowhere.unwrap_err()).contains("no mapping at 0x1000"));
+    // A core of the holder: a new private file; none for a process that is not there.
+    let core = dir.path().join("holder.core");
+    let (process, written) = crate::forensics::core(&plain, None, &core).unwrap();
+    assert_eq!(process.comm, "holder");
+    assert_eq!(mode(&core), 0o600);
+    assert_eq!(fs::metadata(&core).unwrap().len(), written.bytes);
+    let err = crate::forensics::core(&plain, Some(99), &dir.path().join("y")).unwrap_err();
+    assert!(format!("{err:#}").contains("no process 99"), "{err:#}");
+    assert!(!dir.path().join("y").exists());
 }
 
 #[test]

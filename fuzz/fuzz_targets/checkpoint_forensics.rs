@@ -1,4 +1,4 @@
-//! What `revive inspect` and `revive memgrep` read of CRIU's images
+//! What `revive inspect`, `revive memgrep` and `revive core` read of CRIU's images
 //! (`checkpoint/src/forensic.rs`, `checkpoint/src/criu/{memory,files,search}.rs`), on a tar
 //! of image files (seeds: the checkpoint crate's fixtures, the holder's memory and open
 //! files among them). Nothing may panic; every match a search reports is what was looked
@@ -18,7 +18,14 @@ fuzz_target!(|data: &[u8]| {
         stats_dump: files.get("stats-dump").cloned(),
         root_fs_diff: None,
     };
-    let _ = forensic::inspect(&files, &beside);
+    if let Ok(inspection) = forensic::inspect(&files, &beside) {
+        for process in inspection.processes.iter().take(4) {
+            let mut core = Vec::new();
+            if let Ok(written) = forensic::elfcore::write(&files, process, &mut core) {
+                assert_eq!(written.bytes, core.len() as u64);
+            }
+        }
+    }
     let literal = Pattern::literal(b"\0\0\x01").expect("a pattern");
     let regex = Pattern::regex("[a-z]{4}=").expect("a pattern");
     for pid in 1..16 {

@@ -560,6 +560,35 @@ pub struct Report {
     /// had opened /etc/hostname, and its exit code.
     pub diff: Value,
     pub diff_exit: i32,
+    /// What gdb printed of `revive core`'s output: the backtrace, the global `banner` and
+    /// the heap's copy of the secret.
+    pub gdb: String,
+}
+
+/// gdb's backtrace, `banner` and `heap_secret` of a core of the holder, on this host.
+pub fn gdb_on(core: &Path) -> Result<String> {
+    let out = Command::new("gdb")
+        .args([
+            "-batch",
+            "-nx",
+            "-ex",
+            "bt",
+            "-ex",
+            "print banner",
+            "-ex",
+            "print heap_secret",
+        ])
+        .arg(holder_binary()?)
+        .arg(core)
+        .output()
+        .context("running gdb (install it: make host-deps)")?;
+    ensure!(
+        out.status.success(),
+        "gdb failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The holder in a pod (CRI) and under Podman, each checkpointed with the secret in its
@@ -599,6 +628,15 @@ pub fn forensics_scenario(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<
         .run(&["grep", "-c", "-a", &holder.secret, dump])
         .is_ok();
 
+    // A core of the holder, read by gdb with the holder's binary.
+    let (code, _, err) = revive(
+        node,
+        &["core", &archive, "--pid", "1", "-o", "/share/holder.core"],
+    )?;
+    ensure!(code == 0, "revive core exited {code}: {err}");
+    let gdb = gdb_on(&node.share_dir().join("holder.core"))?;
+    narrate(&format!("gdb on revive core's output:\n{gdb}"));
+
     // A second checkpoint once the holder has opened /etc/hostname.
     crictl(node, &["exec", "--sync", &holder.id, "touch", "/opened"])?;
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
@@ -635,6 +673,7 @@ pub fn forensics_scenario(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<
     crictl(node, &["rmp", "--force", &holder.pod])?;
     let podman = podman_holder(node, narrate)?;
     Ok(Report {
+        gdb,
         diff_exit,
         diff,
         secret: holder.secret,

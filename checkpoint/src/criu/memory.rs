@@ -20,6 +20,8 @@ pub const PAGE_SIZE: u64 = 4096;
 const MAX_MAPPINGS: usize = 1 << 18;
 /// Most pagemap entries of one process.
 const MAX_PAGE_RUNS: usize = 1 << 22;
+/// Most words of the auxiliary vector kept (the kernel's `AT_VECTOR_SIZE` is far below).
+const MAX_AUXV: usize = 1024;
 /// Most bytes read of a process's arguments or environment.
 pub const MAX_STRINGS_BYTES: u64 = 1 << 20;
 
@@ -122,6 +124,8 @@ pub struct Memory {
     pub env: (u64, u64),
     /// The mapped executable, by its id in `files.img`.
     pub exe_file_id: u32,
+    /// The auxiliary vector the kernel gave the program (pairs of type and value).
+    pub auxv: Vec<u64>,
 }
 
 fn invalid(image: &str, why: impl std::fmt::Display) -> ImageError {
@@ -288,6 +292,7 @@ impl Memory {
             args: (mm.mm_arg_start, mm.mm_arg_end),
             env: (mm.mm_env_start, mm.mm_env_end),
             exe_file_id: mm.exe_file_id,
+            auxv: mm.mm_saved_auxv.into_iter().take(MAX_AUXV).collect(),
         }))
     }
 

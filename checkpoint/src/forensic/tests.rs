@@ -426,3 +426,70 @@ fn two_checkpoints_are_compared_file_by_file_and_page_by_page() {
     assert_eq!((m.compared, m.changed), (4, 0));
     assert!(same.is_empty());
 }
+
+#[test]
+fn a_core_file_holds_registers_notes_and_the_dumped_pages() {
+    let (dir, beside) = holder();
+    let source = images::Dir(&dir);
+    let i = inspect(&source, &beside).unwrap();
+    let holder = &i.processes[0];
+    let mut core = Vec::new();
+    let written = elfcore::write(&source, holder, &mut core).unwrap();
+    assert_eq!(written.bytes, core.len() as u64);
+    assert_eq!(written.threads, 1);
+    let u16_at = |at: usize| u16::from_le_bytes([core[at], core[at + 1]]);
+    let u32_at = |at: usize| u32::from_le_bytes(core[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(core[at..at + 8].try_into().unwrap());
+    assert_eq!(&core[..4], b"\x7fELF");
+    assert_eq!((u16_at(16), u16_at(18)), (4, 62), "ET_CORE, EM_X86_64");
+    let phnum = u16_at(56) as usize;
+    assert_eq!(phnum, 1 + written.segments);
+    // The notes: psinfo, then the thread's status whose rip is the core image's.
+    let (notes_at, notes_len) = (u64_at(64 + 8) as usize, u64_at(64 + 32) as usize);
+    let mut kinds = Vec::new();
+    let mut at = notes_at;
+    let mut rip = None;
+    while at < notes_at + notes_len {
+        let (namesz, descsz, kind) = (u32_at(at) as usize, u32_at(at + 4) as usize, u32_at(at + 8));
+        let desc = at + 12 + namesz.next_multiple_of(4);
+        if kind == 1 {
+            // pr_reg starts 112 bytes into elf_prstatus; rip is its 17th register.
+            rip = Some(u64_at(desc + 112 + 16 * 8));
+        }
+        kinds.push(kind);
+        at = desc + descsz.next_multiple_of(4);
+    }
+    assert_eq!(kinds, [3, 1, 2, 6, 0x4649_4c45]);
+    let (_, leader) = images::read_core(&source, holder.pid).unwrap();
+    assert_eq!(rip, Some(leader.thread_info.unwrap().gpregs.ip));
+    // Every PT_LOAD holds the process's bytes at its address.
+    let memory = Memory::read(&source, holder.pid).unwrap().unwrap();
+    for n in 1..phnum {
+        let ph = 64 + n * 56;
+        assert_eq!(u32_at(ph), 1);
+        let (offset, vaddr, len) = (u64_at(ph + 8) as usize, u64_at(ph + 16), u64_at(ph + 32));
+        let expected = memory
+            .read_range(&source, vaddr, vaddr + len)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&core[offset..offset + len as usize], expected.as_slice());
+    }
+}
+
+#[test]
+fn a_core_of_another_architecture_is_refused() {
+    let mut files = images();
+    let core = proto::CoreEntry {
+        mtype: 3,
+        tc: Some(proto::TaskCoreEntry {
+            task_state: 1,
+            comm: "sh".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    files.insert("core-1.img".into(), write(images::CORE_MAGIC, &[core]));
+    let view = ProcessView::new(1, 0, "sh");
+    let err = elfcore::write(&files, &view, &mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("x86_64 cores only"), "{err}");
+}
