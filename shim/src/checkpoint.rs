@@ -148,7 +148,8 @@ pub async fn checkpoint(
             break;
         }
         warn!(
-            "checkpoint of {id}: a process was in state D; trying again in {} ms",
+            "checkpoint of {id}: a process was in state D ({}); trying again in {} ms",
+            sleepers(pid),
             pause.as_millis()
         );
         if !image_existed {
@@ -159,6 +160,14 @@ pub async fn checkpoint(
     }
     if let Err(cause) = result {
         let log = keep_criu_log(&work.join("dump.log"), &target.bundle.join("criu-dump.log"));
+        if std::fs::read_to_string(work.join("dump.log"))
+            .is_ok_and(|text| revive_checkpoint::criulog::transient(&text))
+        {
+            warn!(
+                "checkpoint of {id}: gave up with a process in state D ({})",
+                sleepers(pid)
+            );
+        }
         // What CRIU wrote before failing holds memory pages: gone if the directory
         // was ours, root-only if it was there before.
         if image_existed {
@@ -212,6 +221,27 @@ async fn dump(
         warn!("checkpoint of {}: thawing its cgroup: {e}", target.id);
     }
     result
+}
+
+/// What the threads of the cgroup of `pid` in uninterruptible sleep wait in, and whether
+/// the cgroup is frozen (a client's pause holds it frozen across every attempt): for the
+/// log of a dump that met a process in state D.
+fn sleepers(pid: u32) -> String {
+    let Some(freezer) = crate::freezer::Freezer::of(pid) else {
+        return "its cgroup is not found".into();
+    };
+    let frozen = match freezer.state() {
+        Ok(crate::freezer::State::Frozen) => "frozen",
+        Ok(crate::freezer::State::Freezing) => "freezing",
+        Ok(crate::freezer::State::Thawed) => "not frozen",
+        Err(_) => "in an unknown freezer state",
+    };
+    let asleep = freezer.uninterruptible();
+    if asleep.is_empty() {
+        format!("none now, the cgroup {frozen}")
+    } else {
+        format!("now {}, the cgroup {frozen}", asleep.join(", "))
+    }
 }
 
 /// Freezes the cgroup of `pid` for a checkpoint with exit; None (and nothing changed)

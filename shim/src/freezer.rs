@@ -134,6 +134,31 @@ impl Freezer {
         }
     }
 
+    /// The threads of the cgroup and its descendants that the kernel reports in
+    /// uninterruptible sleep (state D), each as "TID (COMM) in WCHAN".
+    pub fn uninterruptible(&self) -> Vec<String> {
+        let list = match self {
+            Freezer::V1(_) => "tasks",
+            Freezer::V2(_) => "cgroup.threads",
+        };
+        let mut found = Vec::new();
+        let mut dirs = vec![self.dir().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let tids = std::fs::read_to_string(dir.join(list)).unwrap_or_default();
+            for tid in tids.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                if let Some(sleeper) = uninterruptible_thread(tid) {
+                    found.push(sleeper);
+                }
+            }
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        found
+    }
+
     /// Thaws a cgroup left FREEZING (a freeze that never finished); true when it did.
     pub fn thaw_if_freezing(&self) -> bool {
         self.state().is_ok_and(|s| s == State::Freezing) && self.thaw().is_ok()
@@ -146,6 +171,29 @@ impl Freezer {
             other => other,
         }
     }
+}
+
+/// Thread `tid` as "TID (COMM) in WCHAN" when the kernel reports it in state D.
+fn uninterruptible_thread(tid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    let (comm, state) = parse_stat(&stat)?;
+    if state != 'D' {
+        return None;
+    }
+    let wchan = std::fs::read_to_string(format!("/proc/{tid}/wchan")).unwrap_or_default();
+    let wchan = match wchan.trim() {
+        "" | "0" => "an unknown place",
+        w => w,
+    };
+    Some(format!("{tid} ({comm}) in {wchan}"))
+}
+
+/// The command name and the state letter of a /proc/PID/stat line (the name may hold
+/// spaces and parentheses: it ends at the last ") ").
+fn parse_stat(stat: &str) -> Option<(&str, char)> {
+    let (head, rest) = stat.rsplit_once(") ")?;
+    let (_, comm) = head.split_once(" (")?;
+    Some((comm, rest.chars().next()?))
 }
 
 fn parse_v1(text: &str) -> std::io::Result<State> {
@@ -170,6 +218,31 @@ fn parse_v2_events(text: &str) -> std::io::Result<State> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_lines_parse() {
+        assert_eq!(parse_stat("42 (sh) D 1 42 42 0 -1"), Some(("sh", 'D')));
+        assert_eq!(parse_stat("7 (a) b (c)) S 1 7"), Some(("a) b (c)", 'S')));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_cgroup_without_sleepers_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cgroup.threads"),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("child")).unwrap();
+        std::fs::write(dir.path().join("child/cgroup.threads"), "").unwrap();
+        // The test's own thread is running, not in state D.
+        assert!(
+            Freezer::V2(dir.path().to_path_buf())
+                .uninterruptible()
+                .is_empty()
+        );
+    }
 
     #[test]
     fn states_parse() {

@@ -57,11 +57,12 @@ pub const SCENARIOS: &[&str] = &[
     "stats-oom",
     "checkpoint-restore-goshim-crun",
     "checkpoint-restore-goshim-runc",
+    "checkpoint-stress",
 ];
 
 /// Scenarios that run only when asked for by name (`--only`): the Go shim's runc row, a
 /// reference for revive's that the suite does not need.
-pub const EXTRA: &[&str] = &["checkpoint-restore-goshim-runc"];
+pub const EXTRA: &[&str] = &["checkpoint-restore-goshim-runc", "checkpoint-stress"];
 
 /// Whether scenario `name` runs, given `only` (`--only`; empty: the default set).
 pub fn selected(name: &str, only: &[String]) -> bool {
@@ -167,6 +168,7 @@ pub fn run_all(options: &Options) -> Result<()> {
                 checkpoint_restore(c, r, GO_SHIM, "runc", false)
             }),
             "checkpoint-image" => scenario(&mut ctx, checkpoint_image),
+            "checkpoint-stress" => scenario(&mut ctx, checkpoint_stress),
             "stats-oom" => scenario(&mut ctx, stats_oom),
             other => bail!("unknown scenario {other}"),
         };
@@ -949,7 +951,19 @@ fn checkpoint_restore(
     );
 
     let image = format!("revive.test/guest-checkpoint/{id}:1");
-    ctr(&["containers", "checkpoint", "--task", "--rw", id, &image]).map_err(with_criu_log)?;
+    let cg = r.cgroup.clone();
+    watched(
+        &[
+            "ctr",
+            "containers",
+            "checkpoint",
+            "--task",
+            "--rw",
+            id,
+            &image,
+        ],
+        &cg,
+    )?;
     let checkpointed = read_counter(id)?;
     ctx.step(format!(
         "ctr container checkpoint --task --rw: checkpointed by {checkpointed}"
@@ -1020,15 +1034,19 @@ fn checkpoint_restore(
 
     let exit_dir = ctx.work.join(format!("{id}-exit"));
     let exit_dir_s = exit_dir.to_str().context("path")?.to_string();
-    ctr(&[
-        "tasks",
-        "checkpoint",
-        "--exit",
-        "--image-path",
-        &exit_dir_s,
-        id,
-    ])
-    .map_err(with_criu_log)?;
+    let restored_cg = r.restored_cgroup.clone();
+    watched(
+        &[
+            "ctr",
+            "tasks",
+            "checkpoint",
+            "--exit",
+            "--image-path",
+            &exit_dir_s,
+            id,
+        ],
+        &restored_cg,
+    )?;
     r.exit_checkpoint_files = check_criu_images(&exit_dir)?;
     wait_until_stopped(id)?;
     r.exit_checkpoint_stopped = true;
@@ -1516,6 +1534,157 @@ fn stats_oom(ctx: &mut Ctx, r: &mut StatsOom) -> Result<()> {
         "no /tasks/oom event for {id} (ctr events)"
     );
     remove_container(id)?;
+    Ok(())
+}
+
+/// What the processes of cgroup `cg` (below /sys/fs/cgroup) are doing: the freezer's files,
+/// then each process's state, wchan and the top of its kernel stack.
+fn cgroup_snapshot(cg: &str) -> String {
+    let dir = Path::new("/sys/fs/cgroup").join(cg.trim_start_matches('/'));
+    let mut out = String::new();
+    let mut dirs = vec![dir];
+    while let Some(d) = dirs.pop() {
+        let freeze = fs::read_to_string(d.join("cgroup.freeze")).unwrap_or_default();
+        let events = fs::read_to_string(d.join("cgroup.events")).unwrap_or_default();
+        out.push_str(&format!(
+            "  [{}] freeze={} {}\n",
+            d.display(),
+            freeze.trim(),
+            events.replace('\n', " ")
+        ));
+        for pid in fs::read_to_string(d.join("cgroup.threads"))
+            .unwrap_or_default()
+            .lines()
+        {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let (comm, rest) = stat.rsplit_once(") ").unwrap_or(("", ""));
+            let comm = comm.split_once(" (").map(|c| c.1).unwrap_or(comm);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            let stack = fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+            let stack: Vec<&str> = stack
+                .lines()
+                .take(6)
+                .map(|l| l.split_whitespace().nth(1).unwrap_or(l))
+                .collect();
+            let tracer = status_field(pid.parse().unwrap_or(0), "TracerPid:").unwrap_or_default();
+            out.push_str(&format!(
+                "    {pid} ({comm}) {} ppid {} tracer {tracer} wchan {wchan} stack {}\n",
+                fields.first().unwrap_or(&"?"),
+                fields.get(1).unwrap_or(&"?"),
+                stack.join("<")
+            ));
+        }
+        if let Ok(entries) = fs::read_dir(&d) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs a checkpoint command while sampling what the processes of cgroup `cg` do; a
+/// failure carries CRIU's whole log (revive's copy or the Go shim's) and the samples.
+fn watched(args: &[&str], cg: &str) -> Result<String> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let cg = cg.to_string();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut samples: Vec<String> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                samples.push(format!(
+                    "t={:.2}s\n{}",
+                    started.elapsed().as_secs_f64(),
+                    cgroup_snapshot(&cg)
+                ));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            samples
+        })
+    };
+    let started = Instant::now();
+    let out = output(args);
+    stop.store(true, Ordering::SeqCst);
+    let samples = sampler.join().unwrap_or_default();
+    let out = out?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let path = err
+        .split("CRIU's full log: ")
+        .nth(1)
+        .or_else(|| err.split("path= ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string);
+    let log = path
+        .as_deref()
+        .and_then(|p| fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    println!(
+        "revive guest: FAILED after {:.1} s: `{}`: {err}",
+        started.elapsed().as_secs_f64(),
+        args.join(" ")
+    );
+    println!("revive guest: CRIU log {path:?}:\n{log}");
+    for s in &samples {
+        println!("revive guest: sample {s}");
+    }
+    bail!(
+        "`{}` failed ({}): {err}\n===== CRIU log {path:?} =====\n{log}\n===== samples \
+         =====\n{}",
+        args.join(" "),
+        out.status,
+        samples.join("")
+    )
+}
+
+/// The checkpoint and restore scenario of revive with runc, then crun, over and over.
+fn checkpoint_stress(ctx: &mut Ctx, r: &mut serde_json::Value) -> Result<()> {
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for round in 0..5 {
+        for binary in ["runc", "crun"] {
+            let id = format!("ck-revive-{binary}");
+            let _ = ctr_code(&[
+                "images",
+                "rm",
+                &format!("revive.test/guest-checkpoint/{id}:1"),
+            ]);
+            let _ = fs::remove_dir_all(ctx.work.join(format!("{id}-exit")));
+            let mut report = CheckpointRestore::default();
+            let started = Instant::now();
+            let outcome = checkpoint_restore(ctx, &mut report, REVIVE, binary, true);
+            total += 1;
+            let secs = started.elapsed().as_secs_f64();
+            match outcome {
+                Ok(()) => ctx.step(format!("round {round} {binary}: ok in {secs:.1} s")),
+                Err(e) => {
+                    ctx.step(format!("round {round} {binary}: FAILED in {secs:.1} s"));
+                    failures.push(serde_json::json!({
+                        "round": round, "binary": binary, "error": format!("{e:#}"),
+                    }));
+                    cleanup();
+                }
+            }
+        }
+    }
+    let errors: Vec<&str> = failures
+        .iter()
+        .filter_map(|f| f["error"].as_str())
+        .collect();
+    *r = serde_json::json!({"total": total, "failures": failures.clone()});
+    ensure!(
+        errors.is_empty(),
+        "{} of {total} rounds failed:\n{}",
+        errors.len(),
+        errors.join("\n\n")
+    );
     Ok(())
 }
 
