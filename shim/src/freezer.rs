@@ -15,7 +15,9 @@
 //!
 //! A checkpoint that leaves the container running is not frozen early: the processes would
 //! stand still through runc's and CRIU's start-up as well, which is longer than the step
-//! saved. Only runc is known to pass `freeze_cgroup`, so other runtimes are left alone.
+//! saved. runc passes `freeze_cgroup` to CRIU on every cgroup version, crun on cgroup v2
+//! only (since 0.16); the early freeze is used with runc, and other runtimes are left
+//! alone.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
