@@ -22,6 +22,7 @@ use crate::image::BUSYBOX;
 use crate::node::Node;
 
 mod checkpoint;
+mod forensics;
 mod image_restore;
 mod migrate;
 
@@ -521,6 +522,8 @@ pub struct Settings {
     pub image_restore_runs: usize,
     /// Rounds per size of the migration benchmark.
     pub migrate_runs: usize,
+    /// Timed runs per size of each tool of the forensics benchmark.
+    pub forensics_runs: usize,
 }
 
 impl Default for Settings {
@@ -533,6 +536,7 @@ impl Default for Settings {
             checkpoint_runs: 9,
             image_restore_runs: 9,
             migrate_runs: 3,
+            forensics_runs: 3,
         }
     }
 }
@@ -544,7 +548,10 @@ pub trait Benchmark {
     fn title(&self, settings: &Settings) -> String;
     fn rows(&self, settings: &Settings) -> Vec<String>;
     fn method(&self, settings: &Settings) -> Vec<String>;
-    fn targets(&self, settings: &Settings) -> Vec<Target>;
+    /// What the numbers are held against; none by default.
+    fn targets(&self, _settings: &Settings) -> Vec<Target> {
+        Vec::new()
+    }
     /// Measures `runtime`; the cells align with [`Benchmark::rows`]. Leaves no container of
     /// its own behind, whether it succeeds or not. A benchmark implements this or
     /// [`Benchmark::measure_runtimes`] (each one's default calls the other); by default, the
@@ -583,6 +590,7 @@ pub fn all() -> Vec<Box<dyn Benchmark>> {
         Box::new(checkpoint::CheckpointRestore),
         Box::new(image_restore::ImageRestore),
         Box::new(migrate::Migration),
+        Box::new(forensics::Forensics),
     ]
 }
 

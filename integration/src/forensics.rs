@@ -3,7 +3,9 @@
 //! is read by `revive inspect` and `revive memgrep` beside checkpointctl (Debian sid's, in
 //! the node).
 
+use std::io::Write as _;
 use std::ops::ControlFlow;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -425,6 +427,39 @@ mod tests {
     }
 
     #[test]
+    fn legacy_pagemaps_hold_the_same_runs_in_the_old_field() {
+        use revive_checkpoint::criu::memory::Memory;
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoint/tests/fixtures/criu/holder");
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.tar");
+        let mut tar = tar::Builder::new(std::fs::File::create(&input).unwrap());
+        tar.append_dir_all("checkpoint", &fixture).unwrap();
+        tar.into_inner().unwrap();
+        let output = dir.path().join("out.tar");
+        legacy_pagemaps(&input, &output).unwrap();
+        let unpacked = dir.path().join("unpacked");
+        tar::Archive::new(std::fs::File::open(&output).unwrap())
+            .unpack(&unpacked)
+            .unwrap();
+        let images = revive_checkpoint::criu::images::Dir(&fixture);
+        let legacy_dir = unpacked.join("checkpoint");
+        let legacy = revive_checkpoint::criu::images::Dir(&legacy_dir);
+        let (old, new) = (
+            Memory::read(&images, 1).unwrap().unwrap(),
+            Memory::read(&legacy, 1).unwrap().unwrap(),
+        );
+        assert_eq!(old.runs, new.runs);
+        let raw = std::fs::read(legacy_dir.join("pagemap-1.img")).unwrap();
+        let original = std::fs::read(fixture.join("pagemap-1.img")).unwrap();
+        assert_ne!(raw, original, "the 64-bit counts were moved");
+        assert_eq!(
+            std::fs::read(legacy_dir.join("pages-1.img")).unwrap(),
+            std::fs::read(fixture.join("pages-1.img")).unwrap()
+        );
+    }
+
+    #[test]
     fn checkpointctl_units_and_times_are_read_as_it_writes_them() {
         assert_eq!(kb(&Value::from(16384)), "16.0 KB");
         assert_eq!(kb(&Value::from(212992)), "208.0 KB");
@@ -722,4 +757,65 @@ fn podman_holder(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Seen> {
     let seen = examine(node, &archive, &archive, &secret, narrate)?;
     podman(node, &["rm", "--force", "holder"])?;
     Ok(seen)
+}
+
+/// Copies the checkpoint archive `input` to `output` with every pagemap in the layout CRIU
+/// wrote before 4.2: each run's page count in the 32-bit field and not in the 64-bit one.
+/// Both layouts mean the same to CRIU and to revive; checkpointctl 1.3 reads only the old
+/// one, so the benchmarks measure it on such a copy, where it reads every page.
+pub fn legacy_pagemaps(input: &Path, output: &Path) -> Result<()> {
+    use prost::Message;
+    use revive_checkpoint::criu::images::records;
+    use revive_checkpoint::criu::memory::PAGEMAP_MAGIC;
+    use revive_checkpoint::criu::proto::{PagemapEntry, PagemapHead};
+    use std::io::Read;
+    let mut archive = tar::Archive::new(std::fs::File::open(input)?);
+    let mut out = tar::Builder::new(std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(output)
+            .with_context(|| format!("creating {}", output.display()))?,
+    ));
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let mut header = entry.header().clone();
+        let name = entry.path()?.to_string_lossy().into_owned();
+        let is_pagemap = name
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with("pagemap-"));
+        if !is_pagemap {
+            out.append(&header, &mut entry)?;
+            continue;
+        }
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data)?;
+        let parts = records(&data, PAGEMAP_MAGIC, &name)?;
+        let (head, entries) = parts.split_first().context("a pagemap without a head")?;
+        let magics = if data.starts_with(&revive_checkpoint::criu::COMMON_MAGIC.to_le_bytes()) {
+            8
+        } else {
+            4
+        };
+        let mut rewritten = data[..magics].to_vec();
+        let mut push = |bytes: Vec<u8>| {
+            rewritten.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            rewritten.extend_from_slice(&bytes);
+        };
+        push(PagemapHead::decode(*head)?.encode_to_vec());
+        for record in entries {
+            let mut e = PagemapEntry::decode(*record)?;
+            if let Some(pages) = e.nr_pages.take() {
+                e.compat_nr_pages = u32::try_from(pages).context("a run of 2^32 pages")?;
+            }
+            push(e.encode_to_vec());
+        }
+        header.set_size(rewritten.len() as u64);
+        header.set_cksum();
+        out.append(&header, rewritten.as_slice())?;
+    }
+    out.into_inner()?.flush()?;
+    Ok(())
 }

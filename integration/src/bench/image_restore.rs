@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use super::checkpoint::{run_filled, size_label};
-use super::{Benchmark, Cell, REVIVE_V2, RUNC_V2, Settings, Summary, Target};
+use super::{Benchmark, Cell, REVIVE_V2, RUNC_V2, Settings, Summary};
 use crate::checkpoint_image::{self, Format, FormatImage};
 use crate::ctr;
 use crate::image::BUSYBOX;
@@ -368,9 +368,6 @@ impl Benchmark for ImageRestore {
              size in each round, which goes first alternating between rounds and between sizes."
                 .into(),
         ]
-    }
-    fn targets(&self, _: &Settings) -> Vec<Target> {
-        Vec::new()
     }
 
     fn measure_runtimes(

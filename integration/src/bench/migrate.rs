@@ -24,7 +24,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use super::checkpoint::size_label;
 use super::image_restore::{ask_script, parse_answer, workload};
-use super::{Benchmark, Cell, REVIVE_V2, RUNC_V2, Settings, Summary, Target};
+use super::{Benchmark, Cell, REVIVE_V2, RUNC_V2, Settings, Summary};
 use crate::cluster::{self, Cluster, Worker};
 use crate::node::Node;
 
@@ -282,10 +282,6 @@ impl Benchmark for Migration {
              moves no pod; its cells say so."
                 .into(),
         ]
-    }
-
-    fn targets(&self, _: &Settings) -> Vec<Target> {
-        Vec::new()
     }
 
     fn measure_runtimes(

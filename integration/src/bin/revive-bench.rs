@@ -53,8 +53,11 @@ struct Cli {
     /// Rounds per size of the migration benchmark (a cold start per runtime and a move each).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     migrate_runs: u32,
+    /// Timed runs per size of each tool in the forensics benchmark.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    forensics_runs: u32,
     /// Run only these benchmarks (repeatable): memory, start, checkpoint, image-restore,
-    /// migrate.
+    /// migrate, forensics.
     /// All of them when not given.
     #[arg(long = "bench", value_parser = clap::builder::PossibleValuesParser::new(BENCHMARKS))]
     benches: Vec<String>,
@@ -64,7 +67,14 @@ struct Cli {
 }
 
 /// The names of [`bench::all`]'s benchmarks, in order (checked by a test).
-const BENCHMARKS: [&str; 5] = ["memory", "start", "checkpoint", "image-restore", "migrate"];
+const BENCHMARKS: [&str; 6] = [
+    "memory",
+    "start",
+    "checkpoint",
+    "image-restore",
+    "migrate",
+    "forensics",
+];
 
 impl Cli {
     /// The command line that reproduces this run, every setting explicit.
@@ -87,8 +97,8 @@ impl Cli {
             cmd.push_str(&format!(" --checkpoint-mib {mib}"));
         }
         cmd.push_str(&format!(
-            " --checkpoint-runs {} --image-restore-runs {} --migrate-runs {}",
-            self.checkpoint_runs, self.image_restore_runs, self.migrate_runs
+            " --checkpoint-runs {} --image-restore-runs {} --migrate-runs {} --forensics-runs {}",
+            self.checkpoint_runs, self.image_restore_runs, self.migrate_runs, self.forensics_runs
         ));
         for b in &self.benches {
             cmd.push_str(&format!(" --bench {b}"));
@@ -117,6 +127,7 @@ fn run(cli: &Cli) -> Result<bool> {
         checkpoint_runs: cli.checkpoint_runs as usize,
         image_restore_runs: cli.image_restore_runs as usize,
         migrate_runs: cli.migrate_runs as usize,
+        forensics_runs: cli.forensics_runs as usize,
     };
     let benchmarks: Vec<_> = bench::all()
         .into_iter()
@@ -240,7 +251,9 @@ mod tests {
         let cmd = cli.reproduce();
         assert!(cmd.contains(" --checkpoint-mib 64 "), "{cmd}");
         assert!(
-            cmd.contains(" --image-restore-runs 9 --migrate-runs 3 --bench image-restore --out "),
+            cmd.contains(
+                " --image-restore-runs 9 --migrate-runs 3 --forensics-runs 3 --bench image-restore --out "
+            ),
             "{cmd}"
         );
         assert!(Cli::try_parse_from(["revive-bench", "--bench", "nope"]).is_err());
