@@ -901,3 +901,107 @@ mod tests {
         assert_eq!(said("no output"), "no output");
     }
 }
+
+/// Process `pid`'s view of the world, as the node sees it: `ip -o link` in its network
+/// namespace, and the options of its root mount.
+pub fn isolation_of(node: &Node, pid: &str) -> Result<(String, String)> {
+    let links = node.run(&["nsenter", "-t", pid, "-n", "ip", "-o", "link"])?;
+    let mountinfo = node.run(&["cat", &format!("/proc/{pid}/mountinfo")])?;
+    let root_options = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .unwrap_or("")
+        .to_string();
+    Ok((links, root_options))
+}
+
+/// What [`sandbox_restores`] saw.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// The counter at the checkpoint, and read twice, 2 s apart, from the paused restore's
+    /// root filesystem.
+    pub checkpointed: Counter,
+    pub paused: (Counter, Counter),
+    /// `ctr task ls`'s status of the restore.
+    pub status: String,
+    /// `ip -o link` in its network namespace, and the options of its root mount.
+    pub links: String,
+    pub root_options: String,
+    /// `ctr task ls`'s status once resumed, and the states of its processes then.
+    pub resumed: (String, String),
+}
+
+/// A counter's checkpoint image `ctr run` with the annotation `revive.io/sandbox=true`:
+/// it must come up PAUSED, its counter where the checkpoint left it, in a network
+/// namespace holding only a loopback that is down, its root read-only; resumed, its
+/// processes run (none stopped).
+pub fn sandbox_restores(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Sandbox> {
+    node.import_busybox()?;
+    let id = "to-analyse";
+    run_shell(node, GO_SHIM, id, COUNTER_SCRIPT)?;
+    wait_for_count(node, id, 3)?;
+    let (dir, _) = archive_of(node, id)?;
+    // The counter's file as the checkpoint's rw layer holds it.
+    let diff = format!("/share/{id}-archive/rootfs-diff.tar");
+    let checkpointed =
+        crate::scenario::parse_counter(&node.run(&["tar", "-xOf", &diff, "./state"])?)?;
+    let name = "revive.test/sandbox/counter:1";
+    let image = Format::Criu.image(name, tar_dir(&dir)?, id, BUSYBOX)?;
+    node.import_image(&image)?;
+    let new = "sandboxed";
+    run_image_with(node, name, new, &["--annotation", "revive.io/sandbox=true"])?;
+    let status = crate::ctr::status(node, new)?.to_string();
+    let state = crate::scenario::rootfs_file(new, "state");
+    let read =
+        || -> Result<Counter> { crate::scenario::parse_counter(&node.run(&["cat", &state])?) };
+    let first = read()?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let second = read()?;
+    let pid = crate::ctr::task(node, new)?.pid.to_string();
+    let (links, root_options) = isolation_of(node, &pid)?;
+    narrate(&format!(
+        "{new}: {status}; counter {first} then {second}; links {links:?}; root {root_options}"
+    ));
+    // Resumed, its processes run again (not stopped, SIGCONT taken); with a read-only
+    // root the counter cannot write its file any more, so it is their states that say so.
+    node.ctr(&["task", "resume", new])?;
+    let status_resumed = crate::ctr::status(node, new)?.to_string();
+    let states = crate::ctr::poll(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || {
+            let pids: Vec<String> = node
+                .ctr(&["task", "ps", new])?
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .collect();
+            ensure!(!pids.is_empty(), "ctr task ps {new} lists no process");
+            let script = format!(
+                "for p in {}; do cut -d' ' -f3 /proc/$p/stat; done",
+                pids.join(" ")
+            );
+            let tasks = node.run(&["sh", "-c", &script])?;
+            Ok(if tasks.lines().all(|s| s.trim() != "T") {
+                std::ops::ControlFlow::Break(tasks)
+            } else {
+                std::ops::ControlFlow::Continue(format!("stopped after resume: {tasks}"))
+            })
+        },
+    )?;
+    narrate(&format!(
+        "resumed: {status_resumed}, process states {:?}",
+        states.split_whitespace().collect::<Vec<_>>()
+    ));
+    remove(node, new)?;
+    let _ = node.ctr(&["images", "rm", name]);
+    Ok(Sandbox {
+        checkpointed,
+        paused: (first, second),
+        status,
+        links,
+        root_options,
+        resumed: (status_resumed, states),
+    })
+}

@@ -605,7 +605,7 @@ pub fn pod_on_runtime_class(
 /// Worker `i`'s pod network: a CNI bridge in the worker's network namespace with
 /// [`pod_subnet`]`(i)`, from Debian's CNI plugins (found where containerd looks for them).
 /// containerd's CRI picks the configuration up as it appears.
-fn pod_network(node: &Node, i: usize) -> Result<()> {
+pub(crate) fn pod_network(node: &Node, i: usize) -> Result<()> {
     let config = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "revive-pods",

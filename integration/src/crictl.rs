@@ -431,9 +431,26 @@ pub fn run_pod_on(
     uid: &str,
     ctr: &Value,
 ) -> Result<(String, String)> {
-    let pod = pod_config(name, uid);
+    let (pod_id, id) = create_in_pod(node, runtime, name, uid, &pod_config(name, uid), ctr)?;
+    if let Err(err) = crictl(node, &["start", &id]) {
+        return Err(err.context(restore_diagnostics(node, &id)));
+    }
+    Ok((pod_id, id))
+}
+
+/// `crictl runp --runtime runtime` of the pod config `pod` (named `name`, uid `uid`), then
+/// `crictl create` of the container config `ctr` in it, not started. Returns (pod id,
+/// container id).
+pub fn create_in_pod(
+    node: &Node,
+    runtime: &str,
+    name: &str,
+    uid: &str,
+    pod: &Value,
+    ctr: &Value,
+) -> Result<(String, String)> {
     node.run(&["mkdir", "-p", &log_directory(name, uid)])?;
-    let pod_file = share_json(node, &format!("crictl-pod-{name}.json"), &pod)?;
+    let pod_file = share_json(node, &format!("crictl-pod-{name}.json"), pod)?;
     let ctr_file = share_json(node, &format!("crictl-ctr-{name}.json"), ctr)?;
     let pod_id = crictl(node, &["runp", "--runtime", runtime, &pod_file])?
         .trim()
@@ -449,9 +466,6 @@ pub fn run_pod_on(
     let id = crictl(node, &["create", &pod_id, &ctr_file, &pod_file])?
         .trim()
         .to_string();
-    if let Err(err) = crictl(node, &["start", &id]) {
-        return Err(err.context(restore_diagnostics(node, &id)));
-    }
     Ok((pod_id, id))
 }
 
@@ -689,4 +703,103 @@ mod tests {
         );
         assert_eq!(state_of(&json!({})), "");
     }
+}
+
+/// What [`sandbox_in_a_pod`] saw of the sandboxed restore.
+#[derive(Debug)]
+pub struct SandboxPod {
+    /// containerd's status of its task (`ctr -n k8s.io task ls`).
+    pub status: String,
+    /// The counter at the checkpoint, and read from the paused restore's root twice, 2 s
+    /// apart.
+    pub checkpointed: Counter,
+    pub paused: (Counter, Counter),
+    /// `ip -o link` in its network namespace (the pod's has eth0), and its root's options.
+    pub links: String,
+    pub pod_links: String,
+    pub root_options: String,
+}
+
+/// A counter in a pod with a CNI network, checkpointed through CRI and made a checkpoint
+/// image, restored with the annotation `revive.io/sandbox=true` into a second such pod: it
+/// comes up paused, in a network namespace of its own holding only a loopback that is
+/// down (the pod's has its eth0), its root read-only.
+pub fn sandbox_in_a_pod(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<SandboxPod> {
+    require(node)?;
+    configure(node)?;
+    import_base_images(node)?;
+    crate::cluster::pod_network(node, 0)?;
+    let in_pod_network = |name: &str, uid: &str| {
+        let mut pod = pod_config(name, uid);
+        pod["linux"]["security_context"]["namespace_options"]["network"] = 0.into();
+        pod
+    };
+    let run = |name: &str, uid: &str, ctr: &Value| {
+        create_in_pod(node, HANDLER, name, uid, &in_pod_network(name, uid), ctr)
+    };
+    let (pod, id) = run(
+        "sandbox-source",
+        "7a3e51c0-0000-4000-8000-0000000000a1",
+        &counter_config("counter", "sandbox-source", BUSYBOX),
+    )?;
+    crictl(node, &["start", &id])?;
+    wait_for_count(node, &id, 3, None)?;
+    let archive = "/var/lib/checkpoints/sandbox-source.tar";
+    node.run(&["mkdir", "-p", "/var/lib/checkpoints"])?;
+    crictl(node, &["checkpoint", &format!("--export={archive}"), &id])?;
+    // The counter as the checkpoint's rw layer (gzip) holds it.
+    let diff = format!(
+        "tar -xOf {archive} rootfs-diff.tar | tar -xzOf - --wildcards '*state' --exclude '*.new'"
+    );
+    crictl(node, &["rmp", "--force", &pod])?;
+    let checkpointed = parse_counter(&node.sh(&diff)?)?;
+    let image = "revive.test/sandbox/counter:1";
+    build_checkpoint_image(node, archive, image)?;
+    let mut config = counter_config("counter", "sandboxed", image);
+    config["annotations"] = serde_json::json!({"revive.io/sandbox": "true"});
+    let (sandbox_pod, new) = run("sandboxed", "7a3e51c0-0000-4000-8000-0000000000a2", &config)?;
+    if let Err(err) = crictl(node, &["start", &new]) {
+        return Err(err.context(restore_diagnostics(node, &new)));
+    }
+    let status = crate::ctr::parse_task_list(&node.ctr(&["-n", cri::NAMESPACE, "task", "ls"])?)
+        .into_iter()
+        .find(|t| t.id == new)
+        .map(|t| t.status.to_string())
+        .unwrap_or_default();
+    let pid = inspect(node, &new)?["info"]["pid"].to_string();
+    let state = format!("/proc/{pid}/root/state");
+    let read = || -> Result<Counter> { parse_counter(&node.run(&["cat", &state])?) };
+    let first = read()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let second = read()?;
+    let (links, root_options) = crate::checkpoint_image::isolation_of(node, &pid)?;
+    let sandbox_pid = inspect(node, &new)?["info"]["sandboxID"].to_string();
+    let pod_links = crictl_json(node, &["inspectp", sandbox_pid.trim_matches('"')])
+        .ok()
+        .and_then(|p| p["info"]["pid"].as_u64())
+        .map(|p| {
+            node.run(&["nsenter", "-t", &p.to_string(), "-n", "ip", "-o", "link"])
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    narrate(&format!(
+        "sandboxed in a pod: task {status}; counter {first} then {second}; its links \
+         {links:?}; the pod's {pod_links:?}; root {root_options}"
+    ));
+    // Removing the pod kills the paused container (runc thaws a paused container it sends
+    // SIGKILL to) and removes the sandbox's network namespace.
+    crictl(node, &["rmp", "--force", &sandbox_pod])?;
+    ensure!(
+        node.run(&["sh", "-c", "grep -c sandbox-netns /proc/self/mountinfo"])
+            .is_err(),
+        "the sandbox's network namespace is still mounted after its pod was removed"
+    );
+    Ok(SandboxPod {
+        status,
+        checkpointed,
+        paused: (first, second),
+        links,
+        pod_links,
+        root_options,
+    })
 }

@@ -5,6 +5,7 @@
 //! (Debian sid's) on the same files.
 
 use revive_integration::forensics::{self, Seen};
+use revive_integration::scenario::Counter;
 use revive_integration::{Flavour, on_node};
 
 fn check(what: &str, seen: &Seen) {
@@ -108,6 +109,76 @@ fn inspect_and_memgrep(flavour: Flavour) {
     }
 }
 
+/// What a sandboxed restore must be: PAUSED, its counter where the checkpoint left it,
+/// no interface but a loopback that is down, its root read-only.
+fn check_sandbox(
+    status: &str,
+    checkpointed: &Counter,
+    paused: &(Counter, Counter),
+    links: &str,
+    root: &str,
+) {
+    assert_eq!(status, "PAUSED");
+    assert_eq!(
+        &paused.0, checkpointed,
+        "the sandbox ran before it was paused"
+    );
+    assert_eq!(&paused.1, checkpointed, "the paused sandbox counted on");
+    let lines: Vec<&str> = links.lines().collect();
+    assert_eq!(lines.len(), 1, "more than a loopback: {links}");
+    assert!(
+        lines[0].contains(": lo:") && lines[0].contains("state DOWN"),
+        "the loopback is not down: {links}"
+    );
+    assert!(
+        root.split(',').any(|o| o == "ro"),
+        "the root is not read-only: {root}"
+    );
+}
+
+/// A checkpoint image `ctr run` with `--annotation revive.io/sandbox=true` comes up paused
+/// before its code runs, with no interface but a loopback that is down and a read-only
+/// root; resumed, its processes run.
+fn sandboxed_restore(flavour: Flavour) {
+    let s = on_node(flavour, "sandbox", "sandboxed restore", |node, say| {
+        revive_integration::checkpoint_image::sandbox_restores(node, say)
+    });
+    check_sandbox(
+        &s.status,
+        &s.checkpointed,
+        &s.paused,
+        &s.links,
+        &s.root_options,
+    );
+    assert_eq!(s.resumed.0, "RUNNING", "not running once resumed");
+}
+
+/// The same through CRI: a pod's container, checkpointed by crictl, restored with
+/// `revive.io/sandbox: "true"` into a pod with a CNI network: paused, in a network
+/// namespace of its own (the pod's has eth0), its root read-only.
+fn sandboxed_restore_in_a_pod(flavour: Flavour) {
+    let s = on_node(
+        flavour,
+        "sandboxpod",
+        "sandboxed restore in a pod",
+        |node, say| revive_integration::crictl::sandbox_in_a_pod(node, say),
+    );
+    check_sandbox(
+        &s.status,
+        &s.checkpointed,
+        &s.paused,
+        &s.links,
+        &s.root_options,
+    );
+    assert!(
+        s.pod_links.contains("eth0"),
+        "the pod's own network has no eth0, so the test proves nothing: {}",
+        s.pod_links
+    );
+}
+
 revive_integration::e2e_main! {
+    sandboxed_restore_in_a_pod_lts => sandboxed_restore_in_a_pod(Flavour::Lts),
+    sandboxed_restore_with_ctr_lts => sandboxed_restore(Flavour::Lts),
     revive_inspect_and_memgrep_match_checkpointctl_lts => inspect_and_memgrep(Flavour::Lts),
 }

@@ -274,24 +274,39 @@ async fn freeze_early(id: &str, pid: u32) -> Option<crate::freezer::Freezer> {
     .flatten()
 }
 
-/// `runtime restore --detach` of `restore`, with the init's stdio; returns the restored
-/// init's pid.
+/// A restored init.
+pub struct Restored {
+    pub pid: u32,
+    /// Restored for analysis ([`crate::sandbox`]): its processes stopped, to be frozen
+    /// before they run.
+    pub sandboxed: bool,
+}
+
+/// `runtime restore --detach` of `restore`, with the init's stdio.
 pub async fn restore(
     target: &Target<'_>,
     restore: &Restore,
     io: &ProcessIo,
     stdio: &StdioSpec,
-) -> Result<u32, Error> {
+) -> Result<Restored, Error> {
     let (id, bundle) = (target.id, target.bundle);
     target.runtime.preflight(true).await?;
     let mut spec = read_spec(bundle)?;
     // Never into another container's cgroup (the checkpoint's spec names the original's).
     let moved = crate::cgroup::relocate_restore(&mut spec, id)?.is_some();
-    // Loopback up in a new network namespace before the processes resume.
+    let sandboxed = crate::sandbox::requested(&spec);
+    if sandboxed {
+        crate::sandbox::prepare(&mut spec, bundle)?;
+        info!(
+            "{id}: a sandboxed restore: stopped, then paused; loopback left down; root read-only"
+        );
+    }
+    // Loopback up in a new network namespace before the processes resume, unless the
+    // restore is a sandbox, whose loopback stays down.
     let shim =
         std::env::current_exe().map_err(crate::error::Error::io("finding the shim binary"))?;
-    let hooked = crate::network::add_loopback_hook(&mut spec, &shim);
-    if moved || hooked {
+    let hooked = !sandboxed && crate::network::add_loopback_hook(&mut spec, &shim);
+    if moved || hooked || sandboxed {
         write_spec(bundle, &spec)?;
     }
     let work = criu_work(bundle, restore.work.as_ref())?;
@@ -333,7 +348,10 @@ pub async fn restore(
         // Restored but not the shim's to manage: it goes, as after a failed restore.
         let _ = target.runtime.delete(id, true).await;
     }
-    Ok(restored?)
+    Ok(Restored {
+        pid: restored?,
+        sandboxed,
+    })
 }
 
 /// CRIU's work directory (logs, stats): the one asked for, else `criu-work` in

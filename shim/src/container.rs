@@ -281,14 +281,17 @@ impl Container {
         init.check(Op::Start)?;
         let (pid, restored) = match init.restore().cloned() {
             Some(restore) => {
-                let pid = crate::checkpoint::restore(
+                let restored = crate::checkpoint::restore(
                     &self.target(),
                     &restore,
                     &self.init.io,
                     &self.init.stdio,
                 )
                 .await?;
-                (pid, true)
+                if restored.sandboxed {
+                    return self.hold_sandbox(&mut init, restored.pid).await;
+                }
+                (restored.pid, true)
             }
             None => {
                 let pid = init.pid();
@@ -308,6 +311,43 @@ impl Container {
         };
         init.started(pid)?;
         Ok(Started { pid, restored })
+    }
+
+    /// A sandboxed restore's init, stopped by CRIU: frozen by the runtime's pause, checked
+    /// to be outside the node's network namespace, its root remounted read-only, then every
+    /// process sent SIGCONT, which it takes once resumed; the init is Paused. A container
+    /// that cannot be held so is killed, never left to run.
+    async fn hold_sandbox(
+        &self,
+        init: &mut crate::process::Locked<'_>,
+        pid: u32,
+    ) -> Result<Started> {
+        if let Err(e) = self.runtime.pause(&self.id).await {
+            let _ = self.runtime.kill(&self.id, 9, true).await;
+            return Err(Error::FailedPrecondition(format!(
+                "the sandboxed restore of {} could not be frozen, so it was killed: {e}",
+                self.id
+            )));
+        }
+        if let Err(e) = crate::sandbox::check_isolated(pid)
+            .and_then(|()| crate::sandbox::make_root_read_only(pid))
+        {
+            let _ = self.runtime.kill(&self.id, 9, true).await;
+            return Err(e);
+        }
+        let pids = self.runtime.ps(&self.id).await.unwrap_or_default();
+        crate::sandbox::wake_when_resumed(&pids);
+        init.started(pid)?;
+        init.transition(Status::Paused)?;
+        info!(
+            "{}: restored as a sandbox, paused with {} processes",
+            self.id,
+            pids.len()
+        );
+        Ok(Started {
+            pid,
+            restored: true,
+        })
     }
 
     /// Checkpoints the running (or paused) init with the runtime and CRIU.
@@ -516,6 +556,7 @@ impl Container {
         }
         unmount(self.rootfs.as_deref());
         crate::standins::remove(&self.bundle.join(crate::standins::DIR));
+        crate::sandbox::remove_netns(&self.bundle);
         init.transition(Status::Deleted)
     }
 }

@@ -34,6 +34,7 @@ mod process;
 mod program;
 pub mod reconcile;
 mod runtime;
+mod sandbox;
 pub mod service;
 mod spec;
 pub mod standins;
