@@ -1202,6 +1202,38 @@ fn kubelet_command(worker: &Worker) -> String {
     )
 }
 
+/// Where [`save_counter`] writes the saved pod's manifest, on the control node.
+const SAVED: &str = "/root/counter-saved.json";
+
+/// Runs a counter pod on node-a (busybox from the cluster's registry) and saves it to the
+/// registry with `revive migrate --save` [`SAVED`], which deletes it; returns its counter
+/// before.
+fn save_counter(
+    cluster: &Cluster,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<crate::scenario::Counter> {
+    let base = push_busybox(cluster)?;
+    let agent = push_agent_image(cluster)?;
+    let a = cluster.worker("node-a")?;
+    cluster.create(&counter_pod("counter", &a.name, &base))?;
+    cluster.wait_running("counter")?;
+    let id = container_id(&a.node, "counter", "counter")?;
+    let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
+    let said = cluster.control.run(&[
+        "revive",
+        "migrate",
+        "counter",
+        "--save",
+        SAVED,
+        "--registry",
+        &format!("{}/revive/saved", registry()),
+        "--agent-image",
+        &agent,
+    ])?;
+    narrate(said.trim());
+    Ok(before)
+}
+
 /// A node's reboot survived with its pod's state: the counter pod on node-a is saved to
 /// the registry (`revive migrate --save`, which deletes the pod), node-a goes through a
 /// reboot ([`Cluster::reboot`]), and the saved manifest, created again, brings the counter
@@ -1211,27 +1243,8 @@ pub fn reboot_with_state(
     cluster: &Cluster,
     narrate: &mut dyn FnMut(&str),
 ) -> Result<(crate::scenario::Counter, crate::scenario::Counter)> {
-    let base = push_busybox(cluster)?;
-    let agent = push_agent_image(cluster)?;
     let a = cluster.worker("node-a")?;
-    cluster.create(&counter_pod("counter", &a.name, &base))?;
-    cluster.wait_running("counter")?;
-    let id = container_id(&a.node, "counter", "counter")?;
-    let before = crictl::wait_for_count(&a.node, &id, 3, None)?;
-    let saved = "/root/counter-saved.json";
-    let args = [
-        "revive",
-        "migrate",
-        "counter",
-        "--save",
-        saved,
-        "--registry",
-        &format!("{}/revive/saved", registry()),
-        "--agent-image",
-        &agent,
-    ];
-    let said = cluster.control.run(&args)?;
-    narrate(said.trim());
+    let before = save_counter(cluster, narrate)?;
     ensure!(
         cluster
             .kubectl(&["get", "pods", "-o", "name"])?
@@ -1249,7 +1262,7 @@ pub fn reboot_with_state(
         "{} rebooted (processes killed, /run wiped, daemons started)",
         a.name
     ));
-    cluster.kubectl(&["create", "-f", saved])?;
+    cluster.kubectl(&["create", "-f", SAVED])?;
     cluster.wait_running("counter-m1")?;
     let id = container_id(&a.node, "counter-m1", "counter")?;
     let after = crictl::wait_for_count(&a.node, &id, before.count + 1, Some(&before.token))?;
@@ -1380,6 +1393,62 @@ const MIGRATE: &str = include_str!("../../config/migrate.yaml");
 /// The project's grant of the kubelets' checkpoint API to the API server
 /// (`config/checkpoint-rbac.yaml`).
 const CHECKPOINT_RBAC: &str = include_str!("../../config/checkpoint-rbac.yaml");
+
+/// A pod saved to the registry (`revive migrate --save`) and created again from the saved
+/// manifest with the annotation `revive.io/sandbox: "true"`, under a new name: through the
+/// kubelet and CRI it comes up paused (containerd's task PAUSED, the counter standing
+/// still), in a network namespace of its own with only a loopback that is down (its pod's
+/// has the CNI's eth0), its root read-only. Returns what was seen, and the token before.
+pub fn sandbox_pod(
+    cluster: &Cluster,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<(crictl::SandboxPod, String)> {
+    let a = cluster.worker("node-a")?;
+    let before = save_counter(cluster, narrate)?;
+    let mut pod: Value = serde_json::from_str(&cluster.control.run(&["cat", SAVED])?)
+        .context("the saved manifest")?;
+    pod["metadata"]["name"] = "counter-sandbox".into();
+    pod["metadata"]["annotations"]["revive.io/sandbox"] = "true".into();
+    cluster.create(&pod)?;
+    cluster.wait_running("counter-sandbox")?;
+    let id = container_id(&a.node, "counter-sandbox", "counter")?;
+    let status =
+        crate::ctr::parse_task_list(&a.node.ctr(&["-n", crate::cri::NAMESPACE, "task", "ls"])?)
+            .into_iter()
+            .find(|t| t.id == id)
+            .map(|t| t.status.to_string())
+            .unwrap_or_default();
+    let inspected = crictl::inspect(&a.node, &id)?;
+    let pid = inspected["info"]["pid"].to_string();
+    let state = format!("/proc/{pid}/root/state");
+    let read = || crate::scenario::parse_counter(&a.node.run(&["cat", &state])?);
+    let first = read()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let second = read()?;
+    let (links, root_options) = crate::checkpoint_image::isolation_of(&a.node, &pid)?;
+    let sandbox = inspected["info"]["sandboxID"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let pod_pid = crictl::crictl_json(&a.node, &["inspectp", &sandbox])?["info"]["pid"].to_string();
+    let pod_links = crate::checkpoint_image::isolation_of(&a.node, &pod_pid)?.0;
+    narrate(&format!(
+        "pod counter-sandbox: task {status}; counter {first} then {second}; its links \
+         {links:?}; the pod's {pod_links:?}; root {root_options}"
+    ));
+    cluster.kubectl(&["delete", "pod", "counter-sandbox", "--wait=true"])?;
+    Ok((
+        crictl::SandboxPod {
+            status,
+            checkpointed: first.clone(),
+            paused: (first, second),
+            links,
+            pod_links,
+            root_options,
+        },
+        before.token,
+    ))
+}
 
 #[cfg(test)]
 mod tests {

@@ -63,7 +63,35 @@ fn reboot(flavour: Flavour) {
     assert_eq!(before.token, after.token);
 }
 
+/// A pod saved to the registry, created again with `revive.io/sandbox: "true"`: through
+/// the kubelet it comes up paused, isolated, its root read-only.
+fn sandbox(flavour: Flavour) {
+    let (s, token) = on_cluster(flavour, "sandbox", 1, "a sandboxed pod", |c, say| {
+        cluster::sandbox_pod(c, say)
+    });
+    assert_eq!(s.status, "PAUSED");
+    assert_eq!(s.paused.0, s.paused.1, "the paused sandbox counted on");
+    assert_eq!(s.paused.0.token, token, "the sandbox is not the saved pod");
+    let links: Vec<&str> = s.links.lines().collect();
+    assert!(
+        links.len() == 1 && links[0].contains(": lo:") && links[0].contains("state DOWN"),
+        "more than a loopback that is down: {}",
+        s.links
+    );
+    assert!(
+        s.pod_links.contains("eth0"),
+        "the pod has no eth0: {}",
+        s.pod_links
+    );
+    assert!(
+        s.root_options.split(',').any(|o| o == "ro"),
+        "the root is not read-only: {}",
+        s.root_options
+    );
+}
+
 revive_integration::e2e_main! {
+    a_saved_pod_comes_back_as_a_sandbox_lts => sandbox(Flavour::Lts),
     revive_migrate_moves_a_pod_there_and_back_lts => migrate(Flavour::Lts),
     revive_migrate_moves_a_pod_there_and_back_latest => migrate(Flavour::Latest),
     revive_migrate_moves_a_redis_pod_holding_keys_lts => redis(Flavour::Lts),
