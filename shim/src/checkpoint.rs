@@ -22,12 +22,15 @@ pub enum Error {
     /// CRIU or the kernel cannot checkpoint or restore on this host.
     #[error(transparent)]
     Preflight(#[from] Unready),
-    /// The runtime's dump failed; the container goes on as it was.
-    #[error("checkpoint of {id} failed; the container is left as it was: {cause}{log}")]
+    /// The runtime's dump failed; the container goes on as it was. `asleep` names the
+    /// threads in uninterruptible sleep right after the first attempt, where CRIU met one.
+    #[error("checkpoint of {id} failed; the container is left as it was: {cause}{log}{}",
+        asleep.as_ref().map(|a| format!("\nin state D after the first attempt: {a}")).unwrap_or_default())]
     Dump {
         id: String,
         cause: Box<crate::error::Error>,
         log: CriuLog,
+        asleep: Option<Box<str>>,
     },
     /// The runtime's restore failed; no container is left behind in the runtime.
     #[error("{cause}{log}")]
@@ -138,6 +141,7 @@ pub async fn checkpoint(
     let image_existed = config.image_path.exists();
     let log = target.bundle.join("checkpoint-log.json");
     let mut result = dump(target, pid, config, &work, &log).await;
+    let mut asleep = None;
     // A process caught in uninterruptible sleep (waiting on a slow disk) fails the dump; the
     // container goes on running, and another attempt a moment later usually finds it awake.
     for pause in TRANSIENT_PAUSES {
@@ -147,11 +151,12 @@ pub async fn checkpoint(
         if !transient {
             break;
         }
+        let now = sleepers(pid);
         warn!(
-            "checkpoint of {id}: a process was in state D ({}); trying again in {} ms",
-            sleepers(pid),
+            "checkpoint of {id}: a process was in state D ({now}); trying again in {} ms",
             pause.as_millis()
         );
+        asleep.get_or_insert(now.into_boxed_str());
         if !image_existed {
             let _ = std::fs::remove_dir_all(&config.image_path);
         }
@@ -182,6 +187,7 @@ pub async fn checkpoint(
             id: id.to_string(),
             cause: Box::new(cause),
             log,
+            asleep,
         });
     }
     report_stats(id, &work, &config.image_path);
@@ -628,6 +634,7 @@ mod tests {
                 advice: Some("do this"),
                 copy: "/b/criu-dump.log".into(),
             },
+            asleep: None,
         };
         assert_eq!(
             dump.to_string(),
@@ -635,6 +642,23 @@ mod tests {
              exited with exit status: 1: criu failed\nCRIU: Error (criu/a.c:1): x; y\nwhat to \
              do: do this\nCRIU's full log: /b/criu-dump.log"
         );
+        let Error::Dump { id, cause, log, .. } = dump else {
+            unreachable!("made above")
+        };
+        let asleep = Error::Dump {
+            id,
+            cause,
+            log,
+            asleep: Some("now 12 (sh) in wait_for_vfork_done, the cgroup frozen".into()),
+        };
+        assert!(
+            asleep.to_string().ends_with(
+                "CRIU's full log: /b/criu-dump.log\nin state D after the first attempt: now 12 \
+                 (sh) in wait_for_vfork_done, the cgroup frozen"
+            ),
+            "{asleep}"
+        );
+        let dump = asleep;
         use containerd_shim_protos::ttrpc::Code;
         assert_eq!(dump.code(), Code::UNKNOWN);
         assert_eq!(
