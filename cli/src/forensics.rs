@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail, ensure};
 use revive_checkpoint::archive;
 use revive_checkpoint::criu::files::FileTable;
 use revive_checkpoint::criu::images::Source;
-use revive_checkpoint::criu::memory::{Mapping, MappingKind, Memory, PAGE_SIZE, PagesAt};
+use revive_checkpoint::criu::memory::{Mapping, MappingKind, Memory, PAGE_SIZE};
 use revive_checkpoint::criu::search::{self, Hit, Pattern};
 use revive_checkpoint::forensic::diff::Diff;
 use revive_checkpoint::forensic::{self, Beside, Inspection, ProcessView};
@@ -367,6 +367,11 @@ pub fn escaped(bytes: &[u8]) -> String {
     s
 }
 
+/// "1, 11, 12".
+fn pid_list(pids: impl Iterator<Item = u32>) -> String {
+    pids.map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+}
+
 /// The processes of `opened` to search: one (`pid`), or every one that has memory.
 fn memories(opened: &Opened, pid: Option<u32>) -> Result<Vec<(Memory, String)>> {
     let checkpoint = revive_checkpoint::criu::images::read(opened)?;
@@ -383,12 +388,7 @@ fn memories(opened: &Opened, pid: Option<u32>) -> Result<Vec<(Memory, String)>> 
         ensure!(
             !out.is_empty(),
             "the checkpoint has no process {want} with memory (its processes: {})",
-            checkpoint
-                .processes
-                .iter()
-                .map(|p| p.pid.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            pid_list(checkpoint.processes.iter().map(|p| p.pid))
         );
     }
     Ok(out)
@@ -474,29 +474,17 @@ pub fn dump_mapping(path: &Path, pid: u32, address: u64, output: &Path) -> Resul
         .mapping_at(address)
         .with_context(|| format!("process {pid} has no mapping at {address:#x}"))?
         .clone();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode_0600()
-        .open(output)
-        .with_context(|| format!("creating {} (it must not exist)", output.display()))?;
-    let mut page = vec![0u8; PAGE_SIZE as usize];
-    let mut at = mapping.start;
-    while at < mapping.end {
-        let i = memory.runs.partition_point(|r| r.end() <= at);
-        match memory.runs.get(i).filter(|r| r.vaddr <= at) {
-            Some(run) if matches!(run.at, PagesAt::Here(_)) => {
-                let PagesAt::Here(offset) = run.at else {
-                    unreachable!()
-                };
-                opened.read_at(&memory.pages_file, offset + (at - run.vaddr), &mut page)?;
+    write_private(output, |file| {
+        let mut page = vec![0u8; PAGE_SIZE as usize];
+        for at in (mapping.start..mapping.end).step_by(PAGE_SIZE as usize) {
+            match memory.locate(at) {
+                Some((_, offset)) => opened.read_at(&memory.pages_file, offset, &mut page)?,
+                None => page.fill(0),
             }
-            _ => page.fill(0),
+            file.write_all(&page)?;
         }
-        file.write_all(&page)
-            .with_context(|| format!("writing {}", output.display()))?;
-        at += PAGE_SIZE;
-    }
+        Ok(())
+    })?;
     Ok(mapping)
 }
 
@@ -516,42 +504,35 @@ pub fn core(
         .with_context(|| match pid {
             Some(want) => format!(
                 "the checkpoint has no process {want} (its processes: {})",
-                inspection
-                    .processes
-                    .iter()
-                    .map(|p| p.pid.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                pid_list(inspection.processes.iter().map(|p| p.pid))
             ),
             None => "the checkpoint has no process that is not a zombie".into(),
         })?
         .clone();
+    let written = write_private(output, |file| {
+        Ok(forensic::elfcore::write(&opened, &process, file)?)
+    })
+    .with_context(|| format!("writing the core of process {}", process.pid))?;
+    Ok((process, written))
+}
+
+/// Writes `output`, a new file (0600: it holds process memory), buffered, with `write`;
+/// removes it again if writing fails, so a failure leaves no partial file.
+fn write_private<T>(
+    output: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
+) -> Result<T> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode_0600()
+        .mode(0o600)
         .open(output)
         .with_context(|| format!("creating {} (it must not exist)", output.display()))?;
     let mut writer = std::io::BufWriter::new(file);
-    let written = forensic::elfcore::write(&opened, &process, &mut writer)
-        .map_err(anyhow::Error::from)
-        .and_then(|w| writer.flush().map(|()| w).map_err(Into::into));
-    match written {
-        Ok(w) => Ok((process, w)),
-        Err(e) => {
-            let _ = std::fs::remove_file(output);
-            Err(e.context(format!("writing the core of process {}", process.pid)))
-        }
+    let written = write(&mut writer).and_then(|w| Ok(writer.flush().map(|()| w)?));
+    if written.is_err() {
+        let _ = std::fs::remove_file(output);
     }
-}
-
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Mode0600 for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-    }
+    written.with_context(|| format!("writing {}", output.display()))
 }

@@ -1412,42 +1412,9 @@ pub fn sandbox_pod(
     cluster.create(&pod)?;
     cluster.wait_running("counter-sandbox")?;
     let id = container_id(&a.node, "counter-sandbox", "counter")?;
-    let status =
-        crate::ctr::parse_task_list(&a.node.ctr(&["-n", crate::cri::NAMESPACE, "task", "ls"])?)
-            .into_iter()
-            .find(|t| t.id == id)
-            .map(|t| t.status.to_string())
-            .unwrap_or_default();
-    let inspected = crictl::inspect(&a.node, &id)?;
-    let pid = inspected["info"]["pid"].to_string();
-    let state = format!("/proc/{pid}/root/state");
-    let read = || crate::scenario::parse_counter(&a.node.run(&["cat", &state])?);
-    let first = read()?;
-    std::thread::sleep(Duration::from_secs(2));
-    let second = read()?;
-    let (links, root_options) = crate::checkpoint_image::isolation_of(&a.node, &pid)?;
-    let sandbox = inspected["info"]["sandboxID"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    let pod_pid = crictl::crictl_json(&a.node, &["inspectp", &sandbox])?["info"]["pid"].to_string();
-    let pod_links = crate::checkpoint_image::isolation_of(&a.node, &pod_pid)?.0;
-    narrate(&format!(
-        "pod counter-sandbox: task {status}; counter {first} then {second}; its links \
-         {links:?}; the pod's {pod_links:?}; root {root_options}"
-    ));
+    let view = crictl::sandbox_view(&a.node, &id, None, narrate)?;
     cluster.kubectl(&["delete", "pod", "counter-sandbox", "--wait=true"])?;
-    Ok((
-        crictl::SandboxPod {
-            status,
-            checkpointed: first.clone(),
-            paused: (first, second),
-            links,
-            pod_links,
-            root_options,
-        },
-        before.token,
-    ))
+    Ok((view, before.token))
 }
 
 #[cfg(test)]

@@ -761,31 +761,7 @@ pub fn sandbox_in_a_pod(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Sa
     if let Err(err) = crictl(node, &["start", &new]) {
         return Err(err.context(restore_diagnostics(node, &new)));
     }
-    let status = crate::ctr::parse_task_list(&node.ctr(&["-n", cri::NAMESPACE, "task", "ls"])?)
-        .into_iter()
-        .find(|t| t.id == new)
-        .map(|t| t.status.to_string())
-        .unwrap_or_default();
-    let pid = inspect(node, &new)?["info"]["pid"].to_string();
-    let state = format!("/proc/{pid}/root/state");
-    let read = || -> Result<Counter> { parse_counter(&node.run(&["cat", &state])?) };
-    let first = read()?;
-    std::thread::sleep(Duration::from_secs(2));
-    let second = read()?;
-    let (links, root_options) = crate::checkpoint_image::isolation_of(node, &pid)?;
-    let sandbox_pid = inspect(node, &new)?["info"]["sandboxID"].to_string();
-    let pod_links = crictl_json(node, &["inspectp", sandbox_pid.trim_matches('"')])
-        .ok()
-        .and_then(|p| p["info"]["pid"].as_u64())
-        .map(|p| {
-            node.run(&["nsenter", "-t", &p.to_string(), "-n", "ip", "-o", "link"])
-                .unwrap_or_default()
-        })
-        .unwrap_or_default();
-    narrate(&format!(
-        "sandboxed in a pod: task {status}; counter {first} then {second}; its links \
-         {links:?}; the pod's {pod_links:?}; root {root_options}"
-    ));
+    let view = sandbox_view(node, &new, Some(checkpointed), narrate)?;
     // Removing the pod kills the paused container (runc thaws a paused container it sends
     // SIGKILL to) and removes the sandbox's network namespace.
     crictl(node, &["rmp", "--force", &sandbox_pod])?;
@@ -794,9 +770,43 @@ pub fn sandbox_in_a_pod(node: &Node, narrate: &mut dyn FnMut(&str)) -> Result<Sa
             .is_err(),
         "the sandbox's network namespace is still mounted after its pod was removed"
     );
+    Ok(view)
+}
+
+/// What CRI container `id`, a sandboxed restore, looks like from its node: containerd's
+/// status of its task, its counter read twice, 2 s apart, from its root (it takes no
+/// exec while frozen), the links of its network namespace and of its pod's, the options
+/// of its root mount. `checkpointed` is the counter the checkpoint holds (none: the
+/// first read).
+pub fn sandbox_view(
+    node: &Node,
+    id: &str,
+    checkpointed: Option<Counter>,
+    narrate: &mut dyn FnMut(&str),
+) -> Result<SandboxPod> {
+    let status = crate::ctr::parse_task_list(&node.ctr(&["-n", cri::NAMESPACE, "task", "ls"])?)
+        .into_iter()
+        .find(|t| t.id == id)
+        .map(|t| t.status.to_string())
+        .unwrap_or_default();
+    let inspected = inspect(node, id)?;
+    let pid = inspected["info"]["pid"].to_string();
+    let state = format!("/proc/{pid}/root/state");
+    let read = || -> Result<Counter> { parse_counter(&node.run(&["cat", &state])?) };
+    let first = read()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let second = read()?;
+    let (links, root_options) = crate::checkpoint_image::isolation_of(node, &pid)?;
+    let sandbox = inspected["info"]["sandboxID"].as_str().unwrap_or("");
+    let pod_pid = crictl_json(node, &["inspectp", sandbox])?["info"]["pid"].to_string();
+    let pod_links = crate::checkpoint_image::isolation_of(node, &pod_pid)?.0;
+    narrate(&format!(
+        "sandboxed {id}: task {status}; counter {first} then {second}; its links {links:?}; \
+         the pod's {pod_links:?}; root {root_options}"
+    ));
     Ok(SandboxPod {
         status,
-        checkpointed,
+        checkpointed: checkpointed.unwrap_or_else(|| first.clone()),
         paused: (first, second),
         links,
         pod_links,

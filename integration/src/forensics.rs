@@ -493,16 +493,13 @@ pub fn revive_inspect(node: &Node, archive: &str) -> Result<Value> {
     serde_json::from_str(&out).with_context(|| format!("revive inspect --json printed {out:?}"))
 }
 
-/// `checkpointctl inspect --all --format json` of `archive` in the node: its one element.
+/// checkpointctl's command that shows everything it can, as JSON.
+pub const CHECKPOINTCTL_INSPECT: [&str; 5] =
+    ["checkpointctl", "inspect", "--all", "--format", "json"];
+
+/// [`CHECKPOINTCTL_INSPECT`] of `archive` in the node: its one element.
 pub fn checkpointctl_inspect(node: &Node, archive: &str) -> Result<Value> {
-    let out = node.run(&[
-        "checkpointctl",
-        "inspect",
-        "--all",
-        "--format",
-        "json",
-        archive,
-    ])?;
+    let out = node.run(&[&CHECKPOINTCTL_INSPECT[..], &[archive]].concat())?;
     let mut all: Value = serde_json::from_str(&out)
         .with_context(|| format!("checkpointctl inspect printed {out:?}"))?;
     Ok(all[0].take())

@@ -305,6 +305,17 @@ impl Memory {
             .sum()
     }
 
+    /// The run holding the page of `addr`, and where `addr` is in the pages file, if that
+    /// page is in this checkpoint.
+    pub fn locate(&self, addr: u64) -> Option<(&PageRun, u64)> {
+        let i = self.runs.partition_point(|r| r.end() <= addr);
+        let run = self.runs.get(i).filter(|r| r.vaddr <= addr)?;
+        match run.at {
+            PagesAt::Here(offset) => Some((run, offset + (addr - run.vaddr))),
+            _ => None,
+        }
+    }
+
     /// The mapping holding `addr`.
     pub fn mapping_at(&self, addr: u64) -> Option<&Mapping> {
         let i = self.mappings.partition_point(|m| m.end <= addr);
@@ -324,18 +335,14 @@ impl Memory {
         let mut out = vec![0u8; (end - start) as usize];
         let mut at = start;
         while at < end {
-            let i = self.runs.partition_point(|r| r.end() <= at);
-            let Some(run) = self.runs.get(i).filter(|r| r.vaddr <= at) else {
-                return Ok(None);
-            };
-            let PagesAt::Here(offset) = run.at else {
+            let Some((run, offset)) = self.locate(at) else {
                 return Ok(None);
             };
             let upto = end.min(run.end());
             let from = (at - start) as usize;
             source.read_at(
                 &self.pages_file,
-                offset + (at - run.vaddr),
+                offset,
                 &mut out[from..from + (upto - at) as usize],
             )?;
             at = upto;

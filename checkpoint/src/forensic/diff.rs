@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{Inspection, ProcessView};
 use crate::criu::ImageError;
 use crate::criu::images::Source;
-use crate::criu::memory::{Memory, PAGE_SIZE, PageRun, PagesAt};
+use crate::criu::memory::{Memory, PAGE_SIZE, PagesAt};
 
 /// Pages compared at a time.
 const CHUNK_PAGES: u64 = 256;
@@ -132,17 +132,6 @@ pub fn compare(a: &Inspection, b: &Inspection) -> Diff {
     }
 }
 
-/// The run of `memory` holding `addr` and where in the pages file that address is, if its
-/// page is in this checkpoint.
-fn locate(memory: &Memory, addr: u64) -> Option<(&PageRun, u64)> {
-    let i = memory.runs.partition_point(|r| r.end() <= addr);
-    let run = memory.runs.get(i).filter(|r| r.vaddr <= addr)?;
-    match run.at {
-        PagesAt::Here(offset) => Some((run, offset + (addr - run.vaddr))),
-        _ => None,
-    }
-}
-
 /// Every run of pages `memory` holds: (first page's address, pages, offset in the pages
 /// file).
 fn present(memory: &Memory) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
@@ -168,7 +157,7 @@ pub fn compare_memory(
         let mut page = 0;
         while page < pages {
             let addr = start + page * PAGE_SIZE;
-            let Some((run_b, offset_b)) = locate(b, addr) else {
+            let Some((run_b, offset_b)) = b.locate(addr) else {
                 out.only_before += 1;
                 page += 1;
                 continue;
@@ -201,7 +190,7 @@ pub fn compare_memory(
     }
     for (start, pages, _) in present(b) {
         for page in 0..pages {
-            if locate(a, start + page * PAGE_SIZE).is_none() {
+            if a.locate(start + page * PAGE_SIZE).is_none() {
                 out.only_after += 1;
             }
         }

@@ -158,14 +158,7 @@ fn measure_size(
         check_readable(node, archive)?;
         let commands: [(Vec<&str>, &[i32]); 5] = [
             (
-                vec![
-                    "checkpointctl",
-                    "inspect",
-                    "--all",
-                    "--format",
-                    "json",
-                    archive,
-                ],
+                [&forensics::CHECKPOINTCTL_INSPECT[..], &[archive]].concat(),
                 &[0],
             ),
             (vec!["revive", "inspect", "--json", archive], &[0]),
