@@ -797,6 +797,11 @@ fn inspect_says_what_a_restore_needs_and_who_provides_it() {
 /// The holder's checkpoint (the checkpoint crate's `holder` fixture: a process holding a
 /// secret in memory, and its child) as a checkpoint archive.
 fn holder_archive() -> Vec<u8> {
+    holder_archive_with(|_, data| data)
+}
+
+/// [`holder_archive`] with each file's content passed through `change` (by name).
+fn holder_archive_with(change: impl Fn(&str, Vec<u8>) -> Vec<u8>) -> Vec<u8> {
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoint/tests/fixtures/criu/holder");
     let mut tar = Tar::new().dir("checkpoint");
@@ -806,7 +811,7 @@ fn holder_archive() -> Vec<u8> {
         .collect();
     names.sort();
     for name in names {
-        let data = fs::read(dir.join(&name)).unwrap();
+        let data = change(&name, fs::read(dir.join(&name)).unwrap());
         tar = match name.as_str() {
             "config.dump" | "spec.dump" | "stats-dump" => tar.file(&name, &data),
             _ => tar.file(&format!("checkpoint/{name}"), &data),
@@ -922,4 +927,53 @@ fn what_is_no_checkpoint_is_said_so() {
     fs::write(&without, native_export(&native_entries(None), |_| {})).unwrap();
     let err = format!("{:#}", crate::forensics::inspect(&without).unwrap_err());
     assert!(err.contains("no CRIU images"), "{err}");
+}
+
+#[test]
+fn hostile_checkpoints_are_read_as_far_as_they_are_sound_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // The holder's pages file cut short: its pagemap points past the end.
+    let cut = dir.path().join("cut.tar");
+    fs::write(
+        &cut,
+        holder_archive_with(|name, data| {
+            if name == "pages-1.img" {
+                data[..4096].to_vec()
+            } else {
+                data
+            }
+        }),
+    )
+    .unwrap();
+    let report = crate::forensics::inspect(&cut).unwrap();
+    let problems = report.inspection.problems.join("; ");
+    assert!(
+        problems.contains("process 1: memory") && problems.contains("past the end"),
+        "{problems}"
+    );
+    assert_eq!(report.inspection.processes[0].cmdline, None);
+    let pattern = revive_checkpoint::criu::search::Pattern::literal(HOLDER_SECRET).unwrap();
+    let grep = crate::forensics::Grep {
+        pattern: &pattern,
+        pid: None,
+        context: 0,
+        max: 10,
+    };
+    let err = crate::forensics::memgrep(&cut, &grep, false, &mut Vec::new()).unwrap_err();
+    assert!(format!("{err:#}").contains("past the end"), "{err:#}");
+    let core = dir.path().join("cut.core");
+    assert!(crate::forensics::core(&cut, Some(1), &core).is_err());
+    // A member escaping the archive names no image, and garbage is no process tree.
+    let escaping = dir.path().join("escaping.tar");
+    fs::write(
+        &escaping,
+        Tar::new()
+            .raw_file(b"../checkpoint/pstree.img", b"x")
+            .file("spec.dump", SPEC)
+            .file("checkpoint/pstree.img", b"garbage")
+            .bytes(),
+    )
+    .unwrap();
+    assert!(crate::forensics::inspect(&escaping).is_err());
+    assert_eq!(names(dir.path()), ["cut.tar", "escaping.tar"]);
 }
